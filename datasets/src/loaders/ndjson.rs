@@ -1,0 +1,112 @@
+//! NDJSON in the `telemetry` shape: one JSON object per line.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use vigil_operators::{Kind, Reading, derive_event_id};
+
+use super::RecordSink;
+use super::plan::TextSource;
+
+/// One input line as written by a producer, borrowing from the line where it can.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(default)]
+    kind: Option<Kind>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(with = "vigil_operators::time::epoch_ms")]
+    ts: i64,
+    #[serde(default)]
+    seq: Option<u64>,
+    value: f64,
+    #[serde(default)]
+    attrs: Option<serde_json::Value>,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+}
+
+/// Parses the lines of one chunk; `first_line` is the line number of its first line.
+pub(super) fn parse(
+    bytes: &[u8],
+    source: &TextSource,
+    first_line: u64,
+    sink: &mut impl RecordSink,
+) {
+    let mut line_no = first_line;
+    for line in bytes.split(|b| *b == b'\n') {
+        let number = line_no;
+        line_no += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match parse_line(line) {
+            Ok((reading, payload)) => sink.reading(reading, payload.as_deref()),
+            Err((ts, kind, reason)) => {
+                sink.dead_letter(ts, source.origin(number), kind, reason, Some(line))
+            }
+        }
+    }
+}
+
+type LineError = (Option<i64>, &'static str, String);
+
+/// Parses one line into a reading and its clear payload.
+pub(crate) fn parse_line(line: &[u8]) -> Result<(Reading, Option<Vec<u8>>), LineError> {
+    let parsed: Line = serde_json::from_slice(line).map_err(|e| {
+        let kind = if e.is_data() { "schema" } else { "parse" };
+        (None, kind, describe(e))
+    })?;
+    let ts = Some(parsed.ts);
+    if !parsed.value.is_finite() {
+        return Err((
+            ts,
+            "schema",
+            format!("value {} is not a finite number", parsed.value),
+        ));
+    }
+    if parsed.source.is_empty() || parsed.name.is_empty() {
+        return Err((ts, "schema", "source and name must not be empty".into()));
+    }
+    let attrs = match parsed.attrs {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value @ serde_json::Value::Object(_)) => Some(value.to_string()),
+        Some(_) => return Err((ts, "schema", "attrs must be a JSON object".into())),
+    };
+    let payload = match parsed.payload {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.into_bytes()),
+        Some(value) => Some(value.to_string().into_bytes()),
+    };
+    let event_id = match parsed.event_id {
+        Some(id) if !id.is_empty() => id.as_ref().into(),
+        _ => derive_event_id(&parsed.source, &parsed.name, parsed.seq, parsed.ts),
+    };
+    let reading = Reading {
+        event_id,
+        source: parsed.source.as_ref().into(),
+        kind: parsed.kind.unwrap_or_default(),
+        name: parsed.name.as_ref().into(),
+        ts: parsed.ts,
+        seq: parsed.seq,
+        value: parsed.value,
+        attrs,
+        payload: None,
+        key_id: None,
+    };
+    Ok((reading, payload))
+}
+
+/// serde_json's message without the line number, which is always 1 for a single line.
+fn describe(e: serde_json::Error) -> String {
+    let message = e.to_string();
+    match message.rfind(" at line ") {
+        Some(i) => format!("{} (column {})", &message[..i], e.column()),
+        None => message,
+    }
+}

@@ -1,0 +1,448 @@
+//! Input planning: files, directories, the embedded default and generators into units.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::generator::{DeviceSpec, RocketSpec};
+
+/// Text chunks are cut at the first line start at or after each multiple of this size.
+pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
+
+/// Generator inputs are cut into units of this many ticks.
+const GENERATOR_TICKS_PER_UNIT: u64 = 10;
+
+/// Where the bytes of a text unit live.
+#[derive(Clone, Debug)]
+pub enum TextSource {
+    /// A file on disk.
+    File(Arc<PathBuf>),
+    /// A dataset compiled into the binary.
+    Embedded {
+        /// The name it is reported under (`datasets/nab/…csv`).
+        name: &'static str,
+        /// The whole file.
+        bytes: &'static [u8],
+    },
+}
+
+impl TextSource {
+    /// `path:line`, for dead letters.
+    pub fn origin(&self, line: u64) -> String {
+        match self {
+            TextSource::File(path) => format!("{}:{line}", path.display()),
+            TextSource::Embedded { name, .. } => format!("{name}:{line}"),
+        }
+    }
+
+    /// The path the series names of a NAB-shaped CSV are taken from.
+    pub fn path(&self) -> &Path {
+        match self {
+            TextSource::File(path) => path,
+            TextSource::Embedded { name, .. } => Path::new(name),
+        }
+    }
+}
+
+/// How a text unit is parsed.
+#[derive(Clone, Debug)]
+pub enum TextFormat {
+    /// One JSON object per line in the `telemetry` shape.
+    Ndjson,
+    /// CSV whose header decided the shape.
+    Csv(Arc<super::csv::CsvShape>),
+}
+
+/// What one unit of work reads.
+#[derive(Clone, Debug)]
+pub enum UnitSource {
+    /// Lines `[start, end)` of a text file, the first of them being line `first_line` (1-based).
+    Text {
+        /// The file or embedded bytes.
+        source: TextSource,
+        /// How to parse it.
+        format: TextFormat,
+        /// First byte of the unit.
+        start: u64,
+        /// One past the last byte of the unit.
+        end: u64,
+        /// Line number of the unit's first line.
+        first_line: u64,
+    },
+    /// One row group of a Parquet file.
+    Parquet {
+        /// The file.
+        path: Arc<PathBuf>,
+        /// The row group index.
+        row_group: usize,
+    },
+    /// Ticks of the rocket telemetry generator.
+    Rocket {
+        /// The generator's parameters.
+        spec: Arc<RocketSpec>,
+        /// The ticks this unit generates.
+        ticks: Range<u64>,
+    },
+    /// Ticks of the device event generator.
+    Devices {
+        /// The generator's parameters.
+        spec: Arc<DeviceSpec>,
+        /// The ticks this unit generates.
+        ticks: Range<u64>,
+    },
+    /// A file that cannot be read at all (empty, unsupported type, bad header): one dead letter.
+    Problem {
+        /// The file.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One unit of work and its size, for progress reporting.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    /// What it reads.
+    pub source: UnitSource,
+    /// Bytes (text), rows (Parquet) or readings (generators) it covers.
+    pub size: u64,
+}
+
+/// An input cut into units, in a deterministic order.
+#[derive(Clone, Debug, Default)]
+pub struct InputPlan {
+    /// The units, in input order.
+    pub units: Vec<Unit>,
+    /// Sum of the units' sizes.
+    pub total: u64,
+    /// Whether sizes are bytes (text files) rather than records.
+    pub total_is_bytes: bool,
+    /// A one-line description of the input, for logs.
+    pub description: String,
+}
+
+impl InputPlan {
+    fn push(&mut self, unit: Unit) {
+        self.total += unit.size;
+        self.units.push(unit);
+    }
+}
+
+/// Plans files and directories (walked recursively, in name order). Files whose type vigil does
+/// not read, empty files and CSV files with an unknown header become one dead letter each.
+/// A path that does not exist is an error.
+pub fn plan_paths(paths: &[PathBuf], chunk_bytes: u64) -> anyhow::Result<InputPlan> {
+    let mut files = Vec::new();
+    for path in paths {
+        anyhow::ensure!(
+            path.exists(),
+            "input {} does not exist: pass a dataset file or directory, or gen:rocket / gen:devices",
+            path.display()
+        );
+        collect_files(path, &mut files).with_context(|| format!("listing {}", path.display()))?;
+    }
+    let mut plan = InputPlan {
+        total_is_bytes: true,
+        description: paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        ..InputPlan::default()
+    };
+    for file in files {
+        plan_file(&file, chunk_bytes, &mut plan);
+    }
+    Ok(plan)
+}
+
+/// Plans a dataset compiled into the binary.
+pub fn plan_embedded(name: &'static str, bytes: &'static [u8], chunk_bytes: u64) -> InputPlan {
+    let mut plan = InputPlan {
+        total_is_bytes: true,
+        description: name.to_owned(),
+        ..InputPlan::default()
+    };
+    let source = TextSource::Embedded { name, bytes };
+    plan_text(
+        source,
+        bytes,
+        format_of(Path::new(name)),
+        chunk_bytes,
+        &mut plan,
+    );
+    plan
+}
+
+/// Plans a generator input: `gen:rocket[?key=value&…]` or `gen:devices[?…]`.
+pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
+    let rest = spec
+        .strip_prefix("gen:")
+        .context("a generator input starts with gen:")?;
+    let (kind, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut plan = InputPlan {
+        description: spec.to_owned(),
+        ..InputPlan::default()
+    };
+    match kind {
+        "rocket" => {
+            let spec = Arc::new(RocketSpec::parse(query)?);
+            for ticks in tick_ranges(spec.ticks) {
+                let size = (ticks.end - ticks.start) * spec.vehicles as u64 * 8;
+                plan.push(Unit {
+                    source: UnitSource::Rocket {
+                        spec: spec.clone(),
+                        ticks,
+                    },
+                    size,
+                });
+            }
+        }
+        "devices" => {
+            let spec = Arc::new(DeviceSpec::parse(query)?);
+            for ticks in tick_ranges(spec.ticks) {
+                let size = (ticks.end - ticks.start) * spec.devices as u64;
+                plan.push(Unit {
+                    source: UnitSource::Devices {
+                        spec: spec.clone(),
+                        ticks,
+                    },
+                    size,
+                });
+            }
+        }
+        other => anyhow::bail!("unknown generator gen:{other}: use gen:rocket or gen:devices"),
+    }
+    Ok(plan)
+}
+
+fn tick_ranges(ticks: u64) -> impl Iterator<Item = Range<u64>> {
+    (0..ticks.div_ceil(GENERATOR_TICKS_PER_UNIT))
+        .map(move |i| i * GENERATOR_TICKS_PER_UNIT..((i + 1) * GENERATOR_TICKS_PER_UNIT).min(ticks))
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for entry in entries {
+            let hidden = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if !hidden {
+                collect_files(&entry, files)?;
+            }
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+enum FileFormat {
+    Ndjson,
+    Csv,
+    Parquet,
+    Unsupported,
+}
+
+fn format_of(path: &Path) -> FileFormat {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "ndjson" | "jsonl" | "json" => FileFormat::Ndjson,
+        "csv" => FileFormat::Csv,
+        "parquet" | "pq" => FileFormat::Parquet,
+        _ => FileFormat::Unsupported,
+    }
+}
+
+fn plan_file(path: &Path, chunk_bytes: u64, plan: &mut InputPlan) {
+    let origin = path.display().to_string();
+    let problem = |plan: &mut InputPlan, reason: String| {
+        plan.push(Unit {
+            source: UnitSource::Problem {
+                origin: origin.clone(),
+                reason,
+            },
+            size: 0,
+        });
+    };
+    let format = format_of(path);
+    if let FileFormat::Unsupported = format {
+        return problem(
+            plan,
+            "unsupported file type: vigil reads .ndjson/.jsonl/.json, .csv and .parquet files"
+                .into(),
+        );
+    }
+    if let FileFormat::Parquet = format {
+        match super::parquet::row_groups(path) {
+            Ok(groups) if groups.is_empty() => {
+                problem(plan, "the Parquet file has no row groups".into())
+            }
+            Ok(groups) => {
+                let path = Arc::new(path.to_path_buf());
+                for (row_group, rows) in groups.into_iter().enumerate() {
+                    plan.push(Unit {
+                        source: UnitSource::Parquet {
+                            path: path.clone(),
+                            row_group,
+                        },
+                        size: rows,
+                    });
+                }
+            }
+            Err(e) => problem(plan, format!("not a readable Parquet file: {e}")),
+        }
+        return;
+    }
+    let source = TextSource::File(Arc::new(path.to_path_buf()));
+    match File::open(path) {
+        Ok(file) => plan_text(source, file, format, chunk_bytes, plan),
+        Err(e) => problem(plan, format!("could not read the file: {e}")),
+    }
+}
+
+/// Cuts a text input into chunks at line starts and records each chunk's first line number.
+/// Reads the input once, in blocks, so planning a large file takes little memory.
+fn plan_text(
+    source: TextSource,
+    mut reader: impl Read,
+    format: FileFormat,
+    chunk_bytes: u64,
+    plan: &mut InputPlan,
+) {
+    let origin = source.origin(1);
+    let problem = |plan: &mut InputPlan, reason: String| {
+        let origin = origin.clone();
+        plan.push(Unit {
+            source: UnitSource::Problem { origin, reason },
+            size: 0,
+        });
+    };
+    let mut block = vec![0u8; 1 << 20];
+    // Offset of `block[0]` in the input, and the valid length of `block`.
+    let mut offset: u64 = 0;
+    let mut filled = match read_full(&mut reader, &mut block) {
+        Ok(n) => n,
+        Err(e) => return problem(plan, format!("could not read the file: {e}")),
+    };
+    let (format, mut start, mut line) = match format {
+        FileFormat::Csv => {
+            let header_end = memchr::memchr(b'\n', &block[..filled]).map_or(filled, |i| i + 1);
+            match super::csv::CsvShape::from_header(&block[..header_end], source.path()) {
+                Ok(shape) => (TextFormat::Csv(Arc::new(shape)), header_end as u64, 2),
+                Err(reason) => return problem(plan, reason),
+            }
+        }
+        _ => (TextFormat::Ndjson, 0, 1),
+    };
+    let mut has_data = block[start as usize..filled]
+        .iter()
+        .any(|b| !b.is_ascii_whitespace());
+    let chunk = chunk_bytes.max(1);
+    // Lines counted from `start` up to `counted`.
+    let mut counted = start;
+    let mut lines_in_chunk = 0u64;
+    let mut units = Vec::new();
+    let push = |units: &mut Vec<Unit>, start: u64, end: u64, first_line: u64| {
+        units.push(Unit {
+            source: UnitSource::Text {
+                source: source.clone(),
+                format: format.clone(),
+                start,
+                end,
+                first_line,
+            },
+            size: end - start,
+        });
+    };
+    loop {
+        // Scan the block from `counted` for the newline that ends the current chunk.
+        let from = (counted - offset) as usize;
+        let target = start + chunk;
+        let mut cut = None;
+        for i in memchr::memchr_iter(b'\n', &block[from..filled]) {
+            let pos = offset + (from + i) as u64;
+            lines_in_chunk += 1;
+            if pos + 1 >= target {
+                cut = Some(pos + 1);
+                break;
+            }
+        }
+        match cut {
+            Some(end) => {
+                push(&mut units, start, end, line);
+                line += lines_in_chunk;
+                lines_in_chunk = 0;
+                start = end;
+                counted = end;
+            }
+            None => {
+                offset += filled as u64;
+                counted = offset;
+                filled = match read_full(&mut reader, &mut block) {
+                    Ok(n) => n,
+                    Err(e) => return problem(plan, format!("could not read the file: {e}")),
+                };
+                has_data |= block[..filled].iter().any(|b| !b.is_ascii_whitespace());
+                if filled == 0 {
+                    if offset > start {
+                        push(&mut units, start, offset, line);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    if has_data {
+        units.into_iter().for_each(|unit| plan.push(unit));
+    } else {
+        problem(plan, "the file is empty".to_owned());
+    }
+}
+
+/// Fills `block` as far as the reader allows; returns how many bytes were read (0 at the end).
+fn read_full(reader: &mut impl Read, block: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < block.len() {
+        match reader.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads bytes `[start, end)` of a file into `buf`.
+pub(super) fn read_range(
+    path: &Path,
+    start: u64,
+    end: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(start))?;
+    buf.clear();
+    file.take(end - start).read_to_end(buf)?;
+    if (buf.len() as u64) < end - start {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file shrank while it was read",
+        ));
+    }
+    Ok(())
+}

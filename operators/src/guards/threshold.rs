@@ -1,0 +1,66 @@
+//! The threshold guard: fixed lower and upper bounds per metric name.
+
+use std::collections::HashMap;
+
+use compact_str::CompactString;
+
+use crate::guards::series_guard::{SeriesLogic, Verdict};
+use crate::model::Reading;
+
+/// Lower and upper bounds per metric name; a metric without bounds is not watched.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Threshold {
+    bounds: HashMap<CompactString, (Option<f64>, Option<f64>)>,
+}
+
+impl Threshold {
+    /// A threshold guard that watches nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bounds for metric `name`: alert below `min` or above `max`.
+    pub fn bound(mut self, name: &str, min: Option<f64>, max: Option<f64>) -> Self {
+        self.bounds.insert(name.into(), (min, max));
+        self
+    }
+
+    /// Adds every bound of `other`, replacing bounds of the same metric.
+    pub fn merge(&mut self, other: Threshold) {
+        self.bounds.extend(other.bounds);
+    }
+
+    /// Whether no metric has bounds.
+    pub fn is_empty(&self) -> bool {
+        self.bounds.is_empty()
+    }
+}
+
+impl SeriesLogic for Threshold {
+    type State = ();
+
+    fn observe(&self, _state: &mut (), reading: &Reading) -> Option<Verdict> {
+        let (min, max) = self.bounds.get(&reading.name)?;
+        let value = reading.value;
+        let (anomalous, expected) = match (min, max) {
+            (Some(min), _) if value < *min => (true, *min),
+            (_, Some(max)) if value > *max => (true, *max),
+            (Some(min), Some(max)) => (false, (min + max) / 2.0),
+            (Some(min), None) => (false, *min),
+            (None, Some(max)) => (false, *max),
+            (None, None) => return None,
+        };
+        Some(Verdict {
+            anomalous,
+            observed: value,
+            expected,
+            score: if anomalous {
+                (value - expected).abs()
+            } else {
+                0.0
+            },
+            window_start: reading.ts,
+            window_end: reading.ts,
+        })
+    }
+}

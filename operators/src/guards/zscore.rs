@@ -1,0 +1,133 @@
+//! The z-score guard: a reading far from the mean of the series' previous `window` readings.
+
+use crate::guards::series_guard::{SeriesLogic, Verdict};
+use crate::model::Reading;
+
+/// Parameters of the z-score guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZScore {
+    /// How many previous readings the mean and standard deviation are taken over.
+    pub window: usize,
+    /// Raise when `|value - mean| / std` reaches this.
+    pub threshold: f64,
+}
+
+impl Default for ZScore {
+    fn default() -> Self {
+        Self {
+            window: 60,
+            threshold: 6.0,
+        }
+    }
+}
+
+impl ZScore {
+    /// A z-score guard over `window` previous readings raising at `threshold` deviations.
+    pub fn new(window: usize, threshold: f64) -> Self {
+        Self {
+            window: window.max(1),
+            threshold,
+        }
+    }
+}
+
+/// Whether a standard deviation is too small to divide by: zero up to rounding error, so that
+/// a constant series (std = 0) never alerts.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::is_degenerate_std;
+/// assert!(is_degenerate_std(0.0, 5.0));
+/// assert!(!is_degenerate_std(0.1, 5.0));
+/// ```
+pub fn is_degenerate_std(std: f64, mean: f64) -> bool {
+    std <= 1e-9 * mean.abs().max(1.0)
+}
+
+/// The z-score guard's memory of one series: a ring of the last `window` readings and their
+/// sums, kept relative to a shift near the mean so that the variance does not cancel out.
+#[derive(Debug, Default)]
+pub struct ZScoreState {
+    values: Vec<f64>,
+    times: Vec<i64>,
+    /// Index of the oldest reading once the ring is full.
+    head: usize,
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    /// Readings added since the sums were last recomputed exactly.
+    since_exact: usize,
+}
+
+impl ZScoreState {
+    fn recompute(&mut self) {
+        let n = self.values.len() as f64;
+        self.shift = self.values.iter().sum::<f64>() / n;
+        let shift = self.shift;
+        self.sum = self.values.iter().map(|v| v - shift).sum();
+        self.sum_sq = self.values.iter().map(|v| (v - shift) * (v - shift)).sum();
+        self.since_exact = 0;
+    }
+}
+
+impl SeriesLogic for ZScore {
+    type State = ZScoreState;
+
+    fn observe(&self, state: &mut ZScoreState, reading: &Reading) -> Option<Verdict> {
+        let value = reading.value;
+        let verdict = if state.values.len() == self.window {
+            let n = self.window as f64;
+            let mean_shifted = state.sum / n;
+            let variance = (state.sum_sq / n - mean_shifted * mean_shifted).max(0.0);
+            let mean = state.shift + mean_shifted;
+            let std = variance.sqrt();
+            let score = if is_degenerate_std(std, mean) {
+                0.0
+            } else {
+                (value - mean).abs() / std
+            };
+            Some(Verdict {
+                anomalous: score >= self.threshold,
+                observed: value,
+                expected: mean,
+                score,
+                window_start: state.times[state.head],
+                window_end: reading.ts,
+            })
+        } else {
+            None
+        };
+
+        // The current reading joins the window only after it has been judged.
+        if state.values.len() < self.window {
+            if state.values.is_empty() {
+                state.values.reserve_exact(self.window);
+                state.times.reserve_exact(self.window);
+                state.shift = value;
+            }
+            state.values.push(value);
+            state.times.push(reading.ts);
+            state.sum += value - state.shift;
+            state.sum_sq += (value - state.shift) * (value - state.shift);
+        } else {
+            let old = state.values[state.head];
+            state.values[state.head] = value;
+            state.times[state.head] = reading.ts;
+            state.head = (state.head + 1) % self.window;
+            let (o, v) = (old - state.shift, value - state.shift);
+            state.sum += v - o;
+            state.sum_sq += v * v - o * o;
+        }
+        state.since_exact += 1;
+        if state.since_exact >= self.window {
+            state.recompute();
+        }
+        verdict
+    }
+
+    fn state_bytes(&self, state: &ZScoreState) -> usize {
+        std::mem::size_of::<ZScoreState>()
+            + state.values.capacity() * std::mem::size_of::<f64>()
+            + state.times.capacity() * std::mem::size_of::<i64>()
+    }
+}

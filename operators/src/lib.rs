@@ -1,0 +1,25 @@
+//! vigil's record types, Arrow schemas and incremental dataflow operators. No I/O.
+//!
+//! # Layout
+//! - `model`: the `telemetry`, `alerts` and `errors` records, each with one Arrow schema from
+//!   which batches and JSON are derived.
+//! - `time`: event time parsing and the `date=`/`hour=` partition of an event time.
+//! - `guards`: anomaly guards. `series_guard` is the raise-and-clear engine that runs a guard's
+//!   per-series logic in event-time order; `zscore` and `threshold` are guards on it;
+//!   `open_alerts` turns alerts into a differential collection of what is wrong now.
+//!
+//! Everything a user needs is re-exported flat: `use vigil_operators::*`.
+
+pub mod guards;
+pub mod model;
+pub mod time;
+
+pub use guards::open_alerts::{OpenAlert, OpenAlerts};
+pub use guards::series_guard::{GuardLabel, GuardMetrics, SeriesGuard, SeriesLogic, Verdict};
+pub use guards::threshold::Threshold;
+pub use guards::zscore::{ZScore, ZScoreState, is_degenerate_std};
+pub use model::alert::alert_id;
+pub use model::telemetry::{derive_event_id, series_hash};
+pub use model::{
+    Alert, AlertStatus, BatchBuilder, ConvertError, DeadLetter, Kind, Reading, Record,
+};

@@ -1,0 +1,61 @@
+//! The `errors` table: dead letters, the input vigil could not use, with the reason.
+
+use arrow::datatypes::{DataType, FieldRef};
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+
+use super::{Record, field, ts_field};
+
+/// The longest excerpt of the offending input kept in a dead letter.
+pub const MAX_RAW_BYTES: usize = 4096;
+
+/// One record that could not be used, and why. Nothing is dropped without one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Event time of the record when it could be read, otherwise the reader's watermark.
+    #[serde(with = "crate::time::epoch_ms")]
+    pub ts: i64,
+    /// Where the record came from: `path:line`, `gen:rocket`, a topic and offset.
+    pub origin: String,
+    /// The class of problem: `parse`, `schema`, `late`, `file`.
+    pub kind: CompactString,
+    /// What is wrong, in words a user can act on.
+    pub reason: String,
+    /// The offending input (at most [`MAX_RAW_BYTES`]), when there is one.
+    pub raw: Option<String>,
+}
+
+impl DeadLetter {
+    /// A dead letter with the offending input cut to [`MAX_RAW_BYTES`] on a character boundary.
+    pub fn new(ts: i64, origin: String, kind: &str, reason: String, raw: Option<&[u8]>) -> Self {
+        // A cut through a multi-byte character becomes U+FFFD rather than an error.
+        let raw = raw.map(|bytes| {
+            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_RAW_BYTES)]).into_owned()
+        });
+        Self {
+            ts,
+            origin,
+            kind: kind.into(),
+            reason,
+            raw,
+        }
+    }
+}
+
+impl Record for DeadLetter {
+    const TABLE: &'static str = "errors";
+
+    fn fields() -> Vec<FieldRef> {
+        vec![
+            ts_field("ts", false),
+            field("origin", DataType::Utf8, false),
+            field("kind", DataType::Utf8, false),
+            field("reason", DataType::Utf8, false),
+            field("raw", DataType::Utf8, true),
+        ]
+    }
+
+    fn event_time(&self) -> i64 {
+        self.ts
+    }
+}

@@ -1,0 +1,141 @@
+//! The data model: one Arrow schema per record type, and every conversion derived from it.
+//!
+//! Each record type is a plain Rust struct with serde derives plus one [`Record::fields`]
+//! definition of its Arrow schema. Conversions to and from `RecordBatch` go through
+//! `serde_arrow` against that schema, and NDJSON is the same serde representation written by
+//! `serde_json`, so the Rust type, the archive, SQL and JSON cannot drift apart.
+
+pub mod alert;
+pub mod dead_letter;
+pub mod telemetry;
+
+pub use alert::{Alert, AlertStatus};
+pub use dead_letter::DeadLetter;
+pub use telemetry::{Kind, Reading};
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+/// Errors converting records to and from Arrow.
+#[derive(Debug, thiserror::Error)]
+#[error("{table}: {message}")]
+pub struct ConvertError {
+    /// The table whose records failed to convert.
+    pub table: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A record type with one Arrow schema, from which its batch and JSON forms are derived.
+pub trait Record: Serialize + for<'de> Deserialize<'de> + Sized {
+    /// The archive table that holds these records (`telemetry`, `alerts`, `errors`).
+    const TABLE: &'static str;
+
+    /// The Arrow fields of the table, in column order. This is the one definition of the schema.
+    fn fields() -> Vec<FieldRef>;
+
+    /// The event time (epoch ms) that decides the record's `date=`/`hour=` partition.
+    fn event_time(&self) -> i64;
+
+    /// The Arrow schema built from [`Record::fields`].
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(Self::fields()))
+    }
+
+    /// Converts records into one `RecordBatch` with [`Record::schema`].
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ConvertError> {
+        serde_arrow::to_record_batch(&Self::fields(), &rows).map_err(|e| Self::error(e))
+    }
+
+    /// Reads records back from a `RecordBatch` with this schema (partition columns are ignored).
+    fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>, ConvertError> {
+        let names: Vec<String> = Self::fields().iter().map(|f| f.name().clone()).collect();
+        let indices: Vec<usize> = names
+            .iter()
+            .map(|name| batch.schema().index_of(name).map_err(|e| Self::error(e)))
+            .collect::<Result<_, _>>()?;
+        let projected = batch.project(&indices).map_err(|e| Self::error(e))?;
+        serde_arrow::from_record_batch(&projected).map_err(|e| Self::error(e))
+    }
+
+    /// Writes the record as one line of JSON, without the trailing newline.
+    fn to_json(&self) -> String {
+        // Serializing a struct of strings and numbers into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Builds a [`ConvertError`] for this table.
+    fn error(e: impl std::fmt::Display) -> ConvertError {
+        ConvertError {
+            table: Self::TABLE,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An incremental batch builder for a [`Record`] type: push records, take a `RecordBatch`.
+pub struct BatchBuilder<R: Record> {
+    inner: serde_arrow::ArrayBuilder,
+    rows: usize,
+    _record: std::marker::PhantomData<R>,
+}
+
+impl<R: Record> BatchBuilder<R> {
+    /// A new, empty builder for the record's schema.
+    pub fn new() -> Self {
+        // The schema is a fixed, valid definition; serde_arrow accepts every type it uses.
+        let inner = serde_arrow::ArrayBuilder::from_arrow(&R::fields())
+            .expect("record schemas use types serde_arrow supports");
+        Self {
+            inner,
+            rows: 0,
+            _record: std::marker::PhantomData,
+        }
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, record: &R) -> Result<(), ConvertError> {
+        self.inner.push(record).map_err(|e| R::error(e))?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The number of records pushed since the last [`BatchBuilder::finish`].
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no records are pending.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Takes the pending records as a `RecordBatch` and leaves the builder empty.
+    pub fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
+        self.rows = 0;
+        self.inner.to_record_batch().map_err(|e| R::error(e))
+    }
+}
+
+impl<R: Record> Default for BatchBuilder<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An event-time column: UTC timestamps in milliseconds.
+pub(crate) fn ts_field(name: &str, nullable: bool) -> FieldRef {
+    Arc::new(Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        nullable,
+    ))
+}
+
+/// A plain column.
+pub(crate) fn field(name: &str, data_type: DataType, nullable: bool) -> FieldRef {
+    Arc::new(Field::new(name, data_type, nullable))
+}

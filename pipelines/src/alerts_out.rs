@@ -1,0 +1,69 @@
+//! Alerts as NDJSON, in event-time order, so the output is identical from run to run.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use tracing::error;
+use vigil_operators::{Alert, AlertStatus, Record};
+
+/// Counts of alerts written.
+#[derive(Debug, Default)]
+pub struct AlertCounts {
+    /// Alerts raised.
+    pub raised: AtomicU64,
+    /// Alerts cleared.
+    pub cleared: AtomicU64,
+}
+
+/// Writes alerts as JSON lines.
+pub trait WriteAlerts {
+    /// Gathers every alert on worker 0 and writes those the watermark has passed, ordered by
+    /// event time and then alert id. `out` is used on worker 0 only; `None` only counts.
+    fn write_ndjson(self, out: Option<Box<dyn Write>>, counts: Arc<AlertCounts>);
+}
+
+impl WriteAlerts for Stream<'_, u64, Vec<Alert>> {
+    fn write_ndjson(self, mut out: Option<Box<dyn Write>>, counts: Arc<AlertCounts>) {
+        let mut pending: Vec<Alert> = Vec::new();
+        let mut line = String::new();
+        self.sink(Exchange::new(|_: &Alert| 0), "AlertsNdjson", move |(input, frontier)| {
+            input.for_each_stamp(|_cap, data| {
+                for batch in data {
+                    pending.append(batch);
+                }
+            });
+            let bound = frontier.frontier().first().copied();
+            let mut ready: Vec<Alert> = match bound {
+                Some(bound) => pending.extract_if(.., |a| (a.ts as u64) < bound).collect(),
+                None => std::mem::take(&mut pending),
+            };
+            ready.sort_unstable_by(|a, b| (a.ts, &a.alert_id, a.status).cmp(&(b.ts, &b.alert_id, b.status)));
+            for alert in &ready {
+                let counter = match alert.status {
+                    AlertStatus::Raised => &counts.raised,
+                    AlertStatus::Cleared => &counts.cleared,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(writer) = out.as_mut() {
+                    line.clear();
+                    line.push_str(&alert.to_json());
+                    line.push('\n');
+                    if let Err(e) = writer.write_all(line.as_bytes()) {
+                        error!(message = "Writing alerts failed; further alerts are only archived.", error = %e);
+                        out = None;
+                    }
+                }
+            }
+            if bound.is_none()
+                && let Some(writer) = out.as_mut()
+                && let Err(e) = writer.flush()
+            {
+                error!(message = "Flushing alerts failed.", error = %e);
+            }
+        });
+    }
+}

@@ -1,0 +1,56 @@
+//! `vigil-guard`: run the anomaly guards over a dataset or the generator.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vigil_pipelines::cli::{GuardArgs, init_logging};
+use vigil_pipelines::guard_job::{Shutdown, run};
+
+fn main() -> ExitCode {
+    init_logging();
+    let job = match GuardArgs::parse().into_job() {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::default();
+    let on_signal = shutdown.clone();
+    // A second Ctrl-C kills the process the usual way.
+    let _ = ctrlc_once(move || on_signal.trigger());
+    match run(job, shutdown) {
+        Ok(summary) if summary.events_in == 0 => {
+            eprintln!("{summary}");
+            eprintln!(
+                "error: nothing could be read from the input: every record was a dead letter (see the errors table in the archive)"
+            );
+            ExitCode::from(1)
+        }
+        Ok(summary) => {
+            eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Calls `on_interrupt` on the first Ctrl-C, from a small thread with its own runtime.
+fn ctrlc_once(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("vigil-signal".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_interrupt();
+                }
+            });
+        })?;
+    Ok(())
+}

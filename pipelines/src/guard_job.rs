@@ -1,0 +1,538 @@
+//! The guard job: dataset or generator → timely workers → guards → archive and alert output.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::{Concatenate, Input, Probe};
+use tracing::info;
+use vigil_datasets::loaders::{
+    InputPlan, RecordSink, UnitSource, plan_generator, plan_paths, read_unit,
+};
+use vigil_operators::{DeadLetter, GuardMetrics, Reading};
+
+use crate::alerts_out::{AlertCounts, WriteAlerts};
+use crate::archive::{Archive, ArchiveLocation, start_writer};
+use crate::crypto::PayloadKey;
+use crate::guards::GuardSpec;
+
+/// Units a worker may read ahead of what the dataflow has finished, which bounds memory.
+const UNITS_IN_FLIGHT: usize = 4;
+
+/// What the job reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputSpec {
+    /// The recorded dataset compiled into the binary.
+    Default,
+    /// Files and directories of NDJSON, CSV or Parquet.
+    Paths(Vec<PathBuf>),
+    /// The built-in generator: `gen:rocket[?…]` or `gen:devices[?…]`.
+    Generator(String),
+}
+
+impl InputSpec {
+    /// Reads `--input` values: none is the default dataset, `gen:…` a generator, else paths.
+    pub fn from_args(values: &[String]) -> anyhow::Result<InputSpec> {
+        match values {
+            [] => Ok(InputSpec::Default),
+            [one] if one.starts_with("gen:") => Ok(InputSpec::Generator(one.clone())),
+            many => {
+                anyhow::ensure!(
+                    many.iter().all(|v| !v.starts_with("gen:")),
+                    "a generator input cannot be combined with other inputs"
+                );
+                Ok(InputSpec::Paths(many.iter().map(PathBuf::from).collect()))
+            }
+        }
+    }
+
+    /// Cuts the input into units of work.
+    pub fn plan(&self, chunk_bytes: u64) -> anyhow::Result<InputPlan> {
+        match self {
+            InputSpec::Default => Ok(vigil_datasets::embedded::default_plan(chunk_bytes)),
+            InputSpec::Paths(paths) => plan_paths(paths, chunk_bytes),
+            InputSpec::Generator(spec) => plan_generator(spec),
+        }
+    }
+}
+
+/// Where alerts are written as NDJSON.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AlertsOut {
+    /// Standard output.
+    Stdout,
+    /// A file, replaced if it exists.
+    File(PathBuf),
+    /// Nowhere (they are still archived).
+    Off,
+}
+
+impl AlertsOut {
+    /// `-` is stdout, `none` is off, anything else a file.
+    pub fn parse(value: &str) -> AlertsOut {
+        match value {
+            "-" | "stdout" => AlertsOut::Stdout,
+            "none" | "off" => AlertsOut::Off,
+            path => AlertsOut::File(PathBuf::from(path)),
+        }
+    }
+
+    fn open(&self) -> anyhow::Result<Option<Box<dyn Write + Send>>> {
+        Ok(match self {
+            AlertsOut::Stdout => Some(Box::new(std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::io::stdout(),
+            ))),
+            AlertsOut::File(path) => {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("creating the alerts file {}", path.display()))?;
+                Some(Box::new(std::io::BufWriter::with_capacity(1 << 16, file)))
+            }
+            AlertsOut::Off => None,
+        })
+    }
+}
+
+/// Everything the guard job needs to run.
+#[derive(Clone, Debug)]
+pub struct GuardJob {
+    /// What to read.
+    pub input: InputSpec,
+    /// The archive: a local directory or `s3://bucket/prefix`.
+    pub archive: String,
+    /// Where alerts go as NDJSON.
+    pub alerts: AlertsOut,
+    /// The guards to run.
+    pub guards: Vec<GuardSpec>,
+    /// Timely worker threads.
+    pub workers: usize,
+    /// How far behind the newest event time a record may be before it is late.
+    pub lateness_ms: u64,
+    /// The payload key, if payloads are to be accepted.
+    pub key: Option<PayloadKey>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Size of the units text files are cut into.
+    pub chunk_bytes: u64,
+    /// Rows per archive file before a partition is cut into another file.
+    pub max_rows_per_file: usize,
+}
+
+impl Default for GuardJob {
+    fn default() -> Self {
+        Self {
+            input: InputSpec::Default,
+            archive: "./vigil-data".into(),
+            alerts: AlertsOut::Stdout,
+            guards: vec![GuardSpec::ZScore(Default::default())],
+            workers: 1,
+            lateness_ms: 10_000,
+            key: None,
+            progress: false,
+            chunk_bytes: vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
+            max_rows_per_file: 1_000_000,
+        }
+    }
+}
+
+/// A flag that asks a running job to stop reading and finish what it has.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// Asks the job to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Valid records read.
+    pub events_in: u64,
+    /// Telemetry rows made durable in the archive.
+    pub archived: u64,
+    /// Alerts raised.
+    pub alerts_raised: u64,
+    /// Alerts cleared.
+    pub alerts_cleared: u64,
+    /// Dead letters (malformed, late or unusable input).
+    pub errors: u64,
+    /// Of the dead letters, how many were late.
+    pub late: u64,
+    /// Archive files written.
+    pub files: u64,
+    /// Archive bytes written.
+    pub bytes: u64,
+    /// Series the guards held state for (summed over guards).
+    pub series: u64,
+    /// Bytes of guard state (summed over guards and workers).
+    pub guard_state_bytes: u64,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Records (valid and dead letters) per second of wall-clock time.
+    pub fn events_per_second(&self) -> f64 {
+        (self.events_in + self.errors) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "events in {}, archived {}, alerts raised {} / cleared {}, errors {} (late {}), elapsed {:.2}s, {:.0} ev/s",
+            self.events_in,
+            self.archived,
+            self.alerts_raised,
+            self.alerts_cleared,
+            self.errors,
+            self.late,
+            self.elapsed.as_secs_f64(),
+            self.events_per_second()
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    events_in: AtomicU64,
+    errors: AtomicU64,
+    late: AtomicU64,
+}
+
+/// Fails at start-up when the input carries clear payloads but no key is configured, so that a
+/// payload is never written in clear and the user learns it before any work is done.
+fn check_payloads(plan: &InputPlan, key: Option<&PayloadKey>) -> anyhow::Result<()> {
+    if key.is_some() {
+        return Ok(());
+    }
+    let finder = memchr::memmem::Finder::new(b"\"payload\"");
+    let mut seen = std::collections::HashSet::new();
+    for unit in &plan.units {
+        let UnitSource::Text { source, start, .. } = &unit.source else {
+            continue;
+        };
+        if *start != 0 && !seen.insert(source.origin(0)) {
+            continue;
+        }
+        let bytes: std::borrow::Cow<[u8]> = match source {
+            vigil_datasets::loaders::TextSource::Embedded { bytes, .. } => (*bytes).into(),
+            vigil_datasets::loaders::TextSource::File(path) => match std::fs::read(path.as_ref()) {
+                Ok(bytes) => bytes.into(),
+                Err(_) => continue,
+            },
+        };
+        seen.insert(source.origin(0));
+        for at in finder.find_iter(&bytes) {
+            let line_start = bytes[..at]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let line_end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+            let line: serde_json::Result<serde_json::Value> =
+                serde_json::from_slice(&bytes[line_start..line_end]);
+            if let Ok(value) = line
+                && value.get("payload").is_some_and(|p| !p.is_null())
+            {
+                let line_no = bytes[..line_start].iter().filter(|b| **b == b'\n').count() + 1;
+                anyhow::bail!(
+                    "{} carries an encrypted-at-rest payload but no payload key is configured: \
+                     set {}=<64 hex chars> (e.g. `export {}=$(openssl rand -hex 32)`) or pass --key-file FILE",
+                    source.origin(line_no as u64),
+                    crate::crypto::KEY_ENV,
+                    crate::crypto::KEY_ENV
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stable fingerprint of the input, used in archive file names.
+fn run_fingerprint(plan: &InputPlan, workers: usize) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(plan.description.as_bytes());
+    hasher.update(&plan.total.to_le_bytes());
+    hasher.update(&(plan.units.len() as u64).to_le_bytes());
+    hasher.update(&(workers as u64).to_le_bytes());
+    format!("{:08x}", hasher.digest() as u32)
+}
+
+/// Runs the guard job to the end of its input (or until `shutdown`), and reports what it did.
+pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let plan = job.input.plan(job.chunk_bytes)?;
+    check_payloads(&plan, job.key.as_ref())?;
+    let location = ArchiveLocation::parse(&job.archive)?;
+    info!(message = "Starting the guard job.", input = %plan.description, units = plan.units.len(), archive = %location, workers = job.workers);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("vigil-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let workers = job.workers.max(1);
+    let run_id = run_fingerprint(&plan, workers);
+    let (writer, archive_task) = start_writer(
+        location,
+        &run_id,
+        job.max_rows_per_file,
+        4 * workers,
+        runtime.handle(),
+    );
+
+    let progress = if job.progress {
+        let bar = ProgressBar::new(plan.total);
+        let template = if plan.total_is_bytes {
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
+        } else {
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, eta {eta})"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let plan = Arc::new(plan);
+    let counters = Arc::new(Counters::default());
+    let alert_counts = Arc::new(AlertCounts::default());
+    let alerts_out = Arc::new(Mutex::new(job.alerts.open()?));
+    let metrics: Arc<Mutex<Vec<GuardMetrics>>> = Arc::default();
+    let key = Arc::new(job.key.clone());
+    let guards = Arc::new(job.guards.clone());
+    let lateness = job.lateness_ms;
+
+    let config = timely::Config::process(workers);
+    let worker_progress = progress.clone();
+    let worker_metrics = metrics.clone();
+    let worker_counters = counters.clone();
+    let worker_alerts = alert_counts.clone();
+    let guards_result = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let probe = ProbeHandle::new();
+        let out = if index == 0 {
+            alerts_out
+                .lock()
+                .ok()
+                .and_then(|mut o| o.take())
+                .map(|w| w as Box<dyn Write>)
+        } else {
+            None
+        };
+        let (mut readings_in, mut errors_in) = worker.dataflow::<u64, _, _>(|scope| {
+            let (readings_in, readings) = scope.new_input::<Vec<Reading>>();
+            let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
+            readings.clone().archive(writer.clone(), index);
+            let alerts: Vec<_> = guards
+                .iter()
+                .map(|guard| {
+                    let m = GuardMetrics::default();
+                    if let Ok(mut all) = worker_metrics.lock() {
+                        all.push(m.clone());
+                    }
+                    guard.build(readings.clone(), m)
+                })
+                .collect();
+            let alerts = scope.concatenate(alerts);
+            alerts.clone().probe_with(&probe);
+            alerts.clone().archive(writer.clone(), index);
+            alerts.write_ndjson(out, worker_alerts.clone());
+            errors.archive(writer.clone(), index);
+            (readings_in, errors_in)
+        });
+
+        let mut sink = WorkerSink::new((*key).clone(), lateness);
+        let mut buf = Vec::new();
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        for unit in plan.units.iter().skip(index).step_by(peers) {
+            if shutdown.is_triggered() {
+                info!(
+                    message = "Shutdown requested; finishing what was read.",
+                    worker = index
+                );
+                break;
+            }
+            read_unit(unit, &mut buf, &mut sink);
+            worker_counters
+                .events_in
+                .fetch_add(sink.readings.len() as u64, Ordering::Relaxed);
+            worker_counters
+                .errors
+                .fetch_add(sink.errors.len() as u64, Ordering::Relaxed);
+            worker_counters
+                .late
+                .fetch_add(std::mem::take(&mut sink.late), Ordering::Relaxed);
+            readings_in.send_batch(&mut sink.readings);
+            errors_in.send_batch(&mut sink.errors);
+            sink.readings.clear();
+            sink.errors.clear();
+            let watermark = sink.advance();
+            readings_in.advance_to(watermark);
+            errors_in.advance_to(watermark);
+            worker_progress.inc(unit.size);
+            in_flight.push_back(watermark);
+            if in_flight.len() > UNITS_IN_FLIGHT
+                && let Some(target) = in_flight.pop_front()
+            {
+                while probe.less_than(&target) {
+                    worker.step();
+                }
+            }
+            worker.step();
+        }
+        drop(readings_in);
+        drop(errors_in);
+        while worker.step_or_park(None) {}
+    })
+    .map_err(|e| anyhow::anyhow!("starting the timely workers failed: {e}"))?;
+    for (worker, result) in guards_result.join().into_iter().enumerate() {
+        result.map_err(|e| anyhow::anyhow!("timely worker {worker} failed: {e}"))?;
+    }
+    progress.finish_and_clear();
+
+    let stats = runtime.block_on(archive_task.finish())?;
+    let (mut series, mut state_bytes) = (0, 0);
+    if let Ok(all) = metrics.lock() {
+        for m in all.iter() {
+            series += m.series.load(Ordering::Relaxed);
+            state_bytes += m.state_bytes.load(Ordering::Relaxed);
+        }
+    }
+    Ok(Summary {
+        events_in: counters.events_in.load(Ordering::Relaxed),
+        archived: stats.telemetry_rows.load(Ordering::Relaxed),
+        alerts_raised: alert_counts.raised.load(Ordering::Relaxed),
+        alerts_cleared: alert_counts.cleared.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        late: counters.late.load(Ordering::Relaxed),
+        files: stats.files.load(Ordering::Relaxed),
+        bytes: stats.bytes.load(Ordering::Relaxed),
+        series,
+        guard_state_bytes: state_bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Collects one worker's readings and dead letters between sends, decides lateness against the
+/// worker's watermark, and seals clear payloads.
+struct WorkerSink {
+    readings: Vec<Reading>,
+    errors: Vec<DeadLetter>,
+    late: u64,
+    /// The worker's input time: its watermark. Readings before it are late.
+    watermark: u64,
+    max_ts: i64,
+    lateness: u64,
+    key: Option<PayloadKey>,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl WorkerSink {
+    fn new(key: Option<PayloadKey>, lateness: u64) -> Self {
+        Self {
+            readings: Vec::new(),
+            errors: Vec::new(),
+            late: 0,
+            watermark: 0,
+            max_ts: 0,
+            lateness,
+            key,
+            rng: rand::rng(),
+        }
+    }
+
+    /// Moves the watermark up to the newest event time seen less the allowed lateness.
+    fn advance(&mut self) -> u64 {
+        let candidate = (self.max_ts.max(0) as u64).saturating_sub(self.lateness);
+        self.watermark = self.watermark.max(candidate);
+        self.watermark
+    }
+}
+
+impl RecordSink for WorkerSink {
+    fn reading(&mut self, mut reading: Reading, payload: Option<&[u8]>) {
+        if (reading.ts as u64) < self.watermark {
+            self.late += 1;
+            let behind = self.watermark - reading.ts as u64;
+            let reason = format!(
+                "late: event time {} is {behind} ms behind the watermark {} (allowed lateness {} ms); \
+                 raise --lateness to accept records this far out of order",
+                vigil_operators::time::format_ts(reading.ts),
+                vigil_operators::time::format_ts(self.watermark as i64),
+                self.lateness
+            );
+            let raw = reading.to_json_line();
+            self.errors.push(DeadLetter::new(
+                reading.ts,
+                format!("event {}", reading.event_id),
+                "late",
+                reason,
+                Some(raw.as_bytes()),
+            ));
+            return;
+        }
+        if let Some(clear) = payload {
+            let Some(key) = &self.key else {
+                let reason = "the record carries a payload but no payload key is configured: set VIGIL_KEY or pass --key-file".to_owned();
+                self.errors.push(DeadLetter::new(
+                    reading.ts,
+                    reading.event_id.to_string(),
+                    "schema",
+                    reason,
+                    None,
+                ));
+                return;
+            };
+            reading.payload = Some(key.seal(&reading.event_id, clear, &mut self.rng));
+            reading.key_id = Some(key.key_id().clone());
+        }
+        self.max_ts = self.max_ts.max(reading.ts);
+        self.readings.push(reading);
+    }
+
+    fn dead_letter(
+        &mut self,
+        ts: Option<i64>,
+        origin: String,
+        kind: &'static str,
+        reason: String,
+        raw: Option<&[u8]>,
+    ) {
+        let ts = ts.unwrap_or(self.max_ts).max(0);
+        self.errors
+            .push(DeadLetter::new(ts, origin, kind, reason, raw));
+    }
+}
+
+trait ToJsonLine {
+    fn to_json_line(&self) -> String;
+}
+
+impl ToJsonLine for Reading {
+    /// The reading as JSON without its payload, for the `raw` column of a dead letter.
+    fn to_json_line(&self) -> String {
+        let mut clear = self.clone();
+        clear.payload = None;
+        vigil_operators::Record::to_json(&clear)
+    }
+}

@@ -1,0 +1,16 @@
+//! vigil's sources, sinks, runtime and job binaries.
+//!
+//! # Layout
+//! - `guard_job`: the guard job: input plan → timely workers → guards → sinks; `run`.
+//! - `guards`: guard specifications as users write them, and their wiring onto a stream.
+//! - `archive`: the Parquet archive on object_store (local or S3), hive-partitioned, atomic.
+//! - `alerts_out`: alerts as NDJSON in event-time order.
+//! - `crypto`: AES-256-GCM payload encryption with key ids.
+//! - `cli`: the command line of the job binaries and logging set-up.
+
+pub mod alerts_out;
+pub mod archive;
+pub mod cli;
+pub mod crypto;
+pub mod guard_job;
+pub mod guards;

@@ -1,0 +1,1 @@
+//! vigil end-to-end tests live in tests/.
