@@ -51,6 +51,10 @@ pub struct GuardArgs {
     /// Rows per archive file before a partition is cut into another file.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_rows_per_file: usize,
+
+    /// Size of the units text inputs are cut into for parallel parsing.
+    #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
+    pub chunk_bytes: u64,
 }
 
 impl GuardArgs {
@@ -70,7 +74,7 @@ impl GuardArgs {
             key: PayloadKey::from_env_or_file(self.key_file.as_deref())?,
             progress,
             max_rows_per_file: self.max_rows_per_file,
-            ..GuardJob::default()
+            chunk_bytes: self.chunk_bytes,
         })
     }
 }

@@ -461,24 +461,32 @@ impl WorkerSink {
         }
     }
 
-    /// Moves the watermark up to the newest event time seen less the allowed lateness.
+    /// The newest event time seen less the allowed lateness, never moving back.
+    fn running_watermark(&self) -> u64 {
+        self.watermark
+            .max((self.max_ts.max(0) as u64).saturating_sub(self.lateness))
+    }
+
+    /// Moves the input time up to the running watermark.
     fn advance(&mut self) -> u64 {
-        let candidate = (self.max_ts.max(0) as u64).saturating_sub(self.lateness);
-        self.watermark = self.watermark.max(candidate);
+        self.watermark = self.running_watermark();
         self.watermark
     }
 }
 
 impl RecordSink for WorkerSink {
     fn reading(&mut self, mut reading: Reading, payload: Option<&[u8]>) {
-        if (reading.ts as u64) < self.watermark {
+        // Lateness is judged against the running watermark, record by record; the input time
+        // only catches up between units, which is safe because it never passes the running one.
+        let watermark = self.running_watermark();
+        if (reading.ts as u64) < watermark {
             self.late += 1;
-            let behind = self.watermark - reading.ts as u64;
+            let behind = watermark - reading.ts as u64;
             let reason = format!(
                 "late: event time {} is {behind} ms behind the watermark {} (allowed lateness {} ms); \
                  raise --lateness to accept records this far out of order",
                 vigil_operators::time::format_ts(reading.ts),
-                vigil_operators::time::format_ts(self.watermark as i64),
+                vigil_operators::time::format_ts(watermark as i64),
                 self.lateness
             );
             let raw = reading.to_json_line();

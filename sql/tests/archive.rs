@@ -35,18 +35,6 @@ fn write_part(root: &Path, rel: &str, rows: &[(&str, f64)]) {
 
 /// Builds an archive with two tables, an empty table directory and a directory that is not an
 /// SQL identifier.
-pub fn write_part_pub(root: &Path) {
-    write_part(
-        root,
-        "telemetry/date=2026-01-01/hour=00/part-000.parquet",
-        &[("a", 1.0), ("b", 2.0), ("c", 3.0)],
-    );
-    write_part(
-        root,
-        "telemetry/date=2026-01-01/hour=01/part-000.parquet",
-        &[("d", 4.5), ("e", 5.5)],
-    );
-}
 fn archive() -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();

@@ -80,7 +80,7 @@ pub trait SeriesGuard<'scope> {
     ///
     /// # Examples
     /// ```
-    /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+    /// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
     /// use vigil_operators::{GuardLabel, Reading, SeriesGuard, Threshold};
     ///
     /// let captured = timely::example(|scope| {
@@ -94,7 +94,13 @@ pub trait SeriesGuard<'scope> {
     ///         .guard(GuardLabel::new("threshold"), logic)
     ///         .capture()
     /// });
-    /// let alerts: Vec<_> = captured.extract().into_iter().flat_map(|(_, a)| a).collect();
+    /// let alerts: Vec<_> = captured
+    ///     .try_iter()
+    ///     .flat_map(|event| match event {
+    ///         Event::Messages(_, alerts) => alerts,
+    ///         Event::Progress(_) => Vec::new(),
+    ///     })
+    ///     .collect();
     /// assert_eq!(alerts.len(), 2);
     /// assert_eq!((alerts[0].ts, alerts[1].ts), (2_000, 3_000));
     /// ```

@@ -79,8 +79,20 @@ impl SeriesLogic for ZScore {
             let n = self.window as f64;
             let mean_shifted = state.sum / n;
             let variance = (state.sum_sq / n - mean_shifted * mean_shifted).max(0.0);
-            let mean = state.shift + mean_shifted;
-            let std = variance.sqrt();
+            let mut mean = state.shift + mean_shifted;
+            let mut std = variance.sqrt();
+            // Running sums cannot tell a constant window from one with a rounding error's worth
+            // of spread; near zero, take the exact two-pass figures so std = 0 stays exactly 0.
+            if std <= 1e-6 * mean.abs().max(1.0) {
+                mean = state.values.iter().sum::<f64>() / n;
+                std = (state
+                    .values
+                    .iter()
+                    .map(|v| (v - mean) * (v - mean))
+                    .sum::<f64>()
+                    / n)
+                    .sqrt();
+            }
             let score = if is_degenerate_std(std, mean) {
                 0.0
             } else {

@@ -1,5 +1,6 @@
 //! `vigil-sql`: run one SQL query over vigil's Parquet archive and print the result.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,6 +13,7 @@ async fn main() -> ExitCode {
     // Logs go to stderr so stdout carries only the query result.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
