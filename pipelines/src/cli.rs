@@ -52,6 +52,10 @@ pub struct GuardArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_rows_per_file: usize,
 
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,

@@ -182,9 +182,30 @@ pub struct Summary {
     pub guard_state_bytes: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// Peak resident memory of the process, where the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl Summary {
+    /// The summary as one JSON object, for scripts and the benchmark harness.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "events_in": self.events_in,
+            "archived": self.archived,
+            "alerts_raised": self.alerts_raised,
+            "alerts_cleared": self.alerts_cleared,
+            "errors": self.errors,
+            "late": self.late,
+            "files": self.files,
+            "bytes": self.bytes,
+            "series": self.series,
+            "guard_state_bytes": self.guard_state_bytes,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "events_per_second": self.events_per_second(),
+            "peak_rss_bytes": self.peak_rss_bytes,
+        })
+    }
+
     /// Records (valid and dead letters) per second of wall-clock time.
     pub fn events_per_second(&self) -> f64 {
         (self.events_in + self.errors) as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -430,7 +451,16 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         series,
         guard_state_bytes: state_bytes,
         elapsed: started.elapsed(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// The process's peak resident set size (`VmHWM`), on Linux.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Collects one worker's readings and dead letters between sends, decides lateness against the

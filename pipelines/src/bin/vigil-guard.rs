@@ -8,7 +8,9 @@ use vigil_pipelines::guard_job::{Shutdown, run};
 
 fn main() -> ExitCode {
     init_logging();
-    let job = match GuardArgs::parse().into_job() {
+    let mut args = GuardArgs::parse();
+    let summary_json = args.summary_json.take();
+    let job = match args.into_job() {
         Ok(job) => job,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -19,7 +21,14 @@ fn main() -> ExitCode {
     let on_signal = shutdown.clone();
     // A second Ctrl-C kills the process the usual way.
     let _ = ctrlc_once(move || on_signal.trigger());
-    match run(job, shutdown) {
+    let result = run(job, shutdown);
+    if let (Ok(summary), Some(path)) = (&result, &summary_json)
+        && let Err(e) = std::fs::write(path, summary.to_json().to_string())
+    {
+        eprintln!("error: writing the summary to {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
+    match result {
         Ok(summary) if summary.events_in == 0 => {
             eprintln!("{summary}");
             eprintln!(

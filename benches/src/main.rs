@@ -1,0 +1,211 @@
+//! `vigil-bench`: the figures vigil's README reports, one command per figure.
+//!
+//! `vigil-bench guard` generates N readings (1,000 sources × 8 metrics by default) as NDJSON,
+//! runs the real `vigil-guard` binary on them with the z-score guard into a Parquet archive,
+//! and prints events/s in total and per core, peak RSS, and guard state bytes per series.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil-bench",
+    about = "vigil's throughput, latency and memory figures"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// vigil-guard from NDJSON to the Parquet archive with the z-score guard.
+    Guard {
+        /// Readings to generate (rounded down to whole ticks of all sources).
+        #[arg(long, default_value_t = 2_000_000)]
+        readings: u64,
+        /// Sources (vehicles); each has 8 metrics.
+        #[arg(long, default_value_t = 1_000)]
+        sources: usize,
+        /// Timely workers (`-w`) for vigil-guard.
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+        /// Runs to make; the best and the median are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where to put the generated data and archives (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Bench::Guard {
+            readings,
+            sources,
+            workers,
+            runs,
+            dir,
+        } => guard(readings, sources, workers, runs, dir),
+    }
+}
+
+/// The `vigil-guard` binary built beside this one.
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating vigil-bench")?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p vigil-pipelines -p vigil-benches`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn guard(
+    readings: u64,
+    sources: usize,
+    workers: usize,
+    runs: usize,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let binary = sibling_binary("vigil-guard")?;
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let spec = RocketSpec {
+        vehicles: sources,
+        ticks: (readings / (sources as u64 * 8)).max(1),
+        ..RocketSpec::default()
+    };
+    let input = dir.join("bench.ndjson");
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&input)?);
+    let written = write_rocket_ndjson(&spec, &mut out)?;
+    drop(out);
+    let bytes = std::fs::metadata(&input)?.len();
+    eprintln!(
+        "generated {written} readings ({} sources × 8 metrics × {} ticks), {:.1} MB of NDJSON in {:.1}s",
+        spec.vehicles,
+        spec.ticks,
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(workers);
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        let archive = dir.join(format!("archive-{run}"));
+        let _ = std::fs::remove_dir_all(&archive);
+        let summary_path = dir.join(format!("summary-{run}.json"));
+        let wall = Instant::now();
+        let status = Command::new(&binary)
+            .args([
+                "--input",
+                &input.display().to_string(),
+                "--archive",
+                &archive.display().to_string(),
+            ])
+            .args([
+                "--alerts",
+                "none",
+                "--guard",
+                "zscore:window=60,threshold=6",
+                "--no-progress",
+            ])
+            .args([
+                "-w",
+                &workers.to_string(),
+                "--summary-json",
+                &summary_path.display().to_string(),
+            ])
+            .status()
+            .context("running vigil-guard")?;
+        let wall = wall.elapsed().as_secs_f64();
+        anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
+        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
+        let number = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
+        let events = number("events_in");
+        anyhow::ensure!(
+            events as u64 == written,
+            "vigil-guard read {events} of {written} readings"
+        );
+        let result = Run {
+            wall,
+            events_per_s: events / wall,
+            peak_rss_mb: number("peak_rss_bytes") / 1e6,
+            state_bytes_per_series: number("guard_state_bytes") / number("series"),
+            archive_mb: number("bytes") / 1e6,
+            alerts: number("alerts_raised"),
+        };
+        eprintln!(
+            "run {run}: {:.2}s, {:.0} events/s, peak RSS {:.0} MB",
+            result.wall, result.events_per_s, result.peak_rss_mb
+        );
+        results.push(result);
+        let _ = std::fs::remove_dir_all(&archive);
+    }
+    results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    let best = &results[0];
+    let median = &results[results.len() / 2];
+    report(written, workers, cores, best, median, bytes, &input);
+    Ok(())
+}
+
+struct Run {
+    wall: f64,
+    events_per_s: f64,
+    peak_rss_mb: f64,
+    state_bytes_per_series: f64,
+    archive_mb: f64,
+    alerts: f64,
+}
+
+fn report(
+    readings: u64,
+    workers: usize,
+    cores: usize,
+    best: &Run,
+    median: &Run,
+    bytes: u64,
+    input: &Path,
+) {
+    println!(
+        "vigil-guard -w {workers} --guard zscore:window=60,threshold=6, NDJSON → Parquet archive"
+    );
+    println!(
+        "  input                  {readings} readings, {:.1} MB ({})",
+        bytes as f64 / 1e6,
+        input.display()
+    );
+    println!(
+        "  wall time (best/median) {:.2}s / {:.2}s",
+        best.wall, median.wall
+    );
+    println!("  events/s total (best)  {:.0}", best.events_per_s);
+    println!(
+        "  events/s per core      {:.0}  ({cores} cores busy)",
+        best.events_per_s / cores as f64
+    );
+    println!("  events/s total (median) {:.0}", median.events_per_s);
+    println!("  peak RSS               {:.0} MB", best.peak_rss_mb);
+    println!(
+        "  guard state per series {:.0} bytes",
+        best.state_bytes_per_series
+    );
+    println!(
+        "  archive size           {:.1} MB ({:.1} bytes/reading)",
+        best.archive_mb,
+        best.archive_mb * 1e6 / readings as f64
+    );
+    println!("  alerts raised          {:.0}", best.alerts);
+}
