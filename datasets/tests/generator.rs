@@ -1,5 +1,7 @@
 //! The seeded generator: deterministic, partition-independent, and its labels are the truth.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::collections::{BTreeSet, HashMap};
 
 use vigil_datasets::generator::{

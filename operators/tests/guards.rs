@@ -1,5 +1,7 @@
 //! Guards against plain sequential references, at 1 and 2 workers, on seeded data with spikes.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 

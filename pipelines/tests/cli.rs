@@ -1,5 +1,7 @@
 //! The `vigil-guard` binary as a user runs it: exit codes, summary line, error messages.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::process::Command;
 
 fn guard() -> Command {

@@ -1,5 +1,7 @@
 //! Opens a small archive written in a tempdir and checks discovery, SQL and output formats.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Payloads are sealed with AES-256-GCM before they reach the archive, and never written clear.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};

@@ -2,6 +2,8 @@
 //! the parquet crate, alerts compared with a sequential reference, and a second run compared
 //! byte for byte with the first.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

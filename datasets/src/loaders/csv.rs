@@ -138,7 +138,7 @@ pub(super) fn parse(
     }
 }
 
-fn field<'r>(record: &'r csv::ByteRecord, column: usize) -> Result<&'r str, String> {
+fn field(record: &csv::ByteRecord, column: usize) -> Result<&str, String> {
     let bytes = record
         .get(column)
         .ok_or_else(|| format!("the row has no column {}", column + 1))?;

@@ -37,10 +37,7 @@ pub(super) fn parse(
     first_line: u64,
     sink: &mut impl RecordSink,
 ) {
-    let mut line_no = first_line;
-    for line in bytes.split(|b| *b == b'\n') {
-        let number = line_no;
-        line_no += 1;
+    for (number, line) in (first_line..).zip(bytes.split(|b| *b == b'\n')) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
