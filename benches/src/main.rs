@@ -42,6 +42,11 @@ enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
+    Parse {
+        /// The file or directory to parse.
+        input: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +58,57 @@ fn main() -> anyhow::Result<()> {
             runs,
             dir,
         } => guard(readings, sources, workers, runs, dir),
+        Bench::Parse { input } => parse(&input),
     }
+}
+
+/// Counts what a loader produces without keeping it.
+#[derive(Default)]
+struct Count {
+    readings: u64,
+    dead: u64,
+}
+
+impl vigil_datasets::loaders::RecordSink for Count {
+    fn reading(&mut self, reading: vigil_operators::Reading, _payload: Option<&[u8]>) {
+        self.readings += 1;
+        std::hint::black_box(reading);
+    }
+
+    fn dead_letter(
+        &mut self,
+        _: Option<i64>,
+        _: String,
+        _: &'static str,
+        _: String,
+        _: Option<&[u8]>,
+    ) {
+        self.dead += 1;
+    }
+}
+
+fn parse(input: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plan = vigil_datasets::loaders::plan_paths(
+        &[input.to_path_buf()],
+        vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
+    )?;
+    let planned = started.elapsed().as_secs_f64();
+    let mut count = Count::default();
+    let mut buf = Vec::new();
+    for unit in &plan.units {
+        vigil_datasets::loaders::read_unit(unit, &mut buf, &mut count);
+    }
+    let total = started.elapsed().as_secs_f64();
+    println!(
+        "parsed {} readings ({} dead letters) from {:.1} MB in {total:.2}s (planning {planned:.2}s): {:.0} readings/s, {:.0} MB/s on one thread",
+        count.readings,
+        count.dead,
+        plan.total as f64 / 1e6,
+        count.readings as f64 / total,
+        plan.total as f64 / 1e6 / total
+    );
+    Ok(())
 }
 
 /// The `vigil-guard` binary built beside this one.

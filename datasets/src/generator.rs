@@ -153,7 +153,8 @@ impl RocketSpec {
         "anomaly_rate",
     ];
 
-    /// Parses `vehicles=1000&ticks=250&seed=7&interval_ms=100&anomaly_rate=0.001` over the defaults.
+    /// Parses `vehicles=1000&ticks=250&seed=7&interval_ms=100&anomaly_rate=0.001`; keys not
+    /// given keep their defaults, unknown keys are an error that lists the valid ones.
     ///
     /// # Examples
     /// ```
@@ -236,7 +237,8 @@ impl DeviceSpec {
     /// The keys [`DeviceSpec::parse`] accepts.
     pub const KEYS: [&str; 5] = ["devices", "ticks", "interval_ms", "start_ms", "seed"];
 
-    /// Parses `devices=200&ticks=600&seed=7&interval_ms=100` over the defaults.
+    /// Parses `devices=200&ticks=600&seed=7&interval_ms=100`; keys not given keep their
+    /// defaults, unknown keys are an error that lists the valid ones.
     ///
     /// # Examples
     /// ```
@@ -385,13 +387,13 @@ pub fn rocket_tick(
 }
 
 /// The noiseless flight profile of `vehicle`'s metric (an index into [`ROCKET_METRICS`]) at
-/// `tick`: what the readings would be without noise and anomalies.
-pub fn rocket_profile(spec: &RocketSpec, vehicle: usize, metric: usize, tick: u64) -> f64 {
+/// `tick`: what the readings would be without noise and anomalies. `None` when `metric` is not
+/// an index into [`ROCKET_METRICS`].
+pub fn rocket_profile(spec: &RocketSpec, vehicle: usize, metric: usize, tick: u64) -> Option<f64> {
     Flight::new(spec.seed, vehicle)
         .profile(tick)
         .get(metric)
         .copied()
-        .unwrap_or(f64::NAN)
 }
 
 /// All readings of `spec`, tick-major: tick 0 of every vehicle, then tick 1, and so on.

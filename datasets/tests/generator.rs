@@ -178,8 +178,8 @@ fn rocket_counts_names_and_kinds() {
     );
     for vehicle in 0..spec.vehicles {
         for tick in 0..spec.ticks {
-            let altitude = generator::rocket_profile(&spec, vehicle, 0, tick);
-            let pressure = generator::rocket_profile(&spec, vehicle, 4, tick);
+            let altitude = generator::rocket_profile(&spec, vehicle, 0, tick).expect("altitude");
+            let pressure = generator::rocket_profile(&spec, vehicle, 4, tick).expect("pressure");
             if altitude > 20_000.0 {
                 assert!(pressure < 10.0, "{pressure} kPa at {altitude} m");
             }
@@ -276,8 +276,9 @@ fn check_label_deviates(
     // The noise is bounded at ±3.5 standard deviations.
     let slack = 4.0 * ROCKET_NOISE_STD[metric];
     let deviation = |tick| {
-        (with[&(vehicle, metric, tick)] - generator::rocket_profile(spec, vehicle, metric, tick))
-            .abs()
+        (with[&(vehicle, metric, tick)]
+            - generator::rocket_profile(spec, vehicle, metric, tick).expect("a metric"))
+        .abs()
     };
     // Windows last 30 to 120 ticks, unless the run ends first.
     let window_ok = || {

@@ -13,7 +13,8 @@ use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Input, Probe};
 use tracing::info;
 use vigil_datasets::loaders::{
-    InputPlan, RecordSink, UnitSource, plan_generator, plan_paths, read_unit,
+    InputPlan, RecordSink, TextFormat, TextSource, UnitSource, plan_generator, plan_paths,
+    read_range, read_unit,
 };
 use vigil_operators::{DeadLetter, GuardMetrics, Reading};
 
@@ -237,44 +238,56 @@ struct Counters {
 }
 
 /// Fails at start-up when the input carries clear payloads but no key is configured, so that a
-/// payload is never written in clear and the user learns it before any work is done.
+/// payload is never written in clear and the user learns it before any work is done. Reads the
+/// NDJSON units once, a unit at a time, and parses only lines whose payload is not `null`.
 fn check_payloads(plan: &InputPlan, key: Option<&PayloadKey>) -> anyhow::Result<()> {
     if key.is_some() {
         return Ok(());
     }
     let finder = memchr::memmem::Finder::new(b"\"payload\"");
-    let mut seen = std::collections::HashSet::new();
+    let mut buf = Vec::new();
     for unit in &plan.units {
-        let UnitSource::Text { source, start, .. } = &unit.source else {
+        let UnitSource::Text {
+            source,
+            format: TextFormat::Ndjson,
+            start,
+            end,
+            first_line,
+        } = &unit.source
+        else {
             continue;
         };
-        if *start != 0 && !seen.insert(source.origin(0)) {
-            continue;
-        }
-        let bytes: std::borrow::Cow<[u8]> = match source {
-            vigil_datasets::loaders::TextSource::Embedded { bytes, .. } => (*bytes).into(),
-            vigil_datasets::loaders::TextSource::File(path) => match std::fs::read(path.as_ref()) {
-                Ok(bytes) => bytes.into(),
+        let bytes: &[u8] = match source {
+            TextSource::Embedded { bytes, .. } => &bytes[*start as usize..*end as usize],
+            TextSource::File(path) => match read_range(path, *start, *end, &mut buf) {
+                Ok(()) => &buf,
+                // The worker that reads this unit reports the I/O error as a dead letter.
                 Err(_) => continue,
             },
         };
-        seen.insert(source.origin(0));
-        for at in finder.find_iter(&bytes) {
-            let line_start = bytes[..at]
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |i| i + 1);
+        for at in finder.find_iter(bytes) {
+            let rest = bytes[at + 9..].trim_ascii_start();
+            let value = rest
+                .strip_prefix(b":")
+                .map(<[u8]>::trim_ascii_start)
+                .unwrap_or(rest);
+            if value.starts_with(b"null") {
+                continue;
+            }
+            let line_start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
             let line_end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
             let line: serde_json::Result<serde_json::Value> =
                 serde_json::from_slice(&bytes[line_start..line_end]);
             if let Ok(value) = line
                 && value.get("payload").is_some_and(|p| !p.is_null())
             {
-                let line_no = bytes[..line_start].iter().filter(|b| **b == b'\n').count() + 1;
+                let line_no =
+                    first_line + memchr::memchr_iter(b'\n', &bytes[..line_start]).count() as u64;
                 anyhow::bail!(
-                    "{} carries an encrypted-at-rest payload but no payload key is configured: \
-                     set {}=<64 hex chars> (e.g. `export {}=$(openssl rand -hex 32)`) or pass --key-file FILE",
-                    source.origin(line_no as u64),
+                    "{} carries a payload but no payload key is configured, and payloads are only ever \
+                     stored encrypted: set {}=<64 hex chars> (e.g. `export {}=$(openssl rand -hex 32)`) \
+                     or pass --key-file FILE",
+                    source.origin(line_no),
                     crate::crypto::KEY_ENV,
                     crate::crypto::KEY_ENV
                 );

@@ -12,7 +12,7 @@ mod plan;
 
 pub use plan::{
     DEFAULT_CHUNK_BYTES, InputPlan, TextFormat, TextSource, Unit, UnitSource, plan_embedded,
-    plan_generator, plan_paths,
+    plan_generator, plan_paths, read_range,
 };
 
 use vigil_operators::Reading;

@@ -428,12 +428,7 @@ fn read_full(reader: &mut impl Read, block: &mut [u8]) -> std::io::Result<usize>
 }
 
 /// Reads bytes `[start, end)` of a file into `buf`.
-pub(super) fn read_range(
-    path: &Path,
-    start: u64,
-    end: u64,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<()> {
+pub fn read_range(path: &Path, start: u64, end: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(start))?;
     buf.clear();
