@@ -148,7 +148,7 @@ fn run_dataflow<F>(
 ) -> (Vec<Alert>, Vec<(OpenAlert, isize)>)
 where
     F: Fn(
-            timely::dataflow::Stream<'_, u64, Vec<Reading>>,
+            timely::dataflow::Stream<'_, u64, Vec<Point>>,
         ) -> timely::dataflow::Stream<'_, u64, Vec<Alert>>
         + Send
         + Sync
@@ -173,14 +173,14 @@ where
         let (index, peers) = (worker.index(), worker.peers());
         let build = build.clone();
         let (mut input, alerts_rx, open_rx) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, readings) = scope.new_input::<Vec<Reading>>();
+            let (input, readings) = scope.new_input::<Vec<Point>>();
             let alerts = build(readings);
             let open = alerts.clone().open_alerts().consolidate();
             (input, alerts.capture(), open.inner.capture())
         });
         let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
         for (k, batch) in mine.iter().enumerate() {
-            input.send_batch(&mut (*batch).clone());
+            input.send_batch(&mut batch.iter().map(Point::from).collect());
             if let Some(next) = mine.get(k + 1) {
                 let next_min = next.iter().map(|r| r.ts).min().unwrap_or(0) as u64;
                 input.advance_to(next_min.max(*input.time()));

@@ -209,21 +209,71 @@ async fn put_with_retry(location: &ArchiveLocation, request: &PutRequest) -> any
     Ok(())
 }
 
-/// Encodes a batch as a Parquet file (zstd, with statistics for pruning).
-fn encode(batch: &arrow::record_batch::RecordBatch) -> anyhow::Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .build();
-    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(Bytes::from(buffer))
-}
+/// Rows converted to Arrow and handed to the Parquet encoder at a time.
+const ROW_BATCH: usize = 32 * 1024;
 
-/// An open partition: rows buffered for the next file of one `date=`/`hour=` directory.
+/// Rows per Parquet row group.
+const ROW_GROUP: usize = 256 * 1024;
+
+/// An open partition: the next file of one `date=`/`hour=` directory, encoded as rows arrive.
+/// Only the current Arrow batch and the compressed file so far stay in memory.
 struct OpenPartition<R: Record> {
     rows: BatchBuilder<R>,
+    file: Option<ArrowWriter<Vec<u8>>>,
+    /// Rows in the file, encoded or still in `rows`.
+    total: usize,
+}
+
+impl<R: Record> OpenPartition<R> {
+    fn new() -> Self {
+        Self {
+            rows: BatchBuilder::new(),
+            file: None,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, record: &R) -> anyhow::Result<()> {
+        self.rows.push(record)?;
+        self.total += 1;
+        if self.rows.len() >= ROW_BATCH {
+            self.encode_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the buffered rows into the Parquet encoder (zstd, with statistics for pruning).
+    fn encode_pending(&mut self) -> anyhow::Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = self.rows.finish()?;
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+                    .set_max_row_group_row_count(Some(ROW_GROUP))
+                    .build();
+                self.file
+                    .insert(ArrowWriter::try_new(Vec::new(), R::schema(), Some(props))?)
+            }
+        };
+        file.write(&batch)?;
+        Ok(())
+    }
+
+    /// Finishes the file and leaves the partition empty for the next one.
+    fn finish(&mut self) -> anyhow::Result<(Bytes, u64)> {
+        self.encode_pending()?;
+        let rows = std::mem::take(&mut self.total) as u64;
+        let file = self.file.take().context("an archive file with no rows")?;
+        Ok((Bytes::from(file.into_inner()?), rows))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.total == 0
+    }
 }
 
 /// Archives a stream of records into its table.
@@ -247,14 +297,13 @@ where
                 for batch in data {
                     for record in batch.drain(..) {
                         let hour = record.event_time().div_euclid(HOUR_MS);
-                        let partition =
-                            partitions.entry(hour).or_insert_with(|| OpenPartition { rows: BatchBuilder::new() });
-                        if let Err(error) = partition.rows.push(&record) {
+                        let partition = partitions.entry(hour).or_insert_with(OpenPartition::new);
+                        if let Err(error) = partition.push(&record) {
                             // Records are built by vigil and always fit their own schema.
                             warn!(message = "Record could not be archived.", table = R::TABLE, %error);
                             continue;
                         }
-                        if partition.rows.len() >= writer.max_rows {
+                        if partition.total >= writer.max_rows {
                             flush(&writer, worker, hour, partition, &mut next_seq);
                         }
                     }
@@ -264,7 +313,7 @@ where
             let closed_before = frontier.frontier().first().map(|t| (*t as i64).div_euclid(HOUR_MS));
             partitions.retain(|hour, partition| {
                 let closed = closed_before.is_none_or(|first_open| *hour < first_open);
-                if closed && !partition.rows.is_empty() {
+                if closed && !partition.is_empty() {
                     flush(&writer, worker, *hour, partition, &mut next_seq);
                 }
                 !closed
@@ -280,7 +329,6 @@ fn flush<R: Record>(
     partition: &mut OpenPartition<R>,
     next_seq: &mut HashMap<i64, u32>,
 ) {
-    let rows = partition.rows.len() as u64;
     let seq = next_seq.entry(hour).or_insert(0);
     let (date, hh) = partition_of(hour * HOUR_MS);
     let path = format!(
@@ -289,13 +337,8 @@ fn flush<R: Record>(
         writer.run
     );
     *seq += 1;
-    let encoded = partition
-        .rows
-        .finish()
-        .map_err(anyhow::Error::from)
-        .and_then(|batch| encode(&batch));
-    match encoded {
-        Ok(bytes) => {
+    match partition.finish() {
+        Ok((bytes, rows)) => {
             info!(message = "Archive file ready.", table = R::TABLE, %path, rows, bytes = bytes.len());
             let request = PutRequest {
                 path,

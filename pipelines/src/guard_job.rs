@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use timely::dataflow::ProbeHandle;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Concatenate, Input, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
 use tracing::info;
 use vigil_datasets::loaders::{
     InputPlan, RecordSink, TextFormat, TextSource, UnitSource, plan_generator, plan_paths,
     read_range, read_unit,
 };
-use vigil_operators::{DeadLetter, GuardMetrics, Reading};
+use vigil_operators::{DeadLetter, GuardMetrics, Point, Reading};
 
 use crate::alerts_out::{AlertCounts, WriteAlerts};
 use crate::archive::{Archive, ArchiveLocation, start_writer};
@@ -373,10 +374,11 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         } else {
             None
         };
-        let (mut readings_in, mut errors_in) = worker.dataflow::<u64, _, _>(|scope| {
+        let inputs = worker.dataflow::<u64, _, _>(|scope| {
             let (readings_in, readings) = scope.new_input::<Vec<Reading>>();
+            let (points_in, points) = scope.new_input::<Vec<Point>>();
             let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
-            readings.clone().archive(writer.clone(), index);
+            readings.archive(writer.clone(), index);
             let alerts: Vec<_> = guards
                 .iter()
                 .map(|guard| {
@@ -384,7 +386,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                     if let Ok(mut all) = worker_metrics.lock() {
                         all.push(m.clone());
                     }
-                    guard.build(readings.clone(), m)
+                    guard.build(points.clone(), m)
                 })
                 .collect();
             let alerts = scope.concatenate(alerts);
@@ -392,10 +394,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             alerts.clone().archive(writer.clone(), index);
             alerts.write_ndjson(out, worker_alerts.clone());
             errors.archive(writer.clone(), index);
-            (readings_in, errors_in)
+            Inputs {
+                readings: readings_in,
+                points: points_in,
+                errors: errors_in,
+            }
         });
 
-        let mut sink = WorkerSink::new((*key).clone(), lateness);
+        let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness);
         let mut buf = Vec::new();
         let mut in_flight: VecDeque<u64> = VecDeque::new();
         for unit in plan.units.iter().skip(index).step_by(peers) {
@@ -407,22 +413,8 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 break;
             }
             read_unit(unit, &mut buf, &mut sink);
-            worker_counters
-                .events_in
-                .fetch_add(sink.readings.len() as u64, Ordering::Relaxed);
-            worker_counters
-                .errors
-                .fetch_add(sink.errors.len() as u64, Ordering::Relaxed);
-            worker_counters
-                .late
-                .fetch_add(std::mem::take(&mut sink.late), Ordering::Relaxed);
-            readings_in.send_batch(&mut sink.readings);
-            errors_in.send_batch(&mut sink.errors);
-            sink.readings.clear();
-            sink.errors.clear();
+            sink.flush();
             let watermark = sink.advance();
-            readings_in.advance_to(watermark);
-            errors_in.advance_to(watermark);
             worker_progress.inc(unit.size);
             in_flight.push_back(watermark);
             if in_flight.len() > UNITS_IN_FLIGHT
@@ -434,8 +426,15 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             }
             worker.step();
         }
-        drop(readings_in);
-        drop(errors_in);
+        sink.flush();
+        worker_counters
+            .events_in
+            .fetch_add(sink.events_in, Ordering::Relaxed);
+        worker_counters
+            .errors
+            .fetch_add(sink.errors_out, Ordering::Relaxed);
+        worker_counters.late.fetch_add(sink.late, Ordering::Relaxed);
+        drop(sink);
         while worker.step_or_park(None) {}
     })
     .map_err(|e| anyhow::anyhow!("starting the timely workers failed: {e}"))?;
@@ -476,11 +475,25 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Collects one worker's readings and dead letters between sends, decides lateness against the
-/// worker's watermark, and seals clear payloads.
+/// Records are handed to the dataflow in batches of this many, which keeps them in cache.
+const SEND_BATCH: usize = 4096;
+
+/// One worker's inputs: readings for the archive, their points for the guards, dead letters.
+struct Inputs {
+    readings: InputHandle<u64, CapacityContainerBuilder<Vec<Reading>>>,
+    points: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
+    errors: InputHandle<u64, CapacityContainerBuilder<Vec<DeadLetter>>>,
+}
+
+/// Feeds one worker's inputs: decides lateness against the worker's watermark, seals clear
+/// payloads, and sends readings, points and dead letters in batches.
 struct WorkerSink {
+    inputs: Inputs,
     readings: Vec<Reading>,
+    points: Vec<Point>,
     errors: Vec<DeadLetter>,
+    events_in: u64,
+    errors_out: u64,
     late: u64,
     /// The worker's input time: its watermark. Readings before it are late.
     watermark: u64,
@@ -491,10 +504,14 @@ struct WorkerSink {
 }
 
 impl WorkerSink {
-    fn new(key: Option<PayloadKey>, lateness: u64) -> Self {
+    fn new(inputs: Inputs, key: Option<PayloadKey>, lateness: u64) -> Self {
         Self {
-            readings: Vec::new(),
+            inputs,
+            readings: Vec::with_capacity(SEND_BATCH),
+            points: Vec::with_capacity(SEND_BATCH),
             errors: Vec::new(),
+            events_in: 0,
+            errors_out: 0,
             late: 0,
             watermark: 0,
             max_ts: 0,
@@ -504,15 +521,36 @@ impl WorkerSink {
         }
     }
 
+    /// Sends what is buffered at the current input time.
+    fn flush(&mut self) {
+        self.events_in += self.readings.len() as u64;
+        self.errors_out += self.errors.len() as u64;
+        self.inputs.readings.send_batch(&mut self.readings);
+        self.inputs.points.send_batch(&mut self.points);
+        self.inputs.errors.send_batch(&mut self.errors);
+        self.readings.clear();
+        self.points.clear();
+        self.errors.clear();
+        if self.readings.capacity() < SEND_BATCH {
+            self.readings.reserve(SEND_BATCH);
+        }
+        if self.points.capacity() < SEND_BATCH {
+            self.points.reserve(SEND_BATCH);
+        }
+    }
+
     /// The newest event time seen less the allowed lateness, never moving back.
     fn running_watermark(&self) -> u64 {
         self.watermark
             .max((self.max_ts.max(0) as u64).saturating_sub(self.lateness))
     }
 
-    /// Moves the input time up to the running watermark.
+    /// Moves the input time up to the running watermark; call after [`WorkerSink::flush`].
     fn advance(&mut self) -> u64 {
         self.watermark = self.running_watermark();
+        self.inputs.readings.advance_to(self.watermark);
+        self.inputs.points.advance_to(self.watermark);
+        self.inputs.errors.advance_to(self.watermark);
         self.watermark
     }
 }
@@ -558,7 +596,11 @@ impl RecordSink for WorkerSink {
             reading.key_id = Some(key.key_id().clone());
         }
         self.max_ts = self.max_ts.max(reading.ts);
+        self.points.push(Point::from(&reading));
         self.readings.push(reading);
+        if self.readings.len() >= SEND_BATCH {
+            self.flush();
+        }
     }
 
     fn dead_letter(

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use timely::dataflow::Stream;
-use vigil_operators::{Alert, GuardLabel, GuardMetrics, Reading, SeriesGuard, Threshold, ZScore};
+use vigil_operators::{Alert, GuardLabel, GuardMetrics, Point, SeriesGuard, Threshold, ZScore};
 
 /// A guard to run, with its parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,7 +117,7 @@ impl GuardSpec {
     /// Wires the guard onto a telemetry stream.
     pub fn build<'scope>(
         &self,
-        readings: Stream<'scope, u64, Vec<Reading>>,
+        readings: Stream<'scope, u64, Vec<Point>>,
         metrics: GuardMetrics,
     ) -> Stream<'scope, u64, Vec<Alert>> {
         let label = GuardLabel::new(self.name());

@@ -37,16 +37,40 @@ pub(super) fn parse(
     first_line: u64,
     sink: &mut impl RecordSink,
 ) {
-    for (number, line) in (first_line..).zip(bytes.split(|b| *b == b'\n')) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match parse_line(line) {
-            Ok((reading, payload)) => sink.reading(reading, payload.as_deref()),
-            Err((ts, kind, reason)) => {
-                sink.dead_letter(ts, source.origin(number), kind, reason, Some(line))
+    // One UTF-8 check for the whole chunk lets serde_json skip checking every string again;
+    // only a chunk with invalid bytes is checked line by line, to find the bad lines.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            for (number, line) in (first_line..).zip(text.split('\n')) {
+                parse_one(Some(line), line.as_bytes(), number, source, sink);
             }
+        }
+        Err(_) => {
+            for (number, line) in (first_line..).zip(bytes.split(|b| *b == b'\n')) {
+                parse_one(std::str::from_utf8(line).ok(), line, number, source, sink);
+            }
+        }
+    }
+}
+
+fn parse_one(
+    text: Option<&str>,
+    raw: &[u8],
+    number: u64,
+    source: &TextSource,
+    sink: &mut impl RecordSink,
+) {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    let parsed = match text {
+        Some(text) => parse_line(text.strip_suffix('\r').unwrap_or(text)),
+        None => Err((None, "parse", "the line is not valid UTF-8".to_owned())),
+    };
+    match parsed {
+        Ok((reading, payload)) => sink.reading(reading, payload.as_deref()),
+        Err((ts, kind, reason)) => {
+            sink.dead_letter(ts, source.origin(number), kind, reason, Some(raw))
         }
     }
 }
@@ -54,8 +78,8 @@ pub(super) fn parse(
 type LineError = (Option<i64>, &'static str, String);
 
 /// Parses one line into a reading and its clear payload.
-pub(crate) fn parse_line(line: &[u8]) -> Result<(Reading, Option<Vec<u8>>), LineError> {
-    let parsed: Line = serde_json::from_slice(line).map_err(|e| {
+pub(crate) fn parse_line(line: &str) -> Result<(Reading, Option<Vec<u8>>), LineError> {
+    let parsed: Line = serde_json::from_str(line).map_err(|e| {
         let kind = if e.is_data() { "schema" } else { "parse" };
         (None, kind, describe(e))
     })?;

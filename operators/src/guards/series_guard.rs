@@ -9,7 +9,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::model::alert::alert_id;
-use crate::model::{Alert, AlertStatus, Reading};
+use crate::model::{Alert, AlertStatus, Point};
 
 /// What a guard concludes about one reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,7 +36,7 @@ pub trait SeriesLogic: 'static {
 
     /// Looks at the next reading of a series; `None` when the guard has no opinion yet
     /// (warming up, or the series is not one it watches).
-    fn observe(&self, state: &mut Self::State, reading: &Reading) -> Option<Verdict>;
+    fn observe(&self, state: &mut Self::State, reading: &Point) -> Option<Verdict>;
 
     /// Heap and inline bytes one series' state takes, for memory accounting.
     fn state_bytes(&self, state: &Self::State) -> usize {
@@ -67,6 +67,43 @@ impl GuardLabel {
     }
 }
 
+/// A series in the guard's map: hashed by its precomputed series hash, compared by name too,
+/// so that a hash collision can never merge two series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SeriesKey {
+    hash: u64,
+    source: CompactString,
+    name: CompactString,
+}
+
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes the precomputed series hash through instead of hashing again.
+#[derive(Default)]
+struct SeriesHasher(u64);
+
+impl std::hash::Hasher for SeriesHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type BuildSeriesHasher = std::hash::BuildHasherDefault<SeriesHasher>;
+
 /// State of one series: the guard's own, and the alert that is open on it, if any.
 struct SeriesSlot<S> {
     logic: S,
@@ -81,7 +118,7 @@ pub trait SeriesGuard<'scope> {
     /// # Examples
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
-    /// use vigil_operators::{GuardLabel, Reading, SeriesGuard, Threshold};
+    /// use vigil_operators::{GuardLabel, Point, Reading, SeriesGuard, Threshold};
     ///
     /// let captured = timely::example(|scope| {
     ///     let readings = vec![
@@ -90,7 +127,8 @@ pub trait SeriesGuard<'scope> {
     ///         Reading::new("veh-1", "temp_c", 3_000, 21.0),
     ///     ];
     ///     let logic = Threshold::new().bound("temp_c", None, Some(90.0));
-    ///     readings.to_stream(scope).container::<Vec<_>>()
+    ///     let points: Vec<Point> = readings.iter().map(Point::from).collect();
+    ///     points.to_stream(scope).container::<Vec<_>>()
     ///         .guard(GuardLabel::new("threshold"), logic)
     ///         .capture()
     /// });
@@ -125,7 +163,7 @@ pub struct GuardMetrics {
     pub state_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Reading>> {
+impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
     fn guard<L: SeriesLogic>(self, label: GuardLabel, logic: L) -> Stream<'scope, u64, Vec<Alert>> {
         self.guard_core(label, logic, None)
     }
@@ -137,13 +175,13 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Reading>> {
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>> {
         let name = format!("Guard({})", label.guard);
-        let exchange = Exchange::new(|r: &Reading| r.series_hash());
+        let exchange = Exchange::new(|p: &Point| p.hash);
         self.unary_frontier(exchange, &name, move |_cap, _info| {
-            let mut pending: Vec<Reading> = Vec::new();
-            let mut ready: Vec<Reading> = Vec::new();
+            let mut pending: Vec<Point> = Vec::new();
+            let mut ready: Vec<Point> = Vec::new();
             let mut held: Option<Capability<u64>> = None;
-            let mut series: HashMap<(CompactString, CompactString), SeriesSlot<L::State>> =
-                HashMap::new();
+            let mut series: HashMap<SeriesKey, SeriesSlot<L::State>, BuildSeriesHasher> =
+                HashMap::default();
             let mut out: Vec<Alert> = Vec::new();
             let mut last_bound: Option<u64> = Some(0);
 
@@ -175,13 +213,16 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Reading>> {
                     None => ready.append(&mut pending),
                 }
                 if !ready.is_empty() {
+                    // Ordered by series hash, then event time. Should two series share a hash,
+                    // their points interleave, but each series still sees its own in order.
                     ready.sort_unstable_by(|a, b| {
-                        (&a.source, &a.name, a.ts, a.seq, &a.event_id).cmp(&(
-                            &b.source,
-                            &b.name,
+                        (a.hash, a.ts, a.seq, &a.event_id, &a.source, &a.name).cmp(&(
+                            b.hash,
                             b.ts,
                             b.seq,
                             &b.event_id,
+                            &b.source,
+                            &b.name,
                         ))
                     });
                     let mut start = 0;
@@ -190,14 +231,17 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Reading>> {
                         let end = start
                             + ready[start..]
                                 .iter()
-                                .position(|r| r.source != first.source || r.name != first.name)
+                                .position(|p| !p.same_series(first))
                                 .unwrap_or(ready.len() - start);
-                        let slot = series
-                            .entry((first.source.clone(), first.name.clone()))
-                            .or_insert_with(|| SeriesSlot {
-                                logic: L::State::default(),
-                                open: None,
-                            });
+                        let key = SeriesKey {
+                            hash: first.hash,
+                            source: first.source.clone(),
+                            name: first.name.clone(),
+                        };
+                        let slot = series.entry(key).or_insert_with(|| SeriesSlot {
+                            logic: L::State::default(),
+                            open: None,
+                        });
                         for reading in &ready[start..end] {
                             let Some(verdict) = logic.observe(&mut slot.logic, reading) else {
                                 continue;
@@ -241,7 +285,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Reading>> {
                             .map(|slot| {
                                 logic.state_bytes(&slot.logic)
                                     + std::mem::size_of::<SeriesSlot<L::State>>()
-                                    + std::mem::size_of::<(CompactString, CompactString)>()
+                                    + std::mem::size_of::<SeriesKey>()
                             })
                             .sum();
                         use std::sync::atomic::Ordering::Relaxed;
@@ -271,7 +315,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Reading>> {
 fn make_alert(
     label: &GuardLabel,
     id: &str,
-    reading: &Reading,
+    reading: &Point,
     verdict: &Verdict,
     status: AlertStatus,
 ) -> Alert {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 
 use crate::guards::series_guard::{SeriesLogic, Verdict};
-use crate::model::Reading;
+use crate::model::Point;
 
 /// Lower and upper bounds per metric name; a metric without bounds is not watched.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,7 +39,7 @@ impl Threshold {
 impl SeriesLogic for Threshold {
     type State = ();
 
-    fn observe(&self, _state: &mut (), reading: &Reading) -> Option<Verdict> {
+    fn observe(&self, _state: &mut (), reading: &Point) -> Option<Verdict> {
         let (min, max) = self.bounds.get(&reading.name)?;
         let value = reading.value;
         let (anomalous, expected) = match (min, max) {

@@ -1,7 +1,7 @@
 //! The z-score guard: a reading far from the mean of the series' previous `window` readings.
 
 use crate::guards::series_guard::{SeriesLogic, Verdict};
-use crate::model::Reading;
+use crate::model::Point;
 
 /// Parameters of the z-score guard.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,7 +73,7 @@ impl ZScoreState {
 impl SeriesLogic for ZScore {
     type State = ZScoreState;
 
-    fn observe(&self, state: &mut ZScoreState, reading: &Reading) -> Option<Verdict> {
+    fn observe(&self, state: &mut ZScoreState, reading: &Point) -> Option<Verdict> {
         let value = reading.value;
         let verdict = if state.values.len() == self.window {
             let n = self.window as f64;

@@ -7,10 +7,12 @@
 
 pub mod alert;
 pub mod dead_letter;
+pub mod point;
 pub mod telemetry;
 
 pub use alert::{Alert, AlertStatus};
 pub use dead_letter::DeadLetter;
+pub use point::Point;
 pub use telemetry::{Kind, Reading};
 
 use std::sync::Arc;
