@@ -420,8 +420,10 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             if in_flight.len() > UNITS_IN_FLIGHT
                 && let Some(target) = in_flight.pop_front()
             {
+                // Park rather than spin while the other workers catch up: a busy loop here
+                // would take the core they need.
                 while probe.less_than(&target) {
-                    worker.step();
+                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
                 }
             }
             worker.step();
