@@ -404,7 +404,8 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness);
         let mut buf = Vec::new();
         let mut in_flight: VecDeque<u64> = VecDeque::new();
-        for unit in plan.units.iter().skip(index).step_by(peers) {
+        let mut streams = Streams::new(plan.units.iter().skip(index).step_by(peers));
+        while let Some(stream) = streams.next_stream() {
             if shutdown.is_triggered() {
                 info!(
                     message = "Shutdown requested; finishing what was read.",
@@ -412,9 +413,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 );
                 break;
             }
+            let Some(unit) = streams.take_unit(stream) else {
+                continue;
+            };
+            sink.max_ts = streams.max_ts(stream);
             read_unit(unit, &mut buf, &mut sink);
+            streams.update(stream, sink.max_ts, lateness);
             sink.flush();
-            let watermark = sink.advance();
+            let watermark = sink.advance(streams.watermark());
             worker_progress.inc(unit.size);
             in_flight.push_back(watermark);
             if in_flight.len() > UNITS_IN_FLIGHT
@@ -475,6 +481,69 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// A worker's units grouped into streams (files, or the generator), read as a merge: always the
+/// next unit of the stream that is furthest behind in event time. Each stream has its own
+/// watermark, so files that cover different periods (one per series, say) do not make each
+/// other late; the worker's input time is the minimum over the streams it has not finished.
+struct Streams<'a> {
+    units: Vec<VecDeque<&'a vigil_datasets::loaders::Unit>>,
+    /// Newest event time read from each stream (`i64::MIN` before its first record).
+    max_ts: Vec<i64>,
+    /// Each stream's watermark; `None` until its first unit has been read.
+    watermark: Vec<Option<u64>>,
+}
+
+impl<'a> Streams<'a> {
+    fn new(units: impl Iterator<Item = &'a vigil_datasets::loaders::Unit>) -> Self {
+        let mut keys: Vec<String> = Vec::new();
+        let mut grouped: Vec<VecDeque<&vigil_datasets::loaders::Unit>> = Vec::new();
+        for unit in units {
+            let key = unit.stream();
+            match keys.iter().position(|k| *k == key) {
+                Some(i) => grouped[i].push_back(unit),
+                None => {
+                    keys.push(key);
+                    grouped.push(VecDeque::from([unit]));
+                }
+            }
+        }
+        let n = grouped.len();
+        Self {
+            units: grouped,
+            max_ts: vec![i64::MIN; n],
+            watermark: vec![None; n],
+        }
+    }
+
+    /// The stream to read next: one not started yet, else the unfinished one furthest behind.
+    fn next_stream(&self) -> Option<usize> {
+        (0..self.units.len())
+            .filter(|&i| !self.units[i].is_empty())
+            .min_by_key(|&i| (self.watermark[i].is_some(), self.watermark[i], i))
+    }
+
+    fn take_unit(&mut self, stream: usize) -> Option<&'a vigil_datasets::loaders::Unit> {
+        self.units[stream].pop_front()
+    }
+
+    fn max_ts(&self, stream: usize) -> i64 {
+        self.max_ts[stream].max(0)
+    }
+
+    fn update(&mut self, stream: usize, max_ts: i64, lateness: u64) {
+        self.max_ts[stream] = self.max_ts[stream].max(max_ts);
+        let watermark = (self.max_ts[stream].max(0) as u64).saturating_sub(lateness);
+        self.watermark[stream] = Some(self.watermark[stream].unwrap_or(0).max(watermark));
+    }
+
+    /// The minimum watermark over unfinished streams; once all are finished, the maximum.
+    fn watermark(&self) -> u64 {
+        let unfinished = (0..self.units.len()).filter(|&i| !self.units[i].is_empty());
+        let min = unfinished.map(|i| self.watermark[i].unwrap_or(0)).min();
+        min.unwrap_or_else(|| self.watermark.iter().flatten().copied().max().unwrap_or(0))
+    }
 }
 
 /// Records are handed to the dataflow in batches of this many, which keeps them in cache.
@@ -541,15 +610,17 @@ impl WorkerSink {
         }
     }
 
-    /// The newest event time seen less the allowed lateness, never moving back.
+    /// The current stream's newest event time less the allowed lateness: its records before
+    /// this are late. Never below the input time, which no record may precede.
     fn running_watermark(&self) -> u64 {
         self.watermark
             .max((self.max_ts.max(0) as u64).saturating_sub(self.lateness))
     }
 
-    /// Moves the input time up to the running watermark; call after [`WorkerSink::flush`].
-    fn advance(&mut self) -> u64 {
-        self.watermark = self.running_watermark();
+    /// Moves the input time up to `watermark` (the minimum over the worker's unfinished
+    /// streams); call after [`WorkerSink::flush`].
+    fn advance(&mut self, watermark: u64) -> u64 {
+        self.watermark = self.watermark.max(watermark);
         self.inputs.readings.advance_to(self.watermark);
         self.inputs.points.advance_to(self.watermark);
         self.inputs.errors.advance_to(self.watermark);

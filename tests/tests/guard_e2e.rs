@@ -429,3 +429,39 @@ fn default_dataset_and_csv_shapes() {
         "the machine failure raises alerts"
     );
 }
+
+#[test]
+fn files_covering_different_periods_are_not_late() {
+    // One file per series, as NAB ships them: the second file's series is a year older. Each
+    // file has its own watermark, so neither makes the other late, at one worker or two.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("input");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, start) in [
+        ("a_recent.ndjson", 1_767_225_600_000i64),
+        ("b_older.ndjson", 1_735_689_600_000),
+    ] {
+        let mut lines = String::new();
+        for i in 0..500 {
+            let r = Reading::new("veh-1", file, start + i * 60_000, (i % 7) as f64);
+            lines.push_str(&serde_json::to_string(&r).unwrap());
+            lines.push('\n');
+        }
+        std::fs::write(dir.join(file), lines).unwrap();
+    }
+    for workers in [1, 2] {
+        let (archive, alerts) = (
+            tmp.path().join(format!("archive{workers}")),
+            tmp.path().join("alerts.ndjson"),
+        );
+        let summary = run_job(GuardJob {
+            chunk_bytes: 16 << 10,
+            ..job(&dir, &archive, &alerts, workers)
+        });
+        assert_eq!(
+            (summary.events_in, summary.late, summary.errors),
+            (1000, 0, 0),
+            "{workers} workers"
+        );
+    }
+}

@@ -132,6 +132,20 @@ impl InputPlan {
     }
 }
 
+impl Unit {
+    /// The stream the unit belongs to: its file, or the generator. Units of one stream are in
+    /// event-time order with each other as far as the input is; different streams need not be.
+    pub fn stream(&self) -> String {
+        match &self.source {
+            UnitSource::Text { source, .. } => source.path().display().to_string(),
+            UnitSource::Parquet { path, .. } => path.display().to_string(),
+            UnitSource::Rocket { .. } => "gen:rocket".to_owned(),
+            UnitSource::Devices { .. } => "gen:devices".to_owned(),
+            UnitSource::Problem { origin, .. } => origin.clone(),
+        }
+    }
+}
+
 /// Plans files and directories (walked recursively, in name order). Files whose type vigil does
 /// not read, empty files and CSV files with an unknown header become one dead letter each.
 /// A path that does not exist is an error.
