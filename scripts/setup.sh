@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building vigil needs, idempotently: a C compiler and pkg-config for the crates
-# that build C code (zstd), and cargo-nextest when it is missing. Safe to run again and again.
+# Installs what building vigil needs, idempotently: a C compiler, make and pkg-config for the
+# crates that build C code (zstd). With --tests, also what the tests need: moto's S3 server.
+# Safe to run again and again.
 set -euo pipefail
 
 need_apt=()
@@ -22,4 +23,16 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo is not installed: install Rust 1.94 or newer from https://rustup.rs" >&2
   exit 1
+fi
+
+# The S3 tests run against moto's S3 server on loopback (pipelines/tests/s3.rs starts it).
+if [ "${1:-}" = "--tests" ] && ! command -v moto_server >/dev/null 2>&1; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "error: the S3 tests need moto_server; install Python 3 and run: python3 -m pip install 'moto[server]'" >&2
+    exit 1
+  fi
+  echo "setup: installing moto[server] (the S3 endpoint the tests start)" >&2
+  python3 -m pip install --quiet 'moto[server]'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
+  hash -r
 fi

@@ -29,6 +29,9 @@ use vigil_operators::{BatchBuilder, Record, time::partition_of};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// Files written to the store at the same time.
+const PUTS_IN_FLIGHT: usize = 8;
+
 /// Where the archive lives: a local directory or an object-store URL.
 #[derive(Clone, Debug)]
 pub struct ArchiveLocation {
@@ -156,18 +159,34 @@ pub fn start_writer(
     let stats = Arc::new(ArchiveStats::default());
     let task_stats = stats.clone();
     let handle = runtime.spawn(async move {
+        // Several puts in flight hide an object store's latency; files are independent, so
+        // the order they land in does not matter.
+        let mut puts = tokio::task::JoinSet::new();
+        let location = Arc::new(location);
         while let Some(request) = rx.recv().await {
-            put_with_retry(&location, &request).await?;
-            let counter = match request.table {
-                "telemetry" => &task_stats.telemetry_rows,
-                "alerts" => &task_stats.alert_rows,
-                _ => &task_stats.error_rows,
-            };
-            counter.fetch_add(request.rows, Ordering::Relaxed);
-            task_stats.files.fetch_add(1, Ordering::Relaxed);
-            task_stats
-                .bytes
-                .fetch_add(request.bytes.len() as u64, Ordering::Relaxed);
+            while puts.len() >= PUTS_IN_FLIGHT {
+                if let Some(done) = puts.join_next().await {
+                    done.context("an archive write task failed")??;
+                }
+            }
+            let (location, stats) = (location.clone(), task_stats.clone());
+            puts.spawn(async move {
+                put_with_retry(&location, &request).await?;
+                let counter = match request.table {
+                    "telemetry" => &stats.telemetry_rows,
+                    "alerts" => &stats.alert_rows,
+                    _ => &stats.error_rows,
+                };
+                counter.fetch_add(request.rows, Ordering::Relaxed);
+                stats.files.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .bytes
+                    .fetch_add(request.bytes.len() as u64, Ordering::Relaxed);
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = puts.join_next().await {
+            done.context("an archive write task failed")??;
         }
         Ok(())
     });
