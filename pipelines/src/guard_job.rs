@@ -643,7 +643,7 @@ impl RecordSink for WorkerSink {
                 vigil_operators::time::format_ts(watermark as i64),
                 self.lateness
             );
-            let raw = reading.to_json_line();
+            let raw = raw_json(&reading);
             self.errors.push(DeadLetter::new(
                 reading.ts,
                 format!("event {}", reading.event_id),
@@ -690,15 +690,9 @@ impl RecordSink for WorkerSink {
     }
 }
 
-trait ToJsonLine {
-    fn to_json_line(&self) -> String;
-}
-
-impl ToJsonLine for Reading {
-    /// The reading as JSON without its payload, for the `raw` column of a dead letter.
-    fn to_json_line(&self) -> String {
-        let mut clear = self.clone();
-        clear.payload = None;
-        vigil_operators::Record::to_json(&clear)
-    }
+/// A reading as JSON for the `raw` column of a dead letter, without its (sealed) payload.
+fn raw_json(reading: &Reading) -> String {
+    let mut shown = reading.clone();
+    shown.payload = None;
+    vigil_operators::Record::to_json(&shown)
 }
