@@ -6,6 +6,7 @@
 //! plan is deterministic, so the same input always gives the same units.
 
 mod csv;
+mod fast_line;
 mod ndjson;
 mod parquet;
 mod plan;

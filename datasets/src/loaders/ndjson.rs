@@ -79,6 +79,14 @@ type LineError = (Option<i64>, &'static str, String);
 
 /// Parses one line into a reading and its clear payload.
 pub(crate) fn parse_line(line: &str) -> Result<(Reading, Option<Vec<u8>>), LineError> {
+    if let Some(reading) = super::fast_line::parse_plain(line) {
+        return Ok((reading, None));
+    }
+    parse_line_serde(line)
+}
+
+/// Parses one line with serde: every shape the input format allows, and the error messages.
+pub(crate) fn parse_line_serde(line: &str) -> Result<(Reading, Option<Vec<u8>>), LineError> {
     let parsed: Line = serde_json::from_str(line).map_err(|e| {
         let kind = if e.is_data() { "schema" } else { "parse" };
         (None, kind, describe(e))
