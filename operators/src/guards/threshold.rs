@@ -29,11 +29,6 @@ impl Threshold {
     pub fn merge(&mut self, other: Threshold) {
         self.bounds.extend(other.bounds);
     }
-
-    /// Whether no metric has bounds.
-    pub fn is_empty(&self) -> bool {
-        self.bounds.is_empty()
-    }
 }
 
 impl SeriesLogic for Threshold {

@@ -68,11 +68,6 @@ impl Reading {
         self.event_id = derive_event_id(&self.source, &self.name, Some(seq), self.ts);
         self
     }
-
-    /// A stable 64-bit hash of the series (`source`, `name`), for routing a series to a worker.
-    pub fn series_hash(&self) -> u64 {
-        series_hash(&self.source, &self.name)
-    }
 }
 
 /// A stable 64-bit hash of a series (`source`, `name`): the same on every run and machine.
