@@ -70,7 +70,7 @@ struct Count {
 }
 
 impl vigil_datasets::loaders::RecordSink for Count {
-    fn reading(&mut self, reading: vigil_operators::Reading, _payload: Option<&[u8]>) {
+    fn reading(&mut self, reading: vigil_operators::ReadingRef<'_>, _payload: Option<&[u8]>) {
         self.readings += 1;
         std::hint::black_box(reading);
     }

@@ -22,7 +22,7 @@ fn dataset(seed: u64) -> Vec<Reading> {
         let base: f64 = rng.random_range(-50.0..500.0);
         let mut shift = 0.0;
         for i in 0..700u64 {
-            // Several readings share a timestamp; seq breaks the tie.
+            // Several readings share a timestamp; seq, or else the value, breaks the tie.
             let ts = 1_000_000 + (i / 2) as i64 * 1000;
             if rng.random_bool(0.003) {
                 shift = if shift == 0.0 { 40.0 } else { 0.0 };
@@ -34,7 +34,13 @@ fn dataset(seed: u64) -> Vec<Reading> {
                 0.0
             };
             let value = base + noise + shift + spike;
-            readings.push(Reading::new(&source, name, ts, value).with_seq(i));
+            // Every fifth series has no sequence numbers, so equal timestamps tie on value.
+            let reading = Reading::new(&source, name, ts, value);
+            readings.push(if s % 5 == 4 {
+                reading
+            } else {
+                reading.with_seq(i)
+            });
         }
     }
     for i in 0..200u64 {
@@ -71,7 +77,7 @@ fn seen(alert: &Alert) -> Seen {
     }
 }
 
-/// The sequential reference: per series in (ts, seq, event_id) order, a verdict function, and
+/// The sequential reference: per series in (ts, seq, value) order, a verdict function, and
 /// the raise/clear state machine written out plainly.
 fn reference(
     readings: &[Reading],
@@ -87,7 +93,11 @@ fn reference(
     }
     let mut out = Vec::new();
     for ((source, name), mut rs) in by_series {
-        rs.sort_by(|a, b| (a.ts, a.seq, &a.event_id).cmp(&(b.ts, b.seq, &b.event_id)));
+        rs.sort_by(|a, b| {
+            (a.ts, a.seq)
+                .cmp(&(b.ts, b.seq))
+                .then(a.value.total_cmp(&b.value))
+        });
         let mut history: Vec<f64> = Vec::new();
         let mut open: Option<String> = None;
         for r in rs {

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -20,6 +23,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -234,64 +238,107 @@ const ROW_BATCH: usize = 32 * 1024;
 /// Rows per Parquet row group.
 const ROW_GROUP: usize = 256 * 1024;
 
-/// An open partition: the next file of one `date=`/`hour=` directory, encoded as rows arrive.
-/// Only the current Arrow batch and the compressed file so far stay in memory.
+/// An archive table: its name, schema, and how its columns are stored.
+#[derive(Clone, Debug)]
+pub struct Table {
+    name: &'static str,
+    schema: SchemaRef,
+    /// Columns stored without dictionary encoding ([`Record::DISTINCT_COLUMNS`]).
+    distinct: &'static [&'static str],
+    /// Index of the event-time column that decides a row's partition.
+    time_column: usize,
+}
+
+impl Table {
+    /// The table of a record type; `time_column` names its event-time column.
+    pub fn of<R: Record>(time_column: &str) -> anyhow::Result<Self> {
+        let schema = R::schema();
+        let time_column = schema
+            .index_of(time_column)
+            .with_context(|| format!("table {} has no column {time_column}", R::TABLE))?;
+        Ok(Self {
+            name: R::TABLE,
+            schema,
+            distinct: R::DISTINCT_COLUMNS,
+            time_column,
+        })
+    }
+
+    fn writer_properties(&self) -> anyhow::Result<WriterProperties> {
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_max_row_group_row_count(Some(ROW_GROUP));
+        for column in self.distinct {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        }
+        Ok(props.build())
+    }
+}
+
+/// The file being written for one partition: Parquet encoded as batches arrive, so only the
+/// compressed file so far stays in memory.
+#[derive(Default)]
+struct PartitionFile {
+    file: Option<ArrowWriter<Vec<u8>>>,
+    rows: usize,
+}
+
+impl PartitionFile {
+    /// Encodes a batch into the file (zstd, with statistics for pruning).
+    fn write(&mut self, table: &Table, batch: &RecordBatch) -> anyhow::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(ArrowWriter::try_new(
+                Vec::new(),
+                table.schema.clone(),
+                Some(table.writer_properties()?),
+            )?),
+        };
+        file.write(batch)?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Finishes the file and leaves the partition empty for the next one.
+    fn finish(&mut self) -> anyhow::Result<(Bytes, u64)> {
+        let rows = std::mem::take(&mut self.rows) as u64;
+        let file = self.file.take().context("an archive file with no rows")?;
+        Ok((Bytes::from(file.into_inner()?), rows))
+    }
+}
+
+/// An open partition of a record table: rows collected into Arrow batches, then encoded.
 struct OpenPartition<R: Record> {
     rows: BatchBuilder<R>,
-    file: Option<ArrowWriter<Vec<u8>>>,
-    /// Rows in the file, encoded or still in `rows`.
-    total: usize,
+    file: PartitionFile,
 }
 
 impl<R: Record> OpenPartition<R> {
     fn new() -> Self {
         Self {
             rows: BatchBuilder::new(),
-            file: None,
-            total: 0,
+            file: PartitionFile::default(),
         }
     }
 
-    fn push(&mut self, record: &R) -> anyhow::Result<()> {
+    fn push(&mut self, table: &Table, record: &R) -> anyhow::Result<()> {
         self.rows.push(record)?;
-        self.total += 1;
         if self.rows.len() >= ROW_BATCH {
-            self.encode_pending()?;
+            self.encode_pending(table)?;
         }
         Ok(())
     }
 
-    /// Moves the buffered rows into the Parquet encoder (zstd, with statistics for pruning).
-    fn encode_pending(&mut self) -> anyhow::Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
+    fn encode_pending(&mut self, table: &Table) -> anyhow::Result<()> {
+        if !self.rows.is_empty() {
+            let batch = self.rows.finish()?;
+            self.file.write(table, &batch)?;
         }
-        let batch = self.rows.finish()?;
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-                    .set_max_row_group_row_count(Some(ROW_GROUP))
-                    .build();
-                self.file
-                    .insert(ArrowWriter::try_new(Vec::new(), R::schema(), Some(props))?)
-            }
-        };
-        file.write(&batch)?;
         Ok(())
     }
 
-    /// Finishes the file and leaves the partition empty for the next one.
-    fn finish(&mut self) -> anyhow::Result<(Bytes, u64)> {
-        self.encode_pending()?;
-        let rows = std::mem::take(&mut self.total) as u64;
-        let file = self.file.take().context("an archive file with no rows")?;
-        Ok((Bytes::from(file.into_inner()?), rows))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.total == 0
+    fn total(&self) -> usize {
+        self.file.rows + self.rows.len()
     }
 }
 
@@ -308,32 +355,38 @@ where
 {
     fn archive(self, writer: ArchiveWriter, worker: usize) {
         let name = format!("Archive({})", R::TABLE);
+        let table = Table {
+            name: R::TABLE,
+            schema: R::schema(),
+            distinct: R::DISTINCT_COLUMNS,
+            time_column: 0,
+        };
         let mut partitions: HashMap<i64, OpenPartition<R>> = HashMap::new();
-        // Files already written per partition, so a reopened partition gets new file names.
-        let mut next_seq: HashMap<i64, u32> = HashMap::new();
+        let mut names = FileNames::default();
         self.sink(Pipeline, &name, move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for batch in data {
                     for record in batch.drain(..) {
                         let hour = record.event_time().div_euclid(HOUR_MS);
                         let partition = partitions.entry(hour).or_insert_with(OpenPartition::new);
-                        if let Err(error) = partition.push(&record) {
+                        if let Err(error) = partition.push(&table, &record) {
                             // Records are built by vigil and always fit their own schema.
                             warn!(message = "Record could not be archived.", table = R::TABLE, %error);
                             continue;
                         }
-                        if partition.total >= writer.max_rows {
-                            flush(&writer, worker, hour, partition, &mut next_seq);
+                        if partition.total() >= writer.max_rows {
+                            let encoded = partition.encode_pending(&table);
+                            names.flush(&writer, &table, worker, hour, &mut partition.file, encoded);
                         }
                     }
                 }
             });
-            // A partition is closed once the watermark has passed the end of its hour.
-            let closed_before = frontier.frontier().first().map(|t| (*t as i64).div_euclid(HOUR_MS));
+            let closed_before = closed_before(frontier.frontier().first());
             partitions.retain(|hour, partition| {
                 let closed = closed_before.is_none_or(|first_open| *hour < first_open);
-                if closed && !partition.is_empty() {
-                    flush(&writer, worker, *hour, partition, &mut next_seq);
+                if closed && partition.total() > 0 {
+                    let encoded = partition.encode_pending(&table);
+                    names.flush(&writer, &table, worker, *hour, &mut partition.file, encoded);
                 }
                 !closed
             });
@@ -341,35 +394,125 @@ where
     }
 }
 
-fn flush<R: Record>(
-    writer: &ArchiveWriter,
-    worker: usize,
-    hour: i64,
-    partition: &mut OpenPartition<R>,
-    next_seq: &mut HashMap<i64, u32>,
-) {
-    let seq = next_seq.entry(hour).or_insert(0);
-    let (date, hh) = partition_of(hour * HOUR_MS);
-    let path = format!(
-        "{}/date={date}/hour={hh}/part-{}-w{worker:03}-{seq:05}.parquet",
-        R::TABLE,
-        writer.run
-    );
-    *seq += 1;
-    match partition.finish() {
-        Ok((bytes, rows)) => {
-            info!(message = "Archive file ready.", table = R::TABLE, %path, rows, bytes = bytes.len());
-            let request = PutRequest {
-                path,
-                bytes,
-                rows,
-                table: R::TABLE,
-            };
-            // The writer task only stops early after a failed write, which `finish` reports.
-            let _ = writer.tx.blocking_send(request);
-        }
-        Err(error) => {
-            warn!(message = "Archive file could not be encoded.", table = R::TABLE, %error)
+/// Archives a stream of Arrow batches of one table, as built on the hot path.
+pub trait ArchiveBatches<'scope> {
+    /// Splits each batch by hour partition and encodes it straight into that partition's file;
+    /// files are written as in [`Archive::archive`].
+    fn archive_batches(self, table: Table, writer: ArchiveWriter, worker: usize);
+}
+
+impl<'scope> ArchiveBatches<'scope> for Stream<'scope, u64, Vec<RecordBatch>> {
+    fn archive_batches(self, table: Table, writer: ArchiveWriter, worker: usize) {
+        let name = format!("Archive({})", table.name);
+        let mut partitions: HashMap<i64, PartitionFile> = HashMap::new();
+        let mut names = FileNames::default();
+        self.sink(Pipeline, &name, move |(input, frontier)| {
+            input.for_each_stamp(|_cap, data| {
+                for batch in data.flat_map(|batches| batches.drain(..)) {
+                    for (hour, mut rows) in split_by_hour(&batch, table.time_column) {
+                        let file = partitions.entry(hour).or_default();
+                        // Fill the file up to the row limit, then start the next one.
+                        while rows.num_rows() > 0 {
+                            let room = writer.max_rows.saturating_sub(file.rows).max(1);
+                            let take = room.min(rows.num_rows());
+                            let written = file.write(&table, &rows.slice(0, take));
+                            rows = rows.slice(take, rows.num_rows() - take);
+                            if let Err(error) = &written {
+                                warn!(message = "Rows could not be archived.", table = table.name, %error);
+                            }
+                            if file.rows >= writer.max_rows {
+                                names.flush(&writer, &table, worker, hour, file, Ok(()));
+                            }
+                        }
+                    }
+                }
+            });
+            let closed_before = closed_before(frontier.frontier().first());
+            partitions.retain(|hour, file| {
+                let closed = closed_before.is_none_or(|first_open| *hour < first_open);
+                if closed && file.rows > 0 {
+                    names.flush(&writer, &table, worker, *hour, file, Ok(()));
+                }
+                !closed
+            });
+        });
+    }
+}
+
+/// The first hour still open at a frontier (`None` once the input is complete): partitions
+/// before it are closed, because the watermark has passed their end.
+fn closed_before(frontier: Option<&u64>) -> Option<i64> {
+    frontier.map(|t| (*t as i64).div_euclid(HOUR_MS))
+}
+
+/// A batch cut by the hour of its event-time column. A batch that lies in one hour, the usual
+/// case, is passed on whole.
+fn split_by_hour(batch: &RecordBatch, time_column: usize) -> Vec<(i64, RecordBatch)> {
+    let Some(ts) = batch
+        .column(time_column)
+        .as_primitive_opt::<TimestampMillisecondType>()
+    else {
+        return Vec::new();
+    };
+    let hours = || ts.values().iter().map(|t| t.div_euclid(HOUR_MS));
+    let (Some(min), Some(max)) = (hours().min(), hours().max()) else {
+        return Vec::new();
+    };
+    if min == max {
+        return vec![(min, batch.clone())];
+    }
+    let mut distinct: Vec<i64> = hours().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+        .into_iter()
+        .filter_map(|hour| {
+            let mask: BooleanArray = hours().map(|h| Some(h == hour)).collect();
+            filter_record_batch(batch, &mask).ok().map(|b| (hour, b))
+        })
+        .collect()
+}
+
+/// Names the files of one sink: each partition's files are numbered, so a reopened partition
+/// gets new names.
+#[derive(Default)]
+struct FileNames {
+    next_seq: HashMap<i64, u32>,
+}
+
+impl FileNames {
+    /// Finishes a partition's file and hands it to the writer task.
+    fn flush(
+        &mut self,
+        writer: &ArchiveWriter,
+        table: &Table,
+        worker: usize,
+        hour: i64,
+        file: &mut PartitionFile,
+        encoded: anyhow::Result<()>,
+    ) {
+        let seq = self.next_seq.entry(hour).or_insert(0);
+        let (date, hh) = partition_of(hour * HOUR_MS);
+        let path = format!(
+            "{}/date={date}/hour={hh}/part-{}-w{worker:03}-{seq:05}.parquet",
+            table.name, writer.run
+        );
+        *seq += 1;
+        match encoded.and_then(|()| file.finish()) {
+            Ok((bytes, rows)) => {
+                info!(message = "Archive file ready.", table = table.name, %path, rows, bytes = bytes.len());
+                let request = PutRequest {
+                    path,
+                    bytes,
+                    rows,
+                    table: table.name,
+                };
+                // The writer task only stops early after a failed write, which `finish` reports.
+                let _ = writer.tx.blocking_send(request);
+            }
+            Err(error) => {
+                warn!(message = "Archive file could not be encoded.", table = table.name, %error)
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Concatenate, Input, Probe};
@@ -17,10 +18,10 @@ use vigil_datasets::loaders::{
     InputPlan, RecordSink, TextFormat, TextSource, UnitSource, plan_generator, plan_paths,
     read_range, read_unit,
 };
-use vigil_operators::{DeadLetter, GuardMetrics, Point, Reading};
+use vigil_operators::{DeadLetter, GuardMetrics, Point, Reading, ReadingRef, TelemetryColumns};
 
 use crate::alerts_out::{AlertCounts, WriteAlerts};
-use crate::archive::{Archive, ArchiveLocation, start_writer};
+use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
 use crate::crypto::PayloadKey;
 use crate::guards::GuardSpec;
 
@@ -240,62 +241,87 @@ struct Counters {
 
 /// Fails at start-up when the input carries clear payloads but no key is configured, so that a
 /// payload is never written in clear and the user learns it before any work is done. Reads the
-/// NDJSON units once, a unit at a time, and parses only lines whose payload is not `null`.
-fn check_payloads(plan: &InputPlan, key: Option<&PayloadKey>) -> anyhow::Result<()> {
+/// NDJSON units once, spread over `threads`, and parses only lines whose payload is not `null`.
+/// The error names the first such line in input order.
+fn check_payloads(
+    plan: &InputPlan,
+    key: Option<&PayloadKey>,
+    threads: usize,
+) -> anyhow::Result<()> {
     if key.is_some() {
         return Ok(());
     }
+    let threads = threads.clamp(1, plan.units.len().max(1));
+    let first = std::thread::scope(|scope| {
+        let checks: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut buf = Vec::new();
+                    let units = plan.units.iter().enumerate().skip(t).step_by(threads);
+                    units
+                        .filter_map(|(i, unit)| Some((i, clear_payload_in(unit, &mut buf)?)))
+                        .next()
+                })
+            })
+            .collect();
+        checks
+            .into_iter()
+            .filter_map(|check| check.join().ok().flatten())
+            .min_by_key(|(unit, _)| *unit)
+    });
+    match first {
+        Some((_, origin)) => anyhow::bail!(
+            "{origin} carries a payload but no payload key is configured, and payloads are only ever \
+             stored encrypted: set {}=<64 hex chars> (e.g. `export {}=$(openssl rand -hex 32)`) \
+             or pass --key-file FILE",
+            crate::crypto::KEY_ENV,
+            crate::crypto::KEY_ENV
+        ),
+        None => Ok(()),
+    }
+}
+
+/// The origin of the first line of an NDJSON unit that carries a clear payload, if any.
+fn clear_payload_in(unit: &vigil_datasets::loaders::Unit, buf: &mut Vec<u8>) -> Option<String> {
+    let UnitSource::Text {
+        source,
+        format: TextFormat::Ndjson,
+        start,
+        end,
+    } = &unit.source
+    else {
+        return None;
+    };
+    let bytes: &[u8] = match source {
+        TextSource::Embedded { bytes, .. } => &bytes[*start as usize..*end as usize],
+        TextSource::File(file) => match read_range(file.path(), *start, *end, buf) {
+            Ok(()) => buf,
+            // The worker that reads this unit reports the I/O error as a dead letter.
+            Err(_) => return None,
+        },
+    };
     let finder = memchr::memmem::Finder::new(b"\"payload\"");
-    let mut buf = Vec::new();
-    for unit in &plan.units {
-        let UnitSource::Text {
-            source,
-            format: TextFormat::Ndjson,
-            start,
-            end,
-            first_line,
-        } = &unit.source
-        else {
+    for at in finder.find_iter(bytes) {
+        let rest = bytes[at + 9..].trim_ascii_start();
+        let value = rest
+            .strip_prefix(b":")
+            .map(<[u8]>::trim_ascii_start)
+            .unwrap_or(rest);
+        if value.starts_with(b"null") {
             continue;
-        };
-        let bytes: &[u8] = match source {
-            TextSource::Embedded { bytes, .. } => &bytes[*start as usize..*end as usize],
-            TextSource::File(path) => match read_range(path, *start, *end, &mut buf) {
-                Ok(()) => &buf,
-                // The worker that reads this unit reports the I/O error as a dead letter.
-                Err(_) => continue,
-            },
-        };
-        for at in finder.find_iter(bytes) {
-            let rest = bytes[at + 9..].trim_ascii_start();
-            let value = rest
-                .strip_prefix(b":")
-                .map(<[u8]>::trim_ascii_start)
-                .unwrap_or(rest);
-            if value.starts_with(b"null") {
-                continue;
-            }
-            let line_start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
-            let line_end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
-            let line: serde_json::Result<serde_json::Value> =
-                serde_json::from_slice(&bytes[line_start..line_end]);
-            if let Ok(value) = line
-                && value.get("payload").is_some_and(|p| !p.is_null())
-            {
-                let line_no =
-                    first_line + memchr::memchr_iter(b'\n', &bytes[..line_start]).count() as u64;
-                anyhow::bail!(
-                    "{} carries a payload but no payload key is configured, and payloads are only ever \
-                     stored encrypted: set {}=<64 hex chars> (e.g. `export {}=$(openssl rand -hex 32)`) \
-                     or pass --key-file FILE",
-                    source.origin(line_no),
-                    crate::crypto::KEY_ENV,
-                    crate::crypto::KEY_ENV
-                );
-            }
+        }
+        let line_start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
+        let line_end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+        let line: serde_json::Result<serde_json::Value> =
+            serde_json::from_slice(&bytes[line_start..line_end]);
+        if let Ok(value) = line
+            && value.get("payload").is_some_and(|p| !p.is_null())
+        {
+            let line_in_unit = memchr::memchr_iter(b'\n', &bytes[..line_start]).count() as u64;
+            return Some(source.origin_at(*start, line_in_unit));
         }
     }
-    Ok(())
+    None
 }
 
 /// A stable fingerprint of the input, used in archive file names.
@@ -312,7 +338,7 @@ fn run_fingerprint(plan: &InputPlan, workers: usize) -> String {
 pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let plan = job.input.plan(job.chunk_bytes)?;
-    check_payloads(&plan, job.key.as_ref())?;
+    check_payloads(&plan, job.key.as_ref(), job.workers.max(1))?;
     let location = ArchiveLocation::parse(&job.archive)?;
     info!(message = "Starting the guard job.", input = %plan.description, units = plan.units.len(), archive = %location, workers = job.workers);
 
@@ -355,6 +381,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let key = Arc::new(job.key.clone());
     let guards = Arc::new(job.guards.clone());
     let lateness = job.lateness_ms;
+    let telemetry = Table::of::<Reading>("ts")?;
 
     let config = timely::Config::process(workers);
     let worker_progress = progress.clone();
@@ -375,10 +402,10 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             None
         };
         let inputs = worker.dataflow::<u64, _, _>(|scope| {
-            let (readings_in, readings) = scope.new_input::<Vec<Reading>>();
+            let (readings_in, readings) = scope.new_input::<Vec<RecordBatch>>();
             let (points_in, points) = scope.new_input::<Vec<Point>>();
             let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
-            readings.archive(writer.clone(), index);
+            readings.archive_batches(telemetry.clone(), writer.clone(), index);
             let alerts: Vec<_> = guards
                 .iter()
                 .map(|guard| {
@@ -551,7 +578,7 @@ const SEND_BATCH: usize = 4096;
 
 /// One worker's inputs: readings for the archive, their points for the guards, dead letters.
 struct Inputs {
-    readings: InputHandle<u64, CapacityContainerBuilder<Vec<Reading>>>,
+    readings: InputHandle<u64, CapacityContainerBuilder<Vec<RecordBatch>>>,
     points: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
     errors: InputHandle<u64, CapacityContainerBuilder<Vec<DeadLetter>>>,
 }
@@ -560,7 +587,7 @@ struct Inputs {
 /// payloads, and sends readings, points and dead letters in batches.
 struct WorkerSink {
     inputs: Inputs,
-    readings: Vec<Reading>,
+    readings: TelemetryColumns,
     points: Vec<Point>,
     errors: Vec<DeadLetter>,
     events_in: u64,
@@ -578,7 +605,7 @@ impl WorkerSink {
     fn new(inputs: Inputs, key: Option<PayloadKey>, lateness: u64) -> Self {
         Self {
             inputs,
-            readings: Vec::with_capacity(SEND_BATCH),
+            readings: TelemetryColumns::with_capacity(SEND_BATCH),
             points: Vec::with_capacity(SEND_BATCH),
             errors: Vec::new(),
             events_in: 0,
@@ -594,17 +621,21 @@ impl WorkerSink {
 
     /// Sends what is buffered at the current input time.
     fn flush(&mut self) {
-        self.events_in += self.readings.len() as u64;
+        if !self.readings.is_empty() {
+            self.events_in += self.readings.len() as u64;
+            match self.readings.finish() {
+                Ok(batch) => self.inputs.readings.send(batch),
+                // The columns are vigil's own and always fit the telemetry schema.
+                Err(error) => {
+                    tracing::error!(message = "Telemetry rows could not be archived.", %error)
+                }
+            }
+        }
         self.errors_out += self.errors.len() as u64;
-        self.inputs.readings.send_batch(&mut self.readings);
         self.inputs.points.send_batch(&mut self.points);
         self.inputs.errors.send_batch(&mut self.errors);
-        self.readings.clear();
         self.points.clear();
         self.errors.clear();
-        if self.readings.capacity() < SEND_BATCH {
-            self.readings.reserve(SEND_BATCH);
-        }
         if self.points.capacity() < SEND_BATCH {
             self.points.reserve(SEND_BATCH);
         }
@@ -629,7 +660,7 @@ impl WorkerSink {
 }
 
 impl RecordSink for WorkerSink {
-    fn reading(&mut self, mut reading: Reading, payload: Option<&[u8]>) {
+    fn reading(&mut self, reading: ReadingRef<'_>, payload: Option<&[u8]>) {
         // Lateness is judged against the running watermark, record by record; the input time
         // only catches up between units, which is safe because it never passes the running one.
         let watermark = self.running_watermark();
@@ -646,31 +677,42 @@ impl RecordSink for WorkerSink {
             let raw = raw_json(&reading);
             self.errors.push(DeadLetter::new(
                 reading.ts,
-                format!("event {}", reading.event_id),
+                format!("event {}", reading.event_id()),
                 "late",
                 reason,
                 Some(raw.as_bytes()),
             ));
             return;
         }
-        if let Some(clear) = payload {
-            let Some(key) = &self.key else {
+        let sealed = match (payload, &self.key) {
+            (None, _) => None,
+            (Some(clear), Some(key)) => Some((
+                key.seal(&reading.event_id(), clear, &mut self.rng),
+                key.key_id().clone(),
+            )),
+            (Some(_), None) => {
                 let reason = "the record carries a payload but no payload key is configured: set VIGIL_KEY or pass --key-file".to_owned();
                 self.errors.push(DeadLetter::new(
                     reading.ts,
-                    reading.event_id.to_string(),
+                    reading.event_id().to_string(),
                     "schema",
                     reason,
                     None,
                 ));
                 return;
-            };
-            reading.payload = Some(key.seal(&reading.event_id, clear, &mut self.rng));
-            reading.key_id = Some(key.key_id().clone());
-        }
+            }
+        };
+        let reading = match &sealed {
+            Some((ciphertext, key_id)) => ReadingRef {
+                payload: Some(ciphertext),
+                key_id: Some(key_id),
+                ..reading
+            },
+            None => reading,
+        };
         self.max_ts = self.max_ts.max(reading.ts);
         self.points.push(Point::from(&reading));
-        self.readings.push(reading);
+        self.readings.push(&reading);
         if self.readings.len() >= SEND_BATCH {
             self.flush();
         }
@@ -690,9 +732,9 @@ impl RecordSink for WorkerSink {
     }
 }
 
-/// A reading as JSON for the `raw` column of a dead letter, without its (sealed) payload.
-fn raw_json(reading: &Reading) -> String {
-    let mut shown = reading.clone();
+/// A reading as JSON for the `raw` column of a dead letter, without its payload.
+fn raw_json(reading: &ReadingRef<'_>) -> String {
+    let mut shown = reading.to_reading();
     shown.payload = None;
     vigil_operators::Record::to_json(&shown)
 }

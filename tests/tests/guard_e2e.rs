@@ -112,7 +112,11 @@ fn reference_alerts(
     }
     let mut out = Vec::new();
     for ((source, name), mut rs) in series {
-        rs.sort_by(|a, b| (a.ts, a.seq, &a.event_id).cmp(&(b.ts, b.seq, &b.event_id)));
+        rs.sort_by(|a, b| {
+            (a.ts, a.seq)
+                .cmp(&(b.ts, b.seq))
+                .then(a.value.total_cmp(&b.value))
+        });
         let mut open: Option<String> = None;
         for i in window..rs.len() {
             let last: Vec<f64> = rs[i - window..i].iter().map(|r| r.value).collect();

@@ -98,11 +98,11 @@ impl CsvShape {
     }
 }
 
-/// Parses the rows of one chunk; `first_line` is the line number of its first row.
+/// Parses the rows of one chunk, which starts at byte `start` of its source.
 pub(super) fn parse(
     bytes: &[u8],
     source: &TextSource,
-    first_line: u64,
+    start: u64,
     shape: &CsvShape,
     sink: &mut impl RecordSink,
 ) {
@@ -111,24 +111,24 @@ pub(super) fn parse(
         .flexible(true)
         .from_reader(bytes);
     let mut record = csv::ByteRecord::new();
-    let mut line = first_line;
+    // Lines (0-based) into the chunk; turned into `path:line` only for a dead letter.
+    let mut line = 0;
     loop {
         let start_line = line;
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                line = first_line + reader.position().line() - 1;
-                let number = start_line;
+                line = reader.position().line() - 1;
                 if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
                     continue;
                 }
-                parse_record(&record, shape, source, number, sink);
+                parse_record(&record, shape, source, (start, start_line), sink);
             }
             Err(e) => {
-                line = first_line + reader.position().line() - 1;
+                line = reader.position().line() - 1;
                 sink.dead_letter(
                     None,
-                    source.origin(start_line),
+                    source.origin_at(start, start_line),
                     "parse",
                     format!("malformed CSV: {e}"),
                     None,
@@ -162,11 +162,11 @@ fn parse_record(
     record: &csv::ByteRecord,
     shape: &CsvShape,
     source: &TextSource,
-    line: u64,
+    (start, line): (u64, u64),
     sink: &mut impl RecordSink,
 ) {
     let dead = |sink: &mut dyn RecordSinkDyn, ts: Option<i64>, reason: String| {
-        sink.dead(ts, source.origin(line), reason, record.as_slice());
+        sink.dead(ts, source.origin_at(start, line), reason, record.as_slice());
     };
     match shape {
         CsvShape::Telemetry {
@@ -213,7 +213,7 @@ fn parse_record(
                 Ok(reading)
             })();
             match parsed {
-                Ok(reading) => sink.reading(reading, None),
+                Ok(reading) => sink.reading(reading.view(), None),
                 Err((ts, reason)) => dead(sink, ts, reason),
             }
         }
@@ -239,9 +239,10 @@ fn parse_record(
                     }
                 };
                 match number(text, series_name) {
-                    Ok(value) => {
-                        sink.reading(Reading::new(series_source, series_name, ts, value), None)
-                    }
+                    Ok(value) => sink.reading(
+                        Reading::new(series_source, series_name, ts, value).view(),
+                        None,
+                    ),
                     Err(reason) => dead(sink, Some(ts), reason),
                 }
             }

@@ -12,19 +12,19 @@ mod parquet;
 mod plan;
 
 pub use plan::{
-    DEFAULT_CHUNK_BYTES, InputPlan, TextFormat, TextSource, Unit, UnitSource, plan_embedded,
-    plan_generator, plan_paths, read_range,
+    DEFAULT_CHUNK_BYTES, InputPlan, TextFile, TextFormat, TextSource, Unit, UnitSource,
+    plan_embedded, plan_generator, plan_paths, read_range,
 };
 
-use vigil_operators::Reading;
+use vigil_operators::{Reading, ReadingRef};
 
 /// Receives what a loader reads: readings (with their clear payload kept apart, so that it can
 /// only ever be stored encrypted) and dead letters.
 pub trait RecordSink {
-    /// A valid reading. `payload` is the clear payload the input carried, if any; it must be
-    /// encrypted before it is stored. `reading.payload` holds only ciphertext read from an
-    /// archive.
-    fn reading(&mut self, reading: Reading, payload: Option<&[u8]>);
+    /// A valid reading, borrowed from the input. `payload` is the clear payload the input
+    /// carried, if any; it must be encrypted before it is stored. `reading.payload` holds only
+    /// ciphertext read from an archive.
+    fn reading(&mut self, reading: ReadingRef<'_>, payload: Option<&[u8]>);
 
     /// Input that could not be used: where it came from, the class of problem, why, and the
     /// raw input. `ts` is the record's event time when it could be read.
@@ -47,36 +47,36 @@ pub fn read_unit(unit: &Unit, buf: &mut Vec<u8>, sink: &mut impl RecordSink) {
             format,
             start,
             end,
-            first_line,
         } => {
             let bytes: &[u8] = match source {
                 TextSource::Embedded { bytes, .. } => &bytes[*start as usize..*end as usize],
-                TextSource::File(path) => match plan::read_range(path, *start, *end, buf) {
+                TextSource::File(file) => match plan::read_range(file.path(), *start, *end, buf) {
                     Ok(()) => buf,
                     Err(e) => {
-                        let reason = format!("could not read {}: {e}", path.display());
-                        sink.dead_letter(None, source.origin(*first_line), "file", reason, None);
+                        let reason = format!("could not read {}: {e}", file.path().display());
+                        let origin = source.origin_at(*start, 0);
+                        sink.dead_letter(None, origin, "file", reason, None);
                         return;
                     }
                 },
             };
             match format {
-                TextFormat::Ndjson => ndjson::parse(bytes, source, *first_line, sink),
-                TextFormat::Csv(shape) => csv::parse(bytes, source, *first_line, shape, sink),
+                TextFormat::Ndjson => ndjson::parse(bytes, source, *start, sink),
+                TextFormat::Csv(shape) => csv::parse(bytes, source, *start, shape, sink),
             }
         }
         UnitSource::Parquet { path, row_group } => parquet::read_row_group(path, *row_group, sink),
         UnitSource::Rocket { spec, ticks } => {
             for tick in ticks.clone() {
                 crate::generator::rocket_tick(spec, tick, 0..spec.vehicles, &mut |r| {
-                    sink.reading(r, None)
+                    sink.reading(r.view(), None)
                 });
             }
         }
         UnitSource::Devices { spec, ticks } => {
             for tick in ticks.clone() {
                 crate::generator::device_tick(spec, tick, 0..spec.devices, &mut |r| {
-                    sink.reading(r, None)
+                    sink.reading(r.view(), None)
                 });
             }
         }
@@ -96,8 +96,9 @@ pub struct Collected {
 }
 
 impl RecordSink for Collected {
-    fn reading(&mut self, reading: Reading, payload: Option<&[u8]>) {
-        self.readings.push((reading, payload.map(<[u8]>::to_vec)));
+    fn reading(&mut self, reading: ReadingRef<'_>, payload: Option<&[u8]>) {
+        self.readings
+            .push((reading.to_reading(), payload.map(<[u8]>::to_vec)));
     }
 
     fn dead_letter(

@@ -30,24 +30,20 @@ struct Line<'a> {
     payload: Option<serde_json::Value>,
 }
 
-/// Parses the lines of one chunk; `first_line` is the line number of its first line.
-pub(super) fn parse(
-    bytes: &[u8],
-    source: &TextSource,
-    first_line: u64,
-    sink: &mut impl RecordSink,
-) {
+/// Parses the lines of one chunk, which starts at byte `start` of its source.
+pub(super) fn parse(bytes: &[u8], source: &TextSource, start: u64, sink: &mut impl RecordSink) {
     // One UTF-8 check for the whole chunk lets serde_json skip checking every string again;
     // only a chunk with invalid bytes is checked line by line, to find the bad lines.
     match std::str::from_utf8(bytes) {
         Ok(text) => {
-            for (number, line) in (first_line..).zip(text.split('\n')) {
-                parse_one(Some(line), line.as_bytes(), number, source, sink);
+            for (number, line) in (0..).zip(text.split('\n')) {
+                parse_one(Some(line), line.as_bytes(), (start, number), source, sink);
             }
         }
         Err(_) => {
-            for (number, line) in (first_line..).zip(bytes.split(|b| *b == b'\n')) {
-                parse_one(std::str::from_utf8(line).ok(), line, number, source, sink);
+            for (number, line) in (0..).zip(bytes.split(|b| *b == b'\n')) {
+                let text = std::str::from_utf8(line).ok();
+                parse_one(text, line, (start, number), source, sink);
             }
         }
     }
@@ -56,34 +52,30 @@ pub(super) fn parse(
 fn parse_one(
     text: Option<&str>,
     raw: &[u8],
-    number: u64,
+    (start, number): (u64, u64),
     source: &TextSource,
     sink: &mut impl RecordSink,
 ) {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return;
     }
+    let text = text.map(|text| text.strip_suffix('\r').unwrap_or(text));
+    if let Some(reading) = text.and_then(super::fast_line::parse_plain) {
+        return sink.reading(reading, None);
+    }
     let parsed = match text {
-        Some(text) => parse_line(text.strip_suffix('\r').unwrap_or(text)),
+        Some(text) => parse_line_serde(text),
         None => Err((None, "parse", "the line is not valid UTF-8".to_owned())),
     };
     match parsed {
-        Ok((reading, payload)) => sink.reading(reading, payload.as_deref()),
+        Ok((reading, payload)) => sink.reading(reading.view(), payload.as_deref()),
         Err((ts, kind, reason)) => {
-            sink.dead_letter(ts, source.origin(number), kind, reason, Some(raw))
+            sink.dead_letter(ts, source.origin_at(start, number), kind, reason, Some(raw))
         }
     }
 }
 
 type LineError = (Option<i64>, &'static str, String);
-
-/// Parses one line into a reading and its clear payload.
-pub(crate) fn parse_line(line: &str) -> Result<(Reading, Option<Vec<u8>>), LineError> {
-    if let Some(reading) = super::fast_line::parse_plain(line) {
-        return Ok((reading, None));
-    }
-    parse_line_serde(line)
-}
 
 /// Parses one line with serde: every shape the input format allows, and the error messages.
 pub(crate) fn parse_line_serde(line: &str) -> Result<(Reading, Option<Vec<u8>>), LineError> {

@@ -183,7 +183,7 @@ fn read_batch(batch: &RecordBatch, origin: &str, sink: &mut impl RecordSink) -> 
             payload: ciphertext,
             key_id: key_id.map(Into::into),
         };
-        sink.reading(reading, None);
+        sink.reading(reading.view(), None);
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! Input planning: files, directories, the embedded default and generators into units.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
@@ -20,7 +21,7 @@ const GENERATOR_TICKS_PER_UNIT: u64 = 10;
 #[derive(Clone, Debug)]
 pub enum TextSource {
     /// A file on disk.
-    File(Arc<PathBuf>),
+    File(Arc<TextFile>),
     /// A dataset compiled into the binary.
     Embedded {
         /// The name it is reported under (`datasets/nab/…csv`).
@@ -30,19 +31,89 @@ pub enum TextSource {
     },
 }
 
+/// A text file being read, with the line numbers found so far at unit starts.
+#[derive(Debug)]
+pub struct TextFile {
+    path: PathBuf,
+    /// Byte offset of a line start → its 1-based line number. Filled only when a dead letter
+    /// needs a line number, so that planning never has to read a whole file.
+    lines: Mutex<BTreeMap<u64, u64>>,
+}
+
+impl TextFile {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            lines: Mutex::new(BTreeMap::from([(0, 1)])),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The 1-based number of the line that starts at byte `offset`, counted from the nearest
+    /// offset already known.
+    fn line_at(&self, offset: u64) -> std::io::Result<u64> {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let (&known, &line) = lines.range(..=offset).next_back().unwrap_or((&0, &1));
+        if known == offset {
+            return Ok(line);
+        }
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(known))?;
+        let mut block = vec![0u8; 1 << 20];
+        let (mut at, mut line) = (known, line);
+        while at < offset {
+            let want = ((offset - at) as usize).min(block.len());
+            let n = file.read(&mut block[..want])?;
+            if n == 0 {
+                break;
+            }
+            line += memchr::memchr_iter(b'\n', &block[..n]).count() as u64;
+            at += n as u64;
+        }
+        lines.insert(offset, line);
+        Ok(line)
+    }
+}
+
 impl TextSource {
     /// `path:line`, for dead letters.
     pub fn origin(&self, line: u64) -> String {
+        format!("{}:{line}", self.path().display())
+    }
+
+    /// `path:line` of the line `line_in_unit` lines (0-based) after the line that starts at
+    /// byte `unit_start`. The line number is worked out only here, when a dead letter needs it.
+    pub fn origin_at(&self, unit_start: u64, line_in_unit: u64) -> String {
+        match self.line_at(unit_start) {
+            Ok(line) => self.origin(line + line_in_unit),
+            // The file could not be read again: a byte offset still finds the line.
+            Err(_) => format!(
+                "{}: line {} after byte {unit_start}",
+                self.path().display(),
+                line_in_unit + 1
+            ),
+        }
+    }
+
+    /// The 1-based number of the line that starts at byte `offset`.
+    pub fn line_at(&self, offset: u64) -> std::io::Result<u64> {
         match self {
-            TextSource::File(path) => format!("{}:{line}", path.display()),
-            TextSource::Embedded { name, .. } => format!("{name}:{line}"),
+            TextSource::File(file) => file.line_at(offset),
+            TextSource::Embedded { bytes, .. } => {
+                let end = (offset as usize).min(bytes.len());
+                Ok(1 + memchr::memchr_iter(b'\n', &bytes[..end]).count() as u64)
+            }
         }
     }
 
     /// The path the series names of a NAB-shaped CSV are taken from.
     pub fn path(&self) -> &Path {
         match self {
-            TextSource::File(path) => path,
+            TextSource::File(file) => file.path(),
             TextSource::Embedded { name, .. } => Path::new(name),
         }
     }
@@ -60,7 +131,7 @@ pub enum TextFormat {
 /// What one unit of work reads.
 #[derive(Clone, Debug)]
 pub enum UnitSource {
-    /// Lines `[start, end)` of a text file, the first of them being line `first_line` (1-based).
+    /// Bytes `[start, end)` of a text file, cut at line starts.
     Text {
         /// The file or embedded bytes.
         source: TextSource,
@@ -70,8 +141,6 @@ pub enum UnitSource {
         start: u64,
         /// One past the last byte of the unit.
         end: u64,
-        /// Line number of the unit's first line.
-        first_line: u64,
     },
     /// One row group of a Parquet file.
     Parquet {
@@ -321,18 +390,57 @@ fn plan_file(path: &Path, chunk_bytes: u64, plan: &mut InputPlan) {
         }
         return;
     }
-    let source = TextSource::File(Arc::new(path.to_path_buf()));
+    let source = TextSource::File(Arc::new(TextFile::new(path)));
     match File::open(path) {
         Ok(file) => plan_text(source, file, format, chunk_bytes, plan),
         Err(e) => problem(plan, format!("could not read the file: {e}")),
     }
 }
 
-/// Cuts a text input into chunks at line starts and records each chunk's first line number.
-/// Reads the input once, in blocks, so planning a large file takes little memory.
+/// Random access to the bytes of a text input: a file, or bytes in memory.
+trait ReadAt {
+    /// The input's length in bytes.
+    fn len(&mut self) -> std::io::Result<u64>;
+    /// Reads from `offset` into `buf` as far as the input allows; 0 at the end.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn len(&mut self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.seek(SeekFrom::Start(offset))?;
+        read_full(self, buf)
+    }
+}
+
+impl ReadAt for &[u8] {
+    fn len(&mut self) -> std::io::Result<u64> {
+        Ok(<[u8]>::len(self) as u64)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let from = (offset as usize).min(<[u8]>::len(self));
+        let n = buf.len().min(<[u8]>::len(self) - from);
+        buf[..n].copy_from_slice(&self[from..from + n]);
+        Ok(n)
+    }
+}
+
+/// Bytes read at the head of a text input: the CSV header must fit in them.
+const HEAD_BYTES: usize = 1 << 20;
+
+/// Bytes read at a time while looking for the line start after a chunk boundary.
+const PROBE_BYTES: usize = 64 << 10;
+
+/// Cuts a text input into chunks at line starts. Reads only the head of the input and a little
+/// around each chunk boundary, so planning a large file costs next to nothing; line numbers are
+/// worked out later, and only if a dead letter needs one ([`TextSource::origin_at`]).
 fn plan_text(
     source: TextSource,
-    mut reader: impl Read,
+    mut input: impl ReadAt,
     format: FileFormat,
     chunk_bytes: u64,
     plan: &mut InputPlan,
@@ -345,86 +453,84 @@ fn plan_text(
             size: 0,
         });
     };
-    let mut block = vec![0u8; 1 << 20];
-    // Offset of `block[0]` in the input, and the valid length of `block`.
-    let mut offset: u64 = 0;
-    let mut filled = match read_full(&mut reader, &mut block) {
-        Ok(n) => n,
+    let mut head = vec![0u8; HEAD_BYTES];
+    let (len, filled) = match input
+        .len()
+        .and_then(|len| Ok((len, input.read_at(0, &mut head)?)))
+    {
+        Ok(read) => read,
         Err(e) => return problem(plan, format!("could not read the file: {e}")),
     };
-    let (format, mut start, mut line) = match format {
+    let head = &head[..filled];
+    let (format, start) = match format {
         FileFormat::Csv => {
-            let header_end = memchr::memchr(b'\n', &block[..filled]).map_or(filled, |i| i + 1);
-            match super::csv::CsvShape::from_header(&block[..header_end], source.path()) {
-                Ok(shape) => (TextFormat::Csv(Arc::new(shape)), header_end as u64, 2),
+            let header_end = memchr::memchr(b'\n', head).map_or(filled, |i| i + 1);
+            match super::csv::CsvShape::from_header(&head[..header_end], source.path()) {
+                Ok(shape) => (TextFormat::Csv(Arc::new(shape)), header_end as u64),
                 Err(reason) => return problem(plan, reason),
             }
         }
-        _ => (TextFormat::Ndjson, 0, 1),
+        _ => (TextFormat::Ndjson, 0),
     };
-    let mut has_data = block[start as usize..filled]
-        .iter()
-        .any(|b| !b.is_ascii_whitespace());
+    match has_data(&mut input, head, start, len) {
+        Ok(true) => {}
+        Ok(false) => return problem(plan, "the file is empty".to_owned()),
+        Err(e) => return problem(plan, format!("could not read the file: {e}")),
+    }
     let chunk = chunk_bytes.max(1);
-    // Lines counted from `start` up to `counted`.
-    let mut counted = start;
-    let mut lines_in_chunk = 0u64;
-    let mut units = Vec::new();
-    let push = |units: &mut Vec<Unit>, start: u64, end: u64, first_line: u64| {
-        units.push(Unit {
+    let mut probe = vec![0u8; PROBE_BYTES];
+    let mut start = start;
+    while start < len {
+        // The chunk ends after the first newline at or past `start + chunk - 1`.
+        let mut at = start + chunk - 1;
+        let mut end = len;
+        while at < len {
+            let n = match input.read_at(at, &mut probe) {
+                Ok(n) => n,
+                Err(e) => return problem(plan, format!("could not read the file: {e}")),
+            };
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &probe[..n]) {
+                end = at + i as u64 + 1;
+                break;
+            }
+            at += n as u64;
+        }
+        plan.push(Unit {
             source: UnitSource::Text {
                 source: source.clone(),
                 format: format.clone(),
                 start,
                 end,
-                first_line,
             },
             size: end - start,
         });
-    };
-    loop {
-        // Scan the block from `counted` for the newline that ends the current chunk.
-        let from = (counted - offset) as usize;
-        let target = start + chunk;
-        let mut cut = None;
-        for i in memchr::memchr_iter(b'\n', &block[from..filled]) {
-            let pos = offset + (from + i) as u64;
-            lines_in_chunk += 1;
-            if pos + 1 >= target {
-                cut = Some(pos + 1);
-                break;
-            }
-        }
-        match cut {
-            Some(end) => {
-                push(&mut units, start, end, line);
-                line += lines_in_chunk;
-                lines_in_chunk = 0;
-                start = end;
-                counted = end;
-            }
-            None => {
-                offset += filled as u64;
-                counted = offset;
-                filled = match read_full(&mut reader, &mut block) {
-                    Ok(n) => n,
-                    Err(e) => return problem(plan, format!("could not read the file: {e}")),
-                };
-                has_data |= block[..filled].iter().any(|b| !b.is_ascii_whitespace());
-                if filled == 0 {
-                    if offset > start {
-                        push(&mut units, start, offset, line);
-                    }
-                    break;
-                }
-            }
-        }
+        start = end;
     }
-    if has_data {
-        units.into_iter().for_each(|unit| plan.push(unit));
-    } else {
-        problem(plan, "the file is empty".to_owned());
+}
+
+/// Whether the input holds anything but whitespace after `start`. Looks past the head only when
+/// the head is blank, which is rare.
+fn has_data(input: &mut impl ReadAt, head: &[u8], start: u64, len: u64) -> std::io::Result<bool> {
+    let blank = |bytes: &[u8]| bytes.iter().all(u8::is_ascii_whitespace);
+    if !blank(&head[(start as usize).min(head.len())..]) {
+        return Ok(true);
     }
+    let mut block = vec![0u8; HEAD_BYTES];
+    let mut at = head.len() as u64;
+    while at < len {
+        let n = input.read_at(at, &mut block)?;
+        if n == 0 {
+            break;
+        }
+        if !blank(&block[..n]) {
+            return Ok(true);
+        }
+        at += n as u64;
+    }
+    Ok(false)
 }
 
 /// Fills `block` as far as the reader allows; returns how many bytes were read (0 at the end).

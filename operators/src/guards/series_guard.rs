@@ -29,7 +29,7 @@ pub struct Verdict {
 }
 
 /// The per-series decision logic of a guard. The engine calls [`SeriesLogic::observe`] for
-/// every reading of a series in event-time order (ties broken by `seq`, then `event_id`).
+/// every reading of a series in event-time order (ties broken by `seq`, then value).
 pub trait SeriesLogic: 'static {
     /// What the guard remembers about one series.
     type State: Default + 'static;
@@ -215,16 +215,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
                 if !ready.is_empty() {
                     // Ordered by series hash, then event time. Should two series share a hash,
                     // their points interleave, but each series still sees its own in order.
-                    ready.sort_unstable_by(|a, b| {
-                        (a.hash, a.ts, a.seq, &a.event_id, &a.source, &a.name).cmp(&(
-                            b.hash,
-                            b.ts,
-                            b.seq,
-                            &b.event_id,
-                            &b.source,
-                            &b.name,
-                        ))
-                    });
+                    ready.sort_unstable_by(Point::guard_order);
                     let mut start = 0;
                     while start < ready.len() {
                         let first = &ready[start];

@@ -9,11 +9,13 @@ pub mod alert;
 pub mod dead_letter;
 pub mod point;
 pub mod telemetry;
+pub mod telemetry_columns;
 
 pub use alert::{Alert, AlertStatus};
 pub use dead_letter::DeadLetter;
 pub use point::Point;
-pub use telemetry::{Kind, Reading};
+pub use telemetry::{Kind, Reading, ReadingRef};
+pub use telemetry_columns::TelemetryColumns;
 
 use std::sync::Arc;
 
@@ -38,6 +40,10 @@ pub trait Record: Serialize + for<'de> Deserialize<'de> + Sized {
 
     /// The Arrow fields of the table, in column order. This is the one definition of the schema.
     fn fields() -> Vec<FieldRef>;
+
+    /// Columns whose values are mostly distinct (ids, measurements, ciphertext). The archive
+    /// stores them without dictionary encoding, which for such columns only costs time.
+    const DISTINCT_COLUMNS: &'static [&'static str] = &[];
 
     /// The event time (epoch ms) that decides the record's `date=`/`hour=` partition.
     fn event_time(&self) -> i64;

@@ -3,8 +3,8 @@
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::Reading;
 use super::telemetry::series_hash;
+use super::{Reading, ReadingRef};
 
 /// One observation of a series: smaller than a [`Reading`] (no attributes or payload), so that
 /// routing, buffering and sorting it in the guards moves less memory.
@@ -20,27 +20,40 @@ pub struct Point {
     pub ts: i64,
     /// Per-source sequence number, if any; breaks ties in event time.
     pub seq: Option<u64>,
-    /// The event id; breaks ties when `ts` and `seq` are equal.
-    pub event_id: CompactString,
-    /// The reading or intensity.
+    /// The reading or intensity; breaks ties when `ts` and `seq` are equal.
     pub value: f64,
 }
 
-impl From<&Reading> for Point {
-    fn from(r: &Reading) -> Self {
+impl From<&ReadingRef<'_>> for Point {
+    fn from(r: &ReadingRef<'_>) -> Self {
         Point {
-            hash: series_hash(&r.source, &r.name),
-            source: r.source.clone(),
-            name: r.name.clone(),
+            hash: series_hash(r.source, r.name),
+            source: r.source.into(),
+            name: r.name.into(),
             ts: r.ts,
             seq: r.seq,
-            event_id: r.event_id.clone(),
             value: r.value,
         }
     }
 }
 
+impl From<&Reading> for Point {
+    fn from(r: &Reading) -> Self {
+        Point::from(&r.view())
+    }
+}
+
 impl Point {
+    /// The order a guard sees a series in: event time, then `seq`, then value, so that the
+    /// order is the same on every run whatever order the points arrived in. Points equal in
+    /// all of these are interchangeable for a guard. Across series, ordered by series hash.
+    pub fn guard_order(&self, other: &Point) -> std::cmp::Ordering {
+        (self.hash, self.ts, self.seq)
+            .cmp(&(other.hash, other.ts, other.seq))
+            .then_with(|| self.value.total_cmp(&other.value))
+            .then_with(|| (&self.source, &self.name).cmp(&(&other.source, &other.name)))
+    }
+
     /// Whether two points belong to the same series.
     pub fn same_series(&self, other: &Point) -> bool {
         self.hash == other.hash && self.source == other.source && self.name == other.name

@@ -68,15 +68,85 @@ impl Reading {
         self.event_id = derive_event_id(&self.source, &self.name, Some(seq), self.ts);
         self
     }
+
+    /// The reading borrowed, as loaders hand readings on.
+    pub fn view(&self) -> ReadingRef<'_> {
+        ReadingRef {
+            event_id: Some(&self.event_id),
+            source: &self.source,
+            kind: self.kind,
+            name: &self.name,
+            ts: self.ts,
+            seq: self.seq,
+            value: self.value,
+            attrs: self.attrs.as_deref(),
+            payload: self.payload.as_deref(),
+            key_id: self.key_id.as_deref(),
+        }
+    }
+}
+
+/// A telemetry record borrowed from the text it was read from, so that the hot path copies
+/// each field once, straight into its Arrow column ([`super::TelemetryColumns`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadingRef<'a> {
+    /// The event id; `None` (or empty) means derive it ([`derive_event_id`]).
+    pub event_id: Option<&'a str>,
+    /// The vehicle or device.
+    pub source: &'a str,
+    /// Reading or event.
+    pub kind: Kind,
+    /// The metric or event type.
+    pub name: &'a str,
+    /// Event time, epoch ms.
+    pub ts: i64,
+    /// Per-source sequence number.
+    pub seq: Option<u64>,
+    /// The reading or intensity; finite.
+    pub value: f64,
+    /// Clear metadata as JSON object text.
+    pub attrs: Option<&'a str>,
+    /// Ciphertext (never clear text).
+    pub payload: Option<&'a [u8]>,
+    /// Id of the key that encrypted `payload`.
+    pub key_id: Option<&'a str>,
+}
+
+impl ReadingRef<'_> {
+    /// The given event id, if there is a non-empty one.
+    pub fn given_event_id(&self) -> Option<&str> {
+        self.event_id.filter(|id| !id.is_empty())
+    }
+
+    /// The event id, derived when none was given.
+    pub fn event_id(&self) -> CompactString {
+        match self.given_event_id() {
+            Some(id) => id.into(),
+            None => derive_event_id(self.source, self.name, self.seq, self.ts),
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_reading(&self) -> Reading {
+        Reading {
+            event_id: self.event_id(),
+            source: self.source.into(),
+            kind: self.kind,
+            name: self.name.into(),
+            ts: self.ts,
+            seq: self.seq,
+            value: self.value,
+            attrs: self.attrs.map(str::to_owned),
+            payload: self.payload.map(<[u8]>::to_vec),
+            key_id: self.key_id.map(CompactString::from),
+        }
+    }
 }
 
 /// A stable 64-bit hash of a series (`source`, `name`): the same on every run and machine.
 pub fn series_hash(source: &str, name: &str) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(source.as_bytes());
-    hasher.update(&[0xff]);
-    hasher.update(name.as_bytes());
-    hasher.digest()
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    xxh3_64_with_seed(name.as_bytes(), xxh3_64(source.as_bytes()))
 }
 
 /// The deterministic event id of a record that came without one: `source-name-seq`, or
@@ -89,18 +159,29 @@ pub fn series_hash(source: &str, name: &str) -> u64 {
 /// assert_eq!(derive_event_id("veh-7", "temp_c", None, 1000), "veh-7-temp_c-t1000");
 /// ```
 pub fn derive_event_id(source: &str, name: &str, seq: Option<u64>, ts: i64) -> CompactString {
-    use std::fmt::Write;
     let mut id = CompactString::with_capacity(source.len() + name.len() + 22);
     // Writing into a CompactString cannot fail.
-    let _ = match seq {
-        Some(seq) => write!(id, "{source}-{name}-{seq}"),
-        None => write!(id, "{source}-{name}-t{ts}"),
-    };
+    let _ = write_event_id(&mut id, source, name, seq, ts);
     id
+}
+
+/// Writes the derived event id ([`derive_event_id`]) into `out`.
+pub(crate) fn write_event_id(
+    out: &mut impl std::fmt::Write,
+    source: &str,
+    name: &str,
+    seq: Option<u64>,
+    ts: i64,
+) -> std::fmt::Result {
+    match seq {
+        Some(seq) => write!(out, "{source}-{name}-{seq}"),
+        None => write!(out, "{source}-{name}-t{ts}"),
+    }
 }
 
 impl Record for Reading {
     const TABLE: &'static str = "telemetry";
+    const DISTINCT_COLUMNS: &'static [&'static str] = &["event_id", "value", "payload"];
 
     fn fields() -> Vec<FieldRef> {
         vec![
