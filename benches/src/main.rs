@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 
+mod nab;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vigil-bench",
@@ -42,6 +44,18 @@ enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Detection quality: NAB's standard score of vigil-guard's alerts on the NAB corpus.
+    Nab {
+        /// The NAB corpus: a directory with `combined_windows.json` and the CSV files.
+        #[arg(long, default_value = "../shared/datasets/nab")]
+        dir: PathBuf,
+        /// The guards to run (as vigil-guard's `--guard`).
+        #[arg(long, default_value = "composite")]
+        guard: Vec<String>,
+        /// Timely workers (`-w`) for vigil-guard.
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -58,6 +72,11 @@ fn main() -> anyhow::Result<()> {
             runs,
             dir,
         } => guard(readings, sources, workers, runs, dir),
+        Bench::Nab {
+            dir,
+            guard,
+            workers,
+        } => nab::run(&dir, &guard, workers),
         Bench::Parse { input } => parse(&input),
     }
 }

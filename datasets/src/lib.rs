@@ -4,11 +4,13 @@
 //! - `generator`: seeded, deterministic rocket telemetry and device events with ground truth.
 //! - `loaders`: plan an input (NDJSON, CSV, Parquet; files or directories; the embedded
 //!   default; a generator) into units, and parse units into readings and dead letters.
+//! - `nab`: the Numenta Anomaly Benchmark's labelled windows and scoring rules.
 //! - `embedded`: the recorded dataset compiled into the binaries, replayed when a job is given
 //!   no input.
 
 pub mod generator;
 pub mod loaders;
+pub mod nab;
 
 /// The recorded datasets compiled into vigil's binaries.
 pub mod embedded {

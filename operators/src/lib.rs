@@ -15,7 +15,9 @@ pub mod model;
 pub mod time;
 
 pub use guards::open_alerts::{OpenAlert, OpenAlerts};
-pub use guards::series_guard::{GuardLabel, GuardMetrics, SeriesGuard, SeriesLogic, Verdict};
+pub use guards::series_guard::{
+    Guard, GuardLabel, GuardMetrics, Hysteresis, SeriesGuard, SeriesLogic, Verdict, distance_score,
+};
 pub use guards::threshold::Threshold;
 pub use guards::zscore::{ZScore, ZScoreState, is_degenerate_std};
 pub use model::alert::alert_id;

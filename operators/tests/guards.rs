@@ -77,12 +77,14 @@ fn seen(alert: &Alert) -> Seen {
     }
 }
 
-/// The sequential reference: per series in (ts, seq, value) order, a verdict function, and
-/// the raise/clear state machine written out plainly.
+/// The sequential reference: per series in (ts, seq, value) order, a verdict function giving
+/// (score, expected) from the series' history of (ts, value), and the raise/clear state
+/// machine written out plainly: raise at a score of at least `raise`, clear below `clear`.
 fn reference(
     readings: &[Reading],
     guard: &str,
-    mut verdict: impl FnMut(&[f64], &Reading) -> Option<(bool, f64, f64)>,
+    (raise, clear): (f64, f64),
+    mut verdict: impl FnMut(&[(i64, f64)], &Reading) -> Option<(f64, f64)>,
 ) -> Vec<Seen> {
     let mut by_series: BTreeMap<(String, String), Vec<&Reading>> = BTreeMap::new();
     for r in readings {
@@ -98,10 +100,10 @@ fn reference(
                 .cmp(&(b.ts, b.seq))
                 .then(a.value.total_cmp(&b.value))
         });
-        let mut history: Vec<f64> = Vec::new();
+        let mut history: Vec<(i64, f64)> = Vec::new();
         let mut open: Option<String> = None;
         for r in rs {
-            if let Some((anomalous, expected, score)) = verdict(&history, r) {
+            if let Some((score, expected)) = verdict(&history, r) {
                 let make = |id: &str, status| Seen {
                     id: id.to_owned(),
                     status,
@@ -112,37 +114,50 @@ fn reference(
                     expected,
                     score,
                 };
-                if anomalous && open.is_none() {
+                if score >= raise && open.is_none() {
                     let id = alert_id(guard, &source, &name, r.ts).to_string();
                     out.push(make(&id, AlertStatus::Raised));
                     open = Some(id);
-                } else if !anomalous && let Some(id) = open.take() {
+                } else if score < clear
+                    && let Some(id) = open.take()
+                {
                     out.push(make(&id, AlertStatus::Cleared));
                 }
             }
-            history.push(r.value);
+            history.push((r.ts, r.value));
         }
     }
     sort(&mut out);
     out
 }
 
-fn zscore_reference(readings: &[Reading], window: usize, threshold: f64) -> Vec<Seen> {
-    reference(readings, "zscore", |history, r| {
-        if history.len() < window {
-            return None;
-        }
-        let last = &history[history.len() - window..];
-        let mean = last.iter().sum::<f64>() / window as f64;
-        let var = last.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / window as f64;
-        let std = var.sqrt();
-        let score = if is_degenerate_std(std, mean) {
-            0.0
-        } else {
-            (r.value - mean).abs() / std
-        };
-        Some((score >= threshold, mean, score))
-    })
+/// z-score with raise at `threshold` deviations and clear below `clear`; the score is
+/// z / (z + threshold), 0.5 at the threshold.
+fn zscore_reference(readings: &[Reading], window: usize, threshold: f64, clear: f64) -> Vec<Seen> {
+    let score = move |z: f64| z / (z + threshold);
+    reference(
+        readings,
+        "zscore",
+        (0.5, score(clear)),
+        move |history, r| {
+            if history.len() < window {
+                return None;
+            }
+            let last: Vec<f64> = history[history.len() - window..]
+                .iter()
+                .map(|h| h.1)
+                .collect();
+            let mean = last.iter().sum::<f64>() / window as f64;
+            let var = last.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / window as f64;
+            let std = var.sqrt();
+            let z = if is_degenerate_std(std, mean) {
+                0.0
+            } else {
+                (r.value - mean).abs() / std
+            };
+            Some((score(z), mean))
+        },
+    )
 }
 
 fn sort(alerts: &mut [Seen]) {
@@ -249,7 +264,7 @@ fn open_set(expected: &[Seen]) -> BTreeSet<String> {
 fn zscore_matches_reference_at_one_and_two_workers() {
     for seed in [1, 2, 3] {
         let readings = dataset(seed);
-        let expected = zscore_reference(&readings, 60, 6.0);
+        let expected = zscore_reference(&readings, 60, 6.0, 3.0);
         let raised = expected
             .iter()
             .filter(|a| a.status == AlertStatus::Raised)
@@ -286,13 +301,19 @@ fn zscore_matches_reference_at_one_and_two_workers() {
 #[test]
 fn zscore_small_window_and_threshold() {
     let readings = dataset(11);
-    let expected = zscore_reference(&readings, 10, 3.0);
-    assert!(expected.len() > 20);
-    for workers in [1, 2] {
-        let (alerts, _) = run_dataflow(&readings, workers, |s| {
-            s.guard(GuardLabel::new("zscore"), ZScore::new(10, 3.0))
-        });
-        assert_same(&alerts, &expected);
+    // Without hysteresis (clear at the threshold) and with it.
+    for clear in [3.0, 1.0] {
+        let expected = zscore_reference(&readings, 10, 3.0, clear);
+        assert!(expected.len() > 20);
+        for workers in [1, 2] {
+            let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+                s.guard(
+                    GuardLabel::new("zscore"),
+                    ZScore::new(10, 3.0).clear_below(clear),
+                )
+            });
+            assert_same(&alerts, &expected);
+        }
     }
 }
 
@@ -300,14 +321,14 @@ fn zscore_small_window_and_threshold() {
 fn threshold_matches_reference() {
     let readings = dataset(5);
     let (min, max) = (-20.0, 300.0);
-    let expected = reference(&readings, "threshold", |_, r| {
+    let expected = reference(&readings, "threshold", (0.5, 0.5), |_, r| {
         (r.name == "temp_c").then(|| {
             if r.value < min {
-                (true, min, min - r.value)
+                (1.0, min)
             } else if r.value > max {
-                (true, max, r.value - max)
+                (1.0, max)
             } else {
-                (false, (min + max) / 2.0, 0.0)
+                (0.0, (min + max) / 2.0)
             }
         })
     });

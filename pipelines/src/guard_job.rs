@@ -11,14 +11,16 @@ use anyhow::Context;
 use arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::{Concatenate, Input, Probe};
+use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use tracing::info;
 use vigil_datasets::loaders::{
     InputPlan, RecordSink, TextFormat, TextSource, UnitSource, plan_generator, plan_paths,
     read_range, read_unit,
 };
-use vigil_operators::{DeadLetter, GuardMetrics, Point, Reading, ReadingRef, TelemetryColumns};
+use vigil_operators::{
+    DeadLetter, GuardMetrics, Point, Reading, ReadingRef, SeriesGuard, TelemetryColumns,
+};
 
 use crate::alerts_out::{AlertCounts, WriteAlerts};
 use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
@@ -406,17 +408,11 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             let (points_in, points) = scope.new_input::<Vec<Point>>();
             let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
             readings.archive_batches(telemetry.clone(), writer.clone(), index);
-            let alerts: Vec<_> = guards
-                .iter()
-                .map(|guard| {
-                    let m = GuardMetrics::default();
-                    if let Ok(mut all) = worker_metrics.lock() {
-                        all.push(m.clone());
-                    }
-                    guard.build(points.clone(), m)
-                })
-                .collect();
-            let alerts = scope.concatenate(alerts);
+            let m = GuardMetrics::default();
+            if let Ok(mut all) = worker_metrics.lock() {
+                all.push(m.clone());
+            }
+            let alerts = points.guards(guards.iter().map(GuardSpec::build).collect(), Some(m));
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
             alerts.write_ndjson(out, worker_alerts.clone());

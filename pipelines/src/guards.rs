@@ -1,8 +1,7 @@
 //! Guard specifications as users write them (`zscore:window=60,threshold=6`) and their wiring.
 
 use anyhow::{Context, bail};
-use timely::dataflow::Stream;
-use vigil_operators::{Alert, GuardLabel, GuardMetrics, Point, SeriesGuard, Threshold, ZScore};
+use vigil_operators::{Guard, GuardLabel, Threshold, ZScore};
 
 /// A guard to run, with its parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +43,7 @@ impl GuardSpec {
         match kind.trim() {
             "zscore" => {
                 let mut guard = ZScore::default();
+                let mut clear = None;
                 for (key, value) in pairs {
                     match key {
                         "window" => {
@@ -52,9 +52,15 @@ impl GuardSpec {
                             })?
                         }
                         "threshold" => guard.threshold = number(key, value)?,
-                        other => bail!("unknown zscore parameter `{other}` in --guard {text}: use window and threshold"),
+                        "clear" => clear = Some(number(key, value)?),
+                        other => bail!("unknown zscore parameter `{other}` in --guard {text}: use window, threshold and clear"),
                     }
                 }
+                guard.clear = clear.unwrap_or(guard.threshold / 2.0);
+                anyhow::ensure!(
+                    guard.clear <= guard.threshold && guard.threshold > 0.0,
+                    "--guard {text}: threshold must be positive and clear at most threshold"
+                );
                 Ok(GuardSpec::ZScore(guard))
             }
             "threshold" => {
@@ -114,16 +120,12 @@ impl GuardSpec {
         }
     }
 
-    /// Wires the guard onto a telemetry stream.
-    pub fn build<'scope>(
-        &self,
-        readings: Stream<'scope, u64, Vec<Point>>,
-        metrics: GuardMetrics,
-    ) -> Stream<'scope, u64, Vec<Alert>> {
+    /// The guard, ready to run.
+    pub fn build(&self) -> Guard {
         let label = GuardLabel::new(self.name());
         match self {
-            GuardSpec::ZScore(logic) => readings.guard_core(label, *logic, Some(metrics)),
-            GuardSpec::Threshold(logic) => readings.guard_core(label, logic.clone(), Some(metrics)),
+            GuardSpec::ZScore(logic) => Guard::new(label, *logic),
+            GuardSpec::Threshold(logic) => Guard::new(label, logic.clone()),
         }
     }
 }

@@ -127,13 +127,14 @@ fn reference_alerts(
             } else {
                 (rs[i].value - mean).abs() / std
             };
-            match (z >= threshold, &open) {
-                (true, None) => {
+            // Raised at `threshold` deviations, cleared below half of it (the default).
+            match (z >= threshold, z < threshold / 2.0, &open) {
+                (true, _, None) => {
                     let id = alert_id("zscore", source, name, rs[i].ts).to_string();
                     out.push((id.clone(), AlertStatus::Raised, rs[i].ts));
                     open = Some(id);
                 }
-                (false, Some(id)) => {
+                (_, true, Some(id)) => {
                     out.push((id.clone(), AlertStatus::Cleared, rs[i].ts));
                     open = None;
                 }

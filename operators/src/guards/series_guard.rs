@@ -1,5 +1,6 @@
 //! The engine every per-series guard runs on: event-time order per series, raise and clear.
 
+use std::any::Any;
 use std::collections::HashMap;
 
 use compact_str::CompactString;
@@ -14,18 +15,65 @@ use crate::model::{Alert, AlertStatus, Point};
 /// What a guard concludes about one reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
-    /// Whether the guard's alert condition holds at this reading.
-    pub anomalous: bool,
+    /// How anomalous the reading is, in [0, 1]; the engine raises and clears on it with the
+    /// guard's [`Hysteresis`].
+    pub score: f64,
     /// The observed value.
     pub observed: f64,
     /// The value the guard expected.
     pub expected: f64,
-    /// The guard's score for this reading.
-    pub score: f64,
     /// Event time of the first reading the decision looked at.
     pub window_start: i64,
     /// Event time of the last reading the decision looked at.
     pub window_end: i64,
+}
+
+/// When an alert opens and closes: it is raised when the score reaches `raise` and cleared
+/// when it falls below `clear`, so a score hovering around one threshold does not flap.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hysteresis {
+    /// Raise when the score is at least this.
+    pub raise: f64,
+    /// Clear when the score is below this (at most `raise`).
+    pub clear: f64,
+}
+
+impl Hysteresis {
+    /// Raise at `raise`, clear below `clear` (taken as at most `raise`).
+    pub fn new(raise: f64, clear: f64) -> Self {
+        Self {
+            raise,
+            clear: clear.min(raise),
+        }
+    }
+}
+
+/// Maps a distance `d ≥ 0` in a guard's own unit (deviations, percent, …) to a score in
+/// [0, 1) that is 0.5 exactly at the guard's threshold `t`: `d / (d + t)`. Raising at 0.5 is
+/// then raising at `d ≥ t`.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::guards::series_guard::distance_score;
+/// assert_eq!(distance_score(6.0, 6.0), 0.5);
+/// assert_eq!(distance_score(0.0, 6.0), 0.0);
+/// assert!(distance_score(60.0, 6.0) > 0.9);
+/// ```
+pub fn distance_score(distance: f64, threshold: f64) -> f64 {
+    let d = distance.abs();
+    if d.is_nan() || threshold <= 0.0 {
+        return if d > 0.0 { 1.0 } else { 0.0 };
+    }
+    if d.is_infinite() {
+        return 1.0;
+    }
+    d / (d + threshold)
+}
+
+/// The score that [`distance_score`] gives distance `d` under threshold `t`, for setting a
+/// clear level in the guard's own unit.
+pub fn hysteresis_for(threshold: f64, clear_below: f64) -> Hysteresis {
+    Hysteresis::new(0.5, distance_score(clear_below, threshold))
 }
 
 /// The per-series decision logic of a guard. The engine calls [`SeriesLogic::observe`] for
@@ -38,10 +86,64 @@ pub trait SeriesLogic: 'static {
     /// (warming up, or the series is not one it watches).
     fn observe(&self, state: &mut Self::State, reading: &Point) -> Option<Verdict>;
 
+    /// When the guard's alerts raise and clear.
+    fn hysteresis(&self) -> Hysteresis {
+        Hysteresis::new(0.5, 0.5)
+    }
+
     /// Heap and inline bytes one series' state takes, for memory accounting.
     fn state_bytes(&self, state: &Self::State) -> usize {
         let _ = state;
         std::mem::size_of::<Self::State>()
+    }
+}
+
+/// A guard's logic behind a uniform interface, so that one operator can run many guards.
+trait AnyLogic {
+    fn new_state(&self) -> Box<dyn Any>;
+    fn observe(&self, state: &mut dyn Any, reading: &Point) -> Option<Verdict>;
+    fn state_bytes(&self, state: &dyn Any) -> usize;
+}
+
+impl<L: SeriesLogic> AnyLogic for L {
+    fn new_state(&self) -> Box<dyn Any> {
+        Box::new(L::State::default())
+    }
+
+    fn observe(&self, state: &mut dyn Any, reading: &Point) -> Option<Verdict> {
+        // Each state was made by this logic's own `new_state`.
+        let state = state.downcast_mut::<L::State>()?;
+        SeriesLogic::observe(self, state, reading)
+    }
+
+    fn state_bytes(&self, state: &dyn Any) -> usize {
+        state
+            .downcast_ref::<L::State>()
+            .map_or(0, |s| SeriesLogic::state_bytes(self, s))
+    }
+}
+
+/// One guard to run: its label and its logic.
+pub struct Guard {
+    label: GuardLabel,
+    logic: Box<dyn AnyLogic>,
+    hysteresis: Hysteresis,
+}
+
+impl Guard {
+    /// A guard running `logic` under `label`.
+    pub fn new<L: SeriesLogic>(label: GuardLabel, logic: L) -> Self {
+        let hysteresis = SeriesLogic::hysteresis(&logic);
+        Self {
+            label,
+            logic: Box::new(logic),
+            hysteresis,
+        }
+    }
+
+    /// The guard's label.
+    pub fn label(&self) -> &GuardLabel {
+        &self.label
     }
 }
 
@@ -104,14 +206,15 @@ impl std::hash::Hasher for SeriesHasher {
 
 type BuildSeriesHasher = std::hash::BuildHasherDefault<SeriesHasher>;
 
-/// State of one series: the guard's own, and the alert that is open on it, if any.
-struct SeriesSlot<S> {
-    logic: S,
+/// One guard's memory of one series: the logic's state and the alert open on it, if any.
+struct GuardSlot {
+    state: Box<dyn Any>,
     open: Option<CompactString>,
 }
 
-/// Runs a guard's [`SeriesLogic`] over a telemetry stream and turns its verdicts into alerts
-/// that are raised when the condition starts to hold and cleared when it stops.
+/// Runs guards' [`SeriesLogic`] over a telemetry stream and turns their verdicts into alerts
+/// that are raised when the score reaches the guard's raise level and cleared when it falls
+/// below its clear level.
 pub trait SeriesGuard<'scope> {
     /// Runs `logic` per series and emits raised and cleared alerts.
     ///
@@ -144,12 +247,12 @@ pub trait SeriesGuard<'scope> {
     /// ```
     fn guard<L: SeriesLogic>(self, label: GuardLabel, logic: L) -> Stream<'scope, u64, Vec<Alert>>;
 
-    /// As [`SeriesGuard::guard`], also reporting the total state bytes after each step into
-    /// `state_bytes` and the number of series into `series`.
-    fn guard_core<L: SeriesLogic>(
+    /// Runs several guards in one operator: the readings are routed, buffered and ordered
+    /// once, and every guard looks at each of them. Reports the number of series and the
+    /// guards' state bytes into `metrics`.
+    fn guards(
         self,
-        label: GuardLabel,
-        logic: L,
+        guards: Vec<Guard>,
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>>;
 }
@@ -159,28 +262,28 @@ pub trait SeriesGuard<'scope> {
 pub struct GuardMetrics {
     /// Series with state on this worker.
     pub series: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Bytes of guard state on this worker (slot, map entry and the logic's own state).
+    /// Bytes of guard state on this worker (slots, map entries and the logics' own state).
     pub state_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
     fn guard<L: SeriesLogic>(self, label: GuardLabel, logic: L) -> Stream<'scope, u64, Vec<Alert>> {
-        self.guard_core(label, logic, None)
+        self.guards(vec![Guard::new(label, logic)], None)
     }
 
-    fn guard_core<L: SeriesLogic>(
+    fn guards(
         self,
-        label: GuardLabel,
-        logic: L,
+        guards: Vec<Guard>,
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>> {
-        let name = format!("Guard({})", label.guard);
+        let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
+        let name = format!("Guard({})", names.join(","));
         let exchange = Exchange::new(|p: &Point| p.hash);
         self.unary_frontier(exchange, &name, move |_cap, _info| {
             let mut pending: Vec<Point> = Vec::new();
             let mut ready: Vec<Point> = Vec::new();
             let mut held: Option<Capability<u64>> = None;
-            let mut series: HashMap<SeriesKey, SeriesSlot<L::State>, BuildSeriesHasher> =
+            let mut series: HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher> =
                 HashMap::default();
             let mut out: Vec<Alert> = Vec::new();
             let mut last_bound: Option<u64> = Some(0);
@@ -229,54 +332,40 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
                             source: first.source.clone(),
                             name: first.name.clone(),
                         };
-                        let slot = series.entry(key).or_insert_with(|| SeriesSlot {
-                            logic: L::State::default(),
-                            open: None,
+                        let slots = series.entry(key).or_insert_with(|| {
+                            guards
+                                .iter()
+                                .map(|g| GuardSlot {
+                                    state: g.logic.new_state(),
+                                    open: None,
+                                })
+                                .collect()
                         });
-                        for reading in &ready[start..end] {
-                            let Some(verdict) = logic.observe(&mut slot.logic, reading) else {
-                                continue;
-                            };
-                            match (&slot.open, verdict.anomalous) {
-                                (None, true) => {
-                                    let id = alert_id(
-                                        &label.guard,
-                                        &reading.source,
-                                        &reading.name,
-                                        reading.ts,
-                                    );
-                                    out.push(make_alert(
-                                        &label,
-                                        &id,
-                                        reading,
-                                        &verdict,
-                                        AlertStatus::Raised,
-                                    ));
-                                    slot.open = Some(id);
-                                }
-                                (Some(id), false) => {
-                                    out.push(make_alert(
-                                        &label,
-                                        id,
-                                        reading,
-                                        &verdict,
-                                        AlertStatus::Cleared,
-                                    ));
-                                    slot.open = None;
-                                }
-                                _ => {}
+                        for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
+                            for reading in &ready[start..end] {
+                                let Some(verdict) = guard.logic.observe(&mut *slot.state, reading)
+                                else {
+                                    continue;
+                                };
+                                decide(guard, slot, reading, &verdict, &mut out);
                             }
                         }
                         start = end;
                     }
                     ready.clear();
                     if let Some(metrics) = &metrics {
+                        let per_series = std::mem::size_of::<SeriesKey>()
+                            + std::mem::size_of::<Vec<GuardSlot>>()
+                            + guards.len() * std::mem::size_of::<GuardSlot>();
                         let bytes: usize = series
                             .values()
-                            .map(|slot| {
-                                logic.state_bytes(&slot.logic)
-                                    + std::mem::size_of::<SeriesSlot<L::State>>()
-                                    + std::mem::size_of::<SeriesKey>()
+                            .map(|slots| {
+                                per_series
+                                    + guards
+                                        .iter()
+                                        .zip(slots)
+                                        .map(|(g, s)| g.logic.state_bytes(&*s.state))
+                                        .sum::<usize>()
                             })
                             .sum();
                         use std::sync::atomic::Ordering::Relaxed;
@@ -300,6 +389,45 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
                 }
             }
         })
+    }
+}
+
+/// Raises or clears one guard's alert on one series after a verdict.
+fn decide(
+    guard: &Guard,
+    slot: &mut GuardSlot,
+    reading: &Point,
+    verdict: &Verdict,
+    out: &mut Vec<Alert>,
+) {
+    match &slot.open {
+        None if verdict.score >= guard.hysteresis.raise => {
+            let id = alert_id(
+                &guard.label.guard,
+                &reading.source,
+                &reading.name,
+                reading.ts,
+            );
+            out.push(make_alert(
+                &guard.label,
+                &id,
+                reading,
+                verdict,
+                AlertStatus::Raised,
+            ));
+            slot.open = Some(id);
+        }
+        Some(id) if verdict.score < guard.hysteresis.clear => {
+            out.push(make_alert(
+                &guard.label,
+                id,
+                reading,
+                verdict,
+                AlertStatus::Cleared,
+            ));
+            slot.open = None;
+        }
+        _ => {}
     }
 }
 

@@ -46,14 +46,9 @@ impl SeriesLogic for Threshold {
             (None, None) => return None,
         };
         Some(Verdict {
-            anomalous,
+            score: if anomalous { 1.0 } else { 0.0 },
             observed: value,
             expected,
-            score: if anomalous {
-                (value - expected).abs()
-            } else {
-                0.0
-            },
             window_start: reading.ts,
             window_end: reading.ts,
         })

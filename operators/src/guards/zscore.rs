@@ -1,6 +1,8 @@
 //! The z-score guard: a reading far from the mean of the series' previous `window` readings.
 
-use crate::guards::series_guard::{SeriesLogic, Verdict};
+use crate::guards::series_guard::{
+    Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
+};
 use crate::model::Point;
 
 /// Parameters of the z-score guard.
@@ -10,24 +12,31 @@ pub struct ZScore {
     pub window: usize,
     /// Raise when `|value - mean| / std` reaches this.
     pub threshold: f64,
+    /// Clear when `|value - mean| / std` falls below this (at most `threshold`).
+    pub clear: f64,
 }
 
 impl Default for ZScore {
     fn default() -> Self {
-        Self {
-            window: 60,
-            threshold: 6.0,
-        }
+        Self::new(60, 6.0)
     }
 }
 
 impl ZScore {
-    /// A z-score guard over `window` previous readings raising at `threshold` deviations.
+    /// A z-score guard over `window` previous readings raising at `threshold` deviations and
+    /// clearing below half of it.
     pub fn new(window: usize, threshold: f64) -> Self {
         Self {
             window: window.max(1),
             threshold,
+            clear: threshold / 2.0,
         }
+    }
+
+    /// Sets the level (in deviations) below which an open alert clears.
+    pub fn clear_below(mut self, clear: f64) -> Self {
+        self.clear = clear.min(self.threshold);
+        self
     }
 }
 
@@ -93,16 +102,15 @@ impl SeriesLogic for ZScore {
                     / n)
                     .sqrt();
             }
-            let score = if is_degenerate_std(std, mean) {
+            let z = if is_degenerate_std(std, mean) {
                 0.0
             } else {
                 (value - mean).abs() / std
             };
             Some(Verdict {
-                anomalous: score >= self.threshold,
+                score: distance_score(z, self.threshold),
                 observed: value,
                 expected: mean,
-                score,
                 window_start: state.times[state.head],
                 window_end: reading.ts,
             })
@@ -135,6 +143,10 @@ impl SeriesLogic for ZScore {
             state.recompute();
         }
         verdict
+    }
+
+    fn hysteresis(&self) -> Hysteresis {
+        hysteresis_for(self.threshold, self.clear)
     }
 
     fn state_bytes(&self, state: &ZScoreState) -> usize {

@@ -1,0 +1,100 @@
+//! `vigil-bench nab`: detection quality on the Numenta Anomaly Benchmark.
+//!
+//! Runs the real `vigil-guard` binary over NAB's CSV files as they are (source = the file's
+//! directory, series = its stem), takes every raised alert as a detection at the alert's event
+//! time, and scores the detections with NAB's standard profile, per file and in total.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use vigil_datasets::nab::{Profile, Score, load_timestamps, load_windows, score};
+use vigil_operators::{Alert, AlertStatus};
+
+/// Scores `guards` on the NAB files under `dir` (which holds `combined_windows.json`).
+pub fn run(dir: &Path, guards: &[String], workers: usize) -> anyhow::Result<()> {
+    let windows = load_windows(&dir.join("combined_windows.json"))?;
+    let files: Vec<(String, PathBuf)> = windows
+        .keys()
+        .map(|name| (name.clone(), dir.join(name)))
+        .filter(|(_, path)| path.exists())
+        .collect();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no NAB files of {} found under {}: pass --dir with the NAB corpus",
+        dir.join("combined_windows.json").display(),
+        dir.display()
+    );
+
+    let tmp = tempfile::tempdir()?;
+    let alerts_path = tmp.path().join("alerts.ndjson");
+    let mut command = Command::new(crate::sibling_binary("vigil-guard")?);
+    for (_, path) in &files {
+        command.arg("--input").arg(path);
+    }
+    for guard in guards {
+        command.args(["--guard", guard]);
+    }
+    let started = std::time::Instant::now();
+    let status = command
+        .arg("--archive")
+        .arg(tmp.path().join("archive"))
+        .arg("--alerts")
+        .arg(&alerts_path)
+        .args(["--no-progress", "-w", &workers.to_string()])
+        .status()
+        .context("running vigil-guard")?;
+    anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
+    let elapsed = started.elapsed();
+
+    // Detections per file: the event times at which alerts were raised.
+    let mut detections: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&alerts_path)?.lines() {
+        let alert: Alert = serde_json::from_str(line).context("reading vigil-guard's alerts")?;
+        if alert.status == AlertStatus::Raised {
+            let file = format!("{}/{}.csv", alert.source, alert.name);
+            detections.entry(file).or_default().push(alert.ts);
+        }
+    }
+
+    println!(
+        "NAB standard profile (A_TP 1, A_FP 0.11, A_FN 1), vigil-guard --guard {}",
+        guards.join(" --guard ")
+    );
+    println!(
+        "{:<52} {:>7} {:>8} {:>4} {:>8} {:>10}",
+        "file", "windows", "detected", "FP", "raw", "normalized"
+    );
+    let mut total = Score::default();
+    for (name, path) in &files {
+        let timestamps = load_timestamps(path)?;
+        let hits = detections.get(name).map_or(&[][..], Vec::as_slice);
+        let s = score(&timestamps, hits, &windows[name], &Profile::STANDARD);
+        println!(
+            "{:<52} {:>7} {:>8} {:>4} {:>8.3} {:>10.1}",
+            name,
+            s.windows,
+            s.detected,
+            s.false_positives,
+            s.raw,
+            s.normalized()
+        );
+        total.add(&s);
+    }
+    println!(
+        "{:<52} {:>7} {:>8} {:>4} {:>8.3} {:>10.1}",
+        format!("total ({} files)", files.len()),
+        total.windows,
+        total.detected,
+        total.false_positives,
+        total.raw,
+        total.normalized()
+    );
+    println!(
+        "NAB score (standard, normalized): {:.1}   [{:.2}s]",
+        total.normalized(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
