@@ -55,6 +55,9 @@ enum Bench {
         /// Timely workers (`-w`) for vigil-guard.
         #[arg(long, short = 'w', default_value_t = 2)]
         workers: usize,
+        /// Replay each file through the guards in this process instead of running vigil-guard.
+        #[arg(long)]
+        in_process: bool,
     },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
@@ -76,7 +79,8 @@ fn main() -> anyhow::Result<()> {
             dir,
             guard,
             workers,
-        } => nab::run(&dir, &guard, workers),
+            in_process,
+        } => nab::run(&dir, &guard, workers, in_process),
         Bench::Parse { input } => parse(&input),
     }
 }

@@ -10,10 +10,12 @@ use std::process::Command;
 
 use anyhow::Context;
 use vigil_datasets::nab::{Profile, Score, load_timestamps, load_windows, score};
-use vigil_operators::{Alert, AlertStatus};
+use vigil_operators::{Alert, AlertStatus, Point};
 
-/// Scores `guards` on the NAB files under `dir` (which holds `combined_windows.json`).
-pub fn run(dir: &Path, guards: &[String], workers: usize) -> anyhow::Result<()> {
+/// Scores `guards` on the NAB files under `dir` (which holds `combined_windows.json`):
+/// through the vigil-guard binary, or with `in_process` by replaying each file's series
+/// through the guards directly (the same logic without the dataflow, for quick evaluation).
+pub fn run(dir: &Path, guards: &[String], workers: usize, in_process: bool) -> anyhow::Result<()> {
     let windows = load_windows(&dir.join("combined_windows.json"))?;
     let files: Vec<(String, PathBuf)> = windows
         .keys()
@@ -27,36 +29,13 @@ pub fn run(dir: &Path, guards: &[String], workers: usize) -> anyhow::Result<()> 
         dir.display()
     );
 
-    let tmp = tempfile::tempdir()?;
-    let alerts_path = tmp.path().join("alerts.ndjson");
-    let mut command = Command::new(crate::sibling_binary("vigil-guard")?);
-    for (_, path) in &files {
-        command.arg("--input").arg(path);
-    }
-    for guard in guards {
-        command.args(["--guard", guard]);
-    }
     let started = std::time::Instant::now();
-    let status = command
-        .arg("--archive")
-        .arg(tmp.path().join("archive"))
-        .arg("--alerts")
-        .arg(&alerts_path)
-        .args(["--no-progress", "-w", &workers.to_string()])
-        .status()
-        .context("running vigil-guard")?;
-    anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
+    let detections = if in_process {
+        replay(&files, guards)?
+    } else {
+        through_binary(&files, guards, workers)?
+    };
     let elapsed = started.elapsed();
-
-    // Detections per file: the event times at which alerts were raised.
-    let mut detections: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for line in std::fs::read_to_string(&alerts_path)?.lines() {
-        let alert: Alert = serde_json::from_str(line).context("reading vigil-guard's alerts")?;
-        if alert.status == AlertStatus::Raised {
-            let file = format!("{}/{}.csv", alert.source, alert.name);
-            detections.entry(file).or_default().push(alert.ts);
-        }
-    }
 
     println!(
         "NAB standard profile (A_TP 1, A_FP 0.11, A_FN 1), vigil-guard --guard {}",
@@ -97,4 +76,71 @@ pub fn run(dir: &Path, guards: &[String], workers: usize) -> anyhow::Result<()> 
         elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Detections per file (keyed as in the windows file) from a vigil-guard run over all files.
+fn through_binary(
+    files: &[(String, PathBuf)],
+    guards: &[String],
+    workers: usize,
+) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
+    let tmp = tempfile::tempdir()?;
+    let alerts_path = tmp.path().join("alerts.ndjson");
+    let mut command = Command::new(crate::sibling_binary("vigil-guard")?);
+    for (_, path) in files {
+        command.arg("--input").arg(path);
+    }
+    for guard in guards {
+        command.args(["--guard", guard]);
+    }
+    let status = command
+        .arg("--archive")
+        .arg(tmp.path().join("archive"))
+        .arg("--alerts")
+        .arg(&alerts_path)
+        .args(["--no-progress", "-w", &workers.to_string()])
+        .status()
+        .context("running vigil-guard")?;
+    anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
+    // Detections: the event times at which alerts were raised.
+    let mut detections: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&alerts_path)?.lines() {
+        let alert: Alert = serde_json::from_str(line).context("reading vigil-guard's alerts")?;
+        if alert.status == AlertStatus::Raised {
+            let file = format!("{}/{}.csv", alert.source, alert.name);
+            detections.entry(file).or_default().push(alert.ts);
+        }
+    }
+    Ok(detections)
+}
+
+/// Detections per file from replaying each file's series through the guards in this process.
+fn replay(
+    files: &[(String, PathBuf)],
+    guards: &[String],
+) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
+    let specs = vigil_pipelines::guards::GuardSpec::parse_all(guards)?;
+    let mut detections = BTreeMap::new();
+    for (name, path) in files {
+        let plan = vigil_datasets::loaders::plan_paths(std::slice::from_ref(path), 1 << 30)?;
+        let loaded = vigil_datasets::loaders::load_all(&plan);
+        let mut points: Vec<Point> = loaded
+            .readings
+            .iter()
+            .map(|(r, _)| Point::from(r))
+            .collect();
+        points.sort_by(Point::guard_order);
+        let mut hits = Vec::new();
+        for spec in &specs {
+            let alerts = spec.build().replay(&points);
+            hits.extend(
+                alerts
+                    .iter()
+                    .filter(|a| a.status == AlertStatus::Raised)
+                    .map(|a| a.ts),
+            );
+        }
+        detections.insert(name.clone(), hits);
+    }
+    Ok(detections)
 }

@@ -14,7 +14,13 @@ pub mod guards;
 pub mod model;
 pub mod time;
 
+pub use guards::composite::Composite;
+pub use guards::ewma::{Ewma, EwmaStats};
+pub use guards::level_shift::LevelShift;
+pub use guards::mad::{Mad, SortedWindow};
 pub use guards::open_alerts::{OpenAlert, OpenAlerts};
+pub use guards::rate::Rate;
+pub use guards::seasonal::Seasonal;
 pub use guards::series_guard::{
     Guard, GuardLabel, GuardMetrics, Hysteresis, SeriesGuard, SeriesLogic, Verdict, distance_score,
 };

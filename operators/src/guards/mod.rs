@@ -1,6 +1,12 @@
 //! Anomaly guards: per-series logic on a shared raise-and-clear engine.
 
+pub mod composite;
+pub mod ewma;
+pub mod level_shift;
+pub mod mad;
 pub mod open_alerts;
+pub mod rate;
+pub mod seasonal;
 pub mod series_guard;
 pub mod threshold;
 pub mod zscore;

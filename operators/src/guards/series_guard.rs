@@ -145,6 +145,22 @@ impl Guard {
     pub fn label(&self) -> &GuardLabel {
         &self.label
     }
+
+    /// Runs the guard over one series' points in the order given, without a dataflow: the
+    /// alerts the guard operator would emit for that series. For tools and evaluations.
+    pub fn replay(&self, points: &[Point]) -> Vec<Alert> {
+        let mut slot = GuardSlot {
+            state: self.logic.new_state(),
+            open: None,
+        };
+        let mut out = Vec::new();
+        for point in points {
+            if let Some(verdict) = self.logic.observe(&mut *slot.state, point) {
+                decide(self, &mut slot, point, &verdict, &mut out);
+            }
+        }
+        out
+    }
 }
 
 /// How a guard's alerts are labelled: its name, severity and reaction.

@@ -1,0 +1,239 @@
+//! The composite anomaly guard: every statistical guard's view of a reading, each turned into
+//! a tail probability against that series' own history of it, combined into one calibrated
+//! score. Causal (a reading is judged only against what came before it), streaming, bounded
+//! in memory, and one configuration for every series.
+//!
+//! Per reading the components measure, in their own deviations: distance from the EWMA mean,
+//! distance from the rolling median (MAD), the rate of change against the usual rates, a
+//! CUSUM of lasting shifts, and distance from the usual value at this time of day. Each
+//! component keeps a decaying histogram of its measure for the series, which gives the
+//! probability `p` of a measure at least this large; the composite takes the smallest `p`
+//! times the number of components (a Bonferroni bound, so that five chances to look odd do
+//! not make an ordinary reading alarming) and scores `1 - p`.
+
+use crate::guards::ewma::EwmaStats;
+use crate::guards::level_shift::{LevelShift, LevelShiftState};
+use crate::guards::mad::SortedWindow;
+use crate::guards::rate::Rate;
+use crate::guards::seasonal::{Seasonal, SeasonalState};
+use crate::guards::series_guard::{Hysteresis, SeriesLogic, Verdict};
+use crate::guards::zscore::is_degenerate_std;
+use crate::model::Point;
+
+/// Components the composite combines.
+const COMPONENTS: usize = 5;
+
+/// Parameters of the composite guard. The defaults are the configuration NAB is scored with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Composite {
+    /// Window of the rolling median and MAD, and span of the EWMA mean and the usual rates.
+    pub window: usize,
+    /// Readings of history each component's histogram remembers (its decay horizon).
+    pub memory: f64,
+    /// Readings seen before the guard gives an opinion.
+    pub warmup: u32,
+    /// Raise when the combined tail probability is at most this.
+    pub raise_p: f64,
+    /// Clear when the combined tail probability is above this.
+    pub clear_p: f64,
+    /// How fast a low probability wears off: the score holds the smallest probability seen,
+    /// which grows by this factor per reading, so an alert stays open a while after its
+    /// anomaly and one episode is one alert.
+    pub hold: f64,
+    /// The seasonal component's period and phases.
+    pub seasonal: Seasonal,
+    /// The level-shift component.
+    pub level_shift: LevelShift,
+}
+
+impl Default for Composite {
+    fn default() -> Self {
+        Self {
+            window: 30,
+            memory: 2000.0,
+            warmup: 100,
+            raise_p: 3e-3,
+            clear_p: 0.5,
+            hold: 1.1,
+            seasonal: Seasonal::default(),
+            level_shift: LevelShift::default(),
+        }
+    }
+}
+
+/// Bins of a component's histogram: half-octaves of the measure from 2^-4 up.
+const BINS: usize = 40;
+
+/// A decaying histogram of a non-negative measure, on a log scale.
+#[derive(Clone, Debug, PartialEq)]
+struct TailHistogram {
+    bins: [f32; BINS],
+    total: f32,
+}
+
+impl Default for TailHistogram {
+    fn default() -> Self {
+        Self {
+            bins: [0.0; BINS],
+            total: 0.0,
+        }
+    }
+}
+
+fn bin_of(measure: f64) -> usize {
+    if measure.is_nan() || measure <= 0.0 {
+        return 0;
+    }
+    let b = ((measure.log2() + 4.0) * 2.0).floor();
+    b.clamp(0.0, (BINS - 1) as f64) as usize
+}
+
+impl TailHistogram {
+    /// The probability of a measure at least this large: the weight above its bin and half of
+    /// its own bin over the total. Past the largest measure seen, the last half reading's
+    /// worth halves with every half-octave further out, so that a record is scored by how far
+    /// it goes beyond what the series has done.
+    fn tail(&self, measure: f64) -> f64 {
+        let b = bin_of(measure);
+        let total = f64::from(self.total) + 1.0;
+        let top = self.bins.iter().rposition(|w| *w > 0.0).unwrap_or(0);
+        if b > top {
+            return 0.5 / total * 0.5f64.powi((b - top) as i32);
+        }
+        let above: f32 = self.bins[b + 1..].iter().sum();
+        ((f64::from(above) + 0.5 * f64::from(self.bins[b]) + 0.5) / total).min(1.0)
+    }
+
+    /// Folds in a measure with weight `weight` (which grows to make older ones count less).
+    fn add(&mut self, measure: f64, weight: f32) {
+        self.bins[bin_of(measure)] += weight;
+        self.total += weight;
+    }
+
+    fn rescale(&mut self, factor: f32) {
+        for bin in &mut self.bins {
+            *bin *= factor;
+        }
+        self.total *= factor;
+    }
+}
+
+/// The composite guard's memory of one series.
+#[derive(Debug, Default)]
+pub struct CompositeState {
+    n: u32,
+    first_ts: i64,
+    ewma: EwmaStats,
+    window: SortedWindow,
+    previous: Option<(i64, f64)>,
+    rates: EwmaStats,
+    level: LevelShiftState,
+    seasonal: SeasonalState,
+    histograms: [TailHistogram; COMPONENTS],
+    /// The weight of the next measure; grows by `1 + 1/memory` per reading.
+    weight: f32,
+    /// The held combined probability (see [`Composite::hold`]).
+    held: f64,
+}
+
+impl Composite {
+    /// The components' measures for a reading (`None` where a component has no opinion yet),
+    /// with the value each expected; folds the reading into their state.
+    fn measures(&self, s: &mut CompositeState, p: &Point) -> [Option<(f64, f64)>; COMPONENTS] {
+        let alpha = 2.0 / (self.window as f64 + 1.0);
+        let x = p.value;
+        let ewma = (s.ewma.n >= 2).then(|| (s.ewma.deviations(x), s.ewma.mean));
+        s.ewma.update(x, alpha);
+
+        let robust = (s.window.len() >= self.window.min(30)).then(|| {
+            let median = s.window.median();
+            let spread = s.window.robust_std(median);
+            let d = if is_degenerate_std(spread, median) {
+                0.0
+            } else {
+                (x - median).abs() / spread
+            };
+            (d, median)
+        });
+        s.window.push(x, self.window.max(1));
+
+        let mut rate = None;
+        if let Some(previous) = s.previous
+            && let Some(r) = Rate::rate(previous, (p.ts, x))
+        {
+            if s.rates.n >= 2 {
+                rate = Some((s.rates.deviations(r), previous.1 + s.rates.mean));
+            }
+            s.rates.update(r, alpha);
+            s.previous = Some((p.ts, x));
+        } else if s.previous.is_none() {
+            s.previous = Some((p.ts, x));
+        }
+
+        let level = self.level_shift.step(&mut s.level, x);
+        let seasonal = self.seasonal.step(&mut s.seasonal, p.ts, x);
+        [ewma, robust, rate, level, seasonal]
+    }
+}
+
+impl SeriesLogic for Composite {
+    type State = CompositeState;
+
+    fn observe(&self, s: &mut CompositeState, p: &Point) -> Option<Verdict> {
+        if s.n == 0 {
+            s.first_ts = p.ts;
+            s.weight = 1.0;
+        }
+        s.n = s.n.saturating_add(1);
+        let measures = self.measures(s, p);
+        // Judge against the history so far, then add this reading's measures to it.
+        let mut best: Option<(f64, f64)> = None;
+        for (histogram, measure) in s.histograms.iter_mut().zip(&measures) {
+            let Some((d, expected)) = *measure else {
+                continue;
+            };
+            if histogram.total > 0.0 {
+                let tail = histogram.tail(d);
+                if best.is_none_or(|(p, _)| tail < p) {
+                    best = Some((tail, expected));
+                }
+            }
+            histogram.add(d, s.weight);
+        }
+        s.weight *= 1.0 + 1.0 / self.memory.max(1.0) as f32;
+        if s.weight > 1e6 {
+            let factor = 1.0 / s.weight;
+            s.histograms.iter_mut().for_each(|h| h.rescale(factor));
+            s.weight = 1.0;
+        }
+        let (tail, expected) = best?;
+        if s.n <= self.warmup {
+            return None;
+        }
+        let p_value = (tail * COMPONENTS as f64).min(1.0);
+        let p_value = if s.held > 0.0 {
+            p_value.min(s.held * self.hold)
+        } else {
+            p_value
+        };
+        s.held = p_value;
+        Some(Verdict {
+            score: 1.0 - p_value,
+            observed: p.value,
+            expected,
+            window_start: s.first_ts,
+            window_end: p.ts,
+        })
+    }
+
+    fn hysteresis(&self) -> Hysteresis {
+        Hysteresis::new(1.0 - self.raise_p, 1.0 - self.clear_p)
+    }
+
+    fn state_bytes(&self, state: &CompositeState) -> usize {
+        std::mem::size_of::<CompositeState>()
+            + state.window.heap_bytes()
+            + self.seasonal.state_bytes(&state.seasonal)
+            - std::mem::size_of::<SeasonalState>()
+    }
+}

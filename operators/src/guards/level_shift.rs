@@ -1,0 +1,95 @@
+//! The level-shift guard: a two-sided CUSUM of the readings' deviations from a slow baseline,
+//! which adds up a small but lasting shift that no single reading shows.
+
+use crate::guards::ewma::EwmaStats;
+use crate::guards::series_guard::{
+    Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
+};
+use crate::guards::zscore::is_degenerate_std;
+use crate::model::Point;
+
+/// Parameters of the level-shift guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LevelShift {
+    /// Weight of the newest reading in the baseline mean and variance.
+    pub alpha: f64,
+    /// Readings seen before the guard gives an opinion.
+    pub warmup: u32,
+    /// Deviations (in baseline standard deviations) that do not count towards a shift.
+    pub drift: f64,
+    /// Raise when the cumulative sum reaches this.
+    pub threshold: f64,
+    /// Clear below this cumulative sum.
+    pub clear: f64,
+}
+
+impl Default for LevelShift {
+    fn default() -> Self {
+        Self {
+            alpha: 2.0 / 241.0,
+            warmup: 60,
+            drift: 1.0,
+            threshold: 12.0,
+            clear: 6.0,
+        }
+    }
+}
+
+/// The level-shift guard's memory of one series.
+#[derive(Debug, Default)]
+pub struct LevelShiftState {
+    baseline: EwmaStats,
+    up: f64,
+    down: f64,
+    since: i64,
+}
+
+impl LevelShift {
+    /// Folds one reading into the CUSUM and returns the cumulative sum after it (in baseline
+    /// deviations) and the baseline mean before it; `None` while warming up.
+    pub fn step(&self, state: &mut LevelShiftState, value: f64) -> Option<(f64, f64)> {
+        let base = state.baseline;
+        let std = base.std();
+        let out = if base.n >= self.warmup && !is_degenerate_std(std, base.mean) {
+            let z = (value - base.mean) / std;
+            state.up = (state.up + z - self.drift).max(0.0);
+            state.down = (state.down - z - self.drift).max(0.0);
+            Some((state.up.max(state.down), base.mean))
+        } else {
+            None
+        };
+        if let Some((sum, _)) = out
+            && sum >= self.threshold
+        {
+            // The level has moved: start the baseline over at the new level and the sums at 0,
+            // so that one shift is one alert.
+            state.baseline.mean = value;
+            state.up = 0.0;
+            state.down = 0.0;
+        }
+        state.baseline.update(value, self.alpha);
+        out
+    }
+}
+
+impl SeriesLogic for LevelShift {
+    type State = LevelShiftState;
+
+    fn observe(&self, state: &mut LevelShiftState, reading: &Point) -> Option<Verdict> {
+        if state.baseline.n == 0 {
+            state.since = reading.ts;
+        }
+        let (sum, expected) = self.step(state, reading.value)?;
+        Some(Verdict {
+            score: distance_score(sum, self.threshold),
+            observed: reading.value,
+            expected,
+            window_start: state.since,
+            window_end: reading.ts,
+        })
+    }
+
+    fn hysteresis(&self) -> Hysteresis {
+        hysteresis_for(self.threshold, self.clear)
+    }
+}

@@ -1,0 +1,223 @@
+//! The robust guard: a reading far from the median of the previous `window` readings, in
+//! units of their median absolute deviation (MAD), which a few outliers cannot drag along.
+
+use crate::guards::series_guard::{
+    Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
+};
+use crate::guards::zscore::is_degenerate_std;
+use crate::model::Point;
+
+/// Scales a MAD to a standard deviation for normally distributed data.
+pub const MAD_TO_STD: f64 = 1.4826;
+
+/// Parameters of the robust (median/MAD) guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mad {
+    /// How many previous readings the median and MAD are taken over.
+    pub window: usize,
+    /// Raise at this many robust deviations (MAD × 1.4826) from the median.
+    pub threshold: f64,
+    /// Clear below this many robust deviations.
+    pub clear: f64,
+}
+
+impl Default for Mad {
+    fn default() -> Self {
+        Self {
+            window: 60,
+            threshold: 6.0,
+            clear: 3.0,
+        }
+    }
+}
+
+/// A sliding window of values kept both in arrival order and sorted, so that the median and
+/// the MAD come without sorting per reading.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SortedWindow {
+    ring: Vec<f64>,
+    sorted: Vec<f64>,
+    head: usize,
+}
+
+impl SortedWindow {
+    /// Adds `x`, dropping the oldest value once `capacity` values are held.
+    pub fn push(&mut self, x: f64, capacity: usize) {
+        if self.ring.len() < capacity {
+            if self.ring.is_empty() {
+                self.ring.reserve_exact(capacity);
+                self.sorted.reserve_exact(capacity);
+            }
+            self.ring.push(x);
+        } else {
+            let old = std::mem::replace(&mut self.ring[self.head], x);
+            self.head = (self.head + 1) % capacity;
+            let at = self.sorted.partition_point(|v| v.total_cmp(&old).is_lt());
+            self.sorted.remove(at);
+        }
+        let at = self.sorted.partition_point(|v| v.total_cmp(&x).is_lt());
+        self.sorted.insert(at, x);
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether no values are held.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// The median of the values held.
+    pub fn median(&self) -> f64 {
+        let n = self.sorted.len();
+        match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => self.sorted[n / 2],
+            _ => (self.sorted[n / 2 - 1] + self.sorted[n / 2]) / 2.0,
+        }
+    }
+
+    /// The median absolute deviation from `center`: walks outward from the center of the
+    /// sorted values, taking the smaller deviation first, until half of them are taken.
+    pub fn mad(&self, center: f64) -> f64 {
+        let s = &self.sorted;
+        let n = s.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let mut right = s.partition_point(|v| *v < center);
+        // s[..left] lie below the center, s[right..] at or above it.
+        let mut left = right;
+        let (lo, hi) = ((n - 1) / 2, n / 2);
+        let mut k = 0;
+        let (mut a, mut b) = (f64::NAN, f64::NAN);
+        while k <= hi {
+            let dl = if left > 0 {
+                center - s[left - 1]
+            } else {
+                f64::INFINITY
+            };
+            let dr = if right < n {
+                s[right] - center
+            } else {
+                f64::INFINITY
+            };
+            let d = if dl <= dr {
+                left -= 1;
+                dl
+            } else {
+                right += 1;
+                dr
+            };
+            if k == lo {
+                a = d;
+            }
+            if k == hi {
+                b = d;
+            }
+            k += 1;
+        }
+        (a + b) / 2.0
+    }
+
+    /// The mean absolute deviation from `center`.
+    pub fn mean_abs_dev(&self, center: f64) -> f64 {
+        let n = self.sorted.len().max(1) as f64;
+        self.sorted.iter().map(|v| (v - center).abs()).sum::<f64>() / n
+    }
+
+    /// A robust spread: MAD × 1.4826, or, when more than half the values are equal (MAD = 0),
+    /// the mean absolute deviation × 1.2533 (both estimate σ for normal data).
+    pub fn robust_std(&self, center: f64) -> f64 {
+        let mad = self.mad(center);
+        if mad > 0.0 {
+            mad * MAD_TO_STD
+        } else {
+            self.mean_abs_dev(center) * 1.2533
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        (self.ring.capacity() + self.sorted.capacity()) * std::mem::size_of::<f64>()
+    }
+}
+
+/// The robust guard's memory of one series.
+#[derive(Debug, Default)]
+pub struct MadState {
+    window: SortedWindow,
+    first_ts: i64,
+}
+
+impl SeriesLogic for Mad {
+    type State = MadState;
+
+    fn observe(&self, state: &mut MadState, reading: &Point) -> Option<Verdict> {
+        if state.window.is_empty() {
+            state.first_ts = reading.ts;
+        }
+        let verdict = (state.window.len() >= self.window).then(|| {
+            let median = state.window.median();
+            let spread = state.window.robust_std(median);
+            let d = if is_degenerate_std(spread, median) {
+                0.0
+            } else {
+                (reading.value - median).abs() / spread
+            };
+            Verdict {
+                score: distance_score(d, self.threshold),
+                observed: reading.value,
+                expected: median,
+                window_start: state.first_ts,
+                window_end: reading.ts,
+            }
+        });
+        state.window.push(reading.value, self.window.max(1));
+        verdict
+    }
+
+    fn hysteresis(&self) -> Hysteresis {
+        hysteresis_for(self.threshold, self.clear)
+    }
+
+    fn state_bytes(&self, state: &MadState) -> usize {
+        std::mem::size_of::<MadState>() + state.window.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_mad_match_sorting() {
+        let mut w = SortedWindow::default();
+        let values = [
+            5.0, 1.0, 9.0, 3.0, 3.0, 7.0, 2.0, 8.0, 100.0, -4.0, 3.0, 6.0,
+        ];
+        for (i, &x) in values.iter().enumerate() {
+            w.push(x, 5);
+            let start = (i + 1).saturating_sub(5);
+            let mut held: Vec<f64> = values[start..=i].to_vec();
+            held.sort_by(f64::total_cmp);
+            let n = held.len();
+            let median = if n % 2 == 1 {
+                held[n / 2]
+            } else {
+                (held[n / 2 - 1] + held[n / 2]) / 2.0
+            };
+            let mut dev: Vec<f64> = held.iter().map(|v| (v - median).abs()).collect();
+            dev.sort_by(f64::total_cmp);
+            let mad = if n % 2 == 1 {
+                dev[n / 2]
+            } else {
+                (dev[n / 2 - 1] + dev[n / 2]) / 2.0
+            };
+            assert_eq!(w.median(), median, "after {i}");
+            assert_eq!(w.mad(median), mad, "after {i}");
+        }
+    }
+}

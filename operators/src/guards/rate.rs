@@ -1,0 +1,102 @@
+//! The rate-of-change guard: how fast a series moves per second of event time. Either against
+//! a fixed bound (`max`, in units per second) or, without one, against the series' own usual
+//! rates (deviations from their exponentially weighted mean).
+
+use crate::guards::ewma::EwmaStats;
+use crate::guards::series_guard::{
+    Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
+};
+use crate::model::Point;
+
+/// Parameters of the rate-of-change guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// A fixed bound on |rate| in units per second; `None` compares with the series' usual rates.
+    pub max: Option<f64>,
+    /// Without `max`: raise at this many deviations from the usual rate.
+    pub threshold: f64,
+    /// Without `max`: clear below this many deviations. With `max`: clear below this share of it.
+    pub clear: f64,
+    /// Without `max`: weight of the newest rate in the usual rate.
+    pub alpha: f64,
+    /// Without `max`: rates seen before the guard gives an opinion.
+    pub warmup: u32,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self {
+            max: None,
+            threshold: 6.0,
+            clear: 3.0,
+            alpha: 2.0 / 61.0,
+            warmup: 30,
+        }
+    }
+}
+
+impl Rate {
+    /// A guard with a fixed bound on |rate| (units per second), clearing below half of it.
+    pub fn bounded(max: f64) -> Self {
+        Self {
+            max: Some(max),
+            clear: 0.5,
+            ..Self::default()
+        }
+    }
+
+    /// The rate of change between two readings, per second of event time; `None` when they
+    /// share a timestamp.
+    pub fn rate(previous: (i64, f64), current: (i64, f64)) -> Option<f64> {
+        let dt = (current.0 - previous.0) as f64 / 1000.0;
+        (dt > 0.0).then(|| (current.1 - previous.1) / dt)
+    }
+}
+
+/// The rate guard's memory of one series: the previous reading and the usual rates.
+#[derive(Debug, Default)]
+pub struct RateState {
+    previous: Option<(i64, f64)>,
+    rates: EwmaStats,
+}
+
+impl SeriesLogic for Rate {
+    type State = RateState;
+
+    fn observe(&self, state: &mut RateState, reading: &Point) -> Option<Verdict> {
+        let current = (reading.ts, reading.value);
+        let previous = state.previous.replace(current)?;
+        let Some(rate) = Rate::rate(previous, current) else {
+            // Same event time: keep the earlier reading as the base of the next rate.
+            state.previous = Some(previous);
+            return None;
+        };
+        let verdict = match self.max {
+            Some(max) => Some(Verdict {
+                score: distance_score(rate, max),
+                observed: rate,
+                expected: max.copysign(rate),
+                window_start: previous.0,
+                window_end: reading.ts,
+            }),
+            None => (state.rates.n >= self.warmup).then(|| Verdict {
+                score: distance_score(state.rates.deviations(rate), self.threshold),
+                observed: rate,
+                expected: state.rates.mean,
+                window_start: previous.0,
+                window_end: reading.ts,
+            }),
+        };
+        if self.max.is_none() {
+            state.rates.update(rate, self.alpha);
+        }
+        verdict
+    }
+
+    fn hysteresis(&self) -> Hysteresis {
+        match self.max {
+            Some(max) => hysteresis_for(max, max * self.clear),
+            None => hysteresis_for(self.threshold, self.clear),
+        }
+    }
+}
