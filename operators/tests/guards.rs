@@ -353,3 +353,212 @@ fn messages<D>(rx: std::sync::mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
         })
         .collect()
 }
+
+/// d / (d + t): the score a guard gives a distance `d` under threshold `t`.
+fn dscore(d: f64, t: f64) -> f64 {
+    d / (d + t)
+}
+
+#[test]
+fn ewma_matches_reference() {
+    let readings = dataset(21);
+    let g = Ewma::default();
+    let expected = reference(
+        &readings,
+        "ewma",
+        (0.5, dscore(g.clear, g.threshold)),
+        |history, r| {
+            if history.len() < g.warmup as usize {
+                return None;
+            }
+            // The exponentially weighted mean and variance, folded in from the first reading.
+            let (mut mean, mut var) = (history[0].1, 0.0);
+            for &(_, x) in &history[1..] {
+                let diff = x - mean;
+                mean += g.alpha * diff;
+                var = (1.0 - g.alpha) * (var + diff * g.alpha * diff);
+            }
+            let std: f64 = var.sqrt();
+            let d = if is_degenerate_std(std, mean) {
+                0.0
+            } else {
+                (r.value - mean).abs() / std
+            };
+            Some((dscore(d, g.threshold), mean))
+        },
+    );
+    assert!(expected.iter().any(|a| a.status == AlertStatus::Cleared));
+    for workers in [1, 2] {
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+            s.guard(GuardLabel::new("ewma"), g)
+        });
+        assert_same(&alerts, &expected);
+    }
+}
+
+#[test]
+fn mad_matches_reference() {
+    let readings = dataset(22);
+    let g = Mad::default();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let expected = reference(
+        &readings,
+        "mad",
+        (0.5, dscore(g.clear, g.threshold)),
+        |history, r| {
+            if history.len() < g.window {
+                return None;
+            }
+            let mut last: Vec<f64> = history[history.len() - g.window..]
+                .iter()
+                .map(|h| h.1)
+                .collect();
+            let m = median(&mut last);
+            let mut dev: Vec<f64> = last.iter().map(|v| (v - m).abs()).collect();
+            let mean_abs = dev.iter().sum::<f64>() / dev.len() as f64;
+            let mad = median(&mut dev);
+            let spread = if mad > 0.0 {
+                mad * 1.4826
+            } else {
+                mean_abs * 1.2533
+            };
+            let d = if is_degenerate_std(spread, m) {
+                0.0
+            } else {
+                (r.value - m).abs() / spread
+            };
+            Some((dscore(d, g.threshold), m))
+        },
+    );
+    assert!(expected.iter().any(|a| a.status == AlertStatus::Cleared));
+    for workers in [1, 2] {
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+            s.guard(GuardLabel::new("mad"), g)
+        });
+        assert_same(&alerts, &expected);
+    }
+}
+
+#[test]
+fn rate_with_a_bound_matches_reference() {
+    let readings = dataset(23);
+    let g = Rate::bounded(20.0);
+    let expected = reference(
+        &readings,
+        "rate",
+        (0.5, dscore(10.0, 20.0)),
+        |history, r| {
+            // The rate against the latest earlier reading at a different event time.
+            let &(t0, x0) = history.iter().rev().find(|(t, _)| *t < r.ts)?;
+            let rate = (r.value - x0) / ((r.ts - t0) as f64 / 1000.0);
+            Some((dscore(rate.abs(), 20.0), 20.0f64.copysign(rate)))
+        },
+    );
+    assert!(expected.iter().any(|a| a.status == AlertStatus::Cleared));
+    for workers in [1, 2] {
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+            s.guard(GuardLabel::new("rate"), g)
+        });
+        // Observed is the rate, not the value: compare ids, times and status.
+        let mut got: Vec<(String, AlertStatus, i64)> = alerts
+            .iter()
+            .map(|a| (a.alert_id.to_string(), a.status, a.ts))
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, AlertStatus, i64)> = expected
+            .iter()
+            .map(|a| (a.id.clone(), a.status, a.ts))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{workers} workers");
+    }
+}
+
+/// Several guards in one operator give, per guard, what each gives alone in a plain replay
+/// of each series, at one and two workers.
+#[test]
+fn guard_set_matches_replay_per_series() {
+    let readings = dataset(24);
+    let build = || {
+        vec![
+            Guard::new(GuardLabel::new("composite"), Composite::default()),
+            Guard::new(GuardLabel::new("level_shift"), LevelShift::default()),
+            Guard::new(
+                GuardLabel::new("seasonal"),
+                Seasonal {
+                    period_ms: 60_000,
+                    buckets: 6,
+                    ..Seasonal::default()
+                },
+            ),
+            Guard::new(GuardLabel::new("rate"), Rate::default()),
+        ]
+    };
+    let mut by_series: BTreeMap<(String, String), Vec<Point>> = BTreeMap::new();
+    for r in &readings {
+        by_series
+            .entry((r.source.to_string(), r.name.to_string()))
+            .or_default()
+            .push(Point::from(r));
+    }
+    let mut expected: Vec<Seen> = Vec::new();
+    for guard in build() {
+        let mut raised = 0;
+        for points in by_series.values_mut() {
+            points.sort_by(Point::guard_order);
+            let alerts = guard.replay(points);
+            raised += alerts
+                .iter()
+                .filter(|a| a.status == AlertStatus::Raised)
+                .count();
+            expected.extend(alerts.iter().map(seen));
+        }
+        assert!(
+            raised > 0,
+            "{} must raise on this data",
+            guard.label().guard
+        );
+    }
+    sort(&mut expected);
+    for workers in [1, 2] {
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| s.guards(build(), None));
+        assert_same(&alerts, &expected);
+    }
+}
+
+#[test]
+fn composite_catches_a_spike_and_a_shift_and_ignores_a_flat_series() {
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    let mut points = Vec::new();
+    for i in 0..3000i64 {
+        let noise: f64 = (0..4).map(|_| rng.random_range(-1.0..1.0)).sum();
+        let value =
+            100.0 + noise + if i == 1500 { 40.0 } else { 0.0 } + if i >= 2500 { 25.0 } else { 0.0 };
+        points.push(Point::from(&Reading::new("dev", "load", i * 60_000, value)));
+    }
+    let guard = Guard::new(GuardLabel::new("composite"), Composite::default());
+    let raised: Vec<i64> = guard
+        .replay(&points)
+        .iter()
+        .filter(|a| a.status == AlertStatus::Raised)
+        .map(|a| a.ts / 60_000)
+        .collect();
+    assert!(raised.contains(&1500), "the spike is caught: {raised:?}");
+    assert!(
+        raised.iter().any(|&i| (2500..2510).contains(&i)),
+        "the shift is caught within ten readings: {raised:?}"
+    );
+    assert!(raised.len() <= 10, "few alerts on noise: {raised:?}");
+    let flat: Vec<Point> = (0..500)
+        .map(|i| Point::from(&Reading::new("dev", "flat", i * 1000, 7.0)))
+        .collect();
+    assert!(guard.replay(&flat).is_empty());
+}

@@ -14,7 +14,7 @@
 use crate::guards::ewma::EwmaStats;
 use crate::guards::level_shift::{LevelShift, LevelShiftState};
 use crate::guards::mad::SortedWindow;
-use crate::guards::rate::Rate;
+use crate::guards::rate::RateState;
 use crate::guards::seasonal::{Seasonal, SeasonalState};
 use crate::guards::series_guard::{Hysteresis, SeriesLogic, Verdict};
 use crate::guards::zscore::is_degenerate_std;
@@ -125,7 +125,7 @@ pub struct CompositeState {
     first_ts: i64,
     ewma: EwmaStats,
     window: SortedWindow,
-    previous: Option<(i64, f64)>,
+    rate_base: RateState,
     rates: EwmaStats,
     level: LevelShiftState,
     seasonal: SeasonalState,
@@ -158,16 +158,12 @@ impl Composite {
         s.window.push(x, self.window.max(1));
 
         let mut rate = None;
-        if let Some(previous) = s.previous
-            && let Some(r) = Rate::rate(previous, (p.ts, x))
-        {
+        if let Some((r, (t0, x0))) = s.rate_base.advance((p.ts, x)) {
             if s.rates.n >= 2 {
-                rate = Some((s.rates.deviations(r), previous.1 + s.rates.mean));
+                let dt = (p.ts - t0) as f64 / 1000.0;
+                rate = Some((s.rates.deviations(r), x0 + s.rates.mean * dt));
             }
             s.rates.update(r, alpha);
-            s.previous = Some((p.ts, x));
-        } else if s.previous.is_none() {
-            s.previous = Some((p.ts, x));
         }
 
         let level = self.level_shift.step(&mut s.level, x);

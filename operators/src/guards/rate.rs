@@ -53,37 +53,48 @@ impl Rate {
     }
 }
 
-/// The rate guard's memory of one series: the previous reading and the usual rates.
+/// The rate guard's memory of one series: the latest reading, the latest one at an earlier
+/// event time (the base of the rate while readings share a timestamp), and the usual rates.
 #[derive(Debug, Default)]
 pub struct RateState {
-    previous: Option<(i64, f64)>,
+    last: Option<(i64, f64)>,
+    base: Option<(i64, f64)>,
     rates: EwmaStats,
+}
+
+impl RateState {
+    /// Takes a reading and returns its rate against the latest reading at an earlier event
+    /// time, with that reading (time, value); `None` for the first timestamp of a series.
+    pub fn advance(&mut self, current: (i64, f64)) -> Option<(f64, (i64, f64))> {
+        if let Some(last) = self.last
+            && last.0 < current.0
+        {
+            self.base = Some(last);
+        }
+        self.last = Some(current);
+        let base = self.base?;
+        Rate::rate(base, current).map(|rate| (rate, base))
+    }
 }
 
 impl SeriesLogic for Rate {
     type State = RateState;
 
     fn observe(&self, state: &mut RateState, reading: &Point) -> Option<Verdict> {
-        let current = (reading.ts, reading.value);
-        let previous = state.previous.replace(current)?;
-        let Some(rate) = Rate::rate(previous, current) else {
-            // Same event time: keep the earlier reading as the base of the next rate.
-            state.previous = Some(previous);
-            return None;
-        };
+        let (rate, since) = state.advance((reading.ts, reading.value))?;
         let verdict = match self.max {
             Some(max) => Some(Verdict {
                 score: distance_score(rate, max),
                 observed: rate,
                 expected: max.copysign(rate),
-                window_start: previous.0,
+                window_start: since.0,
                 window_end: reading.ts,
             }),
             None => (state.rates.n >= self.warmup).then(|| Verdict {
                 score: distance_score(state.rates.deviations(rate), self.threshold),
                 observed: rate,
                 expected: state.rates.mean,
-                window_start: previous.0,
+                window_start: since.0,
                 window_end: reading.ts,
             }),
         };
