@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::config::JobConfig;
 use crate::crypto::PayloadKey;
 use crate::guard_job::{AlertsOut, GuardJob, InputSpec};
-use crate::guards::GuardSpec;
+use crate::guards::{CATALOGUE, GuardSpec};
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
 /// telemetry, alerts and dead letters as Parquet, and prints alerts as NDJSON.
@@ -19,26 +20,37 @@ pub struct GuardArgs {
     #[arg(long, short = 'i')]
     pub input: Vec<String>,
 
+    /// A job configuration file (TOML): input, archive, alerts, workers, and guards with their
+    /// reactions. Flags given as well override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// Print every guard with its reaction (the configured ones with --config) and exit.
+    #[arg(long)]
+    pub list_guards: bool,
+
     /// The archive: a local directory or `s3://bucket/prefix` (credentials from AWS_* variables).
-    #[arg(long, default_value = "./vigil-data", env = "VIGIL_ARCHIVE")]
-    pub archive: String,
+    /// Default `./vigil-data`.
+    #[arg(long, env = "VIGIL_ARCHIVE")]
+    pub archive: Option<String>,
 
-    /// Where alerts go as NDJSON: `-` for stdout, a file path, or `none`.
-    #[arg(long, default_value = "-")]
-    pub alerts: String,
+    /// Where alerts go as NDJSON: `-` for stdout (default), a file path, or `none`.
+    #[arg(long)]
+    pub alerts: Option<String>,
 
-    /// A guard with parameters, e.g. `zscore:window=60,threshold=6` or
-    /// `threshold:name=temp_c,max=90`. Repeatable. Default: zscore with its defaults.
+    /// A guard with parameters, e.g. `zscore:window=60,threshold=6`, `composite`, `rate:max=50`
+    /// or `threshold:name=temp_c,max=90`. Repeatable. Default: zscore with its defaults.
+    /// `--list-guards` shows them all.
     #[arg(long = "guard", short = 'g')]
     pub guards: Vec<String>,
 
-    /// Timely worker threads.
-    #[arg(long, short = 'w', default_value_t = 1)]
-    pub workers: usize,
+    /// Timely worker threads (default 1).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
 
-    /// How far out of order a record may arrive before it is late (e.g. `10s`, `500ms`).
-    #[arg(long, default_value = "10s")]
-    pub lateness: humantime::Duration,
+    /// How far out of order a record may arrive before it is late (e.g. `10s`, the default).
+    #[arg(long)]
+    pub lateness: Option<humantime::Duration>,
 
     /// A file holding the 64-hex-character payload key (else the VIGIL_KEY variable).
     #[arg(long)]
@@ -48,9 +60,9 @@ pub struct GuardArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Rows per archive file before a partition is cut into another file.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub max_rows_per_file: usize,
+    /// Rows per archive file before a partition is cut into another file (default 1,000,000).
+    #[arg(long)]
+    pub max_rows_per_file: Option<usize>,
 
     /// Also write the end-of-run summary as JSON to this file.
     #[arg(long)]
@@ -62,24 +74,87 @@ pub struct GuardArgs {
 }
 
 impl GuardArgs {
-    /// Builds the job the arguments describe.
+    /// Builds the job the arguments describe: defaults, then the config file, then flags.
     pub fn into_job(self) -> anyhow::Result<GuardJob> {
-        let input = InputSpec::from_args(&self.input)?;
-        let progress = !self.no_progress
+        let mut job = GuardJob::default();
+        if let Some(path) = &self.config {
+            JobConfig::load(path)?.apply(path, &mut job)?;
+        }
+        if !self.input.is_empty() {
+            job.input = InputSpec::from_args(&self.input)?;
+        }
+        if let Some(archive) = self.archive {
+            job.archive = archive;
+        }
+        if let Some(alerts) = &self.alerts {
+            job.alerts = AlertsOut::parse(alerts);
+        }
+        if !self.guards.is_empty() {
+            job.guards = GuardSpec::parse_all(&self.guards)?;
+        }
+        if let Some(workers) = self.workers {
+            job.workers = workers.max(1);
+        }
+        if let Some(lateness) = self.lateness {
+            job.lateness_ms = lateness.as_millis() as u64;
+        }
+        if let Some(rows) = self.max_rows_per_file {
+            job.max_rows_per_file = rows.max(1);
+        }
+        job.chunk_bytes = self.chunk_bytes;
+        job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
+        job.progress = !self.no_progress
             && std::io::stderr().is_terminal()
-            && !matches!(input, InputSpec::Default);
-        Ok(GuardJob {
-            input,
-            archive: self.archive,
-            alerts: AlertsOut::parse(&self.alerts),
-            guards: GuardSpec::parse_all(&self.guards)?,
-            workers: self.workers.max(1),
-            lateness_ms: self.lateness.as_millis() as u64,
-            key: PayloadKey::from_env_or_file(self.key_file.as_deref())?,
-            progress,
-            max_rows_per_file: self.max_rows_per_file,
-            chunk_bytes: self.chunk_bytes,
-        })
+            && !matches!(job.input, InputSpec::Default);
+        Ok(job)
+    }
+
+    /// The text `--list-guards` prints: the catalogue, or the job's guards with `--config`.
+    pub fn list_guards(&self) -> anyhow::Result<String> {
+        let mut out = String::new();
+        if self.config.is_some() || !self.guards.is_empty() {
+            let guards = self.configured_guards()?;
+            out.push_str(
+                "GUARD                KIND          TOPIC                SEVERITY  DESCRIPTION\n",
+            );
+            for g in &guards {
+                out.push_str(&format!(
+                    "{:<20} {:<13} {:<20} {:<9} {}\n",
+                    g.name,
+                    g.spec.name(),
+                    g.reaction.topic.as_str(),
+                    g.reaction.severity.as_str(),
+                    g.reaction.description
+                ));
+            }
+        } else {
+            out.push_str("KIND          TOPIC                SEVERITY  DESCRIPTION\n");
+            for e in CATALOGUE {
+                out.push_str(&format!(
+                    "{:<13} {:<20} {:<9} {}\n{:<44}parameters: {}\n",
+                    e.kind,
+                    e.topic.as_str(),
+                    e.severity.as_str(),
+                    e.description,
+                    "",
+                    e.parameters
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The guards the arguments configure (config file, then `--guard` flags), without
+    /// touching keys or inputs.
+    fn configured_guards(&self) -> anyhow::Result<Vec<crate::guards::ConfiguredGuard>> {
+        let mut job = GuardJob::default();
+        if let Some(path) = &self.config {
+            JobConfig::load(path)?.apply(path, &mut job)?;
+        }
+        if !self.guards.is_empty() {
+            job.guards = GuardSpec::parse_all(&self.guards)?;
+        }
+        Ok(job.guards)
     }
 }
 
@@ -116,10 +191,12 @@ mod tests {
         let job = args.into_job().expect("valid job");
         assert_eq!(job.workers, 2);
         assert_eq!(job.lateness_ms, 500);
+        let guards: Vec<&GuardSpec> = job.guards.iter().map(|g| &g.spec).collect();
         assert_eq!(
-            job.guards,
-            vec![GuardSpec::ZScore(vigil_operators::ZScore::new(30, 4.0))]
+            guards,
+            vec![&GuardSpec::ZScore(vigil_operators::ZScore::new(30, 4.0))]
         );
+        assert_eq!(job.guards[0].reaction.topic.as_str(), "telemetry-alerts");
         assert_eq!(job.alerts, AlertsOut::File("out.ndjson".into()));
         assert_eq!(job.input, InputSpec::Paths(vec!["a.ndjson".into()]));
     }

@@ -25,7 +25,7 @@ use vigil_operators::{
 use crate::alerts_out::{AlertCounts, WriteAlerts};
 use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
 use crate::crypto::PayloadKey;
-use crate::guards::GuardSpec;
+use crate::guards::{ConfiguredGuard, GuardSpec};
 
 /// Units a worker may read ahead of what the dataflow has finished, which bounds memory.
 const UNITS_IN_FLIGHT: usize = 4;
@@ -114,7 +114,7 @@ pub struct GuardJob {
     /// Where alerts go as NDJSON.
     pub alerts: AlertsOut,
     /// The guards to run.
-    pub guards: Vec<GuardSpec>,
+    pub guards: Vec<ConfiguredGuard>,
     /// Timely worker threads.
     pub workers: usize,
     /// How far behind the newest event time a record may be before it is late.
@@ -135,7 +135,9 @@ impl Default for GuardJob {
             input: InputSpec::Default,
             archive: "./vigil-data".into(),
             alerts: AlertsOut::Stdout,
-            guards: vec![GuardSpec::ZScore(Default::default())],
+            guards: vec![ConfiguredGuard::with_default_reaction(GuardSpec::ZScore(
+                Default::default(),
+            ))],
             workers: 1,
             lateness_ms: 10_000,
             key: None,
@@ -412,7 +414,8 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             if let Ok(mut all) = worker_metrics.lock() {
                 all.push(m.clone());
             }
-            let alerts = points.guards(guards.iter().map(GuardSpec::build).collect(), Some(m));
+            let alerts =
+                points.guards(guards.iter().map(ConfiguredGuard::build).collect(), Some(m));
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
             alerts.write_ndjson(out, worker_alerts.clone());

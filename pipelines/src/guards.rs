@@ -31,12 +31,13 @@ const KNOWN: &str = "zscore, threshold, ewma, mad, rate, level_shift, seasonal a
 
 /// Parameters as `key=value` pairs, each to be taken once by the guard's parser.
 struct Params<'a> {
-    text: &'a str,
+    /// Where the parameters were written, for messages (`--guard zscore:…`, a config file).
+    text: String,
     pairs: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Params<'a> {
-    fn parse(text: &'a str, params: &'a str) -> anyhow::Result<Self> {
+    fn parse(text: &str, params: &'a str) -> anyhow::Result<Self> {
         let pairs = params
             .split(',')
             .filter(|p| !p.trim().is_empty())
@@ -46,7 +47,10 @@ impl<'a> Params<'a> {
                     .with_context(|| format!("`{p}` in --guard {text} is not key=value"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { text, pairs })
+        Ok(Self {
+            text: format!("--guard {text}"),
+            pairs,
+        })
     }
 
     /// A finite number for `key`, if given.
@@ -60,18 +64,14 @@ impl<'a> Params<'a> {
             .ok()
             .filter(|v| v.is_finite())
             .map(Some)
-            .with_context(|| format!("{key}={value} in --guard {} is not a number", self.text))
+            .with_context(|| format!("{key}={value} in {} is not a number", self.text))
     }
 
     /// A positive number for `key`, if given.
     fn positive(&mut self, key: &str) -> anyhow::Result<Option<f64>> {
         let value = self.number(key)?;
         if let Some(v) = value {
-            anyhow::ensure!(
-                v > 0.0,
-                "{key}={v} in --guard {} must be positive",
-                self.text
-            );
+            anyhow::ensure!(v > 0.0, "{key}={v} in {} must be positive", self.text);
         }
         Ok(value)
     }
@@ -89,7 +89,7 @@ impl<'a> Params<'a> {
             .map(Some)
             .with_context(|| {
                 format!(
-                    "{key}={value} in --guard {} must be a whole number of at least {min}",
+                    "{key}={value} in {} must be a whole number of at least {min}",
                     self.text
                 )
             })
@@ -104,10 +104,7 @@ impl<'a> Params<'a> {
     /// Fails on any parameter no parser took.
     fn done(self, known: &str) -> anyhow::Result<()> {
         match self.pairs.first() {
-            Some((key, _)) => bail!(
-                "unknown parameter `{key}` in --guard {}: use {known}",
-                self.text
-            ),
+            Some((key, _)) => bail!("unknown parameter `{key}` in {}: use {known}", self.text),
             None => Ok(()),
         }
     }
@@ -125,7 +122,7 @@ fn levels(p: &mut Params<'_>, threshold: &mut f64, clear: &mut f64) -> anyhow::R
     }
     anyhow::ensure!(
         *clear >= 0.0 && *clear <= *threshold,
-        "--guard {}: clear must be between 0 and threshold",
+        "{}: clear must be between 0 and threshold",
         p.text
     );
     Ok(())
@@ -137,6 +134,20 @@ fn alpha_of_span(span: usize) -> f64 {
 }
 
 impl GuardSpec {
+    /// Builds a guard of `kind` from parameters given as key/value pairs, checked as
+    /// [`GuardSpec::parse`] checks them; `context` says where they were written.
+    pub fn from_pairs(
+        kind: &str,
+        pairs: &[(&str, &str)],
+        context: &str,
+    ) -> anyhow::Result<GuardSpec> {
+        let params = Params {
+            text: context.to_owned(),
+            pairs: pairs.to_vec(),
+        };
+        Self::from_params(kind, params)
+    }
+
     /// Parses `KIND[:key=value,…]`, e.g. `zscore:window=60,threshold=6`, `ewma:span=120`,
     /// `mad:window=60`, `rate:max=50`, `level_shift`, `seasonal:period=1d`, `composite`, or
     /// `threshold:name=M[,min=A][,max=B]`.
@@ -151,7 +162,11 @@ impl GuardSpec {
     /// ```
     pub fn parse(text: &str) -> anyhow::Result<GuardSpec> {
         let (kind, params) = text.split_once(':').unwrap_or((text, ""));
-        let mut p = Params::parse(text, params)?;
+        Self::from_params(kind, Params::parse(text, params)?)
+    }
+
+    fn from_params(kind: &str, mut p: Params<'_>) -> anyhow::Result<GuardSpec> {
+        let text = p.text.clone();
         let spec = match kind.trim() {
             "zscore" => {
                 let mut g = ZScore::default();
@@ -166,10 +181,10 @@ impl GuardSpec {
                 let name = p.text("name").map(str::to_owned);
                 let (min, max) = (p.number("min")?, p.number("max")?);
                 p.done("name, min and max")?;
-                let name = name.with_context(|| format!("--guard {text} needs name=METRIC"))?;
+                let name = name.with_context(|| format!("{text} needs name=METRIC"))?;
                 anyhow::ensure!(
                     min.is_some() || max.is_some(),
-                    "--guard {text} needs min=… or max=…"
+                    "{text} needs min=… or max=…"
                 );
                 GuardSpec::Threshold(Threshold::new().bound(&name, min, max))
             }
@@ -203,7 +218,7 @@ impl GuardSpec {
                     if let Some(c) = p.number("clear")? {
                         anyhow::ensure!(
                             (0.0..=1.0).contains(&c),
-                            "--guard {text}: with max, clear is a share of max between 0 and 1"
+                            "{text}: with max, clear is a share of max between 0 and 1"
                         );
                         g.clear = c;
                     }
@@ -232,11 +247,9 @@ impl GuardSpec {
                 let mut g = Seasonal::default();
                 if let Some(period) = p.text("period") {
                     let d = humantime::parse_duration(period).with_context(|| {
-                        format!(
-                            "period={period} in --guard {text} is not a duration (e.g. 1d, 12h)"
-                        )
+                        format!("period={period} in {text} is not a duration (e.g. 1d, 12h)")
                     })?;
-                    anyhow::ensure!(d.as_millis() > 0, "--guard {text}: period must be positive");
+                    anyhow::ensure!(d.as_millis() > 0, "{text}: period must be positive");
                     g.period_ms = d.as_millis() as i64;
                 }
                 if let Some(b) = p.count("buckets", 1)? {
@@ -258,7 +271,7 @@ impl GuardSpec {
                     g.clear_p = c;
                 }
                 if let Some(h) = p.number("hold")? {
-                    anyhow::ensure!(h >= 1.0, "--guard {text}: hold must be at least 1");
+                    anyhow::ensure!(h >= 1.0, "{text}: hold must be at least 1");
                     g.hold = h;
                 }
                 if let Some(m) = p.positive("memory")? {
@@ -269,18 +282,19 @@ impl GuardSpec {
                 }
                 anyhow::ensure!(
                     g.raise_p <= g.clear_p && g.clear_p <= 1.0,
-                    "--guard {text}: need raise_p ≤ clear_p ≤ 1"
+                    "{text}: need raise_p ≤ clear_p ≤ 1"
                 );
                 p.done("window, raise_p, clear_p, hold, memory and warmup")?;
                 GuardSpec::Composite(g)
             }
-            other => bail!("unknown guard `{other}`: vigil-guard knows {KNOWN}"),
+            other => bail!("unknown guard `{other}` in {text}: vigil-guard knows {KNOWN}"),
         };
         Ok(spec)
     }
 
-    /// Parses several `--guard` values; threshold guards on different metrics merge into one.
-    pub fn parse_all(texts: &[String]) -> anyhow::Result<Vec<GuardSpec>> {
+    /// Parses several `--guard` values into guards with their default reactions; threshold
+    /// guards on different metrics merge into one. No value means the z-score guard.
+    pub fn parse_all(texts: &[String]) -> anyhow::Result<Vec<ConfiguredGuard>> {
         let mut specs: Vec<GuardSpec> = Vec::new();
         for text in texts {
             match GuardSpec::parse(text)? {
@@ -300,7 +314,10 @@ impl GuardSpec {
         if specs.is_empty() {
             specs.push(GuardSpec::ZScore(ZScore::default()));
         }
-        Ok(specs)
+        Ok(specs
+            .into_iter()
+            .map(ConfiguredGuard::with_default_reaction)
+            .collect())
     }
 
     /// The name the guard's alerts carry.
@@ -317,9 +334,8 @@ impl GuardSpec {
         }
     }
 
-    /// The guard, ready to run.
-    pub fn build(&self) -> Guard {
-        let label = GuardLabel::new(self.name());
+    /// The guard under `label`, ready to run.
+    pub fn build(&self, label: GuardLabel) -> Guard {
         match self {
             GuardSpec::ZScore(g) => Guard::new(label, *g),
             GuardSpec::Threshold(g) => Guard::new(label, g.clone()),
@@ -331,4 +347,187 @@ impl GuardSpec {
             GuardSpec::Composite(g) => Guard::new(label, *g),
         }
     }
+}
+
+/// The topic a guard's alerts are published to, which decides who reacts to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// Operators watching telemetry: statistical and silence alerts.
+    TelemetryAlerts,
+    /// The security team's feed: sequence, source, authentication and schema alerts.
+    SecurityGuardFeed,
+}
+
+impl Topic {
+    /// The topic's name (`telemetry-alerts`, `security-guard-feed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::TelemetryAlerts => "telemetry-alerts",
+            Topic::SecurityGuardFeed => "security-guard-feed",
+        }
+    }
+}
+
+/// How bad a guard's alerts are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Worth a look.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+impl Severity {
+    /// The severity's name on alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What a guard's alerts set off: where they go, how bad they are, and what they mean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaction {
+    /// The topic the alerts go to.
+    pub topic: Topic,
+    /// The severity written on the alerts.
+    pub severity: Severity,
+    /// What an alert of this guard means, for the people who react to it.
+    pub description: String,
+}
+
+/// A guard as a job runs it: its name on alerts, its logic and its reaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfiguredGuard {
+    /// The name alerts carry in `guard` (the kind unless configured otherwise).
+    pub name: String,
+    /// The guard and its parameters.
+    pub spec: GuardSpec,
+    /// What its alerts set off.
+    pub reaction: Reaction,
+}
+
+impl ConfiguredGuard {
+    /// A guard named after its kind with the catalogue's default reaction.
+    pub fn with_default_reaction(spec: GuardSpec) -> Self {
+        let entry = catalogue_entry(spec.name());
+        Self {
+            name: spec.name().to_owned(),
+            reaction: entry.map_or_else(
+                || Reaction {
+                    topic: Topic::TelemetryAlerts,
+                    severity: Severity::Warning,
+                    description: String::new(),
+                },
+                CatalogueEntry::reaction,
+            ),
+            spec,
+        }
+    }
+
+    /// The guard, ready to run, labelled with its name and reaction.
+    pub fn build(&self) -> Guard {
+        let label = GuardLabel {
+            guard: self.name.as_str().into(),
+            severity: self.reaction.severity.as_str().into(),
+            reaction: self.reaction.topic.as_str().into(),
+        };
+        self.spec.build(label)
+    }
+}
+
+/// One guard kind of the catalogue: its parameters and default reaction.
+#[derive(Clone, Copy, Debug)]
+pub struct CatalogueEntry {
+    /// The kind, as `--guard` and the config's `[guard.KIND]` name it.
+    pub kind: &'static str,
+    /// Its parameters with their defaults.
+    pub parameters: &'static str,
+    /// The default topic.
+    pub topic: Topic,
+    /// The default severity.
+    pub severity: Severity,
+    /// What its alerts mean.
+    pub description: &'static str,
+}
+
+impl CatalogueEntry {
+    /// The entry's default reaction.
+    pub fn reaction(&self) -> Reaction {
+        Reaction {
+            topic: self.topic,
+            severity: self.severity,
+            description: self.description.to_owned(),
+        }
+    }
+}
+
+/// Every guard vigil-guard runs, with its default reaction: every alert has someone to react.
+pub const CATALOGUE: &[CatalogueEntry] = &[
+    CatalogueEntry {
+        kind: "zscore",
+        parameters: "window=60 threshold=6 clear=3",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "A reading is many standard deviations from the mean of the previous readings of its series.",
+    },
+    CatalogueEntry {
+        kind: "threshold",
+        parameters: "name=METRIC min=… max=…",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Critical,
+        description: "A metric left its fixed safe range.",
+    },
+    CatalogueEntry {
+        kind: "ewma",
+        parameters: "span=60 warmup=30 threshold=6 clear=3",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "A reading is far from the series' exponentially weighted mean, in weighted deviations.",
+    },
+    CatalogueEntry {
+        kind: "mad",
+        parameters: "window=60 threshold=6 clear=3",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "A reading is far from the rolling median in robust deviations (MAD), which outliers cannot inflate.",
+    },
+    CatalogueEntry {
+        kind: "rate",
+        parameters: "max=UNITS_PER_S clear=0.5 | span=60 threshold=6 clear=3",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "A series changes faster per second of event time than its bound, or than it usually does.",
+    },
+    CatalogueEntry {
+        kind: "level_shift",
+        parameters: "span=240 drift=1 threshold=12 clear=6",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Info,
+        description: "A series has moved to a new level and stayed there (two-sided CUSUM).",
+    },
+    CatalogueEntry {
+        kind: "seasonal",
+        parameters: "period=1d buckets=24 threshold=6 clear=3",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "A reading is far from what the series usually does at this time of day.",
+    },
+    CatalogueEntry {
+        kind: "composite",
+        parameters: "window=30 memory=2000 raise_p=0.003 clear_p=0.5 hold=1.1 warmup=100",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "The statistical guards together find a reading rarer than the series has ever been (calibrated per series).",
+    },
+];
+
+/// The catalogue entry of a guard kind.
+pub fn catalogue_entry(kind: &str) -> Option<&'static CatalogueEntry> {
+    CATALOGUE.iter().find(|e| e.kind == kind)
 }

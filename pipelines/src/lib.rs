@@ -11,6 +11,7 @@
 pub mod alerts_out;
 pub mod archive;
 pub mod cli;
+pub mod config;
 pub mod crypto;
 pub mod guard_job;
 pub mod guards;

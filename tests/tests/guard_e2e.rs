@@ -91,7 +91,7 @@ fn job(input: &Path, archive: &Path, alerts: &Path, workers: usize) -> GuardJob 
         input: InputSpec::Paths(vec![input.to_path_buf()]),
         archive: archive.display().to_string(),
         alerts: AlertsOut::File(alerts.to_path_buf()),
-        guards: vec![GuardSpec::parse("zscore:window=60,threshold=6").unwrap()],
+        guards: GuardSpec::parse_all(&["zscore:window=60,threshold=6".into()]).unwrap(),
         workers,
         // Small units and files, so that several workers and files are exercised.
         chunk_bytes: 256 << 10,

@@ -9,6 +9,18 @@ use vigil_pipelines::guard_job::{Shutdown, run};
 fn main() -> ExitCode {
     init_logging();
     let mut args = GuardArgs::parse();
+    if args.list_guards {
+        return match args.list_guards() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let summary_json = args.summary_json.take();
     let job = match args.into_job() {
         Ok(job) => job,

@@ -1,0 +1,405 @@
+//! The job configuration file of `vigil-guard --config FILE.toml`.
+//!
+//! These types are the file's shape and nothing else: every field is documented, unknown keys
+//! are errors, and [`JobConfig::apply`] turns them into the runtime [`GuardJob`], checking
+//! every value with the same rules as the command line. A sample lives in `deploy/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::guard_job::{AlertsOut, GuardJob, InputSpec};
+use crate::guards::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
+
+/// A `vigil-guard` job.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// What the job reads.
+    #[serde(default)]
+    pub input: InputConfig,
+    /// Where telemetry, alerts and dead letters are archived.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+    /// Where alerts are written as NDJSON.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Timely worker threads.
+    pub workers: Option<usize>,
+    /// The guards, each with its reaction: `[[guard]]` tables.
+    #[serde(default, rename = "guard")]
+    pub guards: Vec<GuardConfig>,
+}
+
+/// The `[input]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// NDJSON/CSV/Parquet files or directories, relative to the config file.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// A generator instead of files: `gen:rocket?…` or `gen:devices?…`.
+    pub generator: Option<String>,
+    /// How far out of order a record may arrive before it is late, e.g. `10s`.
+    pub lateness: Option<String>,
+}
+
+/// The `[archive]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// A local directory (relative to the config file) or `s3://bucket/prefix`.
+    pub url: Option<String>,
+    /// Rows per archive file before a partition is cut into another file.
+    pub max_rows_per_file: Option<usize>,
+}
+
+/// The `[alerts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// `-` for stdout, a file path, or `none`.
+    pub output: Option<String>,
+}
+
+/// One `[[guard]]`: exactly one guard table (`[guard.zscore]`, …) and its `[guard.reaction]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// The name alerts carry in `guard`; the kind when absent.
+    pub name: Option<String>,
+    /// What the guard's alerts set off. Required: every guard has a reaction.
+    pub reaction: ReactionConfig,
+    /// Rolling z-score.
+    pub zscore: Option<ZScoreConfig>,
+    /// Fixed bounds on one metric.
+    pub threshold: Option<ThresholdConfig>,
+    /// Distance from the exponentially weighted mean.
+    pub ewma: Option<EwmaConfig>,
+    /// Distance from the rolling median in MADs.
+    pub mad: Option<MadConfig>,
+    /// Rate of change per second.
+    pub rate: Option<RateConfig>,
+    /// Lasting level shifts (CUSUM).
+    pub level_shift: Option<LevelShiftConfig>,
+    /// Distance from the usual value at this phase of the period.
+    pub seasonal: Option<SeasonalConfig>,
+    /// All statistical views combined into one calibrated score.
+    pub composite: Option<CompositeConfig>,
+}
+
+/// `[guard.reaction]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionConfig {
+    /// `telemetry-alerts` or `security-guard-feed`.
+    pub topic: TopicConfig,
+    /// `info`, `warning` or `critical`.
+    pub severity: SeverityConfig,
+    /// What an alert of this guard means, for the people who react to it.
+    pub description: String,
+}
+
+/// A topic name in the file.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopicConfig {
+    /// `telemetry-alerts`.
+    TelemetryAlerts,
+    /// `security-guard-feed`.
+    SecurityGuardFeed,
+}
+
+/// A severity name in the file.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityConfig {
+    /// `info`.
+    Info,
+    /// `warning`.
+    Warning,
+    /// `critical`.
+    Critical,
+}
+
+/// `[guard.zscore]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZScoreConfig {
+    /// Previous readings the mean and deviation are taken over (≥ 2; default 60).
+    pub window: Option<usize>,
+    /// Raise at this many deviations (default 6).
+    pub threshold: Option<f64>,
+    /// Clear below this many deviations (default half of threshold).
+    pub clear: Option<f64>,
+}
+
+/// `[guard.threshold]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// The metric name the bounds apply to.
+    pub name: String,
+    /// Alert below this.
+    pub min: Option<f64>,
+    /// Alert above this.
+    pub max: Option<f64>,
+}
+
+/// `[guard.ewma]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EwmaConfig {
+    /// Span of the weighted mean in readings (default 60).
+    pub span: Option<usize>,
+    /// Readings before the guard gives an opinion (default 30).
+    pub warmup: Option<usize>,
+    /// Raise at this many weighted deviations (default 6).
+    pub threshold: Option<f64>,
+    /// Clear below this many (default half of threshold).
+    pub clear: Option<f64>,
+}
+
+/// `[guard.mad]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MadConfig {
+    /// Previous readings the median and MAD are taken over (≥ 3; default 60).
+    pub window: Option<usize>,
+    /// Raise at this many robust deviations (default 6).
+    pub threshold: Option<f64>,
+    /// Clear below this many (default half of threshold).
+    pub clear: Option<f64>,
+}
+
+/// `[guard.rate]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// A fixed bound on |rate| in units per second; without it, rates are compared with the
+    /// series' usual rates.
+    pub max: Option<f64>,
+    /// Without `max`: span of the usual rate in readings (default 60).
+    pub span: Option<usize>,
+    /// Without `max`: raise at this many deviations from the usual rate (default 6).
+    pub threshold: Option<f64>,
+    /// Clear level: a share of `max` (default 0.5), or deviations without it.
+    pub clear: Option<f64>,
+}
+
+/// `[guard.level_shift]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelShiftConfig {
+    /// Span of the baseline in readings (default 240).
+    pub span: Option<usize>,
+    /// Deviations per reading that do not count towards a shift (default 1).
+    pub drift: Option<f64>,
+    /// Raise when the cumulative sum reaches this (default 12).
+    pub threshold: Option<f64>,
+    /// Clear below this (default half of threshold).
+    pub clear: Option<f64>,
+}
+
+/// `[guard.seasonal]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeasonalConfig {
+    /// The period, e.g. `1d` (default), `7d`, `12h`.
+    pub period: Option<String>,
+    /// Phases per period (default 24).
+    pub buckets: Option<usize>,
+    /// Raise at this many deviations from the phase's mean (default 6).
+    pub threshold: Option<f64>,
+    /// Clear below this many (default half of threshold).
+    pub clear: Option<f64>,
+}
+
+/// `[guard.composite]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeConfig {
+    /// Window of the rolling median and span of the weighted means (default 30).
+    pub window: Option<usize>,
+    /// Readings of history each component remembers (default 2000).
+    pub memory: Option<f64>,
+    /// Readings before the guard gives an opinion (default 100).
+    pub warmup: Option<usize>,
+    /// Raise when the combined tail probability is at most this (default 0.003).
+    pub raise_p: Option<f64>,
+    /// Clear when it is above this (default 0.5).
+    pub clear_p: Option<f64>,
+    /// How fast a low probability wears off per reading (≥ 1; default 1.1).
+    pub hold: Option<f64>,
+}
+
+/// Key/value pairs of the set fields, for the shared parameter checks.
+macro_rules! pairs {
+    ($config:expr; $($field:ident),*) => {{
+        let mut pairs: Vec<(&'static str, String)> = Vec::new();
+        $(if let Some(v) = &$config.$field { pairs.push((stringify!($field), v.to_string())); })*
+        pairs
+    }};
+}
+
+impl GuardConfig {
+    /// The guard kind and its parameters as key/value pairs.
+    fn kind_and_pairs(&self) -> anyhow::Result<(&'static str, Vec<(&'static str, String)>)> {
+        let mut found: Vec<(&'static str, Vec<(&'static str, String)>)> = Vec::new();
+        if let Some(c) = &self.zscore {
+            found.push(("zscore", pairs!(c; window, threshold, clear)));
+        }
+        if let Some(c) = &self.threshold {
+            let mut p = pairs!(c; min, max);
+            p.push(("name", c.name.clone()));
+            found.push(("threshold", p));
+        }
+        if let Some(c) = &self.ewma {
+            found.push(("ewma", pairs!(c; span, warmup, threshold, clear)));
+        }
+        if let Some(c) = &self.mad {
+            found.push(("mad", pairs!(c; window, threshold, clear)));
+        }
+        if let Some(c) = &self.rate {
+            found.push(("rate", pairs!(c; max, span, threshold, clear)));
+        }
+        if let Some(c) = &self.level_shift {
+            found.push(("level_shift", pairs!(c; span, drift, threshold, clear)));
+        }
+        if let Some(c) = &self.seasonal {
+            found.push(("seasonal", pairs!(c; period, buckets, threshold, clear)));
+        }
+        if let Some(c) = &self.composite {
+            found.push((
+                "composite",
+                pairs!(c; window, memory, warmup, raise_p, clear_p, hold),
+            ));
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => anyhow::bail!(
+                "has no guard table: add one of [guard.zscore], [guard.threshold], [guard.ewma], \
+                 [guard.mad], [guard.rate], [guard.level_shift], [guard.seasonal], [guard.composite]"
+            ),
+            _ => anyhow::bail!(
+                "has several guard tables ({}): one [[guard]] runs one guard",
+                found.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    fn to_runtime(&self, context: &str) -> anyhow::Result<ConfiguredGuard> {
+        let (kind, pairs) = self.kind_and_pairs().with_context(|| context.to_owned())?;
+        let name = self.name.clone().unwrap_or_else(|| kind.to_owned());
+        anyhow::ensure!(!name.trim().is_empty(), "{context}: name must not be empty");
+        anyhow::ensure!(
+            !self.reaction.description.trim().is_empty(),
+            "{context}: reaction.description must say what the alert means"
+        );
+        let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let spec = GuardSpec::from_pairs(kind, &borrowed, &format!("{context} [guard.{kind}]"))?;
+        Ok(ConfiguredGuard {
+            name,
+            spec,
+            reaction: Reaction {
+                topic: match self.reaction.topic {
+                    TopicConfig::TelemetryAlerts => Topic::TelemetryAlerts,
+                    TopicConfig::SecurityGuardFeed => Topic::SecurityGuardFeed,
+                },
+                severity: match self.reaction.severity {
+                    SeverityConfig::Info => Severity::Info,
+                    SeverityConfig::Warning => Severity::Warning,
+                    SeverityConfig::Critical => Severity::Critical,
+                },
+                description: self.reaction.description.clone(),
+            },
+        })
+    }
+}
+
+impl JobConfig {
+    /// Reads and checks a config file; errors name the file and the key.
+    pub fn load(path: &Path) -> anyhow::Result<JobConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Sets what the file configures on `job`. `file` is where it came from: relative paths
+    /// are taken from its directory, and errors name it.
+    pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
+        let base = file.parent().unwrap_or(Path::new(""));
+        let at = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        match (&self.input.generator, self.input.paths.is_empty()) {
+            (Some(_), false) => anyhow::bail!(
+                "{}: [input] has both paths and generator: use one",
+                file.display()
+            ),
+            (Some(generator), true) => job.input = InputSpec::Generator(generator.clone()),
+            (None, false) => {
+                job.input = InputSpec::Paths(self.input.paths.iter().map(|p| at(p)).collect())
+            }
+            (None, true) => {}
+        }
+        if let Some(lateness) = &self.input.lateness {
+            let d = humantime::parse_duration(lateness).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: input.lateness = {lateness:?} is not a duration ({e}); write e.g. \"10s\"",
+                    file.display()
+                )
+            })?;
+            job.lateness_ms = d.as_millis() as u64;
+        }
+        if let Some(url) = &self.archive.url {
+            job.archive = if url.contains("://") {
+                url.clone()
+            } else {
+                at(Path::new(url)).display().to_string()
+            };
+        }
+        if let Some(rows) = self.archive.max_rows_per_file {
+            anyhow::ensure!(
+                rows > 0,
+                "{}: archive.max_rows_per_file must be positive",
+                file.display()
+            );
+            job.max_rows_per_file = rows;
+        }
+        if let Some(output) = &self.alerts.output {
+            job.alerts = match AlertsOut::parse(output) {
+                AlertsOut::File(p) => AlertsOut::File(at(&p)),
+                other => other,
+            };
+        }
+        if let Some(workers) = self.workers {
+            anyhow::ensure!(
+                workers > 0,
+                "{}: workers must be at least 1",
+                file.display()
+            );
+            job.workers = workers;
+        }
+        if !self.guards.is_empty() {
+            job.guards = self
+                .guards
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let label = g
+                        .name
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(" ({n})"));
+                    g.to_runtime(&format!("{}: guard {}{label}", file.display(), i + 1))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The job configuration file: the sample in deploy/ parses, bad files give errors that name
+//! the file and the key, and `--list-guards` shows every guard with its reaction.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use vigil_pipelines::cli::GuardArgs;
+use vigil_pipelines::config::JobConfig;
+use vigil_pipelines::guard_job::{GuardJob, InputSpec};
+use vigil_pipelines::guards::{CATALOGUE, Severity, Topic};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-guard.toml")
+}
+
+#[test]
+fn the_sample_config_parses_into_a_job() {
+    let path = sample();
+    let mut job = GuardJob::default();
+    JobConfig::load(&path)
+        .unwrap()
+        .apply(&path, &mut job)
+        .unwrap();
+    assert_eq!(job.workers, 2);
+    let InputSpec::Paths(paths) = &job.input else {
+        panic!("the sample reads files: {:?}", job.input)
+    };
+    assert!(paths.iter().all(|p| p.exists()), "{paths:?}");
+    let names: Vec<&str> = job.guards.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["anomaly", "overheat", "jump"]);
+    assert_eq!(job.guards[1].reaction.severity, Severity::Critical);
+    assert!(
+        job.guards
+            .iter()
+            .all(|g| g.reaction.topic == Topic::TelemetryAlerts
+                && !g.reaction.description.is_empty())
+    );
+}
+
+/// Writes `text` as a config file and returns the error loading it gives.
+fn error_of(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    let args =
+        GuardArgs::try_parse_from(["vigil-guard", "--config", path.to_str().unwrap()]).unwrap();
+    let err = format!("{:#}", args.into_job().expect_err("a bad config"));
+    assert!(err.contains("job.toml"), "the error names the file: {err}");
+    err
+}
+
+const REACTION: &str = r#"
+[guard.reaction]
+topic = "telemetry-alerts"
+severity = "warning"
+description = "d"
+"#;
+
+#[test]
+fn bad_configs_name_the_file_and_the_key() {
+    let err = error_of(&format!("[[guard]]\n[guard.zscore]\nwindw = 5\n{REACTION}"));
+    assert!(err.contains("windw"), "{err}");
+
+    let err = error_of("[[guard]]\n[guard.zscore]\nwindow = 5\n");
+    assert!(err.contains("reaction"), "{err}");
+
+    let err = error_of(&format!(
+        "[[guard]]\n[guard.zscore]\nwindow = -5\n{REACTION}"
+    ));
+    assert!(err.contains("window"), "{err}");
+
+    let err = error_of(&format!(
+        "[[guard]]\n[guard.ewma]\nthreshold = -1.0\n{REACTION}"
+    ));
+    assert!(
+        err.contains("threshold") && err.contains("positive"),
+        "{err}"
+    );
+
+    let err = error_of(&format!("[[guard]]\n{REACTION}"));
+    assert!(err.contains("no guard table"), "{err}");
+
+    let err = error_of(&format!(
+        "[[guard]]\n[guard.zscore]\n[guard.mad]\n{REACTION}"
+    ));
+    assert!(err.contains("several guard tables"), "{err}");
+
+    let err = error_of(
+        "[[guard]]\n[guard.zscore]\n[guard.reaction]\ntopic = \"pager\"\nseverity = \"warning\"\ndescription = \"d\"\n",
+    );
+    assert!(err.contains("pager"), "{err}");
+
+    let err = error_of("wrokers = 2\n");
+    assert!(err.contains("wrokers"), "{err}");
+}
+
+#[test]
+fn flags_override_the_config() {
+    let path = sample();
+    let args = GuardArgs::try_parse_from([
+        "vigil-guard",
+        "--config",
+        path.to_str().unwrap(),
+        "-w",
+        "3",
+        "--guard",
+        "zscore",
+    ])
+    .unwrap();
+    let job = args.into_job().unwrap();
+    assert_eq!(job.workers, 3);
+    assert_eq!(job.guards.len(), 1);
+    assert_eq!(job.guards[0].name, "zscore");
+}
+
+#[test]
+fn list_guards_shows_every_guard_with_its_reaction() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-guard"))
+        .arg("--list-guards")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for entry in CATALOGUE {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{:<13} ", entry.kind)))
+            .unwrap_or_else(|| panic!("{} is listed: {text}", entry.kind));
+        assert!(line.contains(entry.topic.as_str()) && line.contains(entry.severity.as_str()));
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-guard"))
+        .args(["--config", sample().to_str().unwrap(), "--list-guards"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("overheat") && text.contains("critical"),
+        "{text}"
+    );
+}
