@@ -24,6 +24,7 @@ pub use guards::seasonal::Seasonal;
 pub use guards::series_guard::{
     Guard, GuardLabel, GuardMetrics, Hysteresis, SeriesGuard, SeriesLogic, Verdict, distance_score,
 };
+pub use guards::silence::Silence;
 pub use guards::threshold::Threshold;
 pub use guards::zscore::{ZScore, ZScoreState, is_degenerate_std};
 pub use model::alert::alert_id;

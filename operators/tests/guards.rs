@@ -562,3 +562,116 @@ fn composite_catches_a_spike_and_a_shift_and_ignores_a_flat_series() {
         .collect();
     assert!(guard.replay(&flat).is_empty());
 }
+
+/// Series at a one-second cadence with gaps: one goes quiet for 100 s, one for 50 s, one for
+/// 3 s (under the silence factor); all resume.
+fn gappy() -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for (source, quiet) in [
+        ("veh-1", 200..300),
+        ("veh-2", 500..550),
+        ("veh-3", 100..103),
+    ] {
+        for s in 0..600i64 {
+            if !quiet.contains(&s) {
+                readings.push(Reading::new(source, "temp_c", s * 1000, 20.0));
+            }
+        }
+    }
+    readings
+}
+
+#[test]
+fn silence_raises_at_the_due_time_and_clears_when_data_returns() {
+    let readings = gappy();
+    let g = Silence::default();
+    // The reference: per series, the usual interval as an exponentially weighted mean of the
+    // gaps; a reading that comes later than last + factor × interval ends a silence that began
+    // at that due time.
+    let mut expected = Vec::new();
+    for source in ["veh-1", "veh-2", "veh-3"] {
+        let ts: Vec<i64> = readings
+            .iter()
+            .filter(|r| r.source == source)
+            .map(|r| r.ts)
+            .collect();
+        let (mut interval, mut n) = (0.0, 0);
+        for w in ts.windows(2) {
+            let gap = (w[1] - w[0]) as f64;
+            if n >= g.warmup {
+                let due = w[0] + (interval * g.factor).max(g.min_ms as f64).ceil() as i64;
+                if w[1] > due {
+                    let id = alert_id("silence", source, "temp_c", due).to_string();
+                    expected.push((id.clone(), AlertStatus::Raised, due));
+                    expected.push((id, AlertStatus::Cleared, w[1]));
+                }
+            }
+            interval = if n == 0 {
+                gap
+            } else {
+                interval + g.alpha * (gap - interval)
+            };
+            n += 1;
+        }
+    }
+    expected.sort();
+    assert_eq!(expected.len(), 4, "two silences: {expected:?}");
+    assert_eq!(
+        expected
+            .iter()
+            .find(|a| a.1 == AlertStatus::Raised)
+            .map(|a| a.2),
+        Some(204_000)
+    );
+
+    let guard = Guard::new(GuardLabel::new("silence"), g);
+    for workers in [1, 2] {
+        let (alerts, open) = run_dataflow(&readings, workers, move |s| {
+            s.guard(GuardLabel::new("silence"), g)
+        });
+        let mut got: Vec<(String, AlertStatus, i64)> = alerts
+            .iter()
+            .map(|a| (a.alert_id.to_string(), a.status, a.ts))
+            .collect();
+        got.sort();
+        assert_eq!(got, expected, "{workers} workers");
+        assert!(open.is_empty(), "every silence ended");
+    }
+    // The per-series replay agrees.
+    let mut replayed: Vec<(String, AlertStatus, i64)> = Vec::new();
+    for source in ["veh-1", "veh-2", "veh-3"] {
+        let points: Vec<Point> = readings
+            .iter()
+            .filter(|r| r.source == source)
+            .map(Point::from)
+            .collect();
+        replayed.extend(
+            guard
+                .replay(&points)
+                .iter()
+                .map(|a| (a.alert_id.to_string(), a.status, a.ts)),
+        );
+    }
+    replayed.sort();
+    assert_eq!(replayed, expected);
+}
+
+#[test]
+fn silence_is_noticed_from_the_watermark_alone() {
+    // veh-1 stops for good; veh-2 keeps reporting, so the watermark passes veh-1's due time.
+    let mut readings = Vec::new();
+    for s in 0..300i64 {
+        if s < 100 {
+            readings.push(Reading::new("veh-1", "temp_c", s * 1000, 1.0));
+        }
+        readings.push(Reading::new("veh-2", "temp_c", s * 1000, 1.0));
+    }
+    for workers in [1, 2] {
+        let (alerts, open) = run_dataflow(&readings, workers, |s| {
+            s.guard(GuardLabel::new("silence"), Silence::default())
+        });
+        let raised: Vec<(&str, i64)> = alerts.iter().map(|a| (a.source.as_str(), a.ts)).collect();
+        assert_eq!(raised, [("veh-1", 104_000)], "{workers} workers");
+        assert_eq!(open.len(), 1, "the silence is still open");
+    }
+}

@@ -87,6 +87,8 @@ pub struct GuardConfig {
     pub seasonal: Option<SeasonalConfig>,
     /// All statistical views combined into one calibrated score.
     pub composite: Option<CompositeConfig>,
+    /// A series that stops reporting.
+    pub silence: Option<SilenceConfig>,
 }
 
 /// `[guard.reaction]`.
@@ -234,6 +236,18 @@ pub struct CompositeConfig {
     pub hold: Option<f64>,
 }
 
+/// `[guard.silence]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceConfig {
+    /// Usual intervals without a reading that make a series silent (default 5).
+    pub factor: Option<f64>,
+    /// Silence shorter than this never counts, e.g. `30s` (default `1s`).
+    pub min: Option<String>,
+    /// Intervals seen before the usual interval is trusted (default 5).
+    pub warmup: Option<usize>,
+}
+
 /// Key/value pairs of the set fields, for the shared parameter checks.
 macro_rules! pairs {
     ($config:expr; $($field:ident),*) => {{
@@ -276,11 +290,15 @@ impl GuardConfig {
                 pairs!(c; window, memory, warmup, raise_p, clear_p, hold),
             ));
         }
+        if let Some(c) = &self.silence {
+            found.push(("silence", pairs!(c; factor, min, warmup)));
+        }
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => anyhow::bail!(
                 "has no guard table: add one of [guard.zscore], [guard.threshold], [guard.ewma], \
-                 [guard.mad], [guard.rate], [guard.level_shift], [guard.seasonal], [guard.composite]"
+                 [guard.mad], [guard.rate], [guard.level_shift], [guard.seasonal], [guard.composite], \
+                 [guard.silence]"
             ),
             _ => anyhow::bail!(
                 "has several guard tables ({}): one [[guard]] runs one guard",

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use vigil_operators::{
-    Composite, Ewma, Guard, GuardLabel, LevelShift, Mad, Rate, Seasonal, Threshold, ZScore,
+    Composite, Ewma, Guard, GuardLabel, LevelShift, Mad, Rate, Seasonal, Silence, Threshold, ZScore,
 };
 
 /// A guard to run, with its parameters.
@@ -24,10 +24,13 @@ pub enum GuardSpec {
     Seasonal(Seasonal),
     /// All statistical views combined into one calibrated score.
     Composite(Composite),
+    /// A series that stops reporting.
+    Silence(Silence),
 }
 
 /// The guards `--guard` knows, for messages.
-const KNOWN: &str = "zscore, threshold, ewma, mad, rate, level_shift, seasonal and composite";
+const KNOWN: &str =
+    "zscore, threshold, ewma, mad, rate, level_shift, seasonal, composite and silence";
 
 /// Parameters as `key=value` pairs, each to be taken once by the guard's parser.
 struct Params<'a> {
@@ -287,6 +290,23 @@ impl GuardSpec {
                 p.done("window, raise_p, clear_p, hold, memory and warmup")?;
                 GuardSpec::Composite(g)
             }
+            "silence" => {
+                let mut g = Silence::default();
+                if let Some(f) = p.positive("factor")? {
+                    g.factor = f;
+                }
+                if let Some(min) = p.text("min") {
+                    let d = humantime::parse_duration(min).with_context(|| {
+                        format!("min={min} in {text} is not a duration (e.g. 30s)")
+                    })?;
+                    g.min_ms = d.as_millis() as i64;
+                }
+                if let Some(w) = p.count("warmup", 1)? {
+                    g.warmup = w as u32;
+                }
+                p.done("factor, min and warmup")?;
+                GuardSpec::Silence(g)
+            }
             other => bail!("unknown guard `{other}` in {text}: vigil-guard knows {KNOWN}"),
         };
         Ok(spec)
@@ -331,6 +351,7 @@ impl GuardSpec {
             GuardSpec::LevelShift(_) => "level_shift",
             GuardSpec::Seasonal(_) => "seasonal",
             GuardSpec::Composite(_) => "composite",
+            GuardSpec::Silence(_) => "silence",
         }
     }
 
@@ -345,6 +366,7 @@ impl GuardSpec {
             GuardSpec::LevelShift(g) => Guard::new(label, *g),
             GuardSpec::Seasonal(g) => Guard::new(label, *g),
             GuardSpec::Composite(g) => Guard::new(label, *g),
+            GuardSpec::Silence(g) => Guard::new(label, *g),
         }
     }
 }
@@ -524,6 +546,13 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         topic: Topic::TelemetryAlerts,
         severity: Severity::Warning,
         description: "The statistical guards together find a reading rarer than the series has ever been (calibrated per series).",
+    },
+    CatalogueEntry {
+        kind: "silence",
+        parameters: "factor=5 min=1s warmup=5",
+        topic: Topic::TelemetryAlerts,
+        severity: Severity::Warning,
+        description: "A series stopped reporting for longer than factor × its usual interval (in event time); clears when data returns.",
     },
 ];
 

@@ -29,7 +29,7 @@ fn the_sample_config_parses_into_a_job() {
     };
     assert!(paths.iter().all(|p| p.exists()), "{paths:?}");
     let names: Vec<&str> = job.guards.iter().map(|g| g.name.as_str()).collect();
-    assert_eq!(names, ["anomaly", "overheat", "jump"]);
+    assert_eq!(names, ["anomaly", "overheat", "jump", "silent-sensor"]);
     assert_eq!(job.guards[1].reaction.severity, Severity::Critical);
     assert!(
         job.guards

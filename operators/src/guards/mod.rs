@@ -8,5 +8,6 @@ pub mod open_alerts;
 pub mod rate;
 pub mod seasonal;
 pub mod series_guard;
+pub mod silence;
 pub mod threshold;
 pub mod zscore;

@@ -96,6 +96,22 @@ pub trait SeriesLogic: 'static {
         let _ = state;
         std::mem::size_of::<Self::State>()
     }
+
+    /// Whether the guard also judges what does not arrive ([`SeriesLogic::due`]).
+    const WATCHES_TIME: bool = false;
+
+    /// For guards that watch time: the event time by which the series' next reading is due.
+    fn due(&self, state: &Self::State) -> Option<i64> {
+        let _ = state;
+        None
+    }
+
+    /// Called once the watermark has passed `due` with no reading of the series since: the
+    /// verdict at event time `due`.
+    fn overdue(&self, state: &mut Self::State, due: i64) -> Option<Verdict> {
+        let _ = (state, due);
+        None
+    }
 }
 
 /// A guard's logic behind a uniform interface, so that one operator can run many guards.
@@ -103,6 +119,8 @@ trait AnyLogic {
     fn new_state(&self) -> Box<dyn Any>;
     fn observe(&self, state: &mut dyn Any, reading: &Point) -> Option<Verdict>;
     fn state_bytes(&self, state: &dyn Any) -> usize;
+    fn due(&self, state: &dyn Any) -> Option<i64>;
+    fn overdue(&self, state: &mut dyn Any, due: i64) -> Option<Verdict>;
 }
 
 impl<L: SeriesLogic> AnyLogic for L {
@@ -121,6 +139,14 @@ impl<L: SeriesLogic> AnyLogic for L {
             .downcast_ref::<L::State>()
             .map_or(0, |s| SeriesLogic::state_bytes(self, s))
     }
+
+    fn due(&self, state: &dyn Any) -> Option<i64> {
+        SeriesLogic::due(self, state.downcast_ref::<L::State>()?)
+    }
+
+    fn overdue(&self, state: &mut dyn Any, due: i64) -> Option<Verdict> {
+        SeriesLogic::overdue(self, state.downcast_mut::<L::State>()?, due)
+    }
 }
 
 /// One guard to run: its label and its logic.
@@ -128,6 +154,7 @@ pub struct Guard {
     label: GuardLabel,
     logic: Box<dyn AnyLogic>,
     hysteresis: Hysteresis,
+    watches_time: bool,
 }
 
 impl Guard {
@@ -138,6 +165,7 @@ impl Guard {
             label,
             logic: Box::new(logic),
             hysteresis,
+            watches_time: L::WATCHES_TIME,
         }
     }
 
@@ -155,8 +183,23 @@ impl Guard {
         };
         let mut out = Vec::new();
         for point in points {
+            // A reading's arrival means the watermark has passed every earlier event time.
+            if self.watches_time
+                && let Some(due) = self.logic.due(&*slot.state)
+                && due < point.ts
+                && let Some(verdict) = self.logic.overdue(&mut *slot.state, due)
+            {
+                decide(
+                    self,
+                    &mut slot,
+                    (&point.source, &point.name, due),
+                    &verdict,
+                    &mut out,
+                );
+            }
             if let Some(verdict) = self.logic.observe(&mut *slot.state, point) {
-                decide(self, &mut slot, point, &verdict, &mut out);
+                let at = (&point.source, &point.name, point.ts);
+                decide(self, &mut slot, at, &verdict, &mut out);
             }
         }
         out
@@ -295,6 +338,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
         let name = format!("Guard({})", names.join(","));
         let exchange = Exchange::new(|p: &Point| p.hash);
+        let watches_time = guards.iter().any(|g| g.watches_time);
         self.unary_frontier(exchange, &name, move |_cap, _info| {
             let mut pending: Vec<Point> = Vec::new();
             let mut ready: Vec<Point> = Vec::new();
@@ -359,35 +403,68 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
                         });
                         for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
                             for reading in &ready[start..end] {
+                                // A reading after its series was due: the series was overdue
+                                // in between, whatever the batches looked like.
+                                if guard.watches_time
+                                    && let Some(due) = guard.logic.due(&*slot.state)
+                                    && due < reading.ts
+                                    && let Some(v) = guard.logic.overdue(&mut *slot.state, due)
+                                {
+                                    let at = (&reading.source, &reading.name, due);
+                                    decide(guard, slot, at, &v, &mut out);
+                                }
                                 let Some(verdict) = guard.logic.observe(&mut *slot.state, reading)
                                 else {
                                     continue;
                                 };
-                                decide(guard, slot, reading, &verdict, &mut out);
+                                let at = (&reading.source, &reading.name, reading.ts);
+                                decide(guard, slot, at, &verdict, &mut out);
                             }
                         }
                         start = end;
                     }
                     ready.clear();
-                    if let Some(metrics) = &metrics {
-                        let per_series = std::mem::size_of::<SeriesKey>()
-                            + std::mem::size_of::<Vec<GuardSlot>>()
-                            + guards.len() * std::mem::size_of::<GuardSlot>();
-                        let bytes: usize = series
-                            .values()
-                            .map(|slots| {
-                                per_series
-                                    + guards
-                                        .iter()
-                                        .zip(slots)
-                                        .map(|(g, s)| g.logic.state_bytes(&*s.state))
-                                        .sum::<usize>()
-                            })
-                            .sum();
-                        use std::sync::atomic::Ordering::Relaxed;
-                        metrics.series.store(series.len() as u64, Relaxed);
-                        metrics.state_bytes.store(bytes as u64, Relaxed);
+                }
+                // Guards that watch time: series whose next reading was due before the
+                // frontier, and did not come, get the guard's verdict at the due time.
+                let mut waiting = false;
+                if watches_time && let Some(bound) = bound {
+                    for (key, slots) in series.iter_mut() {
+                        for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
+                            if !guard.watches_time {
+                                continue;
+                            }
+                            let Some(due) = guard.logic.due(&*slot.state) else {
+                                continue;
+                            };
+                            if (due as u64) < bound
+                                && let Some(verdict) = guard.logic.overdue(&mut *slot.state, due)
+                            {
+                                let at = (&key.source, &key.name, due);
+                                decide(guard, slot, at, &verdict, &mut out);
+                            }
+                            waiting |= guard.logic.due(&*slot.state).is_some();
+                        }
                     }
+                }
+                if let Some(metrics) = &metrics {
+                    let per_series = std::mem::size_of::<SeriesKey>()
+                        + std::mem::size_of::<Vec<GuardSlot>>()
+                        + guards.len() * std::mem::size_of::<GuardSlot>();
+                    let bytes: usize = series
+                        .values()
+                        .map(|slots| {
+                            per_series
+                                + guards
+                                    .iter()
+                                    .zip(slots)
+                                    .map(|(g, s)| g.logic.state_bytes(&*s.state))
+                                    .sum::<usize>()
+                        })
+                        .sum();
+                    use std::sync::atomic::Ordering::Relaxed;
+                    metrics.series.store(series.len() as u64, Relaxed);
+                    metrics.state_bytes.store(bytes as u64, Relaxed);
                 }
                 let Some(cap) = held.as_mut() else { return };
                 if !out.is_empty() {
@@ -399,8 +476,9 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
                         output.session(&time).give_iterator(out.drain(..run));
                     }
                 }
+                // Hold on while readings wait, or while a series may still go overdue.
                 match bound {
-                    Some(bound) if !pending.is_empty() => cap.downgrade(&bound),
+                    Some(bound) if !pending.is_empty() || waiting => cap.downgrade(&bound),
                     _ => held = None,
                 }
             }
@@ -408,26 +486,24 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
     }
 }
 
+/// Where a verdict applies: the series (source, name) and the event time.
+type At<'a> = (&'a CompactString, &'a CompactString, i64);
+
 /// Raises or clears one guard's alert on one series after a verdict.
 fn decide(
     guard: &Guard,
     slot: &mut GuardSlot,
-    reading: &Point,
+    at: At<'_>,
     verdict: &Verdict,
     out: &mut Vec<Alert>,
 ) {
     match &slot.open {
         None if verdict.score >= guard.hysteresis.raise => {
-            let id = alert_id(
-                &guard.label.guard,
-                &reading.source,
-                &reading.name,
-                reading.ts,
-            );
+            let id = alert_id(&guard.label.guard, at.0, at.1, at.2);
             out.push(make_alert(
                 &guard.label,
                 &id,
-                reading,
+                at,
                 verdict,
                 AlertStatus::Raised,
             ));
@@ -437,7 +513,7 @@ fn decide(
             out.push(make_alert(
                 &guard.label,
                 id,
-                reading,
+                at,
                 verdict,
                 AlertStatus::Cleared,
             ));
@@ -450,7 +526,7 @@ fn decide(
 fn make_alert(
     label: &GuardLabel,
     id: &str,
-    reading: &Point,
+    (source, name, ts): At<'_>,
     verdict: &Verdict,
     status: AlertStatus,
 ) -> Alert {
@@ -458,9 +534,9 @@ fn make_alert(
         alert_id: id.into(),
         guard: label.guard.clone(),
         severity: label.severity.clone(),
-        source: reading.source.clone(),
-        name: reading.name.clone(),
-        ts: reading.ts,
+        source: source.clone(),
+        name: name.clone(),
+        ts,
         window_start: verdict.window_start,
         window_end: verdict.window_end,
         observed: verdict.observed,
