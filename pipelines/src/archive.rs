@@ -123,6 +123,8 @@ pub struct ArchiveStats {
     pub alert_rows: AtomicU64,
     /// Dead-letter rows written.
     pub error_rows: AtomicU64,
+    /// Anomaly score rows written.
+    pub score_rows: AtomicU64,
 }
 
 /// The handle sinks use to hand finished files to the writer task.
@@ -179,6 +181,7 @@ pub fn start_writer(
                 let counter = match request.table {
                     "telemetry" => &stats.telemetry_rows,
                     "alerts" => &stats.alert_rows,
+                    "anomaly_scores" => &stats.score_rows,
                     _ => &stats.error_rows,
                 };
                 counter.fetch_add(request.rows, Ordering::Relaxed);

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::config::JobConfig;
 use crate::crypto::PayloadKey;
-use crate::guard_job::{AlertsOut, GuardJob, InputSpec};
+use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
 use crate::guards::{CATALOGUE, GuardSpec};
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
@@ -43,6 +43,11 @@ pub struct GuardArgs {
     /// `--list-guards` shows them all.
     #[arg(long = "guard", short = 'g')]
     pub guards: Vec<String>,
+
+    /// Which guards archive their score for every reading in the `anomaly_scores` table:
+    /// `all` (default), `none`, or a comma-separated list of guard names.
+    #[arg(long)]
+    pub scores: Option<String>,
 
     /// Timely worker threads (default 1).
     #[arg(long, short = 'w')]
@@ -94,6 +99,9 @@ impl GuardArgs {
         }
         if let Some(workers) = self.workers {
             job.workers = workers.max(1);
+        }
+        if let Some(scores) = &self.scores {
+            job.scores = ScoresOut::parse(scores);
         }
         if let Some(lateness) = self.lateness {
             job.lateness_ms = lateness.as_millis() as u64;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::guard_job::{AlertsOut, GuardJob, InputSpec};
+use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
 use crate::guards::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
 
 /// A `vigil-guard` job.
@@ -53,6 +53,9 @@ pub struct ArchiveConfig {
     pub url: Option<String>,
     /// Rows per archive file before a partition is cut into another file.
     pub max_rows_per_file: Option<usize>,
+    /// Which guards archive per-reading scores in `anomaly_scores`: `"all"` (default),
+    /// `"none"`, or a comma-separated list of guard names.
+    pub scores: Option<String>,
 }
 
 /// The `[alerts]` table.
@@ -389,6 +392,9 @@ impl JobConfig {
                 file.display()
             );
             job.max_rows_per_file = rows;
+        }
+        if let Some(scores) = &self.archive.scores {
+            job.scores = ScoresOut::parse(scores);
         }
         if let Some(output) = &self.alerts.output {
             job.alerts = match AlertsOut::parse(output) {

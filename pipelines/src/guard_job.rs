@@ -19,7 +19,8 @@ use vigil_datasets::loaders::{
     read_range, read_unit,
 };
 use vigil_operators::{
-    DeadLetter, GuardMetrics, Point, Reading, ReadingRef, SeriesGuard, TelemetryColumns,
+    AnomalyScore, DeadLetter, GuardMetrics, Point, Reading, ReadingRef, SeriesGuard,
+    TelemetryColumns,
 };
 
 use crate::alerts_out::{AlertCounts, WriteAlerts};
@@ -127,6 +128,44 @@ pub struct GuardJob {
     pub chunk_bytes: u64,
     /// Rows per archive file before a partition is cut into another file.
     pub max_rows_per_file: usize,
+    /// Which guards write their per-reading scores to the `anomaly_scores` table.
+    pub scores: ScoresOut,
+}
+
+/// Which guards' per-reading scores are archived in `anomaly_scores`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScoresOut {
+    /// Every guard's.
+    All,
+    /// None.
+    Off,
+    /// The named guards'.
+    Guards(Vec<String>),
+}
+
+impl ScoresOut {
+    /// `all`, `none`, or a comma-separated list of guard names.
+    pub fn parse(value: &str) -> ScoresOut {
+        match value.trim() {
+            "all" => ScoresOut::All,
+            "none" | "off" => ScoresOut::Off,
+            list => ScoresOut::Guards(
+                list.split(',')
+                    .map(|g| g.trim().to_owned())
+                    .filter(|g| !g.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether the guard named `name` writes its scores.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            ScoresOut::All => true,
+            ScoresOut::Off => false,
+            ScoresOut::Guards(names) => names.iter().any(|n| n == name),
+        }
+    }
 }
 
 impl Default for GuardJob {
@@ -144,6 +183,7 @@ impl Default for GuardJob {
             progress: false,
             chunk_bytes: vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
             max_rows_per_file: 1_000_000,
+            scores: ScoresOut::All,
         }
     }
 }
@@ -386,6 +426,8 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let guards = Arc::new(job.guards.clone());
     let lateness = job.lateness_ms;
     let telemetry = Table::of::<Reading>("ts")?;
+    let score_table = Table::of::<AnomalyScore>("ts")?;
+    let scores_out = job.scores.clone();
 
     let config = timely::Config::process(workers);
     let worker_progress = progress.clone();
@@ -414,8 +456,12 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             if let Ok(mut all) = worker_metrics.lock() {
                 all.push(m.clone());
             }
-            let alerts =
-                points.guards(guards.iter().map(ConfiguredGuard::build).collect(), Some(m));
+            let built = guards
+                .iter()
+                .map(|g| g.build().with_scores(scores_out.includes(&g.name)))
+                .collect();
+            let (alerts, scores) = points.guards_with_scores(built, Some(m));
+            scores.archive_batches(score_table.clone(), writer.clone(), index);
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
             alerts.write_ndjson(out, worker_alerts.clone());

@@ -318,6 +318,31 @@ fn guard_job_end_to_end() {
         expected.len() as i64
     );
 
+    // Every reading the z-score judged (all but each series' first 60) has its score, and
+    // the score of each raising reading is at least the raise level.
+    let mut per_series: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for r in &data.valid {
+        *per_series.entry((&r.source, &r.name)).or_default() += 1;
+    }
+    let judged: i64 = per_series.values().map(|n| (n - 60).max(0)).sum();
+    assert_eq!(
+        sql_count(
+            &archive,
+            "SELECT count(*) FROM anomaly_scores WHERE guard = 'zscore'"
+        ),
+        judged
+    );
+    assert_eq!(
+        sql_count(
+            &archive,
+            "SELECT count(*) FROM alerts a JOIN anomaly_scores s \
+             ON a.source = s.source AND a.name = s.name AND a.ts = s.ts \
+             WHERE a.status = 'raised' AND s.score < 0.5"
+        ),
+        0,
+        "a raising reading scores at least the raise level"
+    );
+
     // The same input again: byte-identical alerts and the same archive contents and files.
     let (archive2, alerts2) = (
         tmp.path().join("archive2"),

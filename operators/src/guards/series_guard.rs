@@ -10,7 +10,9 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::model::alert::alert_id;
-use crate::model::{Alert, AlertStatus, Point};
+use crate::model::{Alert, AlertStatus, Point, ScoreColumns};
+use arrow::record_batch::RecordBatch;
+use timely::dataflow::operators::core::Map;
 
 /// What a guard concludes about one reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,6 +157,7 @@ pub struct Guard {
     logic: Box<dyn AnyLogic>,
     hysteresis: Hysteresis,
     watches_time: bool,
+    scores: bool,
 }
 
 impl Guard {
@@ -166,7 +169,15 @@ impl Guard {
             logic: Box::new(logic),
             hysteresis,
             watches_time: L::WATCHES_TIME,
+            scores: false,
         }
+    }
+
+    /// Also reports the guard's score for every reading it judges
+    /// ([`SeriesGuard::guards_with_scores`]).
+    pub fn with_scores(mut self, on: bool) -> Self {
+        self.scores = on;
+        self
     }
 
     /// The guard's label.
@@ -314,6 +325,24 @@ pub trait SeriesGuard<'scope> {
         guards: Vec<Guard>,
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>>;
+
+    /// As [`SeriesGuard::guards`], also returning the scores of the guards that report them
+    /// ([`Guard::with_scores`]) as `anomaly_scores` batches, one per guard step.
+    fn guards_with_scores(
+        self,
+        guards: Vec<Guard>,
+        metrics: Option<GuardMetrics>,
+    ) -> (
+        Stream<'scope, u64, Vec<Alert>>,
+        Stream<'scope, u64, Vec<RecordBatch>>,
+    );
+}
+
+/// What the guard operator emits: alerts, and batches of scores.
+#[derive(Clone, Debug)]
+enum GuardOutput {
+    Alert(Alert),
+    Scores(RecordBatch),
 }
 
 /// Shared counters a guard updates as it runs: how many series it holds and their state bytes.
@@ -335,155 +364,205 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         guards: Vec<Guard>,
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>> {
-        let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
-        let name = format!("Guard({})", names.join(","));
-        let exchange = Exchange::new(|p: &Point| p.hash);
-        let watches_time = guards.iter().any(|g| g.watches_time);
-        self.unary_frontier(exchange, &name, move |_cap, _info| {
-            let mut pending: Vec<Point> = Vec::new();
-            let mut ready: Vec<Point> = Vec::new();
-            let mut held: Option<Capability<u64>> = None;
-            let mut series: HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher> =
-                HashMap::default();
-            let mut out: Vec<Alert> = Vec::new();
-            let mut last_bound: Option<u64> = Some(0);
+        self.guards_with_scores(guards, metrics).0
+    }
 
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        match &held {
-                            Some(h) if h.time() <= cap.time() => {}
-                            _ => held = Some(cap),
-                        }
-                    }
-                    for batch in data {
-                        pending.append(batch);
-                    }
-                });
+    fn guards_with_scores(
+        self,
+        guards: Vec<Guard>,
+        metrics: Option<GuardMetrics>,
+    ) -> (
+        Stream<'scope, u64, Vec<Alert>>,
+        Stream<'scope, u64, Vec<RecordBatch>>,
+    ) {
+        let outputs = guard_operator(self, guards, metrics);
+        let alerts = outputs.clone().flat_map(|o| match o {
+            GuardOutput::Alert(a) => Some(a),
+            GuardOutput::Scores(_) => None,
+        });
+        let scores = outputs.flat_map(|o| match o {
+            GuardOutput::Scores(b) => Some(b),
+            GuardOutput::Alert(_) => None,
+        });
+        (alerts, scores)
+    }
+}
 
-                // Everything before the frontier is complete: no reading with an earlier
-                // event time can still arrive, because readings travel at the watermark and
-                // the watermark never passes a reading's own event time. Readings that
-                // arrive later have event times at or past the frontier, so the pending ones
-                // only need a look when the frontier moves.
-                let bound = frontier.frontier().first().copied();
-                if held.is_none() || bound == last_bound {
-                    return;
-                }
-                last_bound = bound;
-                match bound {
-                    Some(bound) => ready.extend(pending.extract_if(.., |r| (r.ts as u64) < bound)),
-                    None => ready.append(&mut pending),
-                }
-                if !ready.is_empty() {
-                    // Ordered by series hash, then event time. Should two series share a hash,
-                    // their points interleave, but each series still sees its own in order.
-                    ready.sort_unstable_by(Point::guard_order);
-                    let mut start = 0;
-                    while start < ready.len() {
-                        let first = &ready[start];
-                        let end = start
-                            + ready[start..]
-                                .iter()
-                                .position(|p| !p.same_series(first))
-                                .unwrap_or(ready.len() - start);
-                        let key = SeriesKey {
-                            hash: first.hash,
-                            source: first.source.clone(),
-                            name: first.name.clone(),
-                        };
-                        let slots = series.entry(key).or_insert_with(|| {
-                            guards
-                                .iter()
-                                .map(|g| GuardSlot {
-                                    state: g.logic.new_state(),
-                                    open: None,
-                                })
-                                .collect()
-                        });
-                        for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
-                            for reading in &ready[start..end] {
-                                // A reading after its series was due: the series was overdue
-                                // in between, whatever the batches looked like.
-                                if guard.watches_time
-                                    && let Some(due) = guard.logic.due(&*slot.state)
-                                    && due < reading.ts
-                                    && let Some(v) = guard.logic.overdue(&mut *slot.state, due)
-                                {
-                                    let at = (&reading.source, &reading.name, due);
-                                    decide(guard, slot, at, &v, &mut out);
-                                }
-                                let Some(verdict) = guard.logic.observe(&mut *slot.state, reading)
-                                else {
-                                    continue;
-                                };
-                                let at = (&reading.source, &reading.name, reading.ts);
-                                decide(guard, slot, at, &verdict, &mut out);
-                            }
-                        }
-                        start = end;
+/// The operator behind [`SeriesGuard`]: routes readings by series, orders them once the
+/// frontier passes, runs every guard over them, and emits alerts and score batches.
+fn guard_operator<'scope>(
+    points: Stream<'scope, u64, Vec<Point>>,
+    guards: Vec<Guard>,
+    metrics: Option<GuardMetrics>,
+) -> Stream<'scope, u64, Vec<GuardOutput>> {
+    let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
+    let name = format!("Guard({})", names.join(","));
+    let exchange = Exchange::new(|p: &Point| p.hash);
+    let watches_time = guards.iter().any(|g| g.watches_time);
+    points.unary_frontier(exchange, &name, move |_cap, _info| {
+        let mut pending: Vec<Point> = Vec::new();
+        let mut ready: Vec<Point> = Vec::new();
+        let mut held: Option<Capability<u64>> = None;
+        let mut series: HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher> = HashMap::default();
+        let mut out: Vec<Alert> = Vec::new();
+        let mut scores = ScoreColumns::default();
+        let mut last_bound: Option<u64> = Some(0);
+
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                if let Some(cap) = cap.retain_least(output.output_index()) {
+                    match &held {
+                        Some(h) if h.time() <= cap.time() => {}
+                        _ => held = Some(cap),
                     }
-                    ready.clear();
                 }
-                // Guards that watch time: series whose next reading was due before the
-                // frontier, and did not come, get the guard's verdict at the due time.
-                let mut waiting = false;
-                if watches_time && let Some(bound) = bound {
-                    for (key, slots) in series.iter_mut() {
-                        for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
-                            if !guard.watches_time {
-                                continue;
+                for batch in data {
+                    pending.append(batch);
+                }
+            });
+
+            // Everything before the frontier is complete: no reading with an earlier
+            // event time can still arrive, because readings travel at the watermark and
+            // the watermark never passes a reading's own event time. Readings that
+            // arrive later have event times at or past the frontier, so the pending ones
+            // only need a look when the frontier moves.
+            let bound = frontier.frontier().first().copied();
+            if held.is_none() || bound == last_bound {
+                return;
+            }
+            last_bound = bound;
+            match bound {
+                Some(bound) => ready.extend(pending.extract_if(.., |r| (r.ts as u64) < bound)),
+                None => ready.append(&mut pending),
+            }
+            if !ready.is_empty() {
+                // Ordered by series hash, then event time. Should two series share a hash,
+                // their points interleave, but each series still sees its own in order.
+                ready.sort_unstable_by(Point::guard_order);
+                let mut start = 0;
+                while start < ready.len() {
+                    let first = &ready[start];
+                    let end = start
+                        + ready[start..]
+                            .iter()
+                            .position(|p| !p.same_series(first))
+                            .unwrap_or(ready.len() - start);
+                    let key = SeriesKey {
+                        hash: first.hash,
+                        source: first.source.clone(),
+                        name: first.name.clone(),
+                    };
+                    let slots = series.entry(key).or_insert_with(|| {
+                        guards
+                            .iter()
+                            .map(|g| GuardSlot {
+                                state: g.logic.new_state(),
+                                open: None,
+                            })
+                            .collect()
+                    });
+                    for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
+                        for reading in &ready[start..end] {
+                            // A reading after its series was due: the series was overdue
+                            // in between, whatever the batches looked like.
+                            if guard.watches_time
+                                && let Some(due) = guard.logic.due(&*slot.state)
+                                && due < reading.ts
+                                && let Some(v) = guard.logic.overdue(&mut *slot.state, due)
+                            {
+                                let at = (&reading.source, &reading.name, due);
+                                decide(guard, slot, at, &v, &mut out);
                             }
-                            let Some(due) = guard.logic.due(&*slot.state) else {
+                            let Some(verdict) = guard.logic.observe(&mut *slot.state, reading)
+                            else {
                                 continue;
                             };
-                            if (due as u64) < bound
-                                && let Some(verdict) = guard.logic.overdue(&mut *slot.state, due)
-                            {
-                                let at = (&key.source, &key.name, due);
-                                decide(guard, slot, at, &verdict, &mut out);
+                            if guard.scores {
+                                scores.push(
+                                    reading.ts,
+                                    &reading.source,
+                                    &reading.name,
+                                    reading.seq,
+                                    &guard.label.guard,
+                                    verdict.score,
+                                );
                             }
-                            waiting |= guard.logic.due(&*slot.state).is_some();
+                            let at = (&reading.source, &reading.name, reading.ts);
+                            decide(guard, slot, at, &verdict, &mut out);
                         }
                     }
+                    start = end;
                 }
-                if let Some(metrics) = &metrics {
-                    let per_series = std::mem::size_of::<SeriesKey>()
-                        + std::mem::size_of::<Vec<GuardSlot>>()
-                        + guards.len() * std::mem::size_of::<GuardSlot>();
-                    let bytes: usize = series
-                        .values()
-                        .map(|slots| {
-                            per_series
-                                + guards
-                                    .iter()
-                                    .zip(slots)
-                                    .map(|(g, s)| g.logic.state_bytes(&*s.state))
-                                    .sum::<usize>()
-                        })
-                        .sum();
-                    use std::sync::atomic::Ordering::Relaxed;
-                    metrics.series.store(series.len() as u64, Relaxed);
-                    metrics.state_bytes.store(bytes as u64, Relaxed);
-                }
-                let Some(cap) = held.as_mut() else { return };
-                if !out.is_empty() {
-                    out.sort_unstable_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
-                    while let Some(first) = out.first() {
-                        let ts = first.ts;
-                        let run = out.iter().take_while(|a| a.ts == ts).count();
-                        let time = cap.delayed(&(ts as u64));
-                        output.session(&time).give_iterator(out.drain(..run));
+                ready.clear();
+            }
+            // Guards that watch time: series whose next reading was due before the
+            // frontier, and did not come, get the guard's verdict at the due time.
+            let mut waiting = false;
+            if watches_time && let Some(bound) = bound {
+                for (key, slots) in series.iter_mut() {
+                    for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
+                        if !guard.watches_time {
+                            continue;
+                        }
+                        let Some(due) = guard.logic.due(&*slot.state) else {
+                            continue;
+                        };
+                        if (due as u64) < bound
+                            && let Some(verdict) = guard.logic.overdue(&mut *slot.state, due)
+                        {
+                            let at = (&key.source, &key.name, due);
+                            decide(guard, slot, at, &verdict, &mut out);
+                        }
+                        waiting |= guard.logic.due(&*slot.state).is_some();
                     }
                 }
-                // Hold on while readings wait, or while a series may still go overdue.
-                match bound {
-                    Some(bound) if !pending.is_empty() || waiting => cap.downgrade(&bound),
-                    _ => held = None,
+            }
+            if let Some(metrics) = &metrics {
+                let per_series = std::mem::size_of::<SeriesKey>()
+                    + std::mem::size_of::<Vec<GuardSlot>>()
+                    + guards.len() * std::mem::size_of::<GuardSlot>();
+                let bytes: usize = series
+                    .values()
+                    .map(|slots| {
+                        per_series
+                            + guards
+                                .iter()
+                                .zip(slots)
+                                .map(|(g, s)| g.logic.state_bytes(&*s.state))
+                                .sum::<usize>()
+                    })
+                    .sum();
+                use std::sync::atomic::Ordering::Relaxed;
+                metrics.series.store(series.len() as u64, Relaxed);
+                metrics.state_bytes.store(bytes as u64, Relaxed);
+            }
+            let Some(cap) = held.as_mut() else { return };
+            // The step's scores go out at the held time, which no reading of this step
+            // precedes.
+            // The columns always fit their own schema, so finishing cannot fail.
+            if !scores.is_empty()
+                && let Ok(batch) = scores.finish()
+            {
+                output.session(&*cap).give(GuardOutput::Scores(batch));
+            }
+            if !out.is_empty() {
+                out.sort_unstable_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
+                while let Some(first) = out.first() {
+                    let ts = first.ts;
+                    let run = out.iter().take_while(|a| a.ts == ts).count();
+                    let time = cap.delayed(&(ts as u64));
+                    output
+                        .session(&time)
+                        .give_iterator(out.drain(..run).map(GuardOutput::Alert));
                 }
             }
-        })
-    }
+            // Hold on while readings wait, or while a series may still go overdue.
+            match bound {
+                Some(bound) if !pending.is_empty() || waiting => cap.downgrade(&bound),
+                _ => held = None,
+            }
+        }
+    })
 }
 
 /// Where a verdict applies: the series (source, name) and the event time.

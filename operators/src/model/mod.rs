@@ -6,12 +6,14 @@
 //! `serde_json`, so the Rust type, the archive, SQL and JSON cannot drift apart.
 
 pub mod alert;
+pub mod anomaly_score;
 pub mod dead_letter;
 pub mod point;
 pub mod telemetry;
 pub mod telemetry_columns;
 
 pub use alert::{Alert, AlertStatus};
+pub use anomaly_score::{AnomalyScore, ScoreColumns};
 pub use dead_letter::DeadLetter;
 pub use point::Point;
 pub use telemetry::{Kind, Reading, ReadingRef};
