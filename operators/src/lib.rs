@@ -14,15 +14,19 @@ pub mod guards;
 pub mod model;
 pub mod time;
 
+pub use guards::burst::{Burst, LATE_EVENT, SCHEMA_EVENT};
 pub use guards::composite::Composite;
 pub use guards::ewma::{Ewma, EwmaStats};
 pub use guards::level_shift::LevelShift;
 pub use guards::mad::{Mad, SortedWindow};
 pub use guards::open_alerts::{OpenAlert, OpenAlerts};
 pub use guards::rate::Rate;
+pub use guards::registry::Registry;
 pub use guards::seasonal::Seasonal;
+pub use guards::sequence::Sequence;
 pub use guards::series_guard::{
-    Guard, GuardLabel, GuardMetrics, Hysteresis, SeriesGuard, SeriesLogic, Verdict, distance_score,
+    ALL_NAMES, Guard, GuardLabel, GuardMetrics, Hysteresis, SeriesGuard, SeriesLogic, Verdict,
+    distance_score,
 };
 pub use guards::silence::Silence;
 pub use guards::threshold::Threshold;

@@ -675,3 +675,122 @@ fn silence_is_noticed_from_the_watermark_alone() {
         assert_eq!(open.len(), 1, "the silence is still open");
     }
 }
+
+/// Per-source readings: ticks of three metrics sharing a sequence number, with a gap, a
+/// duplicated record and a replay of older ticks on veh-1, and a clean veh-2.
+fn sequenced() -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for source in ["veh-1", "veh-2"] {
+        let mut ticks: Vec<u64> = (0..100).collect();
+        if source == "veh-1" {
+            ticks.retain(|t| !(40..43).contains(t)); // a gap of three ticks
+            ticks.insert(70, 60); // an old tick replayed (arrives in event-time order below)
+        }
+        for (i, &tick) in ticks.iter().enumerate() {
+            for name in ["alt", "vel", "temp"] {
+                let ts = i as i64 * 1000;
+                readings.push(Reading::new(source, name, ts, tick as f64).with_seq(tick));
+            }
+        }
+        if source == "veh-1" {
+            // The same record twice.
+            readings.push(Reading::new(source, "vel", 20_000, 20.0).with_seq(20));
+        }
+    }
+    readings
+}
+
+/// Runs per-source guards over the readings at `workers` workers.
+fn by_source<L: SeriesLogic + Clone + Send + Sync>(
+    readings: &[Reading],
+    workers: usize,
+    name: &'static str,
+    logic: L,
+) -> Vec<(String, String, AlertStatus, i64)> {
+    let (alerts, _) = run_dataflow(readings, workers, move |s| {
+        s.guards_by_source(vec![Guard::new(GuardLabel::new(name), logic.clone())], None)
+    });
+    let mut got: Vec<_> = alerts
+        .iter()
+        .map(|a| (a.source.to_string(), a.name.to_string(), a.status, a.ts))
+        .collect();
+    got.sort_by_key(|a| (a.3, a.0.clone()));
+    got
+}
+
+#[test]
+fn sequence_flags_gaps_duplicates_and_replays_per_source() {
+    let readings = sequenced();
+    // The reference: per source in (ts, seq, value) order, the highest seq so far and the
+    // names seen at it.
+    let mut expected = Vec::new();
+    for source in ["veh-1", "veh-2"] {
+        let mut rs: Vec<&Reading> = readings.iter().filter(|r| r.source == source).collect();
+        rs.sort_by(|a, b| (a.ts, a.seq).cmp(&(b.ts, b.seq)).then(a.value.total_cmp(&b.value)));
+        let (mut last, mut names, mut open): (Option<u64>, Vec<String>, bool) = (None, vec![], false);
+        for r in rs {
+            let seq = r.seq.unwrap();
+            let bad = match last {
+                None => false,
+                Some(l) if seq == l => names.contains(&r.name.to_string()),
+                Some(l) if seq < l => true,
+                Some(l) => seq > l + 1,
+            };
+            if last.is_none_or(|l| seq > l) {
+                last = Some(seq);
+                names.clear();
+            }
+            if last == Some(seq) && !names.contains(&r.name.to_string()) {
+                names.push(r.name.to_string());
+            }
+            if bad && !open {
+                expected.push((source.to_owned(), "*".to_owned(), AlertStatus::Raised, r.ts));
+                open = true;
+            } else if !bad && open {
+                expected.push((source.to_owned(), "*".to_owned(), AlertStatus::Cleared, r.ts));
+                open = false;
+            }
+        }
+    }
+    expected.sort_by_key(|a| (a.3, a.0.clone()));
+    assert_eq!(
+        expected.iter().filter(|a| a.2 == AlertStatus::Raised).count(),
+        3,
+        "gap, duplicate and replay: {expected:?}"
+    );
+    assert!(expected.iter().all(|a| a.0 == "veh-1"));
+    for workers in [1, 2] {
+        assert_eq!(by_source(&readings, workers, "sequence", Sequence::default()), expected);
+    }
+}
+
+#[test]
+fn unknown_sources_and_auth_failure_bursts() {
+    let mut readings = Vec::new();
+    for s in 0..200i64 {
+        readings.push(Reading::new("veh-1", "temp_c", s * 1000, 1.0));
+        if s >= 50 {
+            readings.push(Reading::new("rogue-9", "temp_c", s * 1000, 1.0));
+        }
+        // veh-1 fails to authenticate 8 times within 16 s, then once a minute.
+        if (100..116).contains(&s) && s % 2 == 0 || (s > 116 && s % 60 == 0) {
+            readings.push(Reading::new("veh-1", "AUTH_FAILURE", s * 1000 + 1, 1.0));
+        }
+    }
+    for workers in [1, 2] {
+        let got = by_source(&readings, workers, "unknown_source", Registry::new(["veh-*"]));
+        assert_eq!(
+            got,
+            [("rogue-9".to_owned(), "*".to_owned(), AlertStatus::Raised, 50_000)],
+            "{workers} workers"
+        );
+        let got = by_source(&readings, workers, "auth_failures", Burst::auth_failures());
+        // The sixth failure (at 110 s) is more than five within a minute; it clears once at
+        // most two remain in the window: those at 114 s and 120 s, from the first reading
+        // after 172.001 s (a minute after the one at 112 s).
+        let raised: Vec<i64> = got.iter().filter(|a| a.2 == AlertStatus::Raised).map(|a| a.3).collect();
+        assert_eq!(raised, [110_001], "{workers} workers: {got:?}");
+        let cleared: Vec<i64> = got.iter().filter(|a| a.2 == AlertStatus::Cleared).map(|a| a.3).collect();
+        assert_eq!(cleared, [173_000], "{workers} workers: {got:?}");
+    }
+}

@@ -326,6 +326,15 @@ pub trait SeriesGuard<'scope> {
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>>;
 
+    /// Runs guards per source instead of per series: each sees every reading of a source, of
+    /// every name, in event-time order (sequence numbers, unknown sources, bursts of events).
+    /// Their alerts carry the name `*`.
+    fn guards_by_source(
+        self,
+        guards: Vec<Guard>,
+        metrics: Option<GuardMetrics>,
+    ) -> Stream<'scope, u64, Vec<Alert>>;
+
     /// As [`SeriesGuard::guards`], also returning the scores of the guards that report them
     /// ([`Guard::with_scores`]) as `anomaly_scores` batches, one per guard step.
     fn guards_with_scores(
@@ -336,6 +345,24 @@ pub trait SeriesGuard<'scope> {
         Stream<'scope, u64, Vec<Alert>>,
         Stream<'scope, u64, Vec<RecordBatch>>,
     );
+}
+
+/// How the guard operator keys its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keying {
+    /// Per series (`source`, `name`).
+    Series,
+    /// Per source: the guard sees every reading of a source, of every name, in event-time
+    /// order; its alerts carry the name [`ALL_NAMES`].
+    Source,
+}
+
+/// The `name` of alerts about a whole source.
+pub const ALL_NAMES: &str = "*";
+
+/// A stable hash of a source, which routes per-source guards.
+fn source_hash(source: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(source.as_bytes())
 }
 
 /// What the guard operator emits: alerts, and batches of scores.
@@ -367,6 +394,17 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         self.guards_with_scores(guards, metrics).0
     }
 
+    fn guards_by_source(
+        self,
+        guards: Vec<Guard>,
+        metrics: Option<GuardMetrics>,
+    ) -> Stream<'scope, u64, Vec<Alert>> {
+        guard_operator(self, guards, metrics, Keying::Source).flat_map(|o| match o {
+            GuardOutput::Alert(a) => Some(a),
+            GuardOutput::Scores(_) => None,
+        })
+    }
+
     fn guards_with_scores(
         self,
         guards: Vec<Guard>,
@@ -375,7 +413,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         Stream<'scope, u64, Vec<Alert>>,
         Stream<'scope, u64, Vec<RecordBatch>>,
     ) {
-        let outputs = guard_operator(self, guards, metrics);
+        let outputs = guard_operator(self, guards, metrics, Keying::Series);
         let alerts = outputs.clone().flat_map(|o| match o {
             GuardOutput::Alert(a) => Some(a),
             GuardOutput::Scores(_) => None,
@@ -394,10 +432,14 @@ fn guard_operator<'scope>(
     points: Stream<'scope, u64, Vec<Point>>,
     guards: Vec<Guard>,
     metrics: Option<GuardMetrics>,
+    keying: Keying,
 ) -> Stream<'scope, u64, Vec<GuardOutput>> {
     let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
     let name = format!("Guard({})", names.join(","));
-    let exchange = Exchange::new(|p: &Point| p.hash);
+    let exchange = Exchange::new(move |p: &Point| match keying {
+        Keying::Series => p.hash,
+        Keying::Source => source_hash(&p.source),
+    });
     let watches_time = guards.iter().any(|g| g.watches_time);
     points.unary_frontier(exchange, &name, move |_cap, _info| {
         let mut pending: Vec<Point> = Vec::new();
@@ -438,20 +480,34 @@ fn guard_operator<'scope>(
             if !ready.is_empty() {
                 // Ordered by series hash, then event time. Should two series share a hash,
                 // their points interleave, but each series still sees its own in order.
+                if keying == Keying::Source {
+                    // Keyed by source: order and group by the source's hash instead.
+                    for p in ready.iter_mut() {
+                        p.hash = source_hash(&p.source);
+                    }
+                }
                 ready.sort_unstable_by(Point::guard_order);
                 let mut start = 0;
                 while start < ready.len() {
                     let first = &ready[start];
+                    let same = |p: &Point| match keying {
+                        Keying::Series => p.same_series(first),
+                        Keying::Source => p.hash == first.hash && p.source == first.source,
+                    };
                     let end = start
                         + ready[start..]
                             .iter()
-                            .position(|p| !p.same_series(first))
+                            .position(|p| !same(p))
                             .unwrap_or(ready.len() - start);
                     let key = SeriesKey {
                         hash: first.hash,
                         source: first.source.clone(),
-                        name: first.name.clone(),
+                        name: match keying {
+                            Keying::Series => first.name.clone(),
+                            Keying::Source => CompactString::const_new(ALL_NAMES),
+                        },
                     };
+                    let key_name = key.name.clone();
                     let slots = series.entry(key).or_insert_with(|| {
                         guards
                             .iter()
@@ -470,7 +526,7 @@ fn guard_operator<'scope>(
                                 && due < reading.ts
                                 && let Some(v) = guard.logic.overdue(&mut *slot.state, due)
                             {
-                                let at = (&reading.source, &reading.name, due);
+                                let at = (&reading.source, &key_name, due);
                                 decide(guard, slot, at, &v, &mut out);
                             }
                             let Some(verdict) = guard.logic.observe(&mut *slot.state, reading)
@@ -487,7 +543,7 @@ fn guard_operator<'scope>(
                                     verdict.score,
                                 );
                             }
-                            let at = (&reading.source, &reading.name, reading.ts);
+                            let at = (&reading.source, &key_name, reading.ts);
                             decide(guard, slot, at, &verdict, &mut out);
                         }
                     }

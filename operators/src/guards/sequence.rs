@@ -1,0 +1,75 @@
+//! The sequence guard (security): per source, sequence numbers that skip (a gap: records were
+//! lost or withheld) or repeat or go back (a replay). Run per source
+//! ([`crate::SeriesGuard::guards_by_source`]): the readings of one `seq` may span several
+//! names (all metrics of one tick), and only the same name twice at one `seq` is a duplicate.
+
+use compact_str::CompactString;
+
+use crate::guards::series_guard::{SeriesLogic, Verdict};
+use crate::model::Point;
+
+/// Parameters of the sequence guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sequence {
+    /// Missing sequence numbers tolerated between two records before it is a gap.
+    pub max_gap: u64,
+}
+
+impl Default for Sequence {
+    fn default() -> Self {
+        Self { max_gap: 0 }
+    }
+}
+
+/// The sequence guard's memory of one source.
+#[derive(Debug, Default)]
+pub struct SequenceState {
+    /// The highest sequence number seen.
+    last: Option<u64>,
+    /// The names seen at `last`, to tell a duplicate from another metric of the same tick.
+    names: Vec<CompactString>,
+}
+
+impl SeriesLogic for Sequence {
+    type State = SequenceState;
+
+    fn observe(&self, state: &mut SequenceState, reading: &Point) -> Option<Verdict> {
+        let seq = reading.seq?;
+        let verdict = |score: f64, expected: f64| Verdict {
+            score,
+            observed: seq as f64,
+            expected,
+            window_start: reading.ts,
+            window_end: reading.ts,
+        };
+        let Some(last) = state.last else {
+            state.last = Some(seq);
+            state.names = vec![reading.name.clone()];
+            return Some(verdict(0.0, seq as f64));
+        };
+        let expected = last.saturating_add(1) as f64;
+        Some(if seq == last {
+            if state.names.contains(&reading.name) {
+                // The same record again: a replay.
+                verdict(1.0, expected)
+            } else {
+                state.names.push(reading.name.clone());
+                verdict(0.0, last as f64)
+            }
+        } else if seq < last {
+            // Going back: a replay of older records.
+            verdict(1.0, expected)
+        } else {
+            state.last = Some(seq);
+            state.names.clear();
+            state.names.push(reading.name.clone());
+            let missing = seq - last - 1;
+            verdict(if missing > self.max_gap { 1.0 } else { 0.0 }, expected)
+        })
+    }
+
+    fn state_bytes(&self, state: &SequenceState) -> usize {
+        std::mem::size_of::<SequenceState>()
+            + state.names.capacity() * std::mem::size_of::<CompactString>()
+    }
+}
