@@ -9,16 +9,10 @@ use crate::guards::series_guard::{SeriesLogic, Verdict};
 use crate::model::Point;
 
 /// Parameters of the sequence guard.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sequence {
     /// Missing sequence numbers tolerated between two records before it is a gap.
     pub max_gap: u64,
-}
-
-impl Default for Sequence {
-    fn default() -> Self {
-        Self { max_gap: 0 }
-    }
 }
 
 /// The sequence guard's memory of one source.
