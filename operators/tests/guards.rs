@@ -726,8 +726,13 @@ fn sequence_flags_gaps_duplicates_and_replays_per_source() {
     let mut expected = Vec::new();
     for source in ["veh-1", "veh-2"] {
         let mut rs: Vec<&Reading> = readings.iter().filter(|r| r.source == source).collect();
-        rs.sort_by(|a, b| (a.ts, a.seq).cmp(&(b.ts, b.seq)).then(a.value.total_cmp(&b.value)));
-        let (mut last, mut names, mut open): (Option<u64>, Vec<String>, bool) = (None, vec![], false);
+        rs.sort_by(|a, b| {
+            (a.ts, a.seq)
+                .cmp(&(b.ts, b.seq))
+                .then(a.value.total_cmp(&b.value))
+        });
+        let (mut last, mut names, mut open): (Option<u64>, Vec<String>, bool) =
+            (None, vec![], false);
         for r in rs {
             let seq = r.seq.unwrap();
             let bad = match last {
@@ -747,20 +752,31 @@ fn sequence_flags_gaps_duplicates_and_replays_per_source() {
                 expected.push((source.to_owned(), "*".to_owned(), AlertStatus::Raised, r.ts));
                 open = true;
             } else if !bad && open {
-                expected.push((source.to_owned(), "*".to_owned(), AlertStatus::Cleared, r.ts));
+                expected.push((
+                    source.to_owned(),
+                    "*".to_owned(),
+                    AlertStatus::Cleared,
+                    r.ts,
+                ));
                 open = false;
             }
         }
     }
     expected.sort_by_key(|a| (a.3, a.0.clone()));
     assert_eq!(
-        expected.iter().filter(|a| a.2 == AlertStatus::Raised).count(),
+        expected
+            .iter()
+            .filter(|a| a.2 == AlertStatus::Raised)
+            .count(),
         3,
         "gap, duplicate and replay: {expected:?}"
     );
     assert!(expected.iter().all(|a| a.0 == "veh-1"));
     for workers in [1, 2] {
-        assert_eq!(by_source(&readings, workers, "sequence", Sequence::default()), expected);
+        assert_eq!(
+            by_source(&readings, workers, "sequence", Sequence::default()),
+            expected
+        );
     }
 }
 
@@ -778,19 +794,37 @@ fn unknown_sources_and_auth_failure_bursts() {
         }
     }
     for workers in [1, 2] {
-        let got = by_source(&readings, workers, "unknown_source", Registry::new(["veh-*"]));
+        let got = by_source(
+            &readings,
+            workers,
+            "unknown_source",
+            Registry::new(["veh-*"]),
+        );
         assert_eq!(
             got,
-            [("rogue-9".to_owned(), "*".to_owned(), AlertStatus::Raised, 50_000)],
+            [(
+                "rogue-9".to_owned(),
+                "*".to_owned(),
+                AlertStatus::Raised,
+                50_000
+            )],
             "{workers} workers"
         );
         let got = by_source(&readings, workers, "auth_failures", Burst::auth_failures());
         // The sixth failure (at 110 s) is more than five within a minute; it clears once at
         // most two remain in the window: those at 114 s and 120 s, from the first reading
         // after 172.001 s (a minute after the one at 112 s).
-        let raised: Vec<i64> = got.iter().filter(|a| a.2 == AlertStatus::Raised).map(|a| a.3).collect();
+        let raised: Vec<i64> = got
+            .iter()
+            .filter(|a| a.2 == AlertStatus::Raised)
+            .map(|a| a.3)
+            .collect();
         assert_eq!(raised, [110_001], "{workers} workers: {got:?}");
-        let cleared: Vec<i64> = got.iter().filter(|a| a.2 == AlertStatus::Cleared).map(|a| a.3).collect();
+        let cleared: Vec<i64> = got
+            .iter()
+            .filter(|a| a.2 == AlertStatus::Cleared)
+            .map(|a| a.3)
+            .collect();
         assert_eq!(cleared, [173_000], "{workers} workers: {got:?}");
     }
 }

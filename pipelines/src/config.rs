@@ -92,6 +92,16 @@ pub struct GuardConfig {
     pub composite: Option<CompositeConfig>,
     /// A series that stops reporting.
     pub silence: Option<SilenceConfig>,
+    /// Per source: sequence numbers that skip, repeat or go back.
+    pub sequence: Option<SequenceConfig>,
+    /// Per source: a source not in the registry.
+    pub unknown_source: Option<UnknownSourceConfig>,
+    /// Per source: a burst of failed authentications.
+    pub auth_failures: Option<BurstConfig>,
+    /// Per source: records later than the allowed lateness.
+    pub late_records: Option<BurstConfig>,
+    /// Per input: malformed or mistyped records.
+    pub schema_violations: Option<BurstConfig>,
 }
 
 /// `[guard.reaction]`.
@@ -251,6 +261,36 @@ pub struct SilenceConfig {
     pub warmup: Option<usize>,
 }
 
+/// `[guard.sequence]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceConfig {
+    /// Missing sequence numbers tolerated before it is a gap (default 0).
+    pub max_gap: Option<usize>,
+}
+
+/// `[guard.unknown_source]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownSourceConfig {
+    /// Known sources: exact names or patterns with one `*`, e.g. `["veh-*", "ground-1"]`.
+    pub registry: Vec<String>,
+}
+
+/// `[guard.auth_failures]`, `[guard.late_records]`, `[guard.schema_violations]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstConfig {
+    /// The event name counted (auth_failures only; default `AUTH_FAILURE`).
+    pub event: Option<String>,
+    /// The window, e.g. `1m`.
+    pub window: Option<String>,
+    /// Raise when more than this many events fall in the window.
+    pub limit: Option<usize>,
+    /// Clear when at most this many do.
+    pub clear: Option<usize>,
+}
+
 /// Key/value pairs of the set fields, for the shared parameter checks.
 macro_rules! pairs {
     ($config:expr; $($field:ident),*) => {{
@@ -296,12 +336,28 @@ impl GuardConfig {
         if let Some(c) = &self.silence {
             found.push(("silence", pairs!(c; factor, min, warmup)));
         }
+        if let Some(c) = &self.sequence {
+            found.push(("sequence", pairs!(c; max_gap)));
+        }
+        if let Some(c) = &self.unknown_source {
+            found.push(("unknown_source", vec![("registry", c.registry.join("|"))]));
+        }
+        for (kind, config) in [
+            ("auth_failures", &self.auth_failures),
+            ("late_records", &self.late_records),
+            ("schema_violations", &self.schema_violations),
+        ] {
+            if let Some(c) = config {
+                found.push((kind, pairs!(c; event, window, limit, clear)));
+            }
+        }
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => anyhow::bail!(
                 "has no guard table: add one of [guard.zscore], [guard.threshold], [guard.ewma], \
                  [guard.mad], [guard.rate], [guard.level_shift], [guard.seasonal], [guard.composite], \
-                 [guard.silence]"
+                 [guard.silence], [guard.sequence], [guard.unknown_source], [guard.auth_failures], \
+                 [guard.late_records], [guard.schema_violations]"
             ),
             _ => anyhow::bail!(
                 "has several guard tables ({}): one [[guard]] runs one guard",

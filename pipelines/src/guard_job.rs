@@ -11,7 +11,7 @@ use anyhow::Context;
 use arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::operators::{Concat, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use tracing::info;
 use vigil_datasets::loaders::{
@@ -19,8 +19,8 @@ use vigil_datasets::loaders::{
     read_range, read_unit,
 };
 use vigil_operators::{
-    AnomalyScore, DeadLetter, GuardMetrics, Point, Reading, ReadingRef, SeriesGuard,
-    TelemetryColumns,
+    AnomalyScore, DeadLetter, GuardMetrics, LATE_EVENT, Point, Reading, ReadingRef, SCHEMA_EVENT,
+    SeriesGuard, TelemetryColumns,
 };
 
 use crate::alerts_out::{AlertCounts, WriteAlerts};
@@ -451,16 +451,33 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             let (readings_in, readings) = scope.new_input::<Vec<RecordBatch>>();
             let (points_in, points) = scope.new_input::<Vec<Point>>();
             let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
+            let (violations_in, violations) = scope.new_input::<Vec<Point>>();
             readings.archive_batches(telemetry.clone(), writer.clone(), index);
             let m = GuardMetrics::default();
             if let Ok(mut all) = worker_metrics.lock() {
                 all.push(m.clone());
             }
-            let built = guards
+            let per_series = guards
                 .iter()
+                .filter(|g| !g.spec.per_source())
                 .map(|g| g.build().with_scores(scores_out.includes(&g.name)))
                 .collect();
-            let (alerts, scores) = points.guards_with_scores(built, Some(m));
+            let per_source: Vec<_> = guards
+                .iter()
+                .filter(|g| g.spec.per_source())
+                .map(ConfiguredGuard::build)
+                .collect();
+            let source_alerts = (!per_source.is_empty()).then(|| {
+                points
+                    .clone()
+                    .concat(violations)
+                    .guards_by_source(per_source, None)
+            });
+            let (alerts, scores) = points.guards_with_scores(per_series, Some(m));
+            let alerts = match source_alerts {
+                Some(more) => alerts.concat(more),
+                None => alerts,
+            };
             scores.archive_batches(score_table.clone(), writer.clone(), index);
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
@@ -470,6 +487,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 readings: readings_in,
                 points: points_in,
                 errors: errors_in,
+                violations: violations_in,
             }
         });
 
@@ -626,6 +644,8 @@ struct Inputs {
     readings: InputHandle<u64, CapacityContainerBuilder<Vec<RecordBatch>>>,
     points: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
     errors: InputHandle<u64, CapacityContainerBuilder<Vec<DeadLetter>>>,
+    /// Late and malformed records as events of their source, for the security guards.
+    violations: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
 }
 
 /// Feeds one worker's inputs: decides lateness against the worker's watermark, seals clear
@@ -635,6 +655,7 @@ struct WorkerSink {
     readings: TelemetryColumns,
     points: Vec<Point>,
     errors: Vec<DeadLetter>,
+    violations: Vec<Point>,
     events_in: u64,
     errors_out: u64,
     late: u64,
@@ -653,6 +674,7 @@ impl WorkerSink {
             readings: TelemetryColumns::with_capacity(SEND_BATCH),
             points: Vec::with_capacity(SEND_BATCH),
             errors: Vec::new(),
+            violations: Vec::new(),
             events_in: 0,
             errors_out: 0,
             late: 0,
@@ -679,8 +701,10 @@ impl WorkerSink {
         self.errors_out += self.errors.len() as u64;
         self.inputs.points.send_batch(&mut self.points);
         self.inputs.errors.send_batch(&mut self.errors);
+        self.inputs.violations.send_batch(&mut self.violations);
         self.points.clear();
         self.errors.clear();
+        self.violations.clear();
         if self.points.capacity() < SEND_BATCH {
             self.points.reserve(SEND_BATCH);
         }
@@ -700,6 +724,7 @@ impl WorkerSink {
         self.inputs.readings.advance_to(self.watermark);
         self.inputs.points.advance_to(self.watermark);
         self.inputs.errors.advance_to(self.watermark);
+        self.inputs.violations.advance_to(self.watermark);
         self.watermark
     }
 }
@@ -712,6 +737,7 @@ impl RecordSink for WorkerSink {
         if (reading.ts as u64) < watermark {
             self.late += 1;
             let behind = watermark - reading.ts as u64;
+            self.violation(reading.source, LATE_EVENT, behind as f64);
             let reason = format!(
                 "late: event time {} is {behind} ms behind the watermark {} (allowed lateness {} ms); \
                  raise --lateness to accept records this far out of order",
@@ -772,8 +798,34 @@ impl RecordSink for WorkerSink {
         raw: Option<&[u8]>,
     ) {
         let ts = ts.unwrap_or(self.max_ts).max(0);
+        if matches!(kind, "parse" | "schema") {
+            // The input the record came from stands for its source, which may be unreadable.
+            let input = origin
+                .rsplit_once(':')
+                .map_or(origin.as_str(), |(file, _)| file);
+            self.violation(input, SCHEMA_EVENT, 1.0);
+        }
         self.errors
             .push(DeadLetter::new(ts, origin, kind, reason, raw));
+    }
+}
+
+impl WorkerSink {
+    /// Records a late or malformed record as an event of `source` at the current input time.
+    fn violation(&mut self, source: &str, event: &str, value: f64) {
+        let ts = self.watermark.max(self.max_ts.max(0) as u64) as i64;
+        self.violations.push(Point::from(&ReadingRef {
+            event_id: None,
+            source,
+            kind: vigil_operators::Kind::Event,
+            name: event,
+            ts,
+            seq: None,
+            value,
+            attrs: None,
+            payload: None,
+            key_id: None,
+        }));
     }
 }
 

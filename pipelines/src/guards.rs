@@ -2,7 +2,8 @@
 
 use anyhow::{Context, bail};
 use vigil_operators::{
-    Composite, Ewma, Guard, GuardLabel, LevelShift, Mad, Rate, Seasonal, Silence, Threshold, ZScore,
+    Burst, Composite, Ewma, Guard, GuardLabel, LevelShift, Mad, Rate, Registry, Seasonal, Sequence,
+    Silence, Threshold, ZScore,
 };
 
 /// A guard to run, with its parameters.
@@ -26,11 +27,18 @@ pub enum GuardSpec {
     Composite(Composite),
     /// A series that stops reporting.
     Silence(Silence),
+    /// Per source: sequence numbers that skip, repeat or go back.
+    Sequence(Sequence),
+    /// Per source: a source not in the registry of known sources.
+    UnknownSource(Registry),
+    /// Per source: more than `limit` events of one name within a window (failed
+    /// authentications, vigil's own late or malformed records). The kind names which.
+    Burst(&'static str, Burst),
 }
 
 /// The guards `--guard` knows, for messages.
-const KNOWN: &str =
-    "zscore, threshold, ewma, mad, rate, level_shift, seasonal, composite and silence";
+const KNOWN: &str = "zscore, threshold, ewma, mad, rate, level_shift, seasonal, composite, \
+     silence, sequence, unknown_source, auth_failures, late_records and schema_violations";
 
 /// Parameters as `key=value` pairs, each to be taken once by the guard's parser.
 struct Params<'a> {
@@ -307,6 +315,63 @@ impl GuardSpec {
                 p.done("factor, min and warmup")?;
                 GuardSpec::Silence(g)
             }
+            "sequence" => {
+                let mut g = Sequence::default();
+                if let Some(gap) = p.count("max_gap", 0)? {
+                    g.max_gap = gap as u64;
+                }
+                p.done("max_gap")?;
+                GuardSpec::Sequence(g)
+            }
+            "unknown_source" => {
+                let registry = p
+                    .text("registry")
+                    .with_context(|| format!("{text} needs registry=NAME|PATTERN*|…"))?;
+                let names: Vec<&str> = registry
+                    .split('|')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                anyhow::ensure!(!names.is_empty(), "{text}: the registry is empty");
+                p.done("registry")?;
+                GuardSpec::UnknownSource(Registry::new(names))
+            }
+            kind @ ("auth_failures" | "late_records" | "schema_violations") => {
+                let (kind, mut g) = match kind {
+                    "auth_failures" => ("auth_failures", Burst::auth_failures()),
+                    "late_records" => ("late_records", Burst::late_records()),
+                    _ => ("schema_violations", Burst::schema_violations()),
+                };
+                if kind == "auth_failures"
+                    && let Some(event) = p.text("event")
+                {
+                    g.event = event.into();
+                }
+                if let Some(window) = p.text("window") {
+                    let d = humantime::parse_duration(window).with_context(|| {
+                        format!("window={window} in {text} is not a duration (e.g. 1m)")
+                    })?;
+                    anyhow::ensure!(d.as_millis() > 0, "{text}: window must be positive");
+                    g.window_ms = d.as_millis() as i64;
+                }
+                if let Some(limit) = p.count("limit", 0)? {
+                    g.limit = limit as u32;
+                    g.clear = g.clear.min(g.limit);
+                }
+                if let Some(clear) = p.count("clear", 0)? {
+                    anyhow::ensure!(
+                        clear as u32 <= g.limit,
+                        "{text}: clear must be at most limit"
+                    );
+                    g.clear = clear as u32;
+                }
+                p.done(if kind == "auth_failures" {
+                    "event, window, limit and clear"
+                } else {
+                    "window, limit and clear"
+                })?;
+                GuardSpec::Burst(kind, g)
+            }
             other => bail!("unknown guard `{other}` in {text}: vigil-guard knows {KNOWN}"),
         };
         Ok(spec)
@@ -352,7 +417,18 @@ impl GuardSpec {
             GuardSpec::Seasonal(_) => "seasonal",
             GuardSpec::Composite(_) => "composite",
             GuardSpec::Silence(_) => "silence",
+            GuardSpec::Sequence(_) => "sequence",
+            GuardSpec::UnknownSource(_) => "unknown_source",
+            GuardSpec::Burst(kind, _) => kind,
         }
+    }
+
+    /// Whether the guard runs per source rather than per series.
+    pub fn per_source(&self) -> bool {
+        matches!(
+            self,
+            GuardSpec::Sequence(_) | GuardSpec::UnknownSource(_) | GuardSpec::Burst(..)
+        )
     }
 
     /// The guard under `label`, ready to run.
@@ -367,6 +443,9 @@ impl GuardSpec {
             GuardSpec::Seasonal(g) => Guard::new(label, *g),
             GuardSpec::Composite(g) => Guard::new(label, *g),
             GuardSpec::Silence(g) => Guard::new(label, *g),
+            GuardSpec::Sequence(g) => Guard::new(label, *g),
+            GuardSpec::UnknownSource(g) => Guard::new(label, g.clone()),
+            GuardSpec::Burst(_, g) => Guard::new(label, g.clone()),
         }
     }
 }
@@ -553,6 +632,41 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         topic: Topic::TelemetryAlerts,
         severity: Severity::Warning,
         description: "A series stopped reporting for longer than factor × its usual interval (in event time); clears when data returns.",
+    },
+    CatalogueEntry {
+        kind: "sequence",
+        parameters: "max_gap=0",
+        topic: Topic::SecurityGuardFeed,
+        severity: Severity::Warning,
+        description: "A source's sequence numbers skipped (records lost or withheld), repeated or went back (a replay).",
+    },
+    CatalogueEntry {
+        kind: "unknown_source",
+        parameters: "registry=NAME|PATTERN*|…",
+        topic: Topic::SecurityGuardFeed,
+        severity: Severity::Critical,
+        description: "A source that is not in the registry of known sources sent data.",
+    },
+    CatalogueEntry {
+        kind: "auth_failures",
+        parameters: "event=AUTH_FAILURE window=1m limit=5 clear=2",
+        topic: Topic::SecurityGuardFeed,
+        severity: Severity::Critical,
+        description: "A burst of failed authentications from one source (more than limit within window).",
+    },
+    CatalogueEntry {
+        kind: "late_records",
+        parameters: "window=10m limit=0 clear=0",
+        topic: Topic::SecurityGuardFeed,
+        severity: Severity::Warning,
+        description: "A source sent records later than the allowed lateness (out of order or replayed from the past).",
+    },
+    CatalogueEntry {
+        kind: "schema_violations",
+        parameters: "window=10m limit=0 clear=0",
+        topic: Topic::SecurityGuardFeed,
+        severity: Severity::Warning,
+        description: "An input produced malformed or mistyped records (the source is the input file).",
     },
 ];
 

@@ -29,14 +29,34 @@ fn the_sample_config_parses_into_a_job() {
     };
     assert!(paths.iter().all(|p| p.exists()), "{paths:?}");
     let names: Vec<&str> = job.guards.iter().map(|g| g.name.as_str()).collect();
-    assert_eq!(names, ["anomaly", "overheat", "jump", "silent-sensor"]);
+    assert_eq!(
+        names,
+        [
+            "anomaly",
+            "overheat",
+            "jump",
+            "silent-sensor",
+            "sequence",
+            "unknown-source",
+            "auth-failures",
+            "late-records",
+            "schema-violations"
+        ]
+    );
     assert_eq!(job.guards[1].reaction.severity, Severity::Critical);
     assert!(
         job.guards
             .iter()
-            .all(|g| g.reaction.topic == Topic::TelemetryAlerts
-                && !g.reaction.description.is_empty())
+            .all(|g| !g.reaction.description.is_empty())
     );
+    for g in &job.guards {
+        let topic = if g.spec.per_source() {
+            Topic::SecurityGuardFeed
+        } else {
+            Topic::TelemetryAlerts
+        };
+        assert_eq!(g.reaction.topic, topic, "{}", g.name);
+    }
 }
 
 /// Writes `text` as a config file and returns the error loading it gives.

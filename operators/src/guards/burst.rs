@@ -12,6 +12,9 @@ use crate::guards::series_guard::{
 };
 use crate::model::Point;
 
+/// The prefix of the names of vigil's own events about a source or input.
+pub const VIGIL_EVENT_PREFIX: &str = "vigil.";
+
 /// The event name of a record vigil found later than the allowed lateness.
 pub const LATE_EVENT: &str = "vigil.late";
 

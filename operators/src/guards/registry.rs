@@ -2,6 +2,7 @@
 //! known sources. Its alert opens at the source's first record and stays open while it is
 //! unknown. Run per source ([`crate::SeriesGuard::guards_by_source`]).
 
+use crate::guards::burst::VIGIL_EVENT_PREFIX;
 use crate::guards::series_guard::{SeriesLogic, Verdict};
 use crate::model::Point;
 
@@ -50,6 +51,10 @@ impl SeriesLogic for Registry {
     type State = RegistryState;
 
     fn observe(&self, state: &mut RegistryState, reading: &Point) -> Option<Verdict> {
+        // vigil's own events about an input (late or malformed records) are not its data.
+        if reading.name.starts_with(VIGIL_EVENT_PREFIX) {
+            return None;
+        }
         if std::mem::replace(&mut state.judged, true) {
             return None;
         }
