@@ -814,18 +814,8 @@ impl WorkerSink {
     /// Records a late or malformed record as an event of `source` at the current input time.
     fn violation(&mut self, source: &str, event: &str, value: f64) {
         let ts = self.watermark.max(self.max_ts.max(0) as u64) as i64;
-        self.violations.push(Point::from(&ReadingRef {
-            event_id: None,
-            source,
-            kind: vigil_operators::Kind::Event,
-            name: event,
-            ts,
-            seq: None,
-            value,
-            attrs: None,
-            payload: None,
-            key_id: None,
-        }));
+        self.violations
+            .push(Point::from(&ReadingRef::event(source, event, ts, value)));
     }
 }
 

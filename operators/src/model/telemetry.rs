@@ -112,7 +112,23 @@ pub struct ReadingRef<'a> {
     pub key_id: Option<&'a str>,
 }
 
-impl ReadingRef<'_> {
+impl<'a> ReadingRef<'a> {
+    /// An event of `source` named `name` with intensity `value`, with no id, seq or payload.
+    pub fn event(source: &'a str, name: &'a str, ts: i64, value: f64) -> Self {
+        ReadingRef {
+            event_id: None,
+            source,
+            kind: Kind::Event,
+            name,
+            ts,
+            seq: None,
+            value,
+            attrs: None,
+            payload: None,
+            key_id: None,
+        }
+    }
+
     /// The given event id, if there is a non-empty one.
     pub fn given_event_id(&self) -> Option<&str> {
         self.event_id.filter(|id| !id.is_empty())
