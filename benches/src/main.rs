@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 
+mod launch;
 mod nab;
 
 #[derive(Debug, Parser)]
@@ -59,6 +60,15 @@ enum Bench {
         #[arg(long)]
         in_process: bool,
     },
+    /// Launch events: do the guards flag the engine events of real SpaceX launches?
+    Launch {
+        /// The launch dataset: one directory per flight with analysed.ndjson and events.ndjson.
+        #[arg(long, default_value = "../shared/datasets/launch")]
+        dir: PathBuf,
+        /// The guards to run (as vigil-guard's `--guard`).
+        #[arg(long, default_value = "rate:order=2")]
+        guard: Vec<String>,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -81,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             in_process,
         } => nab::run(&dir, &guard, workers, in_process),
+        Bench::Launch { dir, guard } => launch::run(&dir, &guard),
         Bench::Parse { input } => parse(&input),
     }
 }

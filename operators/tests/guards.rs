@@ -500,6 +500,15 @@ fn guard_set_matches_replay_per_series() {
                 },
             ),
             Guard::new(GuardLabel::new("rate"), Rate::default()),
+            Guard::new(
+                GuardLabel::new("rate_change"),
+                Rate {
+                    order: 2,
+                    ..Rate::default()
+                },
+            ),
+            Guard::new(GuardLabel::new("ewma"), Ewma::default()),
+            Guard::new(GuardLabel::new("mad"), Mad::default()),
         ]
     };
     let mut by_series: BTreeMap<(String, String), Vec<Point>> = BTreeMap::new();

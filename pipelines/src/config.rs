@@ -197,6 +197,8 @@ pub struct RateConfig {
     pub max: Option<f64>,
     /// Without `max`: span of the usual rate in readings (default 60).
     pub span: Option<usize>,
+    /// Without `max`: 1 judges rates, 2 changes of rate (default 1).
+    pub order: Option<usize>,
     /// Without `max`: raise at this many deviations from the usual rate (default 6).
     pub threshold: Option<f64>,
     /// Clear level: a share of `max` (default 0.5), or deviations without it.
@@ -319,7 +321,7 @@ impl GuardConfig {
             found.push(("mad", pairs!(c; window, threshold, clear)));
         }
         if let Some(c) = &self.rate {
-            found.push(("rate", pairs!(c; max, span, threshold, clear)));
+            found.push(("rate", pairs!(c; max, span, order, threshold, clear)));
         }
         if let Some(c) = &self.level_shift {
             found.push(("level_shift", pairs!(c; span, drift, threshold, clear)));

@@ -237,9 +237,16 @@ impl GuardSpec {
                     if let Some(span) = p.count("span", 1)? {
                         g.alpha = alpha_of_span(span);
                     }
+                    if let Some(order) = p.count("order", 1)? {
+                        anyhow::ensure!(
+                            order <= 2,
+                            "{text}: order is 1 (rates) or 2 (changes of rate)"
+                        );
+                        g.order = order as u8;
+                    }
                     levels(&mut p, &mut g.threshold, &mut g.clear)?;
                 }
-                p.done("max (units per second) and clear, or span, threshold and clear")?;
+                p.done("max (units per second) and clear, or span, order, threshold and clear")?;
                 GuardSpec::Rate(g)
             }
             "level_shift" => {
@@ -600,7 +607,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
     },
     CatalogueEntry {
         kind: "rate",
-        parameters: "max=UNITS_PER_S clear=0.5 | span=60 threshold=6 clear=3",
+        parameters: "max=UNITS_PER_S clear=0.5 | span=60 order=1 threshold=6 clear=3",
         topic: Topic::TelemetryAlerts,
         severity: Severity::Warning,
         description: "A series changes faster per second of event time than its bound, or than it usually does.",

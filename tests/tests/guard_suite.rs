@@ -172,3 +172,43 @@ fn security_guards_reach_the_security_feed() {
     }
     assert_eq!(raised.len(), 5, "nothing else: {raised:?}");
 }
+
+#[test]
+fn rate_of_change_flags_engine_events_of_a_real_launch() {
+    // SES-11 (SpaceX webcast telemetry, 1 Hz, committed under datasets/spacex) with its flight
+    // events as `event` records.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/spacex/ses-11.ndjson");
+    let events: Vec<Reading> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Reading>(l).unwrap())
+        .filter(|r| r.kind == vigil_operators::Kind::Event)
+        .collect();
+    let at = |name: &str| events.iter().find(|e| e.name == name).unwrap().ts;
+    let tmp = tempfile::tempdir().unwrap();
+    let j = job(
+        InputSpec::Paths(vec![data]),
+        tmp.path(),
+        "launch",
+        &["rate:order=2"],
+        1,
+    );
+    run(j, Shutdown::default()).unwrap();
+    let raised: Vec<i64> = alerts(&tmp.path().join("launch.ndjson"))
+        .into_iter()
+        .filter(|a| a.status == AlertStatus::Raised && a.name == "velocity_mps")
+        .map(|a| a.ts)
+        .collect();
+    for event in ["MECO", "ENTRY_START"] {
+        let t = at(event);
+        let error = raised.iter().map(|r| (r - t).abs()).min().unwrap();
+        assert!(
+            error <= 2_000,
+            "{event} flagged within 2 s (off by {error} ms): {raised:?}"
+        );
+    }
+    assert!(
+        raised.len() <= 6,
+        "few alerts over the whole flight: {raised:?}"
+    );
+}

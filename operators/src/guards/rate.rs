@@ -21,6 +21,10 @@ pub struct Rate {
     pub alpha: f64,
     /// Without `max`: rates seen before the guard gives an opinion.
     pub warmup: u32,
+    /// Without `max`: 1 judges the rate against the usual rates; 2 judges how much the rate
+    /// changed since the previous one (per second) against the usual changes, which flags a
+    /// change of slope, such as an engine cutting off, even while the series trends.
+    pub order: u8,
 }
 
 impl Default for Rate {
@@ -31,6 +35,7 @@ impl Default for Rate {
             clear: 3.0,
             alpha: 2.0 / 61.0,
             warmup: 30,
+            order: 1,
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct RateState {
     last: Option<(i64, f64)>,
     base: Option<(i64, f64)>,
     rates: EwmaStats,
+    /// The previous rate and its time, for order 2.
+    previous_rate: Option<(i64, f64)>,
 }
 
 impl RateState {
@@ -82,6 +89,15 @@ impl SeriesLogic for Rate {
 
     fn observe(&self, state: &mut RateState, reading: &Point) -> Option<Verdict> {
         let (rate, since) = state.advance((reading.ts, reading.value))?;
+        let (rate, since) = if self.max.is_none() && self.order >= 2 {
+            // The change of the rate, per second, since the previous rate.
+            let previous = state.previous_rate.replace((reading.ts, rate));
+            let (t0, r0) = previous?;
+            let change = Rate::rate((t0, r0), (reading.ts, rate))?;
+            (change, (t0, r0))
+        } else {
+            (rate, since)
+        };
         let verdict = match self.max {
             Some(max) => Some(Verdict {
                 score: distance_score(rate, max),
