@@ -44,6 +44,16 @@ enum Bench {
         /// Where to put the generated data and archives (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The guards to run (as vigil-guard's `--guard`; default the z-score guard).
+        #[arg(long)]
+        guard: Vec<String>,
+        /// Run every statistical guard and the composite (zscore, ewma, mad, rate,
+        /// level_shift, seasonal, composite) instead of --guard.
+        #[arg(long)]
+        suite: bool,
+        /// Which guards archive per-reading scores (vigil-guard's `--scores`).
+        #[arg(long, default_value = "all")]
+        scores: String,
     },
     /// Detection quality: NAB's standard score of vigil-guard's alerts on the NAB corpus.
     Nab {
@@ -84,7 +94,24 @@ fn main() -> anyhow::Result<()> {
             workers,
             runs,
             dir,
-        } => guard(readings, sources, workers, runs, dir),
+            guard: guards,
+            suite,
+            scores,
+        } => {
+            let guards = if suite {
+                SUITE.iter().map(|g| g.to_string()).collect()
+            } else if guards.is_empty() {
+                vec!["zscore:window=60,threshold=6".to_owned()]
+            } else {
+                guards
+            };
+            let run = GuardRun {
+                guards,
+                scores,
+                workers,
+            };
+            guard(readings, sources, &run, runs, dir)
+        }
         Bench::Nab {
             dir,
             guard,
@@ -158,13 +185,32 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Every statistical guard and the composite: the configuration the guard suite is measured in.
+const SUITE: [&str; 7] = [
+    "zscore",
+    "ewma",
+    "mad",
+    "rate",
+    "level_shift",
+    "seasonal",
+    "composite",
+];
+
+/// How vigil-guard is run in the benchmark.
+struct GuardRun {
+    guards: Vec<String>,
+    scores: String,
+    workers: usize,
+}
+
 fn guard(
     readings: u64,
     sources: usize,
-    workers: usize,
+    run: &GuardRun,
     runs: usize,
     dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let workers = run.workers;
     let binary = sibling_binary("vigil-guard")?;
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
@@ -192,10 +238,10 @@ fn guard(
         .map_or(1, |n| n.get())
         .min(workers);
     let mut results = Vec::new();
-    for run in 1..=runs {
-        let archive = dir.join(format!("archive-{run}"));
+    for attempt in 1..=runs {
+        let archive = dir.join(format!("archive-{attempt}"));
         let _ = std::fs::remove_dir_all(&archive);
-        let summary_path = dir.join(format!("summary-{run}.json"));
+        let summary_path = dir.join(format!("summary-{attempt}.json"));
         let wall = Instant::now();
         let status = Command::new(&binary)
             .args([
@@ -204,13 +250,8 @@ fn guard(
                 "--archive",
                 &archive.display().to_string(),
             ])
-            .args([
-                "--alerts",
-                "none",
-                "--guard",
-                "zscore:window=60,threshold=6",
-                "--no-progress",
-            ])
+            .args(["--alerts", "none", "--no-progress", "--scores", &run.scores])
+            .args(run.guards.iter().flat_map(|g| ["--guard", g.as_str()]))
             .args([
                 "-w",
                 &workers.to_string(),
@@ -237,7 +278,7 @@ fn guard(
             alerts: number("alerts_raised"),
         };
         eprintln!(
-            "run {run}: {:.2}s, {:.0} events/s, peak RSS {:.0} MB",
+            "run {attempt}: {:.2}s, {:.0} events/s, peak RSS {:.0} MB",
             result.wall, result.events_per_s, result.peak_rss_mb
         );
         results.push(result);
@@ -246,7 +287,7 @@ fn guard(
     results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
     let best = &results[0];
     let median = &results[results.len() / 2];
-    report(written, workers, cores, best, median, bytes, &input);
+    report(written, run, cores, best, median, bytes, &input);
     Ok(())
 }
 
@@ -261,7 +302,7 @@ struct Run {
 
 fn report(
     readings: u64,
-    workers: usize,
+    run: &GuardRun,
     cores: usize,
     best: &Run,
     median: &Run,
@@ -269,7 +310,10 @@ fn report(
     input: &Path,
 ) {
     println!(
-        "vigil-guard -w {workers} --guard zscore:window=60,threshold=6, NDJSON → Parquet archive"
+        "vigil-guard -w {} --guard {} --scores {}, NDJSON → Parquet archive",
+        run.workers,
+        run.guards.join(" --guard "),
+        run.scores
     );
     println!(
         "  input                  {readings} readings, {:.1} MB ({})",

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use timely::dataflow::operators::capture::Event;
-use timely::dataflow::operators::{Capture, Input};
+use timely::dataflow::operators::{Capture, Input, Probe};
 use vigil_operators::*;
 
 /// Seeded telemetry: noisy series with spikes and level shifts, a constant series, and ties
@@ -197,9 +197,11 @@ where
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let build = build.clone();
+        let probe = timely::dataflow::ProbeHandle::new();
         let (mut input, alerts_rx, open_rx) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, readings) = scope.new_input::<Vec<Point>>();
             let alerts = build(readings);
+            alerts.clone().probe_with(&probe);
             let open = alerts.clone().open_alerts().consolidate();
             (input, alerts.capture(), open.inner.capture())
         });
@@ -210,6 +212,13 @@ where
                 let next_min = next.iter().map(|r| r.ts).min().unwrap_or(0) as u64;
                 input.advance_to(next_min.max(*input.time()));
             }
+            worker.step();
+        }
+        // As the job does at the end of its input: time reaches the newest event of the whole
+        // input before the input closes.
+        let last = batches.iter().flatten().map(|r| r.ts).max().unwrap_or(0) as u64 + 1;
+        input.advance_to(last.max(*input.time()));
+        while probe.less_than(&last) {
             worker.step();
         }
         drop(input);

@@ -429,12 +429,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let score_table = Table::of::<AnomalyScore>("ts")?;
     let scores_out = job.scores.clone();
 
+    let end = Arc::new(EndOfInput::default());
     let config = timely::Config::process(workers);
     let worker_progress = progress.clone();
     let worker_metrics = metrics.clone();
     let worker_counters = counters.clone();
     let worker_alerts = alert_counts.clone();
     let guards_result = timely::execute(config, move |worker| {
+        let end = end.clone();
         let index = worker.index();
         let peers = worker.peers();
         let probe = ProbeHandle::new();
@@ -525,6 +527,19 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             worker.step();
         }
         sink.flush();
+        // End of input: event time has reached the newest event of the whole input. Every
+        // worker moves its inputs there before closing them and waits until the guards have
+        // seen it, so that what is overdue by then (silence) is decided the same way whatever
+        // the number of workers and however the steps fell.
+        end.newest.fetch_max(streams.newest(), Ordering::SeqCst);
+        end.done.fetch_add(1, Ordering::SeqCst);
+        while end.done.load(Ordering::SeqCst) < peers {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        }
+        let last = sink.advance(end.newest.load(Ordering::SeqCst).max(0) as u64 + 1);
+        while probe.less_than(&last) {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        }
         worker_counters
             .events_in
             .fetch_add(sink.events_in, Ordering::Relaxed);
@@ -563,6 +578,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         elapsed: started.elapsed(),
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// What the workers share at the end of the input: the newest event time any of them read,
+/// and how many have finished reading.
+#[derive(Default)]
+struct EndOfInput {
+    newest: std::sync::atomic::AtomicI64,
+    done: std::sync::atomic::AtomicUsize,
 }
 
 /// The process's peak resident set size (`VmHWM`), on Linux.
@@ -616,6 +639,11 @@ impl<'a> Streams<'a> {
 
     fn take_unit(&mut self, stream: usize) -> Option<&'a vigil_datasets::loaders::Unit> {
         self.units[stream].pop_front()
+    }
+
+    /// The newest event time read from any stream (`i64::MIN` before the first record).
+    fn newest(&self) -> i64 {
+        self.max_ts.iter().copied().max().unwrap_or(i64::MIN)
     }
 
     fn max_ts(&self, stream: usize) -> i64 {

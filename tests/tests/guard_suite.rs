@@ -212,3 +212,60 @@ fn rate_of_change_flags_engine_events_of_a_real_launch() {
         "few alerts over the whole flight: {raised:?}"
     );
 }
+
+#[test]
+fn silence_is_decided_the_same_at_any_worker_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input.ndjson");
+    let mut lines = Vec::new();
+    for s in 0..300i64 {
+        let ts = 1_767_225_600_000 + s * 1000;
+        for source in ["veh-1", "veh-2", "veh-3"] {
+            // veh-1 stops at 100 s for good; veh-3 pauses from 150 s to 200 s.
+            let quiet =
+                (source == "veh-1" && s >= 100) || (source == "veh-3" && (150..200).contains(&s));
+            if !quiet {
+                lines.push(
+                    serde_json::to_string(&Reading::new(source, "temp_c", ts, 20.0)).unwrap(),
+                );
+            }
+        }
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    for workers in [1, 2, 3] {
+        let name = format!("silence-{workers}");
+        let j = job(
+            InputSpec::Paths(vec![input.clone()]),
+            tmp.path(),
+            &name,
+            &["silence"],
+            workers,
+        );
+        run(j, Shutdown::default()).unwrap();
+    }
+    let one = std::fs::read(tmp.path().join("silence-1.ndjson")).unwrap();
+    for workers in [2, 3] {
+        assert_eq!(
+            one,
+            std::fs::read(tmp.path().join(format!("silence-{workers}.ndjson"))).unwrap()
+        );
+    }
+    let got: Vec<(String, AlertStatus, i64)> = alerts(&tmp.path().join("silence-1.ndjson"))
+        .into_iter()
+        .map(|a| {
+            (
+                a.source.to_string(),
+                a.status,
+                (a.ts - 1_767_225_600_000) / 1000,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("veh-1".to_owned(), AlertStatus::Raised, 104),
+            ("veh-3".to_owned(), AlertStatus::Raised, 154),
+            ("veh-3".to_owned(), AlertStatus::Cleared, 200),
+        ]
+    );
+}

@@ -64,57 +64,72 @@ impl Default for Composite {
 /// Bins of a component's histogram: half-octaves of the measure from 2^-4 up.
 const BINS: usize = 40;
 
-/// A decaying histogram of a non-negative measure, on a log scale.
+/// A decaying histogram of a non-negative measure, on a log scale, kept as tail sums:
+/// `tails[b]` is the weight of every bin from `b` up, so a tail probability is one read and
+/// adding a measure touches only the bins at or below its own (usually a handful).
 #[derive(Clone, Debug, PartialEq)]
 struct TailHistogram {
-    bins: [f32; BINS],
-    total: f32,
+    tails: [f32; BINS],
+    /// The highest bin that holds weight.
+    top: usize,
 }
 
 impl Default for TailHistogram {
     fn default() -> Self {
         Self {
-            bins: [0.0; BINS],
-            total: 0.0,
+            tails: [0.0; BINS],
+            top: 0,
         }
     }
 }
 
+/// The half-octave bin of a measure: `floor(2 · log2(measure)) + 8`, clamped, from the bits
+/// of the float (no logarithm).
 fn bin_of(measure: f64) -> usize {
     if measure.is_nan() || measure <= 0.0 {
         return 0;
     }
-    let b = ((measure.log2() + 4.0) * 2.0).floor();
-    b.clamp(0.0, (BINS - 1) as f64) as usize
+    let bits = measure.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    // The upper half of the octave starts at a mantissa of √2.
+    let upper = (bits & ((1 << 52) - 1)) >= 0x6A09E667F3BCD;
+    let b = 2 * exponent + i64::from(upper) + 8;
+    b.clamp(0, (BINS - 1) as i64) as usize
 }
 
 impl TailHistogram {
+    fn total(&self) -> f32 {
+        self.tails[0]
+    }
+
     /// The probability of a measure at least this large: the weight above its bin and half of
     /// its own bin over the total. Past the largest measure seen, the last half reading's
     /// worth halves with every half-octave further out, so that a record is scored by how far
     /// it goes beyond what the series has done.
     fn tail(&self, measure: f64) -> f64 {
         let b = bin_of(measure);
-        let total = f64::from(self.total) + 1.0;
-        let top = self.bins.iter().rposition(|w| *w > 0.0).unwrap_or(0);
-        if b > top {
-            return 0.5 / total * 0.5f64.powi((b - top) as i32);
+        let total = f64::from(self.total()) + 1.0;
+        if b > self.top {
+            return 0.5 / total * 0.5f64.powi((b - self.top) as i32);
         }
-        let above: f32 = self.bins[b + 1..].iter().sum();
-        ((f64::from(above) + 0.5 * f64::from(self.bins[b]) + 0.5) / total).min(1.0)
+        let above = if b + 1 < BINS { self.tails[b + 1] } else { 0.0 };
+        let own = self.tails[b] - above;
+        ((f64::from(above) + 0.5 * f64::from(own) + 0.5) / total).min(1.0)
     }
 
     /// Folds in a measure with weight `weight` (which grows to make older ones count less).
     fn add(&mut self, measure: f64, weight: f32) {
-        self.bins[bin_of(measure)] += weight;
-        self.total += weight;
+        let b = bin_of(measure);
+        for tail in &mut self.tails[..=b] {
+            *tail += weight;
+        }
+        self.top = self.top.max(b);
     }
 
     fn rescale(&mut self, factor: f32) {
-        for bin in &mut self.bins {
-            *bin *= factor;
+        for tail in &mut self.tails {
+            *tail *= factor;
         }
-        self.total *= factor;
     }
 }
 
@@ -188,7 +203,7 @@ impl SeriesLogic for Composite {
             let Some((d, expected)) = *measure else {
                 continue;
             };
-            if histogram.total > 0.0 {
+            if histogram.total() > 0.0 {
                 let tail = histogram.tail(d);
                 if best.is_none_or(|(p, _)| tail < p) {
                     best = Some((tail, expected));

@@ -41,22 +41,29 @@ pub struct SortedWindow {
 }
 
 impl SortedWindow {
-    /// Adds `x`, dropping the oldest value once `capacity` values are held.
+    /// Adds `x`, dropping the oldest value once `capacity` values are held. A full window
+    /// moves only the values between the old one's place and the new one's, once.
     pub fn push(&mut self, x: f64, capacity: usize) {
+        let at = self.sorted.partition_point(|v| v.total_cmp(&x).is_lt());
         if self.ring.len() < capacity {
             if self.ring.is_empty() {
                 self.ring.reserve_exact(capacity);
                 self.sorted.reserve_exact(capacity);
             }
             self.ring.push(x);
-        } else {
-            let old = std::mem::replace(&mut self.ring[self.head], x);
-            self.head = (self.head + 1) % capacity;
-            let at = self.sorted.partition_point(|v| v.total_cmp(&old).is_lt());
-            self.sorted.remove(at);
+            self.sorted.insert(at, x);
+            return;
         }
-        let at = self.sorted.partition_point(|v| v.total_cmp(&x).is_lt());
-        self.sorted.insert(at, x);
+        let old = std::mem::replace(&mut self.ring[self.head], x);
+        self.head = (self.head + 1) % capacity;
+        let gone = self.sorted.partition_point(|v| v.total_cmp(&old).is_lt());
+        if gone < at {
+            self.sorted.copy_within(gone + 1..at, gone);
+            self.sorted[at - 1] = x;
+        } else {
+            self.sorted.copy_within(at..gone, at + 1);
+            self.sorted[at] = x;
+        }
     }
 
     /// Values held.
@@ -79,47 +86,20 @@ impl SortedWindow {
         }
     }
 
-    /// The median absolute deviation from `center`: walks outward from the center of the
-    /// sorted values, taking the smaller deviation first, until half of them are taken.
+    /// The median absolute deviation from `center`. The deviations below the center, read
+    /// from the center outward, and those above it are two ascending sequences; the middle of
+    /// their union is found by binary search in O(log n), without building either.
     pub fn mad(&self, center: f64) -> f64 {
         let s = &self.sorted;
         let n = s.len();
         if n == 0 {
             return f64::NAN;
         }
-        let mut right = s.partition_point(|v| *v < center);
-        // s[..left] lie below the center, s[right..] at or above it.
-        let mut left = right;
-        let (lo, hi) = ((n - 1) / 2, n / 2);
-        let mut k = 0;
-        let (mut a, mut b) = (f64::NAN, f64::NAN);
-        while k <= hi {
-            let dl = if left > 0 {
-                center - s[left - 1]
-            } else {
-                f64::INFINITY
-            };
-            let dr = if right < n {
-                s[right] - center
-            } else {
-                f64::INFINITY
-            };
-            let d = if dl <= dr {
-                left -= 1;
-                dl
-            } else {
-                right += 1;
-                dr
-            };
-            if k == lo {
-                a = d;
-            }
-            if k == hi {
-                b = d;
-            }
-            k += 1;
-        }
-        (a + b) / 2.0
+        // s[..split] lie below the center, s[split..] at or above it.
+        let split = s.partition_point(|v| *v < center);
+        let (below, above) = s.split_at(split);
+        let (kth, next) = kth_of_two(below, above, center, (n - 1) / 2);
+        if n % 2 == 1 { kth } else { (kth + next) / 2.0 }
     }
 
     /// The mean absolute deviation from `center`.
@@ -143,6 +123,45 @@ impl SortedWindow {
     pub fn heap_bytes(&self) -> usize {
         (self.ring.capacity() + self.sorted.capacity()) * std::mem::size_of::<f64>()
     }
+}
+
+/// The `k`-th and `k+1`-th smallest (0-based) deviations from `center` of the values `below`
+/// it (ascending, so their deviations ascend read backwards) and `above` it: a binary search
+/// over how many of the first `k + 1` come from below. With `k + 1` values in all, the
+/// `k+1`-th is `NaN`.
+fn kth_of_two(below: &[f64], above: &[f64], center: f64, k: usize) -> (f64, f64) {
+    let (m, n) = (below.len(), above.len());
+    let a = |i: usize| center - below[m - 1 - i];
+    let b = |i: usize| above[i] - center;
+    // Take i from below and k + 1 - i from above; find the smallest i with a(i) ≥ b(k - i).
+    let (mut lo, mut hi) = ((k + 1).saturating_sub(n), (k + 1).min(m));
+    while lo < hi {
+        let i = (lo + hi) / 2;
+        // lo ≤ i < hi keeps i < m, i ≤ k and k - i < n, so both reads are in range.
+        if a(i) < b(k - i) {
+            lo = i + 1;
+        } else {
+            hi = i;
+        }
+    }
+    let i = lo;
+    let last_a = if i > 0 { a(i - 1) } else { f64::NEG_INFINITY };
+    let last_b = if k + 1 > i {
+        b(k - i)
+    } else {
+        f64::NEG_INFINITY
+    };
+    let next_a = if i < m { a(i) } else { f64::INFINITY };
+    let next_b = if k + 1 - i < n {
+        b(k + 1 - i)
+    } else {
+        f64::INFINITY
+    };
+    let next = next_a.min(next_b);
+    (
+        last_a.max(last_b),
+        if next.is_finite() { next } else { f64::NAN },
+    )
 }
 
 /// The robust guard's memory of one series.

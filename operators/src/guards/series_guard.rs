@@ -469,6 +469,10 @@ fn guard_operator<'scope>(
             // arrive later have event times at or past the frontier, so the pending ones
             // only need a look when the frontier moves.
             let bound = frontier.frontier().first().copied();
+            if held.is_none() && bound.is_none() && last_bound.is_some() {
+                report_metrics(metrics.as_ref(), &guards, &series);
+                last_bound = None;
+            }
             if held.is_none() || bound == last_bound {
                 return;
             }
@@ -573,24 +577,9 @@ fn guard_operator<'scope>(
                     }
                 }
             }
-            if let Some(metrics) = &metrics {
-                let per_series = std::mem::size_of::<SeriesKey>()
-                    + std::mem::size_of::<Vec<GuardSlot>>()
-                    + guards.len() * std::mem::size_of::<GuardSlot>();
-                let bytes: usize = series
-                    .values()
-                    .map(|slots| {
-                        per_series
-                            + guards
-                                .iter()
-                                .zip(slots)
-                                .map(|(g, s)| g.logic.state_bytes(&*s.state))
-                                .sum::<usize>()
-                    })
-                    .sum();
-                use std::sync::atomic::Ordering::Relaxed;
-                metrics.series.store(series.len() as u64, Relaxed);
-                metrics.state_bytes.store(bytes as u64, Relaxed);
+            // State sizes are summed once, at the end of the input, not every step.
+            if bound.is_none() {
+                report_metrics(metrics.as_ref(), &guards, &series);
             }
             let Some(cap) = held.as_mut() else { return };
             // The step's scores go out at the held time, which no reading of this step
@@ -619,6 +608,32 @@ fn guard_operator<'scope>(
             }
         }
     })
+}
+
+/// Stores the number of series and the guards' state bytes into `metrics`.
+fn report_metrics(
+    metrics: Option<&GuardMetrics>,
+    guards: &[Guard],
+    series: &HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher>,
+) {
+    let Some(metrics) = metrics else { return };
+    let per_series = std::mem::size_of::<SeriesKey>()
+        + std::mem::size_of::<Vec<GuardSlot>>()
+        + guards.len() * std::mem::size_of::<GuardSlot>();
+    let bytes: usize = series
+        .values()
+        .map(|slots| {
+            per_series
+                + guards
+                    .iter()
+                    .zip(slots)
+                    .map(|(g, s)| g.logic.state_bytes(&*s.state))
+                    .sum::<usize>()
+        })
+        .sum();
+    use std::sync::atomic::Ordering::Relaxed;
+    metrics.series.store(series.len() as u64, Relaxed);
+    metrics.state_bytes.store(bytes as u64, Relaxed);
 }
 
 /// Where a verdict applies: the series (source, name) and the event time.
