@@ -249,6 +249,8 @@ pub struct CompositeConfig {
     pub clear_p: Option<f64>,
     /// How fast a low probability wears off per reading (≥ 1; default 1.1).
     pub hold: Option<f64>,
+    /// Readings after an alarm during which the guard does not raise again (default 0).
+    pub refractory: Option<usize>,
 }
 
 /// `[guard.silence]`.
@@ -332,7 +334,7 @@ impl GuardConfig {
         if let Some(c) = &self.composite {
             found.push((
                 "composite",
-                pairs!(c; window, memory, warmup, raise_p, clear_p, hold),
+                pairs!(c; window, memory, warmup, raise_p, clear_p, hold, refractory),
             ));
         }
         if let Some(c) = &self.silence {

@@ -292,6 +292,9 @@ impl GuardSpec {
                     anyhow::ensure!(h >= 1.0, "{text}: hold must be at least 1");
                     g.hold = h;
                 }
+                if let Some(r) = p.count("refractory", 0)? {
+                    g.refractory = r as u32;
+                }
                 if let Some(m) = p.positive("memory")? {
                     g.memory = m;
                 }
@@ -302,7 +305,7 @@ impl GuardSpec {
                     g.raise_p <= g.clear_p && g.clear_p <= 1.0,
                     "{text}: need raise_p ≤ clear_p ≤ 1"
                 );
-                p.done("window, raise_p, clear_p, hold, memory and warmup")?;
+                p.done("window, raise_p, clear_p, hold, refractory, memory and warmup")?;
                 GuardSpec::Composite(g)
             }
             "silence" => {
@@ -628,7 +631,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
     },
     CatalogueEntry {
         kind: "composite",
-        parameters: "window=30 memory=2000 raise_p=0.003 clear_p=0.5 hold=1.1 warmup=100",
+        parameters: "window=30 memory=2000 raise_p=0.003 clear_p=0.5 hold=1.1 refractory=0 warmup=100",
         topic: Topic::TelemetryAlerts,
         severity: Severity::Warning,
         description: "The statistical guards together find a reading rarer than the series has ever been (calibrated per series).",

@@ -40,6 +40,8 @@ pub struct Composite {
     /// which grows by this factor per reading, so an alert stays open a while after its
     /// anomaly and one episode is one alert.
     pub hold: f64,
+    /// Readings after an alarm during which the guard does not raise again.
+    pub refractory: u32,
     /// The seasonal component's period and phases.
     pub seasonal: Seasonal,
     /// The level-shift component.
@@ -55,6 +57,7 @@ impl Default for Composite {
             raise_p: 3e-3,
             clear_p: 0.5,
             hold: 1.1,
+            refractory: 0,
             seasonal: Seasonal::default(),
             level_shift: LevelShift::default(),
         }
@@ -149,6 +152,8 @@ pub struct CompositeState {
     weight: f32,
     /// The held combined probability (see [`Composite::hold`]).
     held: f64,
+    /// Readings since the last alarm (saturating).
+    since_alarm: u32,
 }
 
 impl Composite {
@@ -194,6 +199,7 @@ impl SeriesLogic for Composite {
         if s.n == 0 {
             s.first_ts = p.ts;
             s.weight = 1.0;
+            s.since_alarm = u32::MAX;
         }
         s.n = s.n.saturating_add(1);
         let measures = self.measures(s, p);
@@ -228,6 +234,21 @@ impl SeriesLogic for Composite {
             p_value
         };
         s.held = p_value;
+        // After an alarm, a refractory period: the same episode does not raise again.
+        let p_value = if p_value <= self.raise_p {
+            let within = s.since_alarm < self.refractory;
+            if !within {
+                s.since_alarm = 0;
+            }
+            if within {
+                p_value.max(self.raise_p * 1.000_001)
+            } else {
+                p_value
+            }
+        } else {
+            p_value
+        };
+        s.since_alarm = s.since_alarm.saturating_add(1);
         Some(Verdict {
             score: 1.0 - p_value,
             observed: p.value,
