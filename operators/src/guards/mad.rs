@@ -134,17 +134,18 @@ fn kth_of_two(below: &[f64], above: &[f64], center: f64, k: usize) -> (f64, f64)
     let a = |i: usize| center - below[m - 1 - i];
     let b = |i: usize| above[i] - center;
     // Take i from below and k + 1 - i from above; find the smallest i with a(i) ≥ b(k - i).
-    let (mut lo, mut hi) = ((k + 1).saturating_sub(n), (k + 1).min(m));
-    while lo < hi {
-        let i = (lo + hi) / 2;
-        // lo ≤ i < hi keeps i < m, i ≤ k and k - i < n, so both reads are in range.
-        if a(i) < b(k - i) {
-            lo = i + 1;
-        } else {
-            hi = i;
-        }
+    let (lo, hi) = ((k + 1).saturating_sub(n), (k + 1).min(m));
+    // A branch-free binary search: on random data a branch here is mispredicted half the time.
+    let (mut base, mut len) = (lo, hi - lo);
+    while len > 0 {
+        let half = len / 2;
+        let i = base + half;
+        // base ≤ i < hi keeps i < m, i ≤ k and k - i < n, so both reads are in range.
+        let less = a(i) < b(k - i);
+        base = if less { i + 1 } else { base };
+        len = if less { len - half - 1 } else { half };
     }
-    let i = lo;
+    let i = base;
     let last_a = if i > 0 { a(i - 1) } else { f64::NEG_INFINITY };
     let last_b = if k + 1 > i {
         b(k - i)
