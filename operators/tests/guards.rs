@@ -846,3 +846,146 @@ fn unknown_sources_and_auth_failure_bursts() {
         assert_eq!(cleared, [173_000], "{workers} workers: {got:?}");
     }
 }
+
+#[test]
+fn hysteresis_keeps_a_noisy_series_from_flapping() {
+    // A series climbing at about the bound of 5 units/s, its rate bouncing across the bound.
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let readings: Vec<Reading> = (0..4000i64)
+        .map(|i| {
+            let noise: f64 = (0..4).map(|_| rng.random_range(-0.2..0.2)).sum();
+            Reading::new("veh-1", "temp_c", i * 1000, 5.0 * i as f64 + noise)
+        })
+        .collect();
+    let raises = |clear: f64| {
+        let (alerts, _) = run_dataflow(&readings, 2, move |s| {
+            s.guard(
+                GuardLabel::new("rate"),
+                Rate {
+                    clear,
+                    ..Rate::bounded(5.0)
+                },
+            )
+        });
+        alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Raised)
+            .count()
+    };
+    // Clearing at the bound itself, the alert flaps with every bounce; clearing below half of
+    // it (the default), it opens once and stays open while the rate stays near the bound.
+    let (flapping, steady) = (raises(1.0), raises(0.5));
+    assert!(
+        flapping > 500,
+        "without hysteresis the alert flaps: {flapping}"
+    );
+    assert_eq!(steady, 1, "with hysteresis it does not");
+}
+
+#[test]
+fn level_shift_and_seasonal_match_references() {
+    let readings = dataset(26);
+    // CUSUM reference: a slow EWMA baseline, two one-sided sums of standardized deviations
+    // less the drift, reset (and the baseline moved to the reading) at an alarm.
+    let g = LevelShift::default();
+    let expected = reference(
+        &readings,
+        "level_shift",
+        (0.5, dscore(g.clear, g.threshold)),
+        {
+            let mut memo: BTreeMap<(String, String), (f64, f64, u32, f64, f64)> = BTreeMap::new();
+            move |_history, r| {
+                let key = (r.source.to_string(), r.name.to_string());
+                let (mean, var, n, up, down) = memo.entry(key).or_insert((0.0, 0.0, 0, 0.0, 0.0));
+                let std = var.max(0.0).sqrt();
+                let mut out = None;
+                if *n >= g.warmup && !is_degenerate_std(std, *mean) {
+                    let z = (r.value - *mean) / std;
+                    *up = (*up + z - g.drift).max(0.0);
+                    *down = (*down - z - g.drift).max(0.0);
+                    let sum = up.max(*down);
+                    out = Some((dscore(sum, g.threshold), *mean));
+                    if sum >= g.threshold {
+                        *mean = r.value;
+                        *up = 0.0;
+                        *down = 0.0;
+                    }
+                }
+                if *n == 0 {
+                    *mean = r.value;
+                } else {
+                    let diff = r.value - *mean;
+                    *mean += g.alpha * diff;
+                    *var = (1.0 - g.alpha) * (*var + diff * g.alpha * diff);
+                }
+                *n += 1;
+                out
+            }
+        },
+    );
+    assert!(expected.iter().any(|a| a.status == AlertStatus::Raised));
+    for workers in [1, 2] {
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+            s.guard(GuardLabel::new("level_shift"), g)
+        });
+        assert_same(&alerts, &expected);
+    }
+
+    // Seasonal reference: per phase of a 60 s period in 6 buckets, an exponentially weighted
+    // mean and variance kept in f32, judged once two periods have passed.
+    let g = Seasonal {
+        period_ms: 60_000,
+        buckets: 6,
+        ..Seasonal::default()
+    };
+    let expected = reference(
+        &readings,
+        "seasonal",
+        (0.5, dscore(g.clear, g.threshold)),
+        {
+            type Phases = (Vec<(f32, f32, u32)>, f64, Option<i64>);
+            let mut memo: BTreeMap<(String, String), Phases> = BTreeMap::new();
+            move |_history, r| {
+                let key = (r.source.to_string(), r.name.to_string());
+                let (phases, residual_sq, first) =
+                    memo.entry(key)
+                        .or_insert((vec![(0.0, 0.0, 0); 6], 0.0, None));
+                let first = *first.get_or_insert(r.ts);
+                let phase = ((r.ts.rem_euclid(60_000)) / 10_000) as usize;
+                let (pm, pv, pn) = &mut phases[phase];
+                let mean = f64::from(*pm);
+                let mut out = None;
+                if r.ts - first >= 120_000 && *pn >= 2 {
+                    let spread = f64::from(*pv)
+                        .max(0.0)
+                        .sqrt()
+                        .max(0.25 * residual_sq.sqrt());
+                    let d = if is_degenerate_std(spread, mean) {
+                        0.0
+                    } else {
+                        (r.value - mean).abs() / spread
+                    };
+                    out = Some((dscore(d, g.threshold), mean));
+                }
+                if *pn == 0 {
+                    *pm = r.value as f32;
+                } else {
+                    let diff = r.value - mean;
+                    *residual_sq += g.alpha * 0.1 * (diff * diff - *residual_sq);
+                    let incr = g.alpha * diff;
+                    *pm = (mean + incr) as f32;
+                    *pv = ((1.0 - g.alpha) * (f64::from(*pv) + diff * incr)) as f32;
+                }
+                *pn += 1;
+                out
+            }
+        },
+    );
+    assert!(expected.iter().any(|a| a.status == AlertStatus::Raised));
+    for workers in [1, 2] {
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+            s.guard(GuardLabel::new("seasonal"), g)
+        });
+        assert_same(&alerts, &expected);
+    }
+}
