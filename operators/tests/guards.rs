@@ -893,7 +893,9 @@ fn level_shift_and_seasonal_match_references() {
         "level_shift",
         (0.5, dscore(g.clear, g.threshold)),
         {
-            let mut memo: BTreeMap<(String, String), (f64, f64, u32, f64, f64)> = BTreeMap::new();
+            // Per series: baseline mean, variance, readings, and the two sums.
+            type Cusum = (f64, f64, u32, f64, f64);
+            let mut memo: BTreeMap<(String, String), Cusum> = BTreeMap::new();
             move |_history, r| {
                 let key = (r.source.to_string(), r.name.to_string());
                 let (mean, var, n, up, down) = memo.entry(key).or_insert((0.0, 0.0, 0, 0.0, 0.0));
