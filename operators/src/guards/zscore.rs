@@ -58,7 +58,9 @@ pub fn is_degenerate_std(std: f64, mean: f64) -> bool {
 #[derive(Debug, Default)]
 pub struct ZScoreState {
     values: Vec<f64>,
-    times: Vec<i64>,
+    /// Event times as offsets from `base` (ms), which keeps the window small.
+    times: Vec<u32>,
+    base: i64,
     /// Index of the oldest reading once the ring is full.
     head: usize,
     shift: f64,
@@ -69,6 +71,22 @@ pub struct ZScoreState {
 }
 
 impl ZScoreState {
+    /// The offset of `ts` from the base. Readings come in event-time order, so offsets only
+    /// grow; when one would not fit, the base moves up to the oldest time in the window. A
+    /// window spanning more than 49 days keeps its times to that span.
+    fn offset(&mut self, ts: i64) -> u32 {
+        let far = ts.saturating_sub(self.base);
+        if far <= i64::from(u32::MAX) {
+            return far.max(0) as u32;
+        }
+        let shift = self.times.iter().copied().min().unwrap_or(0);
+        for t in &mut self.times {
+            *t -= shift;
+        }
+        self.base += i64::from(shift);
+        ts.saturating_sub(self.base).clamp(0, i64::from(u32::MAX)) as u32
+    }
+
     fn recompute(&mut self) {
         let n = self.values.len() as f64;
         self.shift = self.values.iter().sum::<f64>() / n;
@@ -111,7 +129,7 @@ impl SeriesLogic for ZScore {
                 score: distance_score(z, self.threshold),
                 observed: value,
                 expected: mean,
-                window_start: state.times[state.head],
+                window_start: state.base + i64::from(state.times[state.head]),
                 window_end: reading.ts,
             })
         } else {
@@ -123,16 +141,21 @@ impl SeriesLogic for ZScore {
             if state.values.is_empty() {
                 state.values.reserve_exact(self.window);
                 state.times.reserve_exact(self.window);
+                state.base = reading.ts;
                 state.shift = value;
             }
             state.values.push(value);
-            state.times.push(reading.ts);
+            let offset = state.offset(reading.ts);
+            state.times.push(offset);
             state.sum += value - state.shift;
             state.sum_sq += (value - state.shift) * (value - state.shift);
         } else {
             let old = state.values[state.head];
             state.values[state.head] = value;
-            state.times[state.head] = reading.ts;
+            // The oldest time leaves the window first, so it does not hold the base back.
+            state.times[state.head] = u32::MAX;
+            let offset = state.offset(reading.ts);
+            state.times[state.head] = offset;
             state.head = (state.head + 1) % self.window;
             let (o, v) = (old - state.shift, value - state.shift);
             state.sum += v - o;
@@ -152,6 +175,27 @@ impl SeriesLogic for ZScore {
     fn state_bytes(&self, state: &ZScoreState) -> usize {
         std::mem::size_of::<ZScoreState>()
             + state.values.capacity() * std::mem::size_of::<f64>()
-            + state.times.capacity() * std::mem::size_of::<i64>()
+            + state.times.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Point, Reading};
+
+    #[test]
+    fn window_start_survives_long_gaps() {
+        // Readings 20 days apart: a window of three spans 40 days, past what a u32 of
+        // milliseconds from the first reading can hold, so the base has to move.
+        let day = 86_400_000i64;
+        let guard = ZScore::new(3, 6.0);
+        let mut state = ZScoreState::default();
+        for i in 0..10i64 {
+            let point = Point::from(&Reading::new("s", "n", i * 20 * day, (i % 3) as f64));
+            if let Some(verdict) = guard.observe(&mut state, &point) {
+                assert_eq!(verdict.window_start, (i - 3) * 20 * day, "reading {i}");
+            }
+        }
     }
 }
