@@ -372,6 +372,15 @@ enum GuardOutput {
     Scores(RecordBatch),
 }
 
+impl GuardOutput {
+    fn alert(self) -> Option<Alert> {
+        match self {
+            GuardOutput::Alert(a) => Some(a),
+            GuardOutput::Scores(_) => None,
+        }
+    }
+}
+
 /// Shared counters a guard updates as it runs: how many series it holds and their state bytes.
 #[derive(Clone, Debug, Default)]
 pub struct GuardMetrics {
@@ -399,10 +408,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         guards: Vec<Guard>,
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>> {
-        guard_operator(self, guards, metrics, Keying::Source).flat_map(|o| match o {
-            GuardOutput::Alert(a) => Some(a),
-            GuardOutput::Scores(_) => None,
-        })
+        guard_operator(self, guards, metrics, Keying::Source).flat_map(GuardOutput::alert)
     }
 
     fn guards_with_scores(
@@ -414,10 +420,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         Stream<'scope, u64, Vec<RecordBatch>>,
     ) {
         let outputs = guard_operator(self, guards, metrics, Keying::Series);
-        let alerts = outputs.clone().flat_map(|o| match o {
-            GuardOutput::Alert(a) => Some(a),
-            GuardOutput::Scores(_) => None,
-        });
+        let alerts = outputs.clone().flat_map(GuardOutput::alert);
         let scores = outputs.flat_map(|o| match o {
             GuardOutput::Scores(b) => Some(b),
             GuardOutput::Alert(_) => None,
