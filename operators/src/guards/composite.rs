@@ -58,7 +58,12 @@ impl Default for Composite {
             clear_p: 0.5,
             hold: 1.1,
             refractory: 0,
-            seasonal: Seasonal::default(),
+            // The phase means remember longer than the standalone guard's: a day's shape is
+            // learnt over weeks, not days.
+            seasonal: Seasonal {
+                alpha: 0.05,
+                ..Seasonal::default()
+            },
             level_shift: LevelShift::default(),
         }
     }
