@@ -106,6 +106,24 @@ impl<'a> Params<'a> {
             })
     }
 
+    /// A duration (`30s`, `1d`) for `key` in milliseconds, at least `min_ms`, if given.
+    fn duration_ms(&mut self, key: &str, min_ms: i64) -> anyhow::Result<Option<i64>> {
+        let Some(value) = self.text(key) else {
+            return Ok(None);
+        };
+        let ms = humantime::parse_duration(value)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .with_context(|| {
+                format!("{key}={value} in {} is not a duration (e.g. 30s, 1m, 1d)", self.text)
+            })?;
+        anyhow::ensure!(
+            ms >= min_ms,
+            "{key}={value} in {} must be at least {min_ms} ms",
+            self.text
+        );
+        Ok(Some(ms))
+    }
+
     /// A text value for `key`, if given.
     fn text(&mut self, key: &str) -> Option<&'a str> {
         let at = self.pairs.iter().position(|(k, _)| *k == key)?;
@@ -263,12 +281,8 @@ impl GuardSpec {
             }
             "seasonal" => {
                 let mut g = Seasonal::default();
-                if let Some(period) = p.text("period") {
-                    let d = humantime::parse_duration(period).with_context(|| {
-                        format!("period={period} in {text} is not a duration (e.g. 1d, 12h)")
-                    })?;
-                    anyhow::ensure!(d.as_millis() > 0, "{text}: period must be positive");
-                    g.period_ms = d.as_millis() as i64;
+                if let Some(ms) = p.duration_ms("period", 1)? {
+                    g.period_ms = ms;
                 }
                 if let Some(b) = p.count("buckets", 1)? {
                     g.buckets = b as u32;
@@ -313,11 +327,8 @@ impl GuardSpec {
                 if let Some(f) = p.positive("factor")? {
                     g.factor = f;
                 }
-                if let Some(min) = p.text("min") {
-                    let d = humantime::parse_duration(min).with_context(|| {
-                        format!("min={min} in {text} is not a duration (e.g. 30s)")
-                    })?;
-                    g.min_ms = d.as_millis() as i64;
+                if let Some(ms) = p.duration_ms("min", 0)? {
+                    g.min_ms = ms;
                 }
                 if let Some(w) = p.count("warmup", 1)? {
                     g.warmup = w as u32;
@@ -357,12 +368,8 @@ impl GuardSpec {
                 {
                     g.event = event.into();
                 }
-                if let Some(window) = p.text("window") {
-                    let d = humantime::parse_duration(window).with_context(|| {
-                        format!("window={window} in {text} is not a duration (e.g. 1m)")
-                    })?;
-                    anyhow::ensure!(d.as_millis() > 0, "{text}: window must be positive");
-                    g.window_ms = d.as_millis() as i64;
+                if let Some(ms) = p.duration_ms("window", 1)? {
+                    g.window_ms = ms;
                 }
                 if let Some(limit) = p.count("limit", 0)? {
                     g.limit = limit as u32;
