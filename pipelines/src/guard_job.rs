@@ -308,11 +308,19 @@ fn check_payloads(
                 })
             })
             .collect();
-        checks
-            .into_iter()
-            .filter_map(|check| check.join().ok().flatten())
-            .min_by_key(|(unit, _)| *unit)
-    });
+        let mut first: Option<(usize, String)> = None;
+        for check in checks {
+            let found = check
+                .join()
+                .map_err(|_| anyhow::anyhow!("the start-up payload check failed"))?;
+            if let Some(found) = found
+                && first.as_ref().is_none_or(|(unit, _)| found.0 < *unit)
+            {
+                first = Some(found);
+            }
+        }
+        anyhow::Ok(first)
+    })?;
     match first {
         Some((_, origin)) => anyhow::bail!(
             "{origin} carries a payload but no payload key is configured, and payloads are only ever \
@@ -519,8 +527,13 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 && let Some(target) = in_flight.pop_front()
             {
                 // Park rather than spin while the other workers catch up: a busy loop here
-                // would take the core they need.
-                while probe.less_than(&target) {
+                // would take the core they need. A worker that has finished reading holds its
+                // inputs at its last watermark until all have finished, so once one has, or a
+                // stop was asked for, waiting for the others could wait forever.
+                while probe.less_than(&target)
+                    && end.done.load(Ordering::SeqCst) == 0
+                    && !shutdown.is_triggered()
+                {
                     worker.step_or_park(Some(std::time::Duration::from_millis(1)));
                 }
             }
@@ -790,7 +803,10 @@ impl RecordSink for WorkerSink {
                 key.key_id().clone(),
             )),
             (Some(_), None) => {
-                let reason = "the record carries a payload but no payload key is configured: set VIGIL_KEY or pass --key-file".to_owned();
+                let reason = format!(
+                    "the record carries a payload but no payload key is configured: set {} or pass --key-file",
+                    crate::crypto::KEY_ENV
+                );
                 self.errors.push(DeadLetter::new(
                     reading.ts,
                     reading.event_id().to_string(),
