@@ -125,6 +125,10 @@ pub fn score(
     let mut current: Option<(usize, usize, f64)> = None;
     let mut previous: Option<(usize, f64)> = None;
     for (i, &t) in timestamps.iter().enumerate() {
+        // A window that ends before this row holds no row at all: nothing can detect it.
+        while current.is_none() && next_window < windows.len() && windows[next_window].1 < t {
+            next_window += 1;
+        }
         if current.is_none() && next_window < windows.len() && t >= windows[next_window].0 {
             let end = windows[next_window].1;
             let right = timestamps.partition_point(|&x| x <= end).max(i + 1) - 1;
@@ -291,5 +295,18 @@ mod tests {
         // A window wholly inside the probationary period is not scored at all.
         let s = score(&ts, &[], &[(ts[2], ts[8])], &Profile::STANDARD);
         assert_eq!(s.windows, 0);
+    }
+
+    #[test]
+    fn a_window_between_rows_is_not_scored_and_does_not_shift_the_next() {
+        let (ts, windows) = file();
+        // A window that falls between two rows, before the labelled one.
+        let with_empty = [(ts[30] + 1, ts[30] + 2), windows[0]];
+        let p = Profile::STANDARD;
+        let perfect = score(&ts, &[ts[40]], &with_empty, &p);
+        assert_eq!((perfect.windows, perfect.detected), (1, 1));
+        assert!((perfect.normalized() - 100.0).abs() < 1e-9);
+        // A detection at row 31 lies outside every window.
+        assert_eq!(score(&ts, &[ts[31]], &with_empty, &p).false_positives, 1);
     }
 }
