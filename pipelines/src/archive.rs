@@ -1,8 +1,10 @@
 //! The Parquet archive on object_store: hive-partitioned tables written atomically.
 //!
 //! Layout: `TABLE/date=YYYY-MM-DD/hour=HH/part-RUN-wWORKER-SEQ.parquet`. `RUN` is a fingerprint
-//! of the input, so replaying the same input rewrites the same files instead of adding
-//! duplicates, while a different input never overwrites them. Each file is one `put`, which
+//! of the input and the worker count, so replaying the same input with the same settings
+//! (`-w`, `--max-rows-per-file`) rewrites the same files instead of adding duplicates, while a
+//! different input never overwrites them; a replay with other settings writes its files beside
+//! the earlier run's. Each file is one `put`, which
 //! object stores make visible atomically (the local store writes a temporary file and renames
 //! it), so no reader ever sees half a file.
 

@@ -25,7 +25,8 @@ pub struct GuardArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
 
-    /// Print every guard with its reaction (the configured ones with --config) and exit.
+    /// Print every guard with its reaction and exit: the catalogue, or the job's guards when
+    /// --config or --guard is given.
     #[arg(long)]
     pub list_guards: bool,
 
@@ -108,6 +109,17 @@ impl GuardArgs {
         }
         if let Some(rows) = self.max_rows_per_file {
             job.max_rows_per_file = rows.max(1);
+        }
+        if let ScoresOut::Guards(names) = &job.scores
+            && let Some(unknown) = names
+                .iter()
+                .find(|n| !job.guards.iter().any(|g| &g.name == *n))
+        {
+            let known: Vec<&str> = job.guards.iter().map(|g| g.name.as_str()).collect();
+            anyhow::bail!(
+                "--scores names `{unknown}`, which is not a guard of this job: use all, none, or some of {}",
+                known.join(", ")
+            );
         }
         job.chunk_bytes = self.chunk_bytes;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;

@@ -2,7 +2,8 @@
 //!
 //! These types are the file's shape and nothing else: every field is documented, unknown keys
 //! are errors, and [`JobConfig::apply`] turns them into the runtime [`GuardJob`], checking
-//! every value with the same rules as the command line. A sample lives in `deploy/`.
+//! guard parameters with the same rules as `--guard`, and rejecting zero workers or zero rows
+//! per file. A sample lives in `deploy/`.
 
 use std::path::{Path, PathBuf};
 

@@ -155,9 +155,21 @@ fn list_guards_shows_every_guard_with_its_reaction() {
         .args(["--config", sample().to_str().unwrap(), "--list-guards"])
         .output()
         .unwrap();
+    assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("overheat") && text.contains("critical"),
         "{text}"
     );
+}
+
+#[test]
+fn scores_must_name_guards_of_the_job() {
+    let args = GuardArgs::try_parse_from(["vigil-guard", "--guard", "zscore", "--scores", "zscor"])
+        .unwrap();
+    let err = format!("{:#}", args.into_job().expect_err("an unknown guard"));
+    assert!(err.contains("zscor") && err.contains("zscore"), "{err}");
+    let args =
+        GuardArgs::try_parse_from(["vigil-guard", "--guard", "ewma", "--scores", "ewma"]).unwrap();
+    assert!(args.into_job().is_ok());
 }
