@@ -114,7 +114,10 @@ impl<'a> Params<'a> {
         let ms = humantime::parse_duration(value)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .with_context(|| {
-                format!("{key}={value} in {} is not a duration (e.g. 30s, 1m, 1d)", self.text)
+                format!(
+                    "{key}={value} in {} is not a duration (e.g. 30s, 1m, 1d)",
+                    self.text
+                )
             })?;
         anyhow::ensure!(
             ms >= min_ms,

@@ -17,7 +17,6 @@ use crate::guards::mad::SortedWindow;
 use crate::guards::rate::RateState;
 use crate::guards::seasonal::{Seasonal, SeasonalState};
 use crate::guards::series_guard::{Hysteresis, SeriesLogic, Verdict};
-use crate::guards::zscore::is_degenerate_std;
 use crate::model::Point;
 
 /// Components the composite combines.
@@ -170,16 +169,7 @@ impl Composite {
         let ewma = (s.ewma.n >= 2).then(|| (s.ewma.deviations(x), s.ewma.mean));
         s.ewma.update(x, alpha);
 
-        let robust = (s.window.len() >= self.window.min(30)).then(|| {
-            let median = s.window.median();
-            let spread = s.window.robust_std(median);
-            let d = if is_degenerate_std(spread, median) {
-                0.0
-            } else {
-                (x - median).abs() / spread
-            };
-            (d, median)
-        });
+        let robust = (s.window.len() >= self.window.min(30)).then(|| s.window.robust_distance(x));
         s.window.push(x, self.window.max(1));
 
         let mut rate = None;
@@ -240,17 +230,12 @@ impl SeriesLogic for Composite {
         };
         s.held = p_value;
         // After an alarm, a refractory period: the same episode does not raise again.
-        let p_value = if p_value <= self.raise_p {
-            let within = s.since_alarm < self.refractory;
-            if !within {
-                s.since_alarm = 0;
-            }
-            if within {
-                p_value.max(self.raise_p * 1.000_001)
-            } else {
-                p_value
-            }
+        let p_value = if p_value > self.raise_p {
+            p_value
+        } else if s.since_alarm < self.refractory {
+            p_value.max(self.raise_p * 1.000_001)
         } else {
+            s.since_alarm = 0;
             p_value
         };
         s.since_alarm = s.since_alarm.saturating_add(1);
@@ -270,7 +255,6 @@ impl SeriesLogic for Composite {
     fn state_bytes(&self, state: &CompositeState) -> usize {
         std::mem::size_of::<CompositeState>()
             + state.window.heap_bytes()
-            + self.seasonal.state_bytes(&state.seasonal)
-            - std::mem::size_of::<SeasonalState>()
+            + state.seasonal.heap_bytes()
     }
 }

@@ -119,6 +119,18 @@ impl SortedWindow {
         }
     }
 
+    /// How far `x` is from the median in robust deviations, and the median; 0 when the
+    /// spread is degenerate (a constant window).
+    pub fn robust_distance(&self, x: f64) -> (f64, f64) {
+        let median = self.median();
+        let spread = self.robust_std(median);
+        if is_degenerate_std(spread, median) {
+            (0.0, median)
+        } else {
+            ((x - median).abs() / spread, median)
+        }
+    }
+
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         (self.ring.capacity() + self.sorted.capacity()) * std::mem::size_of::<f64>()
@@ -180,13 +192,7 @@ impl SeriesLogic for Mad {
             state.first_ts = reading.ts;
         }
         let verdict = (state.window.len() >= self.window).then(|| {
-            let median = state.window.median();
-            let spread = state.window.robust_std(median);
-            let d = if is_degenerate_std(spread, median) {
-                0.0
-            } else {
-                (reading.value - median).abs() / spread
-            };
+            let (d, median) = state.window.robust_distance(reading.value);
             Verdict {
                 score: distance_score(d, self.threshold),
                 observed: reading.value,

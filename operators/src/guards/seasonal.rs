@@ -53,6 +53,13 @@ pub struct SeasonalState {
     first_ts: Option<i64>,
 }
 
+impl SeasonalState {
+    /// Heap bytes held (the phases).
+    pub fn heap_bytes(&self) -> usize {
+        self.phases.capacity() * std::mem::size_of::<Phase>()
+    }
+}
+
 impl Seasonal {
     fn phase(&self, ts: i64) -> usize {
         let period = self.period_ms.max(1);
@@ -81,6 +88,7 @@ impl Seasonal {
             };
             (d, mean)
         });
+        // EwmaStats::update, kept in f32 to keep the phases small.
         if phase.n == 0 {
             phase.mean = value as f32;
         } else {
@@ -114,7 +122,6 @@ impl SeriesLogic for Seasonal {
     }
 
     fn state_bytes(&self, state: &SeasonalState) -> usize {
-        std::mem::size_of::<SeasonalState>()
-            + state.phases.capacity() * std::mem::size_of::<Phase>()
+        std::mem::size_of::<SeasonalState>() + state.heap_bytes()
     }
 }

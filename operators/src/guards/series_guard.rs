@@ -51,8 +51,8 @@ impl Hysteresis {
 }
 
 /// Maps a distance `d ≥ 0` in a guard's own unit (deviations, percent, …) to a score in
-/// [0, 1) that is 0.5 exactly at the guard's threshold `t`: `d / (d + t)`. Raising at 0.5 is
-/// then raising at `d ≥ t`.
+/// [0, 1] that is 0.5 exactly at the guard's threshold `t`: `d / (d + t)`, and 1 for a distance
+/// that is infinite or not a number (an overflow). Raising at 0.5 is then raising at `d ≥ t`.
 ///
 /// # Examples
 /// ```
@@ -63,7 +63,10 @@ impl Hysteresis {
 /// ```
 pub fn distance_score(distance: f64, threshold: f64) -> f64 {
     let d = distance.abs();
-    if d.is_nan() || threshold <= 0.0 {
+    if d.is_nan() {
+        return 1.0;
+    }
+    if threshold <= 0.0 {
         return if d > 0.0 { 1.0 } else { 0.0 };
     }
     if d.is_infinite() {
@@ -194,24 +197,7 @@ impl Guard {
         };
         let mut out = Vec::new();
         for point in points {
-            // A reading's arrival means the watermark has passed every earlier event time.
-            if self.watches_time
-                && let Some(due) = self.logic.due(&*slot.state)
-                && due < point.ts
-                && let Some(verdict) = self.logic.overdue(&mut *slot.state, due)
-            {
-                decide(
-                    self,
-                    &mut slot,
-                    (&point.source, &point.name, due),
-                    &verdict,
-                    &mut out,
-                );
-            }
-            if let Some(verdict) = self.logic.observe(&mut *slot.state, point) {
-                let at = (&point.source, &point.name, point.ts);
-                decide(self, &mut slot, at, &verdict, &mut out);
-            }
+            step(self, &mut slot, point, &point.name, &mut out, None);
         }
         out
     }
@@ -400,7 +386,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
         guards: Vec<Guard>,
         metrics: Option<GuardMetrics>,
     ) -> Stream<'scope, u64, Vec<Alert>> {
-        self.guards_with_scores(guards, metrics).0
+        guard_operator(self, guards, metrics, Keying::Series).flat_map(GuardOutput::alert)
     }
 
     fn guards_by_source(
@@ -526,32 +512,8 @@ fn guard_operator<'scope>(
                     });
                     for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
                         for reading in &ready[start..end] {
-                            // A reading after its series was due: the series was overdue
-                            // in between, whatever the batches looked like.
-                            if guard.watches_time
-                                && let Some(due) = guard.logic.due(&*slot.state)
-                                && due < reading.ts
-                                && let Some(v) = guard.logic.overdue(&mut *slot.state, due)
-                            {
-                                let at = (&reading.source, &key_name, due);
-                                decide(guard, slot, at, &v, &mut out);
-                            }
-                            let Some(verdict) = guard.logic.observe(&mut *slot.state, reading)
-                            else {
-                                continue;
-                            };
-                            if guard.scores {
-                                scores.push(
-                                    reading.ts,
-                                    &reading.source,
-                                    &reading.name,
-                                    reading.seq,
-                                    &guard.label.guard,
-                                    verdict.score,
-                                );
-                            }
-                            let at = (&reading.source, &key_name, reading.ts);
-                            decide(guard, slot, at, &verdict, &mut out);
+                            let scores = guard.scores.then_some(&mut scores);
+                            step(guard, slot, reading, &key_name, &mut out, scores);
                         }
                     }
                     start = end;
@@ -570,9 +532,11 @@ fn guard_operator<'scope>(
                         let Some(due) = guard.logic.due(&*slot.state) else {
                             continue;
                         };
-                        if (due as u64) < bound
-                            && let Some(verdict) = guard.logic.overdue(&mut *slot.state, due)
-                        {
+                        if (due as u64) >= bound {
+                            waiting = true;
+                            continue;
+                        }
+                        if let Some(verdict) = guard.logic.overdue(&mut *slot.state, due) {
                             let at = (&key.source, &key.name, due);
                             decide(guard, slot, at, &verdict, &mut out);
                         }
@@ -637,6 +601,47 @@ fn report_metrics(
     use std::sync::atomic::Ordering::Relaxed;
     metrics.series.store(series.len() as u64, Relaxed);
     metrics.state_bytes.store(bytes as u64, Relaxed);
+}
+
+/// One reading through one guard: first, if the series was due before the reading came, the
+/// guard's verdict on the silence in between (the reading proves the time has passed, however
+/// the batches fell); then its verdict on the reading, and its score into `scores`. Alerts are
+/// named `name` (the series' name, or `*` for a whole source).
+fn step(
+    guard: &Guard,
+    slot: &mut GuardSlot,
+    reading: &Point,
+    name: &CompactString,
+    out: &mut Vec<Alert>,
+    scores: Option<&mut ScoreColumns>,
+) {
+    if guard.watches_time
+        && let Some(due) = guard.logic.due(&*slot.state)
+        && due < reading.ts
+        && let Some(verdict) = guard.logic.overdue(&mut *slot.state, due)
+    {
+        decide(guard, slot, (&reading.source, name, due), &verdict, out);
+    }
+    let Some(verdict) = guard.logic.observe(&mut *slot.state, reading) else {
+        return;
+    };
+    if let Some(scores) = scores {
+        scores.push(
+            reading.ts,
+            &reading.source,
+            &reading.name,
+            reading.seq,
+            &guard.label.guard,
+            verdict.score,
+        );
+    }
+    decide(
+        guard,
+        slot,
+        (&reading.source, name, reading.ts),
+        &verdict,
+        out,
+    );
 }
 
 /// Where a verdict applies: the series (source, name) and the event time.

@@ -1,4 +1,4 @@
-//! The silence guard: a series that stops reporting for longer than `k` times its usual
+//! The silence guard: a series that stops reporting for longer than `factor` times its usual
 //! interval raises `silence`; the alert clears when data returns. Driven by event time and
 //! the watermark: the alert's time is the moment the series became overdue, so a backfill
 //! gives the same alerts as a live run.
@@ -74,7 +74,7 @@ impl SeriesLogic for Silence {
             return None;
         }
         let wait = (state.interval * self.factor).max(self.min_ms as f64);
-        Some(state.last_ts? + wait.ceil() as i64)
+        Some(state.last_ts?.saturating_add(wait.ceil() as i64))
     }
 
     fn overdue(&self, state: &mut SilenceState, due: i64) -> Option<Verdict> {

@@ -22,7 +22,7 @@ pub enum Kind {
 /// One telemetry record, as archived in the `telemetry` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
-    /// Unique id of the event; derived as `source-name-seq` (or `source-name-ts`) when absent.
+    /// Unique id of the event; derived as `source-name-seq` (or `source-name-tTS`) when absent.
     pub event_id: CompactString,
     /// The vehicle or device that produced the record.
     pub source: CompactString,
@@ -166,7 +166,7 @@ pub fn series_hash(source: &str, name: &str) -> u64 {
 }
 
 /// The deterministic event id of a record that came without one: `source-name-seq`, or
-/// `source-name-ts` when there is no sequence number.
+/// `source-name-tTS` when there is no sequence number.
 ///
 /// # Examples
 /// ```

@@ -80,10 +80,10 @@ impl TelemetryColumns {
         self.ts.is_empty()
     }
 
-    /// Takes the pending rows as a batch with the `telemetry` schema; the builder is left empty
-    /// with the same capacity.
+    /// Takes the pending rows as a batch with the `telemetry` schema and leaves the builder
+    /// empty (the numeric columns keep their capacity; the string builders grow again).
     pub fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
-        let rows = self.ts.capacity().max(self.ts.len());
+        let rows = self.ts.capacity();
         let ts = std::mem::replace(&mut self.ts, Vec::with_capacity(rows));
         let value = std::mem::replace(&mut self.value, Vec::with_capacity(rows));
         let columns: Vec<ArrayRef> = vec![
