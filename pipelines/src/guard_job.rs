@@ -445,6 +445,9 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let worker_alerts = alert_counts.clone();
     let guards_result = timely::execute(config, move |worker| {
         let end = end.clone();
+        // Counts this worker as finished when it is, or when it unwinds from a panic, so the
+        // others never wait for it at the end of the input.
+        let mut finished = Finished::new(&end);
         let index = worker.index();
         let peers = worker.peers();
         let probe = ProbeHandle::new();
@@ -545,7 +548,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         // seen it, so that what is overdue by then (silence) is decided the same way whatever
         // the number of workers and however the steps fell.
         end.newest.fetch_max(streams.newest(), Ordering::SeqCst);
-        end.done.fetch_add(1, Ordering::SeqCst);
+        finished.count();
         while end.done.load(Ordering::SeqCst) < peers {
             worker.step_or_park(Some(std::time::Duration::from_millis(1)));
         }
@@ -599,6 +602,33 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
 struct EndOfInput {
     newest: std::sync::atomic::AtomicI64,
     done: std::sync::atomic::AtomicUsize,
+}
+
+/// A worker's place in [`EndOfInput::done`]: counted once, by [`Finished::count`] or on drop.
+struct Finished<'a> {
+    end: &'a EndOfInput,
+    counted: bool,
+}
+
+impl<'a> Finished<'a> {
+    fn new(end: &'a EndOfInput) -> Self {
+        Self {
+            end,
+            counted: false,
+        }
+    }
+
+    fn count(&mut self) {
+        if !std::mem::replace(&mut self.counted, true) {
+            self.end.done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.count();
+    }
 }
 
 /// The process's peak resident set size (`VmHWM`), on Linux.

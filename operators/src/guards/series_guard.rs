@@ -568,9 +568,15 @@ fn guard_operator<'scope>(
                         .give_iterator(out.drain(..run).map(GuardOutput::Alert));
                 }
             }
-            // Hold on while readings wait, or while a series may still go overdue.
+            // Hold on while readings wait, or while a series may still go overdue. The held
+            // time may be ahead of the frontier (readings sent at a later input time by a
+            // worker that is ahead): then it stays where it is.
             match bound {
-                Some(bound) if !pending.is_empty() || waiting => cap.downgrade(&bound),
+                Some(bound) if !pending.is_empty() || waiting => {
+                    if *cap.time() < bound {
+                        cap.downgrade(&bound);
+                    }
+                }
                 _ => held = None,
             }
         }
