@@ -66,6 +66,15 @@ enum Bench {
         /// Timely workers (`-w`) for vigil-guard.
         #[arg(long, short = 'w', default_value_t = 2)]
         workers: usize,
+        /// Score a published detector instead of vigil: NAB's `results/<detector>` directory
+        /// (one `<detector>_<file>.csv` per file, with an `anomaly_score` column), on the same
+        /// files as vigil, so the two compare on equal terms.
+        #[arg(long, value_name = "DIR")]
+        results: Option<PathBuf>,
+        /// The detector's threshold for --results: rows scoring at least this are detections
+        /// (NAB's `config/thresholds.json` holds each detector's standard-profile threshold).
+        #[arg(long, requires = "results")]
+        threshold: Option<f64>,
         /// Replay each file through the guards in this process instead of running vigil-guard.
         #[arg(long)]
         in_process: bool,
@@ -117,7 +126,18 @@ fn main() -> anyhow::Result<()> {
             guard,
             workers,
             in_process,
-        } => nab::run(&dir, &guard, workers, in_process),
+            results,
+            threshold,
+        } => match results {
+            Some(results) => {
+                let threshold = threshold.context(
+                    "--results needs --threshold: the detector's standard-profile threshold \
+                     from NAB's config/thresholds.json",
+                )?;
+                nab::run_published(&dir, &results, threshold)
+            }
+            None => nab::run(&dir, &guard, workers, in_process),
+        },
         Bench::Launch { dir, guard } => launch::run(&dir, &guard),
         Bench::Parse { input } => parse(&input),
     }

@@ -16,6 +16,92 @@ use vigil_operators::{Alert, AlertStatus, Point};
 /// through the vigil-guard binary, or with `in_process` by replaying each file's series
 /// through the guards directly (the same logic without the dataflow, for quick evaluation).
 pub fn run(dir: &Path, guards: &[String], workers: usize, in_process: bool) -> anyhow::Result<()> {
+    let (windows, files) = corpus(dir)?;
+    let started = std::time::Instant::now();
+    let detections = if in_process {
+        replay(&files, guards)?
+    } else {
+        through_binary(&files, guards, workers)?
+    };
+    let elapsed = started.elapsed();
+    let title = format!("vigil-guard --guard {}", guards.join(" --guard "));
+    let total = report(&title, &files, &windows, &detections)?;
+    println!(
+        "NAB score (standard, normalized): {:.1}   [{:.2}s]",
+        total.normalized(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Scores a published detector's results on the same files and by the same rules as vigil:
+/// `results` is NAB's `results/<detector>` directory, whose `<category>/<detector>_<file>.csv`
+/// hold an `anomaly_score` per row; every row scoring at least `threshold` is a detection, as
+/// in NAB's own scorer.
+pub fn run_published(dir: &Path, results: &Path, threshold: f64) -> anyhow::Result<()> {
+    let (windows, files) = corpus(dir)?;
+    let detector = results
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} does not name a detector", results.display()))?;
+    let mut detections = BTreeMap::new();
+    for (name, _) in &files {
+        let (category, file) = name
+            .split_once('/')
+            .with_context(|| format!("{name} is not <category>/<file> as NAB names files"))?;
+        let path = results.join(category).join(format!("{detector}_{file}"));
+        detections.insert(name.clone(), published_detections(&path, threshold)?);
+    }
+    let title = format!("published {detector} results at threshold {threshold}");
+    let total = report(&title, &files, &windows, &detections)?;
+    println!(
+        "NAB score of {detector} on these files (standard, normalized): {:.1}",
+        total.normalized()
+    );
+    Ok(())
+}
+
+/// The times of the rows of a NAB results file whose `anomaly_score` is at least `threshold`.
+fn published_detections(path: &Path, threshold: f64) -> anyhow::Result<Vec<i64>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {}: --results must be a detector's directory under NAB's results/",
+            path.display()
+        )
+    })?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("{} has no {name} column", path.display()))
+    };
+    let (time_at, score_at) = (column("timestamp")?, column("anomaly_score")?);
+    let mut detections = Vec::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let field = |at: usize| {
+            fields
+                .get(at)
+                .copied()
+                .with_context(|| format!("{}:{}: too few fields", path.display(), i + 2))
+        };
+        let score: f64 = field(score_at)?.parse().with_context(|| {
+            format!("{}:{}: anomaly_score is not a number", path.display(), i + 2)
+        })?;
+        if score >= threshold {
+            let time = field(time_at)?;
+            detections.push(vigil_operators::time::parse_ts(time).with_context(|| {
+                format!("{}:{}: {time:?} is not a timestamp", path.display(), i + 2)
+            })?);
+        }
+    }
+    Ok(detections)
+}
+
+/// The corpus under `dir`: its windows and the files of them that are present.
+fn corpus(dir: &Path) -> anyhow::Result<(Windows, Vec<(String, PathBuf)>)> {
     let windows = load_windows(&dir.join("combined_windows.json"))?;
     let files: Vec<(String, PathBuf)> = windows
         .keys()
@@ -28,25 +114,25 @@ pub fn run(dir: &Path, guards: &[String], workers: usize, in_process: bool) -> a
         dir.join("combined_windows.json").display(),
         dir.display()
     );
+    Ok((windows, files))
+}
 
-    let started = std::time::Instant::now();
-    let detections = if in_process {
-        replay(&files, guards)?
-    } else {
-        through_binary(&files, guards, workers)?
-    };
-    let elapsed = started.elapsed();
+type Windows = BTreeMap<String, Vec<(i64, i64)>>;
 
-    println!(
-        "NAB standard profile (A_TP 1, A_FP 0.11, A_FN 1), vigil-guard --guard {}",
-        guards.join(" --guard ")
-    );
+/// Prints the per-file and total scores of `detections` and returns the total.
+fn report(
+    title: &str,
+    files: &[(String, PathBuf)],
+    windows: &Windows,
+    detections: &BTreeMap<String, Vec<i64>>,
+) -> anyhow::Result<Score> {
+    println!("NAB standard profile (A_TP 1, A_FP 0.11, A_FN 1), {title}");
     println!(
         "{:<52} {:>7} {:>8} {:>4} {:>8} {:>10}",
         "file", "windows", "detected", "FP", "raw", "normalized"
     );
     let mut total = Score::default();
-    for (name, path) in &files {
+    for (name, path) in files {
         let timestamps = load_timestamps(path)?;
         let hits = detections.get(name).map_or(&[][..], Vec::as_slice);
         let s = score(&timestamps, hits, &windows[name], &Profile::STANDARD);
@@ -70,12 +156,7 @@ pub fn run(dir: &Path, guards: &[String], workers: usize, in_process: bool) -> a
         total.raw,
         total.normalized()
     );
-    println!(
-        "NAB score (standard, normalized): {:.1}   [{:.2}s]",
-        total.normalized(),
-        elapsed.as_secs_f64()
-    );
-    Ok(())
+    Ok(total)
 }
 
 /// Detections per file (keyed as in the windows file) from a vigil-guard run over all files.
