@@ -886,7 +886,8 @@ fn hysteresis_keeps_a_noisy_series_from_flapping() {
 fn level_shift_and_seasonal_match_references() {
     let readings = dataset(26);
     // CUSUM reference: a slow EWMA baseline, two one-sided sums of standardized deviations
-    // less the drift, reset (and the baseline moved to the reading) at an alarm.
+    // less the drift; at an alarm the baseline moves to the reading and the sum that tripped
+    // is held at the threshold.
     let g = LevelShift::default();
     let expected = reference(
         &readings,
@@ -909,8 +910,11 @@ fn level_shift_and_seasonal_match_references() {
                     out = Some((dscore(sum, g.threshold), *mean));
                     if sum >= g.threshold {
                         *mean = r.value;
-                        *up = 0.0;
-                        *down = 0.0;
+                        if *up >= *down {
+                            (*up, *down) = (g.threshold, 0.0);
+                        } else {
+                            (*up, *down) = (0.0, g.threshold);
+                        }
                     }
                 }
                 if *n == 0 {

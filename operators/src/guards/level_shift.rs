@@ -61,11 +61,16 @@ impl LevelShift {
         if let Some((sum, _)) = out
             && sum >= self.threshold
         {
-            // The level has moved: start the baseline over at the new level and the sums at 0,
-            // so that one shift is one alert.
+            // The level has moved: start the baseline over at the new level, and hold the sum
+            // that tripped at the threshold. A level that then stays put wears the sum down
+            // by the drift per reading until the alert clears; a level that keeps moving the
+            // same way keeps it up, so one shift, or one long trend, is one alert.
             state.baseline.mean = value;
-            state.up = 0.0;
-            state.down = 0.0;
+            if state.up >= state.down {
+                (state.up, state.down) = (self.threshold, 0.0);
+            } else {
+                (state.up, state.down) = (0.0, self.threshold);
+            }
         }
         state.baseline.update(value, self.alpha);
         out
