@@ -88,7 +88,11 @@ fn published_detections(path: &Path, threshold: f64) -> anyhow::Result<Vec<i64>>
                 .with_context(|| format!("{}:{}: too few fields", path.display(), i + 2))
         };
         let score: f64 = field(score_at)?.parse().with_context(|| {
-            format!("{}:{}: anomaly_score is not a number", path.display(), i + 2)
+            format!(
+                "{}:{}: anomaly_score is not a number",
+                path.display(),
+                i + 2
+            )
         })?;
         if score >= threshold {
             let time = field(time_at)?;
