@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building vigil needs, idempotently: a C compiler, make and pkg-config for the
-# crates that build C code (zstd). With --tests, also what the tests need: moto's S3 server.
+# crates that build C code (zstd, librdkafka). With --tests, also what the tests need: moto's S3
+# server and the tansu Kafka broker.
 # Safe to run again and again.
 set -euo pipefail
 
@@ -8,6 +9,11 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# librdkafka's build (rdkafka-sys) needs a C++ compiler and zlib's headers.
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+[ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+# Kafka's TLS and SASL SCRAM come from the system's OpenSSL.
+[ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     echo "error: vigil needs ${need_apt[*]}; install them with your package manager" >&2
@@ -34,5 +40,13 @@ if [ "${1:-}" = "--tests" ] && ! command -v moto_server >/dev/null 2>&1; then
   echo "setup: installing moto[server] (the S3 endpoint the tests start)" >&2
   python3 -m pip install --quiet 'moto[server]'
   command -v pyenv >/dev/null 2>&1 && pyenv rehash
+  hash -r
+fi
+
+# The Kafka tests run against tansu, a Kafka-protocol broker, on loopback (tests/src/kafka.rs
+# starts it). Built once from crates.io (about 12 minutes on 2 cores).
+if [ "${1:-}" = "--tests" ] && ! command -v tansu >/dev/null 2>&1; then
+  echo "setup: installing tansu (the Kafka broker the tests start; about 12 minutes, once)" >&2
+  cargo install --locked --quiet tansu --features dynostore
   hash -r
 fi

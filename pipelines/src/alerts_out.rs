@@ -1,4 +1,5 @@
-//! Alerts as NDJSON, in event-time order, so the output is identical from run to run.
+//! Alerts out of the dataflow, in event-time order, so the output is identical from run to run:
+//! as NDJSON lines (stdout or a file) or to Kafka topics.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use timely::dataflow::operators::generic::Operator;
 use tracing::error;
 use vigil_operators::{Alert, AlertStatus, Record};
 
+use crate::kafka::KafkaAlerts;
+
 /// Counts of alerts written.
 #[derive(Debug, Default)]
 pub struct AlertCounts {
@@ -19,15 +22,23 @@ pub struct AlertCounts {
     pub cleared: AtomicU64,
 }
 
-/// Writes alerts as JSON lines.
+/// Where worker 0 sends alerts.
+pub enum AlertTarget {
+    /// JSON lines to a writer.
+    Lines(Box<dyn Write + Send>),
+    /// To the Kafka topic each alert's reaction names.
+    Kafka(Arc<KafkaAlerts>),
+}
+
+/// Writes alerts as JSON.
 pub trait WriteAlerts {
-    /// Gathers every alert on worker 0 and writes those the watermark has passed, ordered by
+    /// Gathers every alert on worker 0 and sends those the watermark has passed, ordered by
     /// event time and then alert id. `out` is used on worker 0 only; `None` only counts.
-    fn write_ndjson(self, out: Option<Box<dyn Write>>, counts: Arc<AlertCounts>);
+    fn publish(self, out: Option<AlertTarget>, counts: Arc<AlertCounts>);
 }
 
 impl WriteAlerts for Stream<'_, u64, Vec<Alert>> {
-    fn write_ndjson(self, mut out: Option<Box<dyn Write>>, counts: Arc<AlertCounts>) {
+    fn publish(self, mut out: Option<AlertTarget>, counts: Arc<AlertCounts>) {
         let mut pending: Vec<Alert> = Vec::new();
         let mut line = String::new();
         self.sink(Exchange::new(|_: &Alert| 0), "AlertsNdjson", move |(input, frontier)| {
@@ -48,18 +59,22 @@ impl WriteAlerts for Stream<'_, u64, Vec<Alert>> {
                     AlertStatus::Cleared => &counts.cleared,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                if let Some(writer) = out.as_mut() {
-                    line.clear();
-                    line.push_str(&alert.to_json());
-                    line.push('\n');
-                    if let Err(e) = writer.write_all(line.as_bytes()) {
-                        error!(message = "Writing alerts failed; further alerts are only archived.", error = %e);
-                        out = None;
+                match out.as_mut() {
+                    Some(AlertTarget::Lines(writer)) => {
+                        line.clear();
+                        line.push_str(&alert.to_json());
+                        line.push('\n');
+                        if let Err(e) = writer.write_all(line.as_bytes()) {
+                            error!(message = "Writing alerts failed; further alerts are only archived.", error = %e);
+                            out = None;
+                        }
                     }
+                    Some(AlertTarget::Kafka(producer)) => producer.send(alert, &alert.to_json()),
+                    None => {}
                 }
             }
             if bound.is_none()
-                && let Some(writer) = out.as_mut()
+                && let Some(AlertTarget::Lines(writer)) = out.as_mut()
                 && let Err(e) = writer.flush()
             {
                 error!(message = "Flushing alerts failed.", error = %e);

@@ -35,7 +35,8 @@ pub struct GuardArgs {
     #[arg(long, env = "VIGIL_ARCHIVE")]
     pub archive: Option<String>,
 
-    /// Where alerts go as NDJSON: `-` for stdout (default), a file path, or `none`.
+    /// Where alerts go: `-` for stdout as NDJSON (default), a file path, `none`, or
+    /// `kafka://HOST:PORT[?security…]` to publish each to the topic its reaction names.
     #[arg(long)]
     pub alerts: Option<String>,
 
@@ -93,7 +94,7 @@ impl GuardArgs {
             job.archive = archive;
         }
         if let Some(alerts) = &self.alerts {
-            job.alerts = AlertsOut::parse(alerts);
+            job.alerts = AlertsOut::parse(alerts)?;
         }
         if !self.guards.is_empty() {
             job.guards = GuardSpec::parse_all(&self.guards)?;

@@ -23,7 +23,7 @@ pub struct JobConfig {
     /// Where telemetry, alerts and dead letters are archived.
     #[serde(default)]
     pub archive: ArchiveConfig,
-    /// Where alerts are written as NDJSON.
+    /// Where alerts are written: NDJSON or Kafka.
     #[serde(default)]
     pub alerts: AlertsConfig,
     /// Timely worker threads.
@@ -63,7 +63,7 @@ pub struct ArchiveConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
-    /// `-` for stdout, a file path, or `none`.
+    /// `-` for stdout, a file path, `none`, or `kafka://HOST:PORT[?security…]`.
     pub output: Option<String>,
 }
 
@@ -458,7 +458,9 @@ impl JobConfig {
             job.scores = ScoresOut::parse(scores);
         }
         if let Some(output) = &self.alerts.output {
-            job.alerts = match AlertsOut::parse(output) {
+            job.alerts = match AlertsOut::parse(output)
+                .with_context(|| format!("{}: alerts.output", file.display()))?
+            {
                 AlertsOut::File(p) => AlertsOut::File(at(&p)),
                 other => other,
             };

@@ -23,10 +23,11 @@ use vigil_operators::{
     SeriesGuard, TelemetryColumns,
 };
 
-use crate::alerts_out::{AlertCounts, WriteAlerts};
+use crate::alerts_out::{AlertCounts, AlertTarget, WriteAlerts};
 use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
 use crate::crypto::PayloadKey;
 use crate::guards::{ConfiguredGuard, GuardSpec};
+use crate::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader};
 
 /// Units a worker may read ahead of what the dataflow has finished, which bounds memory.
 const UNITS_IN_FLIGHT: usize = 4;
@@ -40,11 +41,25 @@ pub enum InputSpec {
     Paths(Vec<PathBuf>),
     /// The built-in generator: `gen:rocket[?…]` or `gen:devices[?…]`.
     Generator(String),
+    /// Kafka topics: `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G`.
+    Kafka(Box<KafkaInput>),
 }
 
 impl InputSpec {
-    /// Reads `--input` values: none is the default dataset, `gen:…` a generator, else paths.
+    /// Reads `--input` values: none is the default dataset, `gen:…` a generator, `kafka://…`
+    /// Kafka topics, else paths.
     pub fn from_args(values: &[String]) -> anyhow::Result<InputSpec> {
+        if values.iter().any(|v| v.starts_with("kafka://")) {
+            anyhow::ensure!(
+                values.iter().all(|v| v.starts_with("kafka://")),
+                "a Kafka input cannot be combined with files or a generator"
+            );
+            let inputs = values
+                .iter()
+                .map(|v| KafkaInput::parse(v))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            return Ok(InputSpec::Kafka(Box::new(KafkaInput::merge(inputs)?)));
+        }
         match values {
             [] => Ok(InputSpec::Default),
             [one] if one.starts_with("gen:") => Ok(InputSpec::Generator(one.clone())),
@@ -64,43 +79,66 @@ impl InputSpec {
             InputSpec::Default => Ok(vigil_datasets::embedded::default_plan(chunk_bytes)),
             InputSpec::Paths(paths) => plan_paths(paths, chunk_bytes),
             InputSpec::Generator(spec) => plan_generator(spec),
+            InputSpec::Kafka(input) => anyhow::bail!(
+                "{} is a stream of messages, not a plan of units",
+                input.endpoint
+            ),
         }
     }
 }
 
-/// Where alerts are written as NDJSON.
+/// Where alerts are written.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AlertsOut {
-    /// Standard output.
+    /// Standard output, as NDJSON.
     Stdout,
-    /// A file, replaced if it exists.
+    /// A file, replaced if it exists, as NDJSON.
     File(PathBuf),
     /// Nowhere (they are still archived).
     Off,
+    /// Kafka: each alert to the topic its reaction names.
+    Kafka(KafkaEndpoint),
 }
 
 impl AlertsOut {
-    /// `-` is stdout, `none` is off, anything else a file.
-    pub fn parse(value: &str) -> AlertsOut {
-        match value {
+    /// `-` is stdout, `none` is off, `kafka://…` Kafka, anything else a file.
+    pub fn parse(value: &str) -> anyhow::Result<AlertsOut> {
+        Ok(match value {
             "-" | "stdout" => AlertsOut::Stdout,
             "none" | "off" => AlertsOut::Off,
+            url if url.starts_with("kafka://") => AlertsOut::Kafka(KafkaEndpoint::parse(url)?),
             path => AlertsOut::File(PathBuf::from(path)),
-        }
+        })
     }
 
-    fn open(&self) -> anyhow::Result<Option<Box<dyn Write + Send>>> {
+    /// Opens the output; for Kafka, checks that every topic in `topics` exists and also
+    /// returns the producer, to flush at the end.
+    fn open(
+        &self,
+        topics: &[String],
+    ) -> anyhow::Result<(Option<AlertTarget>, Option<Arc<KafkaAlerts>>)> {
+        let lines = |w: Box<dyn Write + Send>| Some(AlertTarget::Lines(w));
         Ok(match self {
-            AlertsOut::Stdout => Some(Box::new(std::io::BufWriter::with_capacity(
-                1 << 16,
-                std::io::stdout(),
-            ))),
+            AlertsOut::Stdout => (
+                lines(Box::new(std::io::BufWriter::with_capacity(
+                    1 << 16,
+                    std::io::stdout(),
+                ))),
+                None,
+            ),
             AlertsOut::File(path) => {
                 let file = std::fs::File::create(path)
                     .with_context(|| format!("creating the alerts file {}", path.display()))?;
-                Some(Box::new(std::io::BufWriter::with_capacity(1 << 16, file)))
+                (
+                    lines(Box::new(std::io::BufWriter::with_capacity(1 << 16, file))),
+                    None,
+                )
             }
-            AlertsOut::Off => None,
+            AlertsOut::Off => (None, None),
+            AlertsOut::Kafka(endpoint) => {
+                let producer = Arc::new(KafkaAlerts::connect(endpoint, topics)?);
+                (Some(AlertTarget::Kafka(producer.clone())), Some(producer))
+            }
         })
     }
 }
@@ -386,13 +424,81 @@ fn run_fingerprint(plan: &InputPlan, workers: usize) -> String {
     format!("{:08x}", hasher.digest() as u32)
 }
 
+/// What the workers read: a plan of units (files, the dataset, the generator) or Kafka.
+enum Source {
+    Plan(InputPlan),
+    Kafka {
+        input: Box<KafkaInput>,
+        /// One reader per worker, taken by the worker that owns it.
+        readers: Vec<Mutex<Option<KafkaReader>>>,
+        /// Where each worker got to, for the offset commit once the archive is durable.
+        positions: Mutex<Vec<(String, i32, i64)>>,
+    },
+}
+
+impl Source {
+    fn open(job: &GuardJob, workers: usize) -> anyhow::Result<Source> {
+        match &job.input {
+            InputSpec::Kafka(input) => {
+                let partitions = input.partitions()?;
+                let readers = (0..workers)
+                    .map(|w| Ok(Mutex::new(Some(input.open_reader(&partitions, w, workers)?))))
+                    .collect::<anyhow::Result<_>>()?;
+                Ok(Source::Kafka {
+                    input: input.clone(),
+                    readers,
+                    positions: Mutex::default(),
+                })
+            }
+            other => {
+                let plan = other.plan(job.chunk_bytes)?;
+                check_payloads(&plan, job.key.as_ref(), workers)?;
+                Ok(Source::Plan(plan))
+            }
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            Source::Plan(plan) => plan.description.clone(),
+            Source::Kafka { input, .. } => format!(
+                "{}/{} (group {})",
+                input.endpoint,
+                input.topics.join(","),
+                input.group
+            ),
+        }
+    }
+
+    /// A stable fingerprint of the input and the worker count, used in archive file names.
+    fn fingerprint(&self, workers: usize) -> String {
+        match self {
+            Source::Plan(plan) => run_fingerprint(plan, workers),
+            Source::Kafka { .. } => {
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                hasher.update(self.description().as_bytes());
+                hasher.update(&(workers as u64).to_le_bytes());
+                format!("{:08x}", hasher.digest() as u32)
+            }
+        }
+    }
+}
+
 /// Runs the guard job to the end of its input (or until `shutdown`), and reports what it did.
 pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let plan = job.input.plan(job.chunk_bytes)?;
-    check_payloads(&plan, job.key.as_ref(), job.workers.max(1))?;
+    let workers = job.workers.max(1);
+    let source = Arc::new(Source::open(&job, workers)?);
     let location = ArchiveLocation::parse(&job.archive)?;
-    info!(message = "Starting the guard job.", input = %plan.description, units = plan.units.len(), archive = %location, workers = job.workers);
+    let mut topics: Vec<String> = job
+        .guards
+        .iter()
+        .map(|g| g.reaction.topic.as_str().to_owned())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let (alert_target, kafka_alerts) = job.alerts.open(&topics)?;
+    info!(message = "Starting the guard job.", input = %source.description(), archive = %location, workers = job.workers);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -400,8 +506,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let workers = job.workers.max(1);
-    let run_id = run_fingerprint(&plan, workers);
+    let run_id = source.fingerprint(workers);
     let (writer, archive_task) = start_writer(
         location,
         &run_id,
@@ -410,25 +515,25 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         runtime.handle(),
     );
 
-    let progress = if job.progress {
-        let bar = ProgressBar::new(plan.total);
-        let template = if plan.total_is_bytes {
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
-        } else {
-            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, eta {eta})"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style);
+    let progress = match &*source {
+        Source::Plan(plan) if job.progress => {
+            let bar = ProgressBar::new(plan.total);
+            let template = if plan.total_is_bytes {
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
+            } else {
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, eta {eta})"
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar
         }
-        bar
-    } else {
-        ProgressBar::hidden()
+        _ => ProgressBar::hidden(),
     };
 
-    let plan = Arc::new(plan);
     let counters = Arc::new(Counters::default());
     let alert_counts = Arc::new(AlertCounts::default());
-    let alerts_out = Arc::new(Mutex::new(job.alerts.open()?));
+    let alerts_out = Arc::new(Mutex::new(alert_target));
     let metrics: Arc<Mutex<Vec<GuardMetrics>>> = Arc::default();
     let key = Arc::new(job.key.clone());
     let guards = Arc::new(job.guards.clone());
@@ -443,6 +548,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let worker_metrics = metrics.clone();
     let worker_counters = counters.clone();
     let worker_alerts = alert_counts.clone();
+    let worker_source = source.clone();
     let guards_result = timely::execute(config, move |worker| {
         let end = end.clone();
         // Counts this worker as finished when it is, or when it unwinds from a panic, so the
@@ -452,11 +558,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         let peers = worker.peers();
         let probe = ProbeHandle::new();
         let out = if index == 0 {
-            alerts_out
-                .lock()
-                .ok()
-                .and_then(|mut o| o.take())
-                .map(|w| w as Box<dyn Write>)
+            alerts_out.lock().ok().and_then(|mut o| o.take())
         } else {
             None
         };
@@ -494,7 +596,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             scores.archive_batches(score_table.clone(), writer.clone(), index);
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
-            alerts.write_ndjson(out, worker_alerts.clone());
+            alerts.publish(out, worker_alerts.clone());
             errors.archive(writer.clone(), index);
             Inputs {
                 readings: readings_in,
@@ -505,49 +607,38 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         });
 
         let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness);
-        let mut buf = Vec::new();
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
-        let mut streams = Streams::new(plan.units.iter().skip(index).step_by(peers));
-        while let Some(stream) = streams.next_stream() {
-            if shutdown.is_triggered() {
-                info!(
-                    message = "Shutdown requested; finishing what was read.",
-                    worker = index
-                );
-                break;
-            }
-            let Some(unit) = streams.take_unit(stream) else {
-                continue;
-            };
-            sink.max_ts = streams.max_ts(stream);
-            read_unit(unit, &mut buf, &mut sink);
-            streams.update(stream, sink.max_ts, lateness);
-            sink.flush();
-            let watermark = sink.advance(streams.watermark());
-            worker_progress.inc(unit.size);
-            in_flight.push_back(watermark);
-            if in_flight.len() > UNITS_IN_FLIGHT
-                && let Some(target) = in_flight.pop_front()
-            {
-                // Park rather than spin while the other workers catch up: a busy loop here
-                // would take the core they need. A worker that has finished reading holds its
-                // inputs at its last watermark until all have finished, so once one has, or a
-                // stop was asked for, waiting for the others could wait forever.
-                while probe.less_than(&target)
-                    && end.done.load(Ordering::SeqCst) == 0
-                    && !shutdown.is_triggered()
-                {
-                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        let reading = ReadLoop {
+            probe: &probe,
+            end: &end,
+            shutdown: &shutdown,
+            index,
+        };
+        let newest = match &*worker_source {
+            Source::Plan(plan) => reading.plan(worker, &mut sink, plan, &worker_progress),
+            Source::Kafka {
+                readers, positions, ..
+            } => {
+                let reader = readers
+                    .get(index)
+                    .and_then(|r| r.lock().ok().and_then(|mut r| r.take()));
+                match reader {
+                    Some(mut reader) => {
+                        let newest = reading.kafka(worker, &mut sink, &mut reader);
+                        if let Ok(mut all) = positions.lock() {
+                            all.extend(reader.positions());
+                        }
+                        newest
+                    }
+                    None => i64::MIN,
                 }
             }
-            worker.step();
-        }
+        };
         sink.flush();
         // End of input: event time has reached the newest event of the whole input. Every
         // worker moves its inputs there before closing them and waits until the guards have
         // seen it, so that what is overdue by then (silence) is decided the same way whatever
         // the number of workers and however the steps fell.
-        end.newest.fetch_max(streams.newest(), Ordering::SeqCst);
+        end.newest.fetch_max(newest, Ordering::SeqCst);
         finished.count();
         while end.done.load(Ordering::SeqCst) < peers {
             worker.step_or_park(Some(std::time::Duration::from_millis(1)));
@@ -573,6 +664,18 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     progress.finish_and_clear();
 
     let stats = runtime.block_on(archive_task.finish())?;
+    if let Some(producer) = &kafka_alerts {
+        let delivered = producer.flush()?;
+        info!(message = "Alerts delivered to Kafka.", delivered);
+    }
+    // Every file is durable now: the consumed offsets can be committed.
+    if let Source::Kafka {
+        input, positions, ..
+    } = &*source
+    {
+        let positions = positions.lock().map(|p| p.clone()).unwrap_or_default();
+        input.commit(&positions)?;
+    }
     let (mut series, mut state_bytes) = (0, 0);
     if let Ok(all) = metrics.lock() {
         for m in all.iter() {
@@ -594,6 +697,109 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         elapsed: started.elapsed(),
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// What a worker's reading loop consults besides its sink.
+struct ReadLoop<'a> {
+    probe: &'a ProbeHandle<u64>,
+    end: &'a EndOfInput,
+    shutdown: &'a Shutdown,
+    index: usize,
+}
+
+impl ReadLoop<'_> {
+    /// Whether to stop reading: asked to, with a log line.
+    fn stopping(&self) -> bool {
+        let stop = self.shutdown.is_triggered();
+        if stop {
+            info!(
+                message = "Shutdown requested; finishing what was read.",
+                worker = self.index
+            );
+        }
+        stop
+    }
+
+    /// Lets the dataflow catch up with the input time `target` from `UNITS_IN_FLIGHT` steps
+    /// ago. Parks rather than spins while the other workers catch up: a busy loop here would
+    /// take the core they need. A worker that has finished reading holds its inputs at its last
+    /// watermark until all have finished, so once one has, or a stop was asked for, waiting
+    /// for the others could wait forever.
+    fn throttle(&self, worker: &mut timely::worker::Worker, in_flight: &mut VecDeque<u64>, watermark: u64) {
+        in_flight.push_back(watermark);
+        if in_flight.len() > UNITS_IN_FLIGHT
+            && let Some(target) = in_flight.pop_front()
+        {
+            while self.probe.less_than(&target)
+                && self.end.done.load(Ordering::SeqCst) == 0
+                && !self.shutdown.is_triggered()
+            {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+        }
+        worker.step();
+    }
+
+    /// Reads this worker's units of `plan`; returns the newest event time read.
+    fn plan(
+        &self,
+        worker: &mut timely::worker::Worker,
+        sink: &mut WorkerSink,
+        plan: &InputPlan,
+        progress: &ProgressBar,
+    ) -> i64 {
+        let mut buf = Vec::new();
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut streams = Streams::new(plan.units.iter().skip(self.index).step_by(worker.peers()));
+        while let Some(stream) = streams.next_stream() {
+            if self.stopping() {
+                break;
+            }
+            let Some(unit) = streams.take_unit(stream) else {
+                continue;
+            };
+            sink.max_ts = streams.max_ts(stream);
+            read_unit(unit, &mut buf, sink);
+            streams.update(stream, sink.max_ts, sink.lateness);
+            sink.flush();
+            let watermark = sink.advance(streams.watermark());
+            progress.inc(unit.size);
+            self.throttle(worker, &mut in_flight, watermark);
+        }
+        streams.newest()
+    }
+
+    /// Reads this worker's Kafka partitions until they reach their ends (`stop=end`) or a stop
+    /// is asked for; returns the newest event time read.
+    fn kafka(
+        &self,
+        worker: &mut timely::worker::Worker,
+        sink: &mut WorkerSink,
+        reader: &mut KafkaReader,
+    ) -> i64 {
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        while !reader.finished() && !self.stopping() {
+            let read = reader.poll_batch(SEND_BATCH, Duration::from_millis(20), |message, max_ts| {
+                // The partition's newest event time, kept only once it has given a reading.
+                let before = *max_ts;
+                sink.max_ts = before.max(0);
+                sink.message(message);
+                if before != i64::MIN || sink.max_ts > 0 {
+                    *max_ts = sink.max_ts.max(before);
+                }
+            });
+            sink.flush();
+            if let Some(watermark) = reader.watermark(sink.lateness) {
+                let watermark = sink.advance(watermark);
+                if read > 0 {
+                    self.throttle(worker, &mut in_flight, watermark);
+                    continue;
+                }
+            }
+            worker.step();
+        }
+        reader.newest().unwrap_or(i64::MIN)
+    }
 }
 
 /// What the workers share at the end of the input: the newest event time any of them read,
@@ -884,7 +1090,27 @@ impl RecordSink for WorkerSink {
     }
 }
 
+/// Kafka messages larger than this are dead-lettered instead of parsed.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 impl WorkerSink {
+    /// Parses one Kafka message into readings and dead letters (named by topic, partition and
+    /// offset).
+    fn message(&mut self, message: &KafkaMessage<'_>) {
+        let origin = || message.origin();
+        match message.payload {
+            None => self.dead_letter(None, origin(), "parse", "the message has no value (a tombstone)".into(), None),
+            Some(bytes) if bytes.len() > MAX_MESSAGE_BYTES => {
+                let reason = format!(
+                    "the message is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit for one record",
+                    bytes.len()
+                );
+                self.dead_letter(None, origin(), "parse", reason, Some(&bytes[..4096]));
+            }
+            Some(bytes) => vigil_datasets::loaders::parse_message(bytes, &origin, self),
+        }
+    }
+
     /// Records a late or malformed record as an event of `source` at the current input time.
     fn violation(&mut self, source: &str, event: &str, value: f64) {
         let ts = self.watermark.max(self.max_ts.max(0) as u64) as i64;

@@ -4,7 +4,8 @@
 //! - `guard_job`: the guard job: input plan → timely workers → guards → sinks; `run`.
 //! - `guards`: guard specifications as users write them, and their wiring onto a stream.
 //! - `archive`: the Parquet archive on object_store (local or S3), hive-partitioned, atomic.
-//! - `alerts_out`: alerts as NDJSON in event-time order.
+//! - `alerts_out`: alerts in event-time order, as NDJSON or to Kafka.
+//! - `kafka`: the Kafka consumer source and the alert producer.
 //! - `crypto`: AES-256-GCM payload encryption with key ids.
 //! - `cli`: the command line of the job binaries and logging set-up.
 
@@ -15,3 +16,4 @@ pub mod config;
 pub mod crypto;
 pub mod guard_job;
 pub mod guards;
+pub mod kafka;

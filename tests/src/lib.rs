@@ -1,1 +1,4 @@
-//! vigil end-to-end tests live in tests/.
+//! vigil's end-to-end tests live in tests/; this library holds their fixtures.
+
+pub mod archive;
+pub mod kafka;

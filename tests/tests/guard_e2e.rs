@@ -8,12 +8,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::Int64Type;
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
-use vigil_operators::{Alert, AlertStatus, Reading, alert_id, is_degenerate_std};
+use vigil_operators::{AlertStatus, Reading, alert_id, is_degenerate_std};
 use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, Summary, run};
 use vigil_pipelines::guards::GuardSpec;
+use vigil_tests::archive::{parquet_files, read_alerts, sql, sql_count, strings};
 
 /// Lines no reader can use, each with a word its dead letter's reason must contain.
 const MALFORMED: &[(&str, &str)] = &[
@@ -158,31 +157,6 @@ fn assert_same_alerts(got: &[(String, AlertStatus, i64)], expected: &[(String, A
     assert_eq!(got.len(), expected.len(), "alert counts differ");
 }
 
-fn read_alerts(path: &Path) -> Vec<Alert> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every alert line is an Alert"))
-        .collect()
-}
-
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
 fn parquet_rows(dir: &Path) -> usize {
     parquet_files(dir)
         .iter()
@@ -196,34 +170,6 @@ fn parquet_rows(dir: &Path) -> usize {
             reader.map(|b| b.unwrap().num_rows()).sum::<usize>()
         })
         .sum()
-}
-
-fn sql(archive: &Path, query: &str) -> Vec<arrow::record_batch::RecordBatch> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let ctx = vigil_sql::open_archive(&archive.display().to_string())
-            .await
-            .unwrap();
-        vigil_sql::query(&ctx, query).await.unwrap()
-    })
-}
-
-fn sql_count(archive: &Path, query: &str) -> i64 {
-    let batches = sql(archive, query);
-    batches[0].column(0).as_primitive::<Int64Type>().value(0)
-}
-
-/// A column as strings, whatever string type the engine chose.
-fn strings(batch: &arrow::record_batch::RecordBatch, column: usize) -> Vec<String> {
-    let utf8 =
-        arrow::compute::cast(batch.column(column), &arrow::datatypes::DataType::Utf8).unwrap();
-    let array = utf8.as_string::<i32>();
-    (0..array.len())
-        .map(|i| array.value(i).to_owned())
-        .collect()
 }
 
 fn relative_files(dir: &Path) -> Vec<String> {

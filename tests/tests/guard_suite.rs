@@ -7,9 +7,10 @@ use std::io::Write;
 use std::path::Path;
 
 use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
-use vigil_operators::{Alert, AlertStatus, Reading};
+use vigil_operators::{AlertStatus, Reading};
 use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
 use vigil_pipelines::guards::GuardSpec;
+use vigil_tests::archive::read_alerts;
 
 const STATISTICAL: [&str; 9] = [
     "zscore",
@@ -22,14 +23,6 @@ const STATISTICAL: [&str; 9] = [
     "silence",
     "threshold:name=temp_c,max=30",
 ];
-
-fn alerts(path: &Path) -> Vec<Alert> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn job(input: InputSpec, dir: &Path, name: &str, guards: &[&str], workers: usize) -> GuardJob {
     let guards: Vec<String> = guards.iter().map(|g| g.to_string()).collect();
@@ -90,7 +83,7 @@ fn backfill_and_generator_give_identical_alerts() {
             "a backfill at {workers} workers gives the generator's alerts byte for byte"
         );
     }
-    let all = alerts(&tmp.path().join("live.ndjson"));
+    let all = read_alerts(&tmp.path().join("live.ndjson"));
     for guard in ["zscore", "ewma", "mad", "rate", "composite", "threshold"] {
         assert!(
             all.iter()
@@ -153,7 +146,7 @@ fn security_guards_reach_the_security_feed() {
     );
     let summary = run(j, Shutdown::default()).unwrap();
     assert_eq!((summary.late, summary.errors), (1, 2), "{summary}");
-    let raised: Vec<(String, String)> = alerts(&tmp.path().join("security.ndjson"))
+    let raised: Vec<(String, String)> = read_alerts(&tmp.path().join("security.ndjson"))
         .into_iter()
         .filter(|a| a.status == AlertStatus::Raised)
         .inspect(|a| assert_eq!(a.reaction, "security-guard-feed"))
@@ -195,7 +188,7 @@ fn rate_of_change_flags_engine_events_of_a_real_launch() {
         1,
     );
     run(j, Shutdown::default()).unwrap();
-    let raised: Vec<i64> = alerts(&tmp.path().join("launch.ndjson"))
+    let raised: Vec<i64> = read_alerts(&tmp.path().join("launch.ndjson"))
         .into_iter()
         .filter(|a| a.status == AlertStatus::Raised && a.name == "velocity_mps")
         .map(|a| a.ts)
@@ -251,7 +244,7 @@ fn silence_is_decided_the_same_at_any_worker_count() {
             std::fs::read(tmp.path().join(format!("silence-{workers}.ndjson"))).unwrap()
         );
     }
-    let got: Vec<(String, AlertStatus, i64)> = alerts(&tmp.path().join("silence-1.ndjson"))
+    let got: Vec<(String, AlertStatus, i64)> = read_alerts(&tmp.path().join("silence-1.ndjson"))
         .into_iter()
         .map(|a| {
             (

@@ -11,6 +11,7 @@ mod ndjson;
 mod parquet;
 mod plan;
 
+pub use ndjson::parse_message;
 pub use plan::{
     DEFAULT_CHUNK_BYTES, InputPlan, TextFile, TextFormat, TextSource, Unit, UnitSource,
     plan_embedded, plan_generator, plan_paths, read_range,

@@ -37,23 +37,34 @@ pub(super) fn parse(bytes: &[u8], source: &TextSource, start: u64, sink: &mut im
     match std::str::from_utf8(bytes) {
         Ok(text) => {
             for (number, line) in (0..).zip(text.split('\n')) {
-                parse_one(Some(line), line.as_bytes(), (start, number), source, sink);
+                let origin = || source.origin_at(start, number);
+                parse_one(Some(line), line.as_bytes(), &origin, sink);
             }
         }
         Err(_) => {
             for (number, line) in (0..).zip(bytes.split(|b| *b == b'\n')) {
                 let text = std::str::from_utf8(line).ok();
-                parse_one(text, line, (start, number), source, sink);
+                let origin = || source.origin_at(start, number);
+                parse_one(text, line, &origin, sink);
             }
         }
+    }
+}
+
+/// Parses one message of a message stream (a Kafka record's value, say): a JSON object in the
+/// `telemetry` shape, or several, one per line. `origin` names the message for dead letters
+/// (e.g. `kafka:topic/partition@offset`) and is only called when one is written.
+pub fn parse_message(bytes: &[u8], origin: &dyn Fn() -> String, sink: &mut impl RecordSink) {
+    // Blank lines (a trailing newline, say) are skipped by `parse_one`.
+    for line in bytes.split(|b| *b == b'\n') {
+        parse_one(std::str::from_utf8(line).ok(), line, origin, sink);
     }
 }
 
 fn parse_one(
     text: Option<&str>,
     raw: &[u8],
-    (start, number): (u64, u64),
-    source: &TextSource,
+    origin: &dyn Fn() -> String,
     sink: &mut impl RecordSink,
 ) {
     if raw.iter().all(u8::is_ascii_whitespace) {
@@ -69,9 +80,7 @@ fn parse_one(
     };
     match parsed {
         Ok((reading, payload)) => sink.reading(reading.view(), payload.as_deref()),
-        Err((ts, kind, reason)) => {
-            sink.dead_letter(ts, source.origin_at(start, number), kind, reason, Some(raw))
-        }
+        Err((ts, kind, reason)) => sink.dead_letter(ts, origin(), kind, reason, Some(raw)),
     }
 }
 

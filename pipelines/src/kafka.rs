@@ -1,0 +1,731 @@
+//! Kafka: the consumer source and the alert producer, on librdkafka.
+//!
+//! The source reads `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[,TOPIC…]?group=G`. Its partitions are
+//! spread over the timely workers by a fixed rule (the sorted partition list, round robin), so
+//! every worker reads its own partitions with its own consumer, resumes each from the group's
+//! committed offset, and keeps a watermark per partition. Offsets are committed only once the
+//! archive holds every record before them.
+//!
+//! The alert producer publishes each alert to the topic its guard's reaction names, keyed by
+//! source, with the guard in a header, through an idempotent producer with `acks=all`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{error, info, warn};
+use vigil_operators::Alert;
+
+/// The environment variable a SASL password is read from (unless `password_file` is given).
+pub const PASSWORD_ENV: &str = "VIGIL_KAFKA_PASSWORD";
+
+/// How long metadata, offset and commit requests may take before the job gives up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Kafka cluster and how to authenticate to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaEndpoint {
+    /// `bootstrap.servers`: `HOST:PORT[,HOST:PORT…]`.
+    pub brokers: String,
+    /// `security.protocol`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: Option<String>,
+    /// A CA certificate file for TLS.
+    pub ca: Option<PathBuf>,
+    /// A client certificate file for TLS client authentication.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key file.
+    pub key: Option<PathBuf>,
+    /// The SASL user name.
+    pub user: Option<String>,
+    /// The SASL password (from the environment or a file, never from the URL).
+    password: Option<String>,
+    /// The SASL mechanism; `SCRAM-SHA-512` when a user is given.
+    pub mechanism: Option<String>,
+}
+
+impl std::fmt::Debug for KafkaEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password is never shown.
+        f.debug_struct("KafkaEndpoint")
+            .field("brokers", &self.brokers)
+            .field("protocol", &self.protocol)
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for KafkaEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kafka://{}", self.brokers)
+    }
+}
+
+/// Query parameters of a `kafka://` URL, taken one by one so that leftovers can be named.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str) -> Self {
+        Self(
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (p.to_owned(), String::new()),
+                })
+                .collect(),
+        )
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(at).1)
+    }
+
+    fn finish(self, url: &str, known: &str) -> anyhow::Result<()> {
+        match self.0.first() {
+            None => Ok(()),
+            Some((key, _)) => anyhow::bail!("{url}: unknown parameter {key:?} (known: {known})"),
+        }
+    }
+}
+
+const SECURITY_PARAMS: &str = "security, ca, cert, key, user, mechanism, password_file";
+
+impl KafkaEndpoint {
+    /// Reads the brokers and the security parameters of a `kafka://` URL: `security=ssl|
+    /// sasl_plaintext|sasl_ssl`, `ca=FILE`, `cert=FILE`, `key=FILE`, `user=NAME`,
+    /// `mechanism=SCRAM-SHA-512`, `password_file=FILE` (else [`PASSWORD_ENV`]).
+    fn from_parts(url: &str, brokers: &str, query: &mut Query) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !brokers.is_empty() && brokers.split(',').all(|b| b.contains(':')),
+            "{url}: name the brokers as kafka://HOST:PORT[,HOST:PORT…]"
+        );
+        let user = query.take("user");
+        let password = match query.take("password_file") {
+            Some(file) => Some(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("{url}: reading the password file {file}"))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            None => std::env::var(PASSWORD_ENV).ok(),
+        };
+        if user.is_some() && password.is_none() {
+            anyhow::bail!(
+                "{url}: a SASL user needs a password: set {PASSWORD_ENV} or pass password_file=FILE"
+            );
+        }
+        let protocol = query.take("security");
+        if let Some(p) = &protocol {
+            anyhow::ensure!(
+                matches!(
+                    p.as_str(),
+                    "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
+                ),
+                "{url}: security={p} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"
+            );
+        }
+        let mechanism = query
+            .take("mechanism")
+            .or_else(|| user.as_ref().map(|_| "SCRAM-SHA-512".to_owned()));
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            protocol: protocol.or_else(|| user.as_ref().map(|_| "sasl_ssl".to_owned())),
+            ca: query.take("ca").map(PathBuf::from),
+            cert: query.take("cert").map(PathBuf::from),
+            key: query.take("key").map(PathBuf::from),
+            user,
+            password,
+            mechanism,
+        })
+    }
+
+    /// Parses `kafka://HOST:PORT[,…][?security parameters]`, as `--alerts` takes it.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .with_context(|| format!("{url} is not a kafka:// URL"))?;
+        let (brokers, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut query = Query::parse(query);
+        let endpoint = Self::from_parts(url, brokers.trim_end_matches('/'), &mut query)?;
+        query.finish(url, SECURITY_PARAMS)?;
+        Ok(endpoint)
+    }
+
+    /// The librdkafka configuration shared by consumers and producers.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config.set("client.id", "vigil");
+        if let Some(protocol) = &self.protocol {
+            config.set("security.protocol", protocol);
+        }
+        let files = [
+            ("ssl.ca.location", &self.ca),
+            ("ssl.certificate.location", &self.cert),
+            ("ssl.key.location", &self.key),
+        ];
+        for (name, file) in files {
+            if let Some(file) = file {
+                config.set(name, file.display().to_string());
+            }
+        }
+        if let Some(user) = &self.user {
+            config.set("sasl.username", user);
+        }
+        if let Some(password) = &self.password {
+            config.set("sasl.password", password);
+        }
+        if let Some(mechanism) = &self.mechanism {
+            config.set("sasl.mechanism", mechanism);
+        }
+        // librdkafka's own log lines go through its default logger at warning level and up.
+        config.set("log_level", "4");
+        config
+    }
+}
+
+/// A Kafka input: `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G[&stop=end][&idle=5s]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaInput {
+    /// The cluster.
+    pub endpoint: KafkaEndpoint,
+    /// The topics to read.
+    pub topics: Vec<String>,
+    /// The consumer group offsets are committed under.
+    pub group: String,
+    /// Stop once the partitions' ends as of the start are reached (a backfill from Kafka);
+    /// otherwise follow the topics until asked to stop.
+    pub stop_at_end: bool,
+    /// A partition without a message for this long no longer holds the watermark back.
+    pub idle: Duration,
+}
+
+/// The consumer group when the URL names none.
+pub const DEFAULT_GROUP: &str = "vigil-guard";
+
+impl KafkaInput {
+    /// Parses a `kafka://` input URL.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .with_context(|| format!("{url} is not a kafka:// URL"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (brokers, topics) = path.split_once('/').with_context(|| {
+            format!("{url} names no topic: use kafka://HOST:PORT/TOPIC?group=GROUP")
+        })?;
+        let topics: Vec<String> = topics
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        anyhow::ensure!(
+            !topics.is_empty(),
+            "{url} names no topic: use kafka://HOST:PORT/TOPIC?group=GROUP"
+        );
+        let mut query = Query::parse(query);
+        let endpoint = KafkaEndpoint::from_parts(url, brokers, &mut query)?;
+        let group = query.take("group").unwrap_or_else(|| DEFAULT_GROUP.into());
+        let stop_at_end = match query.take("stop").as_deref() {
+            None | Some("never") => false,
+            Some("end") => true,
+            Some(other) => anyhow::bail!("{url}: stop={other} is not `end` or `never`"),
+        };
+        let idle = match query.take("idle") {
+            None => Duration::from_secs(5),
+            Some(text) => humantime::parse_duration(&text)
+                .with_context(|| format!("{url}: idle={text} is not a duration like 5s"))?,
+        };
+        query.finish(url, &format!("group, stop, idle, {SECURITY_PARAMS}"))?;
+        Ok(Self {
+            endpoint,
+            topics,
+            group,
+            stop_at_end,
+            idle,
+        })
+    }
+
+    /// Merges inputs on the same cluster and group into one (several topics).
+    pub fn merge(inputs: Vec<KafkaInput>) -> anyhow::Result<KafkaInput> {
+        let mut inputs = inputs.into_iter();
+        let mut first = inputs.next().context("no Kafka input")?;
+        for other in inputs {
+            anyhow::ensure!(
+                other.endpoint == first.endpoint
+                    && other.group == first.group
+                    && other.stop_at_end == first.stop_at_end
+                    && other.idle == first.idle,
+                "Kafka inputs of one job must share brokers, security, group, stop and idle; \
+                 list several topics as kafka://HOST:PORT/TOPIC1,TOPIC2"
+            );
+            first.topics.extend(other.topics);
+        }
+        first.topics.sort();
+        first.topics.dedup();
+        Ok(first)
+    }
+
+    fn consumer(&self) -> anyhow::Result<BaseConsumer> {
+        let mut config = self.endpoint.client_config();
+        config
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("queued.max.messages.kbytes", "65536");
+        config
+            .create()
+            .with_context(|| format!("creating a Kafka consumer for {}", self.endpoint))
+    }
+
+    /// Every partition of the input's topics, sorted; fails naming a topic that is missing.
+    pub fn partitions(&self) -> anyhow::Result<Vec<(String, i32)>> {
+        let consumer = self.consumer()?;
+        let mut all = Vec::new();
+        for topic in &self.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                .map_err(|e| explain(e, &self.endpoint))?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            let missing = found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
+            anyhow::ensure!(
+                !missing,
+                "topic {topic} does not exist on {}: create it first (e.g. `kafka-topics.sh \
+                 --create --topic {topic} --partitions 4`)",
+                self.endpoint
+            );
+            if let Some(t) = found {
+                all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// Opens the reader of worker `index` of `peers`: a consumer assigned every `peers`-th
+    /// partition of `all` from `index` on, each at the group's committed offset (or the start).
+    pub fn open_reader(
+        &self,
+        all: &[(String, i32)],
+        index: usize,
+        peers: usize,
+    ) -> anyhow::Result<KafkaReader> {
+        let consumer = self.consumer()?;
+        let mine: Vec<&(String, i32)> = all.iter().skip(index).step_by(peers.max(1)).collect();
+        let mut asked = TopicPartitionList::new();
+        for (topic, partition) in &mine {
+            asked.add_partition(topic, *partition);
+        }
+        let committed = if mine.is_empty() {
+            TopicPartitionList::new()
+        } else {
+            consumer
+                .committed_offsets(asked, REQUEST_TIMEOUT)
+                .map_err(|e| explain(e, &self.endpoint))?
+        };
+        let mut assignment = TopicPartitionList::new();
+        let mut partitions = Vec::new();
+        for (topic, partition) in mine {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                .map_err(|e| explain(e, &self.endpoint))?;
+            let next = match committed
+                .find_partition(topic, *partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o.max(low),
+                _ => low,
+            };
+            assignment
+                .add_partition_offset(topic, *partition, Offset::Offset(next))
+                .context("assigning a partition")?;
+            partitions.push(PartitionState {
+                topic: topic.clone(),
+                partition: *partition,
+                next,
+                end: self.stop_at_end.then_some(high),
+                max_ts: None,
+                last_message: Instant::now(),
+            });
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| explain(e, &self.endpoint))?;
+        info!(
+            message = "Kafka partitions assigned.",
+            worker = index,
+            partitions = %partitions.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.next)).collect::<Vec<_>>().join(" ")
+        );
+        let lookup = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.topic.clone(), p.partition), i))
+            .collect();
+        Ok(KafkaReader {
+            consumer,
+            partitions,
+            lookup,
+            idle: self.idle,
+        })
+    }
+
+    /// Commits `positions` (topic, partition, next offset to read) for the group.
+    pub fn commit(&self, positions: &[(String, i32, i64)]) -> anyhow::Result<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer()?;
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, next) in positions {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .context("listing offsets to commit")?;
+        }
+        consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| explain(e, &self.endpoint))
+            .context("committing the consumed offsets")?;
+        info!(message = "Kafka offsets committed.", group = %self.group, partitions = positions.len());
+        Ok(())
+    }
+}
+
+/// Turns a librdkafka error into one that says what to check.
+fn explain(error: KafkaError, endpoint: &KafkaEndpoint) -> anyhow::Error {
+    let hint = match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            format!(
+                "the broker refused authentication: check user, mechanism and {PASSWORD_ENV} (or password_file)"
+            )
+        }
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            "the topic does not exist: create it first".to_owned()
+        }
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+        | Some(RDKafkaErrorCode::OperationTimedOut) => {
+            "the brokers could not be reached: check the address and that Kafka is running"
+                .to_owned()
+        }
+        _ => "check the brokers' address and the security parameters".to_owned(),
+    };
+    anyhow::anyhow!("Kafka at {endpoint}: {error}: {hint}")
+}
+
+/// One assigned partition's reading state.
+#[derive(Debug)]
+struct PartitionState {
+    topic: String,
+    partition: i32,
+    /// The next offset to read.
+    next: i64,
+    /// With `stop=end`: the partition's end when the job started.
+    end: Option<i64>,
+    /// The newest event time read from it.
+    max_ts: Option<i64>,
+    last_message: Instant,
+}
+
+impl PartitionState {
+    fn done(&self) -> bool {
+        self.end.is_some_and(|end| self.next >= end)
+    }
+}
+
+/// A Kafka message handed to the job.
+pub struct KafkaMessage<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its value; `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+}
+
+impl KafkaMessage<'_> {
+    /// Where the message came from, for dead letters: `kafka:TOPIC/PARTITION@OFFSET`.
+    pub fn origin(&self) -> String {
+        format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// One worker's consumer and its partitions.
+pub struct KafkaReader {
+    consumer: BaseConsumer,
+    partitions: Vec<PartitionState>,
+    lookup: HashMap<(String, i32), usize>,
+    idle: Duration,
+}
+
+impl KafkaReader {
+    /// Reads up to `max` messages, waiting at most `wait` for the first. `each` gets every
+    /// message with the newest event time of its partition so far, to update.
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        mut each: impl FnMut(&KafkaMessage<'_>, &mut i64),
+    ) -> usize {
+        let mut read = 0;
+        let mut timeout = wait;
+        while read < max {
+            let Some(result) = self.consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            let message = match result {
+                Ok(message) => message,
+                Err(error) => {
+                    warn!(message = "Kafka consumer error; retrying.", %error);
+                    continue;
+                }
+            };
+            let key = (message.topic().to_owned(), message.partition());
+            let Some(&at) = self.lookup.get(&key) else {
+                continue;
+            };
+            let state = &mut self.partitions[at];
+            if state.end.is_some_and(|end| message.offset() >= end) {
+                // Past the end of a bounded read: left for the next run.
+                state.next = state.next.max(state.end.unwrap_or(0));
+                continue;
+            }
+            let mut max_ts = state.max_ts.unwrap_or(i64::MIN);
+            each(
+                &KafkaMessage {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    payload: message.payload(),
+                },
+                &mut max_ts,
+            );
+            if max_ts != i64::MIN {
+                state.max_ts = Some(max_ts);
+            }
+            state.next = message.offset() + 1;
+            state.last_message = Instant::now();
+            read += 1;
+        }
+        read
+    }
+
+    /// Whether every partition has reached its end (only with `stop=end`).
+    pub fn finished(&self) -> bool {
+        self.partitions.iter().all(PartitionState::done)
+    }
+
+    /// The worker's watermark: the minimum over its live partitions of their newest event time
+    /// less `lateness`. A partition that has reached its end, or has been idle for the idle
+    /// timeout, does not hold it back; when none is live, the newest over all of them. `None`
+    /// before any partition has given a record.
+    pub fn watermark(&self, lateness: u64) -> Option<u64> {
+        let now = Instant::now();
+        let mark = |p: &PartitionState| p.max_ts.map(|t| (t.max(0) as u64).saturating_sub(lateness));
+        let live: Vec<&PartitionState> = self
+            .partitions
+            .iter()
+            .filter(|p| !p.done() && now.duration_since(p.last_message) < self.idle)
+            .collect();
+        if live.is_empty() {
+            return self.partitions.iter().filter_map(mark).max();
+        }
+        // A live partition that has given nothing yet holds the watermark at the start.
+        live.iter().map(|p| mark(p).unwrap_or(0)).min()
+    }
+
+    /// Positions to commit: (topic, partition, next offset) of every partition read from.
+    pub fn positions(&self) -> Vec<(String, i32, i64)> {
+        self.partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.next))
+            .collect()
+    }
+
+    /// The newest event time read from any partition.
+    pub fn newest(&self) -> Option<i64> {
+        self.partitions.iter().filter_map(|p| p.max_ts).max()
+    }
+}
+
+/// Counts deliveries the broker refused or that timed out.
+#[derive(Clone, Default)]
+struct DeliveryReport {
+    failed: Arc<AtomicU64>,
+    delivered: Arc<AtomicU64>,
+}
+
+impl ClientContext for DeliveryReport {}
+
+impl ProducerContext for DeliveryReport {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                let failed = self.failed.fetch_add(1, Ordering::Relaxed);
+                if failed < 10 {
+                    error!(message = "An alert could not be delivered to Kafka.", topic = message.topic(), %error);
+                }
+            }
+        }
+    }
+}
+
+/// Publishes alerts to the topics their reactions name.
+pub struct KafkaAlerts {
+    producer: ThreadedProducer<DeliveryReport>,
+    report: DeliveryReport,
+    endpoint: KafkaEndpoint,
+}
+
+impl KafkaAlerts {
+    /// Connects an idempotent producer (`acks=all`) and checks that every topic in `topics`
+    /// exists, so that a missing topic is found at start-up rather than at the first alert.
+    pub fn connect(endpoint: &KafkaEndpoint, topics: &[String]) -> anyhow::Result<Self> {
+        let report = DeliveryReport::default();
+        let producer: ThreadedProducer<DeliveryReport> = endpoint
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "120000")
+            .create_with_context(report.clone())
+            .with_context(|| format!("creating the Kafka alert producer for {endpoint}"))?;
+        for topic in topics {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                .map_err(|e| explain(e, endpoint))?;
+            let ok = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            anyhow::ensure!(
+                ok,
+                "the alert topic {topic} does not exist on {endpoint}: create it first \
+                 (e.g. `kafka-topics.sh --create --topic {topic}`)"
+            );
+        }
+        Ok(Self {
+            producer,
+            report,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    /// Queues one alert (its JSON in `json`): to its reaction's topic, keyed by source, with
+    /// the guard and the status in headers. Waits while the producer's queue is full.
+    pub fn send(&self, alert: &Alert, json: &str) {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "guard",
+                value: Some(alert.guard.as_str()),
+            })
+            .insert(Header {
+                key: "alert_id",
+                value: Some(alert.alert_id.as_str()),
+            });
+        let mut record = BaseRecord::to(alert.reaction.as_str())
+            .key(alert.source.as_str())
+            .payload(json)
+            .headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, _)) => {
+                    self.report.failed.fetch_add(1, Ordering::Relaxed);
+                    error!(message = "An alert could not be queued for Kafka.", topic = alert.reaction.as_str(), %error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until every queued alert is delivered (or has failed); fails if any failed.
+    pub fn flush(&self) -> anyhow::Result<u64> {
+        self.producer
+            .flush(Duration::from_secs(120))
+            .map_err(|e| explain(e, &self.endpoint))
+            .context("delivering the alerts to Kafka")?;
+        let failed = self.report.failed.load(Ordering::Relaxed);
+        anyhow::ensure!(
+            failed == 0,
+            "{failed} alerts could not be delivered to {}: they are in the archive's alerts table",
+            self.endpoint
+        );
+        Ok(self.report.delivered.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_urls() -> anyhow::Result<()> {
+        let input = KafkaInput::parse("kafka://127.0.0.1:9092/telemetry,more?group=g1&stop=end&idle=2s")?;
+        assert_eq!(input.endpoint.brokers, "127.0.0.1:9092");
+        assert_eq!(input.topics, ["telemetry", "more"]);
+        assert_eq!(input.group, "g1");
+        assert!(input.stop_at_end);
+        assert_eq!(input.idle, Duration::from_secs(2));
+
+        let input = KafkaInput::parse("kafka://a:1,b:2/t")?;
+        assert_eq!(input.group, DEFAULT_GROUP);
+        assert!(!input.stop_at_end);
+        assert_eq!(input.endpoint.brokers, "a:1,b:2");
+
+        let error = KafkaInput::parse("kafka://a:1/t?grup=x").unwrap_err().to_string();
+        assert!(error.contains("unknown parameter \"grup\""), "{error}");
+        let error = KafkaInput::parse("kafka://a:1").unwrap_err().to_string();
+        assert!(error.contains("names no topic"), "{error}");
+        let error = KafkaInput::parse("kafka://a:1/t?stop=later").unwrap_err().to_string();
+        assert!(error.contains("stop=later"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn sasl_password_comes_from_a_file_and_is_never_shown() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n")?;
+        let url = format!(
+            "kafka://b:9093?user=vigil&password_file={}&ca=/etc/ca.pem",
+            file.display()
+        );
+        let endpoint = KafkaEndpoint::parse(&url)?;
+        assert_eq!(endpoint.mechanism.as_deref(), Some("SCRAM-SHA-512"));
+        assert_eq!(endpoint.protocol.as_deref(), Some("sasl_ssl"));
+        let config = endpoint.client_config();
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+        assert_eq!(config.get("ssl.ca.location"), Some("/etc/ca.pem"));
+        assert!(!format!("{endpoint:?}").contains("s3cret"));
+        assert!(!endpoint.to_string().contains("s3cret"));
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! A real Kafka-protocol broker for tests: tansu, started on a free loopback port and stopped
+//! when the fixture is dropped, with the client side a user would have (create topics,
+//! produce, consume) on librdkafka.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // Fixtures fail loudly on purpose.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A tansu broker on 127.0.0.1, in memory; killed on drop.
+pub struct Broker {
+    child: Child,
+    port: u16,
+}
+
+/// A message read back: key, value and headers.
+#[derive(Clone, Debug)]
+pub struct Consumed {
+    /// The partition it was read from.
+    pub partition: i32,
+    /// The key, as text.
+    pub key: Option<String>,
+    /// The value, as text.
+    pub value: String,
+    /// Headers as (name, value) text pairs.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Broker {
+    /// Starts tansu on a free port and waits until it accepts connections.
+    pub fn start() -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start tansu ({e}): the Kafka tests need this Kafka-protocol broker; \
+                     run scripts/setup.sh --tests, which installs it with \
+                     `cargo install --locked tansu --features dynostore`"
+                )
+            });
+        let broker = Broker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on port {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    /// `HOST:PORT` of the broker.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.address());
+        config
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = runtime
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .unwrap();
+        for result in results {
+            result.unwrap_or_else(|(topic, e)| panic!("creating topic {topic}: {e}"));
+        }
+    }
+
+    /// Produces `(key, value)` messages to `topic` (partitioned by key) and waits until the
+    /// broker has them all.
+    pub fn produce<'a>(&self, topic: &str, messages: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
+        let producer: BaseProducer = self
+            .config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        for (key, value) in messages {
+            let mut record = BaseRecord::to(topic).key(key).payload(value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+    }
+
+    /// Every message of `topic` from the beginning to its current end, partition by partition.
+    pub fn consume_all(&self, topic: &str) -> Vec<Consumed> {
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", "vigil-tests-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let partitions: Vec<i32> = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
+        let mut out = Vec::new();
+        for partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .unwrap();
+            if high <= low {
+                continue;
+            }
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(topic, partition, Offset::Offset(low))
+                .unwrap();
+            consumer.assign(&list).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut next = low;
+            while next < high {
+                assert!(Instant::now() < deadline, "reading {topic}/{partition} timed out");
+                let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let message = message.unwrap();
+                next = message.offset() + 1;
+                let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), text(h.value).unwrap_or_default()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Consumed {
+                    partition,
+                    key: text(message.key()),
+                    value: text(message.payload()).unwrap_or_default(),
+                    headers,
+                });
+            }
+        }
+        out
+    }
+
+    /// The group's committed offset of each partition of `topic` (`None` where none is).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+        let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap();
+        (0..partitions)
+            .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
