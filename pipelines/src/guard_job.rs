@@ -442,7 +442,13 @@ impl Source {
             InputSpec::Kafka(input) => {
                 let partitions = input.partitions()?;
                 let readers = (0..workers)
-                    .map(|w| Ok(Mutex::new(Some(input.open_reader(&partitions, w, workers)?))))
+                    .map(|w| {
+                        Ok(Mutex::new(Some(input.open_reader(
+                            &partitions,
+                            w,
+                            workers,
+                        )?)))
+                    })
                     .collect::<anyhow::Result<_>>()?;
                 Ok(Source::Kafka {
                     input: input.clone(),
@@ -725,7 +731,12 @@ impl ReadLoop<'_> {
     /// take the core they need. A worker that has finished reading holds its inputs at its last
     /// watermark until all have finished, so once one has, or a stop was asked for, waiting
     /// for the others could wait forever.
-    fn throttle(&self, worker: &mut timely::worker::Worker, in_flight: &mut VecDeque<u64>, watermark: u64) {
+    fn throttle(
+        &self,
+        worker: &mut timely::worker::Worker,
+        in_flight: &mut VecDeque<u64>,
+        watermark: u64,
+    ) {
         in_flight.push_back(watermark);
         if in_flight.len() > UNITS_IN_FLIGHT
             && let Some(target) = in_flight.pop_front()
@@ -779,15 +790,16 @@ impl ReadLoop<'_> {
     ) -> i64 {
         let mut in_flight: VecDeque<u64> = VecDeque::new();
         while !reader.finished() && !self.stopping() {
-            let read = reader.poll_batch(SEND_BATCH, Duration::from_millis(20), |message, max_ts| {
-                // The partition's newest event time, kept only once it has given a reading.
-                let before = *max_ts;
-                sink.max_ts = before.max(0);
-                sink.message(message);
-                if before != i64::MIN || sink.max_ts > 0 {
-                    *max_ts = sink.max_ts.max(before);
-                }
-            });
+            let read =
+                reader.poll_batch(SEND_BATCH, Duration::from_millis(20), |message, max_ts| {
+                    // The partition's newest event time, kept only once it has given a reading.
+                    let before = *max_ts;
+                    sink.max_ts = before.max(0);
+                    sink.message(message);
+                    if before != i64::MIN || sink.max_ts > 0 {
+                        *max_ts = sink.max_ts.max(before);
+                    }
+                });
             sink.flush();
             if let Some(watermark) = reader.watermark(sink.lateness) {
                 let watermark = sink.advance(watermark);
@@ -1099,7 +1111,13 @@ impl WorkerSink {
     fn message(&mut self, message: &KafkaMessage<'_>) {
         let origin = || message.origin();
         match message.payload {
-            None => self.dead_letter(None, origin(), "parse", "the message has no value (a tombstone)".into(), None),
+            None => self.dead_letter(
+                None,
+                origin(),
+                "parse",
+                "the message has no value (a tombstone)".into(),
+                None,
+            ),
             Some(bytes) if bytes.len() > MAX_MESSAGE_BYTES => {
                 let reason = format!(
                     "the message is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit for one record",

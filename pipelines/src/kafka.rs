@@ -20,9 +20,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
@@ -285,6 +283,10 @@ impl KafkaInput {
         let mut config = self.endpoint.client_config();
         config
             .set("group.id", &self.group)
+            .set(
+                "enable.partition.eof",
+                if self.stop_at_end { "true" } else { "false" },
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -361,6 +363,7 @@ impl KafkaInput {
                 partition: *partition,
                 next,
                 end: self.stop_at_end.then_some(high),
+                at_end: false,
                 max_ts: None,
                 last_message: Instant::now(),
             });
@@ -434,16 +437,23 @@ struct PartitionState {
     partition: i32,
     /// The next offset to read.
     next: i64,
-    /// With `stop=end`: the partition's end when the job started.
+    /// With `stop=end`: the partition's end when the job started, as the broker reports it.
     end: Option<i64>,
+    /// With `stop=end`: the consumer has reached the end of the partition (and nothing came
+    /// since).
+    at_end: bool,
     /// The newest event time read from it.
     max_ts: Option<i64>,
     last_message: Instant,
 }
 
 impl PartitionState {
+    /// Read to the end, with `stop=end`: past the end the broker reported at the start, and
+    /// told by the consumer that nothing more is there. Both are needed: the reported end alone
+    /// can fall short of the last record on some brokers, and the end-of-partition event alone
+    /// does not say which topic it is about when several topics share a partition number.
     fn done(&self) -> bool {
-        self.end.is_some_and(|end| self.next >= end)
+        self.end.is_some_and(|end| self.next >= end) && self.at_end
     }
 }
 
@@ -492,6 +502,14 @@ impl KafkaReader {
             timeout = Duration::ZERO;
             let message = match result {
                 Ok(message) => message,
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    for state in &mut self.partitions {
+                        if state.partition == partition {
+                            state.at_end = true;
+                        }
+                    }
+                    continue;
+                }
                 Err(error) => {
                     warn!(message = "Kafka consumer error; retrying.", %error);
                     continue;
@@ -502,11 +520,7 @@ impl KafkaReader {
                 continue;
             };
             let state = &mut self.partitions[at];
-            if state.end.is_some_and(|end| message.offset() >= end) {
-                // Past the end of a bounded read: left for the next run.
-                state.next = state.next.max(state.end.unwrap_or(0));
-                continue;
-            }
+            state.at_end = false;
             let mut max_ts = state.max_ts.unwrap_or(i64::MIN);
             each(
                 &KafkaMessage {
@@ -538,7 +552,8 @@ impl KafkaReader {
     /// before any partition has given a record.
     pub fn watermark(&self, lateness: u64) -> Option<u64> {
         let now = Instant::now();
-        let mark = |p: &PartitionState| p.max_ts.map(|t| (t.max(0) as u64).saturating_sub(lateness));
+        let mark =
+            |p: &PartitionState| p.max_ts.map(|t| (t.max(0) as u64).saturating_sub(lateness));
         let live: Vec<&PartitionState> = self
             .partitions
             .iter()
@@ -688,7 +703,8 @@ mod tests {
 
     #[test]
     fn input_urls() -> anyhow::Result<()> {
-        let input = KafkaInput::parse("kafka://127.0.0.1:9092/telemetry,more?group=g1&stop=end&idle=2s")?;
+        let input =
+            KafkaInput::parse("kafka://127.0.0.1:9092/telemetry,more?group=g1&stop=end&idle=2s")?;
         assert_eq!(input.endpoint.brokers, "127.0.0.1:9092");
         assert_eq!(input.topics, ["telemetry", "more"]);
         assert_eq!(input.group, "g1");
@@ -700,11 +716,15 @@ mod tests {
         assert!(!input.stop_at_end);
         assert_eq!(input.endpoint.brokers, "a:1,b:2");
 
-        let error = KafkaInput::parse("kafka://a:1/t?grup=x").unwrap_err().to_string();
+        let error = KafkaInput::parse("kafka://a:1/t?grup=x")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown parameter \"grup\""), "{error}");
         let error = KafkaInput::parse("kafka://a:1").unwrap_err().to_string();
         assert!(error.contains("names no topic"), "{error}");
-        let error = KafkaInput::parse("kafka://a:1/t?stop=later").unwrap_err().to_string();
+        let error = KafkaInput::parse("kafka://a:1/t?stop=later")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("stop=later"), "{error}");
         Ok(())
     }

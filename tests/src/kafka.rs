@@ -13,7 +13,8 @@ use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -46,7 +47,13 @@ impl Broker {
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,12 +106,18 @@ impl Broker {
 
     /// Produces `(key, value)` messages to `topic` (partitioned by key) and waits until the
     /// broker has them all.
-    pub fn produce<'a>(&self, topic: &str, messages: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
-        let producer: BaseProducer = self
+    pub fn produce<'a>(
+        &self,
+        topic: &str,
+        messages: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) {
+        let report = Failures::default();
+        let producer: BaseProducer<Failures> = self
             .config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .create()
+            .set("batch.num.messages", "1000")
+            .create_with_context(report.clone())
             .unwrap();
         for (key, value) in messages {
             let mut record = BaseRecord::to(topic).key(key).payload(value);
@@ -120,45 +133,21 @@ impl Broker {
             producer.poll(Duration::ZERO);
         }
         producer.flush(Duration::from_secs(60)).unwrap();
+        let failed = report.0.lock().unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} messages were not delivered: {:?}",
+            failed.len(),
+            failed.first()
+        );
     }
 
     /// Every message of `topic` from the beginning to its current end, partition by partition.
     pub fn consume_all(&self, topic: &str) -> Vec<Consumed> {
-        let consumer: BaseConsumer = self
-            .config()
-            .set("group.id", "vigil-tests-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        let partitions: Vec<i32> = metadata.topics()[0]
-            .partitions()
-            .iter()
-            .map(|p| p.id())
-            .collect();
+        let partitions = self.partitions(topic);
         let mut out = Vec::new();
-        for partition in partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .unwrap();
-            if high <= low {
-                continue;
-            }
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(topic, partition, Offset::Offset(low))
-                .unwrap();
-            consumer.assign(&list).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut next = low;
-            while next < high {
-                assert!(Instant::now() < deadline, "reading {topic}/{partition} timed out");
-                let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-                    continue;
-                };
-                let message = message.unwrap();
-                next = message.offset() + 1;
+        for partition in 0..partitions {
+            self.read_partition(topic, partition, |message| {
                 let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
                 let headers = message
                     .headers()
@@ -174,9 +163,59 @@ impl Broker {
                     value: text(message.payload()).unwrap_or_default(),
                     headers,
                 });
-            }
+            });
         }
         out
+    }
+
+    /// The number of partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> i32 {
+        let consumer: BaseConsumer = self.config().create().unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        metadata.topics()[0].partitions().len() as i32
+    }
+
+    /// The offset the next message of `topic`/`partition` will get, found by reading to the
+    /// end (a broker's reported end can fall short of its last record).
+    pub fn end_offset(&self, topic: &str, partition: i32) -> i64 {
+        let mut end = 0;
+        self.read_partition(topic, partition, |m| end = m.offset() + 1);
+        end
+    }
+
+    /// Reads one partition from the beginning until the consumer reports its end.
+    fn read_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut each: impl FnMut(&BorrowedMessage<'_>),
+    ) {
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", "vigil-tests-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic}/{partition} timed out"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(message)) => each(&message),
+                Some(Err(KafkaError::PartitionEOF(_))) => return,
+                Some(Err(e)) => panic!("reading {topic}/{partition}: {e}"),
+            }
+        }
     }
 
     /// The group's committed offset of each partition of `topic` (`None` where none is).
@@ -190,11 +229,29 @@ impl Broker {
             .committed_offsets(list, Duration::from_secs(10))
             .unwrap();
         (0..partitions)
-            .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
+            .map(
+                |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+            )
             .collect()
+    }
+}
+
+/// Delivery failures of the fixture's producer.
+#[derive(Clone, Default)]
+struct Failures(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rdkafka::ClientContext for Failures {}
+
+impl rdkafka::producer::ProducerContext for Failures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.0.lock().unwrap().push(error.to_string());
+        }
     }
 }
 

@@ -1,0 +1,199 @@
+//! Kafka end to end, against a real Kafka-protocol broker (tansu, started by the fixture):
+//! telemetry produced over 4 partitions is read by the guard job into the archive and its
+//! alerts reach the alert topic equal to a backfill of the same records from a file; bad
+//! messages become dead letters named by partition and offset; offsets are committed, so a
+//! second run of the same group reads nothing again.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::io::Write;
+use std::path::Path;
+
+use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_operators::{Alert, AlertStatus, Record};
+use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, Summary, run};
+use vigil_pipelines::guards::GuardSpec;
+use vigil_pipelines::kafka::{KafkaEndpoint, KafkaInput};
+use vigil_tests::archive::{read_alerts, sql, sql_count, strings};
+use vigil_tests::kafka::Broker;
+
+const GUARDS: [&str; 2] = ["zscore:window=60,threshold=6", "level_shift"];
+
+/// Messages no reader can use.
+const BAD: [&str; 3] = [
+    "not json at all",
+    "{\"source\":\"veh-1\",\"name\":\"temp_c\",\"ts\":1767225600000}",
+    "{\"source\":\"veh-1\",\"name\":\"temp_c\",\"ts\":1767225600000,\"value\":\"high\"}",
+];
+
+fn job(input: InputSpec, archive: &Path, alerts: AlertsOut, workers: usize) -> GuardJob {
+    GuardJob {
+        input,
+        archive: archive.display().to_string(),
+        alerts,
+        guards: GuardSpec::parse_all(&GUARDS.map(String::from)).unwrap(),
+        workers,
+        ..GuardJob::default()
+    }
+}
+
+fn run_job(job: GuardJob) -> Summary {
+    run(job, Shutdown::default()).expect("the guard job runs")
+}
+
+/// Alerts in a comparable order.
+fn sorted(mut alerts: Vec<Alert>) -> Vec<Alert> {
+    alerts.sort_by(|a, b| (a.ts, &a.alert_id, a.status).cmp(&(b.ts, &b.alert_id, b.status)));
+    alerts
+}
+
+#[test]
+fn kafka_in_and_out_equals_a_backfill_and_commits_its_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = RocketSpec {
+        vehicles: 12,
+        ticks: 400,
+        anomaly_rate: 1.0 / 150.0,
+        ..RocketSpec::default()
+    };
+    let readings: Vec<_> = rocket_readings(&spec).collect();
+    let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
+
+    // The backfill: the same records from a file.
+    let file = tmp.path().join("telemetry.ndjson");
+    let mut out = std::fs::File::create(&file).unwrap();
+    for line in &lines {
+        writeln!(out, "{line}").unwrap();
+    }
+    drop(out);
+    let backfill_alerts = tmp.path().join("backfill-alerts.ndjson");
+    let backfill = run_job(job(
+        InputSpec::Paths(vec![file]),
+        &tmp.path().join("backfill"),
+        AlertsOut::File(backfill_alerts.clone()),
+        1,
+    ));
+    let expected = sorted(read_alerts(&backfill_alerts));
+    assert!(
+        expected
+            .iter()
+            .filter(|a| a.status == AlertStatus::Raised)
+            .count()
+            >= 5,
+        "the data raises alerts: {}",
+        expected.len()
+    );
+
+    // The same records through Kafka: 4 partitions, keyed by source as a producer would.
+    let broker = Broker::start();
+    broker.create_topic("telemetry", 4);
+    broker.create_topic("telemetry-alerts", 2);
+    let messages = readings
+        .iter()
+        .zip(&lines)
+        .map(|(r, line)| (r.source.as_str(), line.as_bytes()));
+    broker.produce("telemetry", messages);
+    broker.produce("telemetry", BAD.iter().map(|m| ("veh-1", m.as_bytes())));
+
+    let url = format!(
+        "kafka://{}/telemetry?group=guard-test&stop=end",
+        broker.address()
+    );
+    let input = InputSpec::from_args(&[url]).unwrap();
+    let alerts_out =
+        AlertsOut::Kafka(KafkaEndpoint::parse(&format!("kafka://{}", broker.address())).unwrap());
+    let archive = tmp.path().join("from-kafka");
+    let summary = run_job(job(input.clone(), &archive, alerts_out.clone(), 2));
+
+    // Everything archived once; every bad message a dead letter named by partition and offset.
+    let n = readings.len() as u64;
+    assert_eq!(backfill.events_in, n);
+    assert_eq!((summary.events_in, summary.archived), (n, n));
+    assert_eq!(summary.errors, BAD.len() as u64);
+    assert_eq!(
+        sql_count(&archive, "SELECT count(*) FROM telemetry"),
+        n as i64
+    );
+    assert_eq!(
+        sql_count(&archive, "SELECT count(DISTINCT event_id) FROM telemetry"),
+        n as i64
+    );
+    let batches = sql(
+        &archive,
+        "SELECT origin, reason FROM errors ORDER BY origin",
+    );
+    let origins = strings(&batches[0], 0);
+    assert_eq!(origins.len(), BAD.len());
+    assert!(
+        origins
+            .iter()
+            .all(|o| o.starts_with("kafka:telemetry/") && o.contains('@')),
+        "{origins:?}"
+    );
+
+    // The alert topic holds exactly the backfill's alerts, keyed by source, guard in a header.
+    let consumed = broker.consume_all("telemetry-alerts");
+    let mut got = Vec::new();
+    for message in &consumed {
+        let alert: Alert = serde_json::from_str(&message.value).unwrap();
+        assert_eq!(message.key.as_deref(), Some(alert.source.as_str()));
+        let guard = message.headers.iter().find(|(k, _)| k == "guard");
+        assert_eq!(guard.map(|(_, v)| v.as_str()), Some(alert.guard.as_str()));
+        got.push(alert);
+    }
+    assert_eq!(sorted(got), expected);
+    assert_eq!(
+        summary.alerts_raised + summary.alerts_cleared,
+        expected.len() as u64
+    );
+
+    // Offsets are committed at the partitions' ends, so the group's next run reads nothing.
+    let ends: Vec<i64> = (0..4).map(|p| broker.end_offset("telemetry", p)).collect();
+    let committed = broker.committed("guard-test", "telemetry", 4);
+    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+    let again = run_job(job(input, &tmp.path().join("again"), AlertsOut::Off, 2));
+    assert_eq!((again.events_in, again.errors), (0, 0));
+}
+
+#[test]
+fn kafka_urls_and_missing_topics_give_clear_errors() {
+    let broker = Broker::start();
+    let url = format!("kafka://{}/nowhere?group=g&stop=end", broker.address());
+    let tmp = tempfile::tempdir().unwrap();
+    let error = run(
+        job(
+            InputSpec::from_args(&[url]).unwrap(),
+            tmp.path(),
+            AlertsOut::Off,
+            1,
+        ),
+        Shutdown::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("topic nowhere does not exist") && error.contains("create it"),
+        "{error}"
+    );
+
+    // The alert topic must exist before the job starts.
+    broker.create_topic("telemetry", 1);
+    let url = format!("kafka://{}/telemetry?stop=end", broker.address());
+    let alerts = AlertsOut::parse(&format!("kafka://{}", broker.address())).unwrap();
+    let error = run(
+        job(InputSpec::from_args(&[url]).unwrap(), tmp.path(), alerts, 1),
+        Shutdown::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("alert topic telemetry-alerts does not exist"),
+        "{error}"
+    );
+
+    let error = KafkaInput::parse("kafka://127.0.0.1:9/t?user=u")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("needs a password"), "{error}");
+}
