@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 
+mod kafka;
 mod launch;
 mod nab;
 
@@ -88,6 +89,24 @@ enum Bench {
         #[arg(long, default_value = "rate:order=2")]
         guard: Vec<String>,
     },
+    /// vigil-guard from a Kafka topic (4 partitions, keyed by source) to the archive.
+    Kafka {
+        /// Readings to produce (rounded down to whole ticks of all sources).
+        #[arg(long, default_value_t = 2_000_000)]
+        readings: u64,
+        /// Sources (vehicles); each has 8 metrics.
+        #[arg(long, default_value_t = 1_000)]
+        sources: usize,
+        /// Timely workers (`-w`) for vigil-guard.
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// The guards to run (as vigil-guard's `--guard`; default the z-score guard).
+        #[arg(long)]
+        guard: Vec<String>,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -139,6 +158,13 @@ fn main() -> anyhow::Result<()> {
             None => nab::run(&dir, &guard, workers, in_process),
         },
         Bench::Launch { dir, guard } => launch::run(&dir, &guard),
+        Bench::Kafka {
+            readings,
+            sources,
+            workers,
+            partitions,
+            guard,
+        } => kafka::throughput(readings, sources, workers, partitions, &guard),
         Bench::Parse { input } => parse(&input),
     }
 }

@@ -73,6 +73,9 @@ impl WriteAlerts for Stream<'_, u64, Vec<Alert>> {
                     None => {}
                 }
             }
+            if let Some(AlertTarget::Kafka(producer)) = &out {
+                producer.mark_published(bound.map_or(i64::MAX, |b| b as i64));
+            }
             if bound.is_none()
                 && let Some(AlertTarget::Lines(writer)) = out.as_mut()
                 && let Err(e) = writer.flush()

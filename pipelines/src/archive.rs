@@ -129,14 +129,92 @@ pub struct ArchiveStats {
     pub score_rows: AtomicU64,
 }
 
+/// What sinks send the writer task.
+enum WriterMessage {
+    /// A file to put.
+    Put(PutRequest),
+    /// Sink `slot` has handed over every file of event time before `before_ms`: once every
+    /// file sent ahead of this is in the store, so is that sink's archive before it.
+    Durable { slot: usize, before_ms: i64 },
+}
+
+/// How far each archive sink's output is durable, for committing input positions (Kafka
+/// offsets) only once everything read before them is in the store.
+#[derive(Debug, Default)]
+pub struct Durability {
+    /// Per registered sink: event time before which all of its files are in the store.
+    slots: std::sync::Mutex<Vec<i64>>,
+}
+
+impl Durability {
+    fn register(&self) -> usize {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.push(i64::MIN);
+        slots.len() - 1
+    }
+
+    fn set(&self, slot: usize, before_ms: i64) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.get_mut(slot) {
+            *s = (*s).max(before_ms);
+        }
+    }
+
+    /// The event time before which every sink's records are in the store; `None` until all
+    /// `sinks` expected have registered (a sink that has not registered yet may still write).
+    pub fn durable_before(&self, sinks: usize) -> Option<i64> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        (slots.len() >= sinks).then(|| slots.iter().copied().min().unwrap_or(i64::MIN))
+    }
+}
+
 /// The handle sinks use to hand finished files to the writer task.
 #[derive(Clone)]
 pub struct ArchiveWriter {
-    tx: mpsc::Sender<PutRequest>,
+    tx: mpsc::Sender<WriterMessage>,
+    durability: Arc<Durability>,
     /// Input fingerprint used in file names.
     run: Arc<str>,
     /// Rows per file before a partition is cut into another file.
     max_rows: usize,
+}
+
+impl ArchiveWriter {
+    /// How far the archive is durable.
+    pub fn durability(&self) -> Arc<Durability> {
+        self.durability.clone()
+    }
+
+    /// A sink's durability reporting: registers the sink, and sends a marker whenever the
+    /// first open hour moves on.
+    fn marks(&self) -> DurableMarks {
+        DurableMarks {
+            slot: self.durability.register(),
+            sent: i64::MIN,
+        }
+    }
+}
+
+/// One sink's durability slot and the last marker it sent.
+struct DurableMarks {
+    slot: usize,
+    sent: i64,
+}
+
+impl DurableMarks {
+    /// After a sink has flushed every partition before `closed_before` (an hour index; `None`
+    /// at the end of input): tells the writer, if that is further than before.
+    fn after_flush(&mut self, writer: &ArchiveWriter, closed_before: Option<i64>) {
+        let before_ms = closed_before.map_or(i64::MAX, |hour| hour.saturating_mul(HOUR_MS));
+        if before_ms > self.sent {
+            self.sent = before_ms;
+            let marker = WriterMessage::Durable {
+                slot: self.slot,
+                before_ms,
+            };
+            let _ = writer.tx.blocking_send(marker);
+        }
+    }
 }
 
 /// The task that puts files into the store; wait for it with [`ArchiveTask::finish`].
@@ -163,15 +241,28 @@ pub fn start_writer(
     queue: usize,
     runtime: &tokio::runtime::Handle,
 ) -> (ArchiveWriter, ArchiveTask) {
-    let (tx, mut rx) = mpsc::channel::<PutRequest>(queue.max(1));
+    let (tx, mut rx) = mpsc::channel::<WriterMessage>(queue.max(1));
     let stats = Arc::new(ArchiveStats::default());
     let task_stats = stats.clone();
+    let durability = Arc::new(Durability::default());
+    let task_durability = durability.clone();
     let handle = runtime.spawn(async move {
         // Several puts in flight hide an object store's latency; files are independent, so
         // the order they land in does not matter.
         let mut puts = tokio::task::JoinSet::new();
         let location = Arc::new(location);
-        while let Some(request) = rx.recv().await {
+        while let Some(message) = rx.recv().await {
+            let request = match message {
+                WriterMessage::Put(request) => request,
+                WriterMessage::Durable { slot, before_ms } => {
+                    // Everything sent before the marker must be in the store first.
+                    while let Some(done) = puts.join_next().await {
+                        done.context("an archive write task failed")??;
+                    }
+                    task_durability.set(slot, before_ms);
+                    continue;
+                }
+            };
             while puts.len() >= PUTS_IN_FLIGHT {
                 if let Some(done) = puts.join_next().await {
                     done.context("an archive write task failed")??;
@@ -202,6 +293,7 @@ pub fn start_writer(
     (
         ArchiveWriter {
             tx,
+            durability,
             run: run.into(),
             max_rows: max_rows.max(1),
         },
@@ -368,6 +460,7 @@ where
         };
         let mut partitions: HashMap<i64, OpenPartition<R>> = HashMap::new();
         let mut names = FileNames::default();
+        let mut marks = writer.marks();
         self.sink(Pipeline, &name, move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for batch in data {
@@ -395,6 +488,7 @@ where
                 }
                 !closed
             });
+            marks.after_flush(&writer, closed_before);
         });
     }
 }
@@ -411,6 +505,7 @@ impl<'scope> ArchiveBatches<'scope> for Stream<'scope, u64, Vec<RecordBatch>> {
         let name = format!("Archive({})", table.name);
         let mut partitions: HashMap<i64, PartitionFile> = HashMap::new();
         let mut names = FileNames::default();
+        let mut marks = writer.marks();
         self.sink(Pipeline, &name, move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for batch in data.flat_map(|batches| batches.drain(..)) {
@@ -440,6 +535,7 @@ impl<'scope> ArchiveBatches<'scope> for Stream<'scope, u64, Vec<RecordBatch>> {
                 }
                 !closed
             });
+            marks.after_flush(&writer, closed_before);
         });
     }
 }
@@ -513,7 +609,7 @@ impl FileNames {
                     table: table.name,
                 };
                 // The writer task only stops early after a failed write, which `finish` reports.
-                let _ = writer.tx.blocking_send(request);
+                let _ = writer.tx.blocking_send(WriterMessage::Put(request));
             }
             Err(error) => {
                 warn!(message = "Archive file could not be encoded.", table = table.name, %error)

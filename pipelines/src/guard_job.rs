@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Concat, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
-use tracing::info;
+use tracing::{info, warn};
 use vigil_datasets::loaders::{
     InputPlan, RecordSink, TextFormat, TextSource, UnitSource, plan_generator, plan_paths,
     read_range, read_unit,
@@ -431,6 +431,8 @@ enum Source {
         input: Box<KafkaInput>,
         /// One reader per worker, taken by the worker that owns it.
         readers: Vec<Mutex<Option<KafkaReader>>>,
+        /// Where the readers started: the group's committed offsets.
+        start: Vec<(String, i32, i64)>,
         /// Where each worker got to, for the offset commit once the archive is durable.
         positions: Mutex<Vec<(String, i32, i64)>>,
     },
@@ -441,18 +443,14 @@ impl Source {
         match &job.input {
             InputSpec::Kafka(input) => {
                 let partitions = input.partitions()?;
-                let readers = (0..workers)
-                    .map(|w| {
-                        Ok(Mutex::new(Some(input.open_reader(
-                            &partitions,
-                            w,
-                            workers,
-                        )?)))
-                    })
+                let readers: Vec<KafkaReader> = (0..workers)
+                    .map(|w| input.open_reader(&partitions, w, workers))
                     .collect::<anyhow::Result<_>>()?;
+                let start = readers.iter().flat_map(KafkaReader::positions).collect();
                 Ok(Source::Kafka {
                     input: input.clone(),
-                    readers,
+                    readers: readers.into_iter().map(|r| Mutex::new(Some(r))).collect(),
+                    start,
                     positions: Mutex::default(),
                 })
             }
@@ -480,9 +478,16 @@ impl Source {
     fn fingerprint(&self, workers: usize) -> String {
         match self {
             Source::Plan(plan) => run_fingerprint(plan, workers),
-            Source::Kafka { .. } => {
+            Source::Kafka { start, .. } => {
+                // The start offsets too: a run that resumes elsewhere writes new files beside
+                // the earlier run's instead of replacing them.
                 let mut hasher = xxhash_rust::xxh3::Xxh3::new();
                 hasher.update(self.description().as_bytes());
+                for (topic, partition, offset) in start {
+                    hasher.update(topic.as_bytes());
+                    hasher.update(&partition.to_le_bytes());
+                    hasher.update(&offset.to_le_bytes());
+                }
                 hasher.update(&(workers as u64).to_le_bytes());
                 format!("{:08x}", hasher.digest() as u32)
             }
@@ -520,6 +525,11 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         4 * workers,
         runtime.handle(),
     );
+    let gate = CommitGate {
+        durability: writer.durability(),
+        sinks: SINKS_PER_WORKER * workers,
+        alerts: kafka_alerts.clone(),
+    };
 
     let progress = match &*source {
         Source::Plan(plan) if job.progress => {
@@ -618,6 +628,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             end: &end,
             shutdown: &shutdown,
             index,
+            gate: &gate,
         };
         let newest = match &*worker_source {
             Source::Plan(plan) => reading.plan(worker, &mut sink, plan, &worker_progress),
@@ -705,12 +716,37 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     })
 }
 
+/// Archive sinks in each worker's dataflow: telemetry, scores, alerts and errors.
+const SINKS_PER_WORKER: usize = 4;
+
+/// How often a worker commits the Kafka offsets its outputs have made durable.
+const COMMIT_EVERY: Duration = Duration::from_secs(2);
+
+/// Decides how far input positions may be committed: up to the event time before which the
+/// archive is durable and every alert has been delivered.
+struct CommitGate {
+    durability: Arc<crate::archive::Durability>,
+    sinks: usize,
+    alerts: Option<Arc<KafkaAlerts>>,
+}
+
+impl CommitGate {
+    fn safe_before(&self) -> Option<i64> {
+        let durable = self.durability.durable_before(self.sinks)?;
+        match &self.alerts {
+            Some(alerts) => Some(durable.min(alerts.delivered_before()?)),
+            None => Some(durable),
+        }
+    }
+}
+
 /// What a worker's reading loop consults besides its sink.
 struct ReadLoop<'a> {
     probe: &'a ProbeHandle<u64>,
     end: &'a EndOfInput,
     shutdown: &'a Shutdown,
     index: usize,
+    gate: &'a CommitGate,
 }
 
 impl ReadLoop<'_> {
@@ -789,6 +825,7 @@ impl ReadLoop<'_> {
         reader: &mut KafkaReader,
     ) -> i64 {
         let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut last_commit = Instant::now();
         while !reader.finished() && !self.stopping() {
             let read =
                 reader.poll_batch(SEND_BATCH, Duration::from_millis(20), |message, max_ts| {
@@ -801,6 +838,15 @@ impl ReadLoop<'_> {
                     }
                 });
             sink.flush();
+            reader.record_batch(sink.watermark);
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                last_commit = Instant::now();
+                if let Some(safe) = self.gate.safe_before()
+                    && let Err(error) = reader.commit_durable(safe)
+                {
+                    warn!(message = "Committing Kafka offsets failed; will retry.", error = %format!("{error:#}"));
+                }
+            }
             if let Some(watermark) = reader.watermark(sink.lateness) {
                 let watermark = sink.advance(watermark);
                 if read > 0 {

@@ -9,15 +9,15 @@
 //! The alert producer publishes each alert to the topic its guard's reaction names, keyed by
 //! source, with the guard in a header, through an idempotent producer with `acks=all`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -279,7 +279,7 @@ impl KafkaInput {
         Ok(first)
     }
 
-    fn consumer(&self) -> anyhow::Result<BaseConsumer> {
+    fn consumer(&self) -> anyhow::Result<BaseConsumer<ConsumerLog>> {
         let mut config = self.endpoint.client_config();
         config
             .set("group.id", &self.group)
@@ -293,7 +293,7 @@ impl KafkaInput {
             .set("fetch.wait.max.ms", "20")
             .set("queued.max.messages.kbytes", "65536");
         config
-            .create()
+            .create_with_context(ConsumerLog)
             .with_context(|| format!("creating a Kafka consumer for {}", self.endpoint))
     }
 
@@ -366,6 +366,8 @@ impl KafkaInput {
                 at_end: false,
                 max_ts: None,
                 last_message: Instant::now(),
+                uncommitted: VecDeque::new(),
+                recorded: next,
             });
         }
         consumer
@@ -445,6 +447,12 @@ struct PartitionState {
     /// The newest event time read from it.
     max_ts: Option<i64>,
     last_message: Instant,
+    /// Read but not committed: (next offset after a batch, the event time the batch's data
+    /// was sent at or below — its newest record, or the input time if later). Once the archive
+    /// is durable before that time, the offset may be committed.
+    uncommitted: VecDeque<(i64, i64)>,
+    /// `next` at the last batch recorded in `uncommitted`.
+    recorded: i64,
 }
 
 impl PartitionState {
@@ -476,9 +484,23 @@ impl KafkaMessage<'_> {
     }
 }
 
+/// Routes librdkafka's client errors to the job's log, except the end-of-partition events a
+/// bounded read asks for, which are not errors.
+pub struct ConsumerLog;
+
+impl ClientContext for ConsumerLog {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            warn!(message = "Kafka client error.", %error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerLog {}
+
 /// One worker's consumer and its partitions.
 pub struct KafkaReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ConsumerLog>,
     partitions: Vec<PartitionState>,
     lookup: HashMap<(String, i32), usize>,
     idle: Duration,
@@ -566,6 +588,45 @@ impl KafkaReader {
         live.iter().map(|p| mark(p).unwrap_or(0)).min()
     }
 
+    /// Notes where every partition got to after a batch whose data was sent into the dataflow
+    /// at input time `sent_at`.
+    pub fn record_batch(&mut self, sent_at: u64) {
+        for p in &mut self.partitions {
+            if p.next > p.recorded {
+                let stamp = p.max_ts.unwrap_or(i64::MIN).max(sent_at as i64);
+                p.uncommitted.push_back((p.next, stamp));
+                p.recorded = p.next;
+            }
+        }
+    }
+
+    /// Commits, for every partition, the furthest offset before which everything read has
+    /// reached the outputs durably: batches stamped before `durable_before`.
+    pub fn commit_durable(&mut self, durable_before: i64) -> anyhow::Result<usize> {
+        let mut list = TopicPartitionList::new();
+        for p in &mut self.partitions {
+            let mut upto = None;
+            while let Some(&(next, stamp)) = p.uncommitted.front() {
+                if stamp >= durable_before {
+                    break;
+                }
+                upto = Some(next);
+                p.uncommitted.pop_front();
+            }
+            if let Some(next) = upto {
+                list.add_partition_offset(&p.topic, p.partition, Offset::Offset(next))
+                    .context("listing offsets to commit")?;
+            }
+        }
+        let count = list.count();
+        if count > 0 {
+            self.consumer
+                .commit(&list, CommitMode::Sync)
+                .context("committing Kafka offsets")?;
+        }
+        Ok(count)
+    }
+
     /// Positions to commit: (topic, partition, next offset) of every partition read from.
     pub fn positions(&self) -> Vec<(String, i32, i64)> {
         self.partitions
@@ -612,6 +673,8 @@ pub struct KafkaAlerts {
     producer: ThreadedProducer<DeliveryReport>,
     report: DeliveryReport,
     endpoint: KafkaEndpoint,
+    /// Event time before which every alert has been handed to the producer.
+    published_before: AtomicI64,
 }
 
 impl KafkaAlerts {
@@ -646,6 +709,7 @@ impl KafkaAlerts {
             producer,
             report,
             endpoint: endpoint.clone(),
+            published_before: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -677,6 +741,25 @@ impl KafkaAlerts {
                     error!(message = "An alert could not be queued for Kafka.", topic = alert.reaction.as_str(), %error);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Notes that every alert before event time `before_ms` has been sent.
+    pub fn mark_published(&self, before_ms: i64) {
+        self.published_before.fetch_max(before_ms, Ordering::SeqCst);
+    }
+
+    /// The event time before which every alert is delivered: waits for what is queued. `None`
+    /// when the broker does not take them (nothing may be committed past them then).
+    pub fn delivered_before(&self) -> Option<i64> {
+        let before = self.published_before.load(Ordering::SeqCst);
+        match self.producer.flush(Duration::from_secs(10)) {
+            Ok(()) if self.report.failed.load(Ordering::Relaxed) == 0 => Some(before),
+            Ok(()) => None,
+            Err(error) => {
+                warn!(message = "Alerts are not reaching Kafka; offsets wait.", %error);
+                None
             }
         }
     }

@@ -197,3 +197,79 @@ fn kafka_urls_and_missing_topics_give_clear_errors() {
         .to_string();
     assert!(error.contains("needs a password"), "{error}");
 }
+
+#[test]
+fn a_live_job_commits_only_what_the_archive_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ten hours of event time, a reading a minute per metric, so that hours close while the
+    // job runs.
+    let spec = RocketSpec {
+        vehicles: 6,
+        ticks: 600,
+        interval_ms: 60_000,
+        ..RocketSpec::default()
+    };
+    let readings: Vec<_> = rocket_readings(&spec).collect();
+    let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
+    let broker = Broker::start();
+    broker.create_topic("live", 4);
+    broker.produce(
+        "live",
+        readings
+            .iter()
+            .zip(&lines)
+            .map(|(r, line)| (r.source.as_str(), line.as_bytes())),
+    );
+    let ends: Vec<i64> = (0..4).map(|p| broker.end_offset("live", p)).collect();
+
+    // Following the topic (no stop=end) until told to stop.
+    let url = format!("kafka://{}/live?group=live&idle=1s", broker.address());
+    let archive = tmp.path().join("archive");
+    let live = job(
+        InputSpec::from_args(&[url]).unwrap(),
+        &archive,
+        AlertsOut::Off,
+        2,
+    );
+    let shutdown = Shutdown::default();
+    let running = std::thread::spawn({
+        let shutdown = shutdown.clone();
+        move || run(live, shutdown)
+    });
+
+    // While it runs, offsets get committed, but only up to what the archive holds: the
+    // newest hour is still open, so no partition is committed to its end yet, and every
+    // committed record is in an archive file already.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let committed = loop {
+        let committed: Vec<i64> = broker
+            .committed("live", "live", 4)
+            .into_iter()
+            .map(|c| c.unwrap_or(0))
+            .collect();
+        if committed.iter().all(|c| *c > 0) {
+            break committed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no offsets committed while running: {committed:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let held = sql_count(&archive, "SELECT count(*) FROM telemetry");
+    assert!(
+        held >= committed.iter().sum::<i64>(),
+        "committed {committed:?} but the archive holds {held} rows"
+    );
+    assert!(
+        committed.iter().zip(&ends).all(|(c, e)| c < e),
+        "committed {committed:?} of {ends:?} while the last hour is open"
+    );
+
+    shutdown.trigger();
+    let summary = running.join().unwrap().expect("the live job stops cleanly");
+    assert_eq!(summary.events_in, readings.len() as u64);
+    assert_eq!(summary.archived, readings.len() as u64);
+    let committed = broker.committed("live", "live", 4);
+    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}
