@@ -49,6 +49,7 @@ pub fn throughput(
         guards.to_vec()
     };
     let url = format!("kafka://{}/{topic}?group=bench&stop=end", broker.address());
+    let broker_cpu = broker.cpu_seconds();
     let wall = Instant::now();
     let status = Command::new(crate::sibling_binary("vigil-guard")?)
         .args(["--input", &url, "--archive"])
@@ -60,6 +61,10 @@ pub fn throughput(
         .status()
         .context("running vigil-guard")?;
     let wall = wall.elapsed().as_secs_f64();
+    let broker_cpu = broker
+        .cpu_seconds()
+        .zip(broker_cpu)
+        .map(|(after, before)| after - before);
     anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
     let events = summary["events_in"].as_f64().unwrap_or(f64::NAN);
@@ -81,6 +86,11 @@ pub fn throughput(
         "  events/s per core      {:.0}  ({cores} cores busy)",
         events / wall / cores
     );
+    if let Some(cpu) = broker_cpu {
+        println!(
+            "  broker CPU meanwhile   {cpu:.2}s (tansu serving the fetches on the same cores)"
+        );
+    }
     println!(
         "  peak RSS               {:.0} MB",
         summary["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / 1e6

@@ -9,7 +9,7 @@
 //! The alert producer publishes each alert to the topic its guard's reaction names, keyed by
 //! source, with the guard in a header, through an idempotent producer with `acks=all`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -291,7 +291,10 @@ impl KafkaInput {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "20")
-            .set("queued.max.messages.kbytes", "65536");
+            // Large fetches: a round trip per megabyte would leave the cores waiting.
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("fetch.max.bytes", "67108864")
+            .set("queued.max.messages.kbytes", "131072");
         config
             .create_with_context(ConsumerLog)
             .with_context(|| format!("creating a Kafka consumer for {}", self.endpoint))
@@ -378,15 +381,9 @@ impl KafkaInput {
             worker = index,
             partitions = %partitions.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.next)).collect::<Vec<_>>().join(" ")
         );
-        let lookup = partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ((p.topic.clone(), p.partition), i))
-            .collect();
         Ok(KafkaReader {
             consumer,
             partitions,
-            lookup,
             idle: self.idle,
         })
     }
@@ -490,7 +487,9 @@ pub struct ConsumerLog;
 
 impl ClientContext for ConsumerLog {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !end_of_partition {
             warn!(message = "Kafka client error.", %error, reason);
         }
     }
@@ -502,7 +501,6 @@ impl ConsumerContext for ConsumerLog {}
 pub struct KafkaReader {
     consumer: BaseConsumer<ConsumerLog>,
     partitions: Vec<PartitionState>,
-    lookup: HashMap<(String, i32), usize>,
     idle: Duration,
 }
 
@@ -537,8 +535,14 @@ impl KafkaReader {
                     continue;
                 }
             };
-            let key = (message.topic().to_owned(), message.partition());
-            let Some(&at) = self.lookup.get(&key) else {
+            // A worker holds a handful of partitions: a scan finds one without hashing or
+            // allocating per message.
+            let (topic, partition) = (message.topic(), message.partition());
+            let Some(at) = self
+                .partitions
+                .iter()
+                .position(|p| p.partition == partition && p.topic == topic)
+            else {
                 continue;
             };
             let state = &mut self.partitions[at];

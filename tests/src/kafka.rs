@@ -77,6 +77,19 @@ impl Broker {
         broker
     }
 
+    /// CPU seconds the broker process has used so far (Linux), to tell its share of a
+    /// benchmark that runs on the same machine.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which ends with ')'): utime and stime are the 12th
+        // and 13th, in clock ticks of 1/100 s.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     /// `HOST:PORT` of the broker.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
