@@ -107,6 +107,18 @@ enum Bench {
         #[arg(long)]
         guard: Vec<String>,
     },
+    /// Produce-to-alert latency of a live vigil-guard reading Kafka at a fixed rate.
+    KafkaLatency {
+        /// Readings per second to produce.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Seconds to produce for.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Timely workers (`-w`) for vigil-guard.
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -165,6 +177,11 @@ fn main() -> anyhow::Result<()> {
             partitions,
             guard,
         } => kafka::throughput(readings, sources, workers, partitions, &guard),
+        Bench::KafkaLatency {
+            rate,
+            seconds,
+            workers,
+        } => kafka::latency(rate, seconds, workers),
         Bench::Parse { input } => parse(&input),
     }
 }
