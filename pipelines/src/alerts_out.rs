@@ -2,8 +2,8 @@
 //! as NDJSON lines (stdout or a file) or to Kafka topics.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
@@ -20,6 +20,26 @@ pub struct AlertCounts {
     pub raised: AtomicU64,
     /// Alerts cleared.
     pub cleared: AtomicU64,
+    /// For raised alerts, how long after their event time (by the wall clock) they were sent:
+    /// in a live run, how far behind real time the alerts are. Kept for the first
+    /// [`LAGS_KEPT`] alerts.
+    lags_ms: Mutex<Vec<i64>>,
+}
+
+/// Alert lags kept for the summary's percentiles.
+pub const LAGS_KEPT: usize = 100_000;
+
+impl AlertCounts {
+    /// The 50th and 99th percentile of the lags noted, in ms.
+    pub fn lag_percentiles(&self) -> Option<(i64, i64)> {
+        let mut lags = self.lags_ms.lock().ok()?.clone();
+        if lags.is_empty() {
+            return None;
+        }
+        lags.sort_unstable();
+        let at = |q: f64| lags[((lags.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.5), at(0.99)))
+    }
 }
 
 /// Where worker 0 sends alerts.
@@ -53,7 +73,16 @@ impl WriteAlerts for Stream<'_, u64, Vec<Alert>> {
                 None => std::mem::take(&mut pending),
             };
             ready.sort_unstable_by(|a, b| (a.ts, &a.alert_id, a.status).cmp(&(b.ts, &b.alert_id, b.status)));
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             for alert in &ready {
+                if alert.status == AlertStatus::Raised
+                    && let Ok(mut lags) = counts.lags_ms.lock()
+                    && lags.len() < LAGS_KEPT
+                {
+                    lags.push(now_ms - alert.ts);
+                }
                 let counter = match alert.status {
                     AlertStatus::Raised => &counts.raised,
                     AlertStatus::Cleared => &counts.cleared,

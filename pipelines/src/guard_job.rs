@@ -253,6 +253,9 @@ pub struct Summary {
     pub alerts_raised: u64,
     /// Alerts cleared.
     pub alerts_cleared: u64,
+    /// In a live run (Kafka input): how long after their event time raised alerts were sent,
+    /// by the wall clock, as the 50th and 99th percentile in ms.
+    pub alert_lag_ms: Option<(i64, i64)>,
     /// Dead letters (malformed, late or unusable input).
     pub errors: u64,
     /// Of the dead letters, how many were late.
@@ -279,6 +282,8 @@ impl Summary {
             "archived": self.archived,
             "alerts_raised": self.alerts_raised,
             "alerts_cleared": self.alerts_cleared,
+            "alert_lag_p50_ms": self.alert_lag_ms.map(|l| l.0),
+            "alert_lag_p99_ms": self.alert_lag_ms.map(|l| l.1),
             "errors": self.errors,
             "late": self.late,
             "files": self.files,
@@ -310,7 +315,11 @@ impl std::fmt::Display for Summary {
             self.late,
             self.elapsed.as_secs_f64(),
             self.events_per_second()
-        )
+        )?;
+        if let Some((p50, p99)) = self.alert_lag_ms {
+            write!(f, ", alert lag p50 {p50} ms / p99 {p99} ms")?;
+        }
+        Ok(())
     }
 }
 
@@ -705,6 +714,10 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         archived: stats.telemetry_rows.load(Ordering::Relaxed),
         alerts_raised: alert_counts.raised.load(Ordering::Relaxed),
         alerts_cleared: alert_counts.cleared.load(Ordering::Relaxed),
+        alert_lag_ms: match &*source {
+            Source::Kafka { .. } => alert_counts.lag_percentiles(),
+            Source::Plan(_) => None,
+        },
         errors: counters.errors.load(Ordering::Relaxed),
         late: counters.late.load(Ordering::Relaxed),
         files: stats.files.load(Ordering::Relaxed),

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Calls `on_interrupt` on the first Ctrl-C, from a small thread with its own runtime.
+/// Calls `on_interrupt` on the first Ctrl-C or SIGTERM, from a small thread with its own runtime.
 fn ctrlc_once(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,8 +68,21 @@ fn ctrlc_once(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::Result<(
         .name("vigil-signal".into())
         .spawn(move || {
             runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    on_interrupt();
+                // SIGTERM (a service manager stopping the job) finishes the same way.
+                let terminate = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut signal) => signal.recv().await,
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    result = tokio::signal::ctrl_c() => {
+                        if result.is_ok() {
+                            on_interrupt();
+                        }
+                    }
+                    _ = terminate => on_interrupt(),
                 }
             });
         })?;
