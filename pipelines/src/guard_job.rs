@@ -732,9 +732,6 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
 /// Archive sinks in each worker's dataflow: telemetry, scores, alerts and errors.
 const SINKS_PER_WORKER: usize = 4;
 
-/// How often a worker commits the Kafka offsets its outputs have made durable.
-const COMMIT_EVERY: Duration = Duration::from_secs(2);
-
 /// Decides how far input positions may be committed: up to the event time before which the
 /// archive is durable and every alert has been delivered.
 struct CommitGate {
@@ -852,7 +849,7 @@ impl ReadLoop<'_> {
                 });
             sink.flush();
             reader.record_batch(sink.watermark);
-            if last_commit.elapsed() >= COMMIT_EVERY {
+            if last_commit.elapsed() >= reader.commit_every {
                 last_commit = Instant::now();
                 if let Some(safe) = self.gate.safe_before()
                     && let Err(error) = reader.commit_durable(safe)

@@ -197,7 +197,7 @@ impl KafkaEndpoint {
     }
 }
 
-/// A Kafka input: `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G[&stop=end][&idle=5s]`.
+/// A Kafka input: `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G[&stop=end][&idle=5s][&commit=2s]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaInput {
     /// The cluster.
@@ -209,8 +209,11 @@ pub struct KafkaInput {
     /// Stop once the partitions' ends as of the start are reached (a backfill from Kafka);
     /// otherwise follow the topics until asked to stop.
     pub stop_at_end: bool,
-    /// A partition without a message for this long no longer holds the watermark back.
+    /// A partition that has caught up and has had no message for this long no longer holds
+    /// the watermark back.
     pub idle: Duration,
+    /// How often offsets are committed (as far as the outputs are durable).
+    pub commit_every: Duration,
 }
 
 /// The consumer group when the URL names none.
@@ -249,13 +252,22 @@ impl KafkaInput {
             Some(text) => humantime::parse_duration(&text)
                 .with_context(|| format!("{url}: idle={text} is not a duration like 5s"))?,
         };
-        query.finish(url, &format!("group, stop, idle, {SECURITY_PARAMS}"))?;
+        let commit_every = match query.take("commit") {
+            None => Duration::from_secs(2),
+            Some(text) => humantime::parse_duration(&text)
+                .with_context(|| format!("{url}: commit={text} is not a duration like 2s"))?,
+        };
+        query.finish(
+            url,
+            &format!("group, stop, idle, commit, {SECURITY_PARAMS}"),
+        )?;
         Ok(Self {
             endpoint,
             topics,
             group,
             stop_at_end,
             idle,
+            commit_every,
         })
     }
 
@@ -268,8 +280,9 @@ impl KafkaInput {
                 other.endpoint == first.endpoint
                     && other.group == first.group
                     && other.stop_at_end == first.stop_at_end
-                    && other.idle == first.idle,
-                "Kafka inputs of one job must share brokers, security, group, stop and idle; \
+                    && other.idle == first.idle
+                    && other.commit_every == first.commit_every,
+                "Kafka inputs of one job must share brokers, security, group, stop, idle and commit; \
                  list several topics as kafka://HOST:PORT/TOPIC1,TOPIC2"
             );
             first.topics.extend(other.topics);
@@ -283,10 +296,9 @@ impl KafkaInput {
         let mut config = self.endpoint.client_config();
         config
             .set("group.id", &self.group)
-            .set(
-                "enable.partition.eof",
-                if self.stop_at_end { "true" } else { "false" },
-            )
+            // End-of-partition events tell a partition that has caught up (which may go idle)
+            // from one whose messages are still on their way.
+            .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -385,6 +397,7 @@ impl KafkaInput {
             consumer,
             partitions,
             idle: self.idle,
+            commit_every: self.commit_every,
         })
     }
 
@@ -403,7 +416,12 @@ impl KafkaInput {
             .commit(&list, CommitMode::Sync)
             .map_err(|e| explain(e, &self.endpoint))
             .context("committing the consumed offsets")?;
-        info!(message = "Kafka offsets committed.", group = %self.group, partitions = positions.len());
+        let offsets = positions
+            .iter()
+            .map(|(t, p, o)| format!("{t}/{p}@{o}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        info!(message = "Kafka offsets committed.", group = %self.group, %offsets);
         Ok(())
     }
 }
@@ -438,8 +456,7 @@ struct PartitionState {
     next: i64,
     /// With `stop=end`: the partition's end when the job started, as the broker reports it.
     end: Option<i64>,
-    /// With `stop=end`: the consumer has reached the end of the partition (and nothing came
-    /// since).
+    /// The consumer has reached the end of the partition and nothing came since.
     at_end: bool,
     /// The newest event time read from it.
     max_ts: Option<i64>,
@@ -453,6 +470,11 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    /// Caught up with the partition's end, and nothing new for `idle`.
+    fn is_idle(&self, now: Instant, idle: Duration) -> bool {
+        self.at_end && now.duration_since(self.last_message) >= idle
+    }
+
     /// Read to the end, with `stop=end`: past the end the broker reported at the start, and
     /// told by the consumer that nothing more is there. Both are needed: the reported end alone
     /// can fall short of the last record on some brokers, and the end-of-partition event alone
@@ -502,6 +524,8 @@ pub struct KafkaReader {
     consumer: BaseConsumer<ConsumerLog>,
     partitions: Vec<PartitionState>,
     idle: Duration,
+    /// How often to commit.
+    pub commit_every: Duration,
 }
 
 impl KafkaReader {
@@ -547,6 +571,16 @@ impl KafkaReader {
             };
             let state = &mut self.partitions[at];
             state.at_end = false;
+            if message.offset() > state.next {
+                // Compaction and transaction markers leave gaps; so would a broker that skips.
+                tracing::debug!(
+                    message = "Kafka offsets skipped.",
+                    topic,
+                    partition,
+                    expected = state.next,
+                    got = message.offset()
+                );
+            }
             let mut max_ts = state.max_ts.unwrap_or(i64::MIN);
             each(
                 &KafkaMessage {
@@ -573,17 +607,19 @@ impl KafkaReader {
     }
 
     /// The worker's watermark: the minimum over its live partitions of their newest event time
-    /// less `lateness`. A partition that has reached its end, or has been idle for the idle
-    /// timeout, does not hold it back; when none is live, the newest over all of them. `None`
+    /// less `lateness`. A partition that has reached its end (`stop=end`), or has caught up and
+    /// been idle for the idle timeout, does not hold it back; when none is live, the newest over all of them. `None`
     /// before any partition has given a record.
     pub fn watermark(&self, lateness: u64) -> Option<u64> {
         let now = Instant::now();
         let mark =
             |p: &PartitionState| p.max_ts.map(|t| (t.max(0) as u64).saturating_sub(lateness));
+        // Idle: caught up with the partition's end and nothing new for the idle timeout. A
+        // partition with a backlog never counts as idle, however slowly its messages come.
         let live: Vec<&PartitionState> = self
             .partitions
             .iter()
-            .filter(|p| !p.done() && now.duration_since(p.last_message) < self.idle)
+            .filter(|p| !p.done() && !p.is_idle(now, self.idle))
             .collect();
         if live.is_empty() {
             return self.partitions.iter().filter_map(mark).max();

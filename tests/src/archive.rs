@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // Fixtures fail loudly on purpose.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use vigil_operators::Alert;
+
+pub use crate::files::parquet_files;
 
 /// The alerts of an NDJSON alerts file.
 pub fn read_alerts(path: &Path) -> Vec<Alert> {
@@ -16,24 +18,6 @@ pub fn read_alerts(path: &Path) -> Vec<Alert> {
         .lines()
         .map(|line| serde_json::from_str(line).expect("every alert line is an Alert"))
         .collect()
-}
-
-/// Every Parquet file under `dir`, sorted.
-pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Runs `query` over the archive at `archive` with vigil-sql.

@@ -2,4 +2,5 @@
 
 #[cfg(feature = "archive")]
 pub mod archive;
+pub mod files;
 pub mod kafka;

@@ -1,0 +1,133 @@
+//! Crash campaign against a real Kafka-protocol broker: vigil-guard follows a topic and is
+//! killed with SIGKILL at random moments, then restarted from the group's committed offsets;
+//! a last run reads to the end. Every record produced must be in the archive (nothing
+//! acknowledged is lost), and the offsets end committed at the partitions' ends.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::{RngExt, SeedableRng};
+use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_operators::Record;
+use vigil_tests::files::parquet_files;
+use vigil_tests::kafka::Broker;
+
+fn guard(url: &str, archive: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil-guard"));
+    command
+        .args(["--input", url, "--archive"])
+        .arg(archive)
+        .args([
+            "--alerts",
+            "none",
+            "--scores",
+            "none",
+            "--no-progress",
+            "-w",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// How many times each event id occurs in the archive's telemetry files.
+fn archived_ids(archive: &Path) -> HashMap<String, usize> {
+    let files = parquet_files(&archive.join("telemetry"));
+    let mut ids = HashMap::new();
+    for file in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("event_id").unwrap();
+            let ids_here = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+            for id in ids_here.as_string::<i32>().iter().flatten() {
+                *ids.entry(id.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    ids
+}
+
+#[test]
+fn killed_at_random_and_restarted_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 40,000 readings over 3 hours of event time, so that hours close (and offsets are
+    // committed) while the job runs.
+    let spec = RocketSpec {
+        vehicles: 25,
+        ticks: 200,
+        interval_ms: 60_000,
+        ..RocketSpec::default()
+    };
+    let readings: Vec<_> = rocket_readings(&spec).collect();
+    let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
+    let broker = Broker::start();
+    broker.create_topic("crash", 4);
+
+    let archive = tmp.path().join("archive");
+    let follow = format!(
+        "kafka://{}/crash?group=crash&idle=500ms&commit=200ms",
+        broker.address()
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut progress = Vec::new();
+    std::thread::scope(|scope| {
+        // The producer writes while the job consumes, gets killed and restarts.
+        let producing = scope.spawn(|| {
+            let messages = readings
+                .iter()
+                .zip(&lines)
+                .map(|(r, line)| (r.source.as_str(), line.as_bytes()));
+            broker.produce_in_batches("crash", 1, messages);
+        });
+        for _ in 0..4 {
+            let mut child = guard(&follow, &archive).spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(rng.random_range(700..2500)));
+            child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
+            child.wait().unwrap();
+            progress.push(broker.committed("crash", "crash", 4));
+        }
+        producing.join().unwrap();
+    });
+    assert!(
+        progress.iter().flatten().any(Option::is_some),
+        "some killed run committed offsets first, so restarts resume mid-topic: {progress:?}"
+    );
+    let status = guard(&format!("{follow}&stop=end"), &archive)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the last run reads to the end: {status}");
+
+    let ids = archived_ids(&archive);
+    let missing: Vec<&str> = readings
+        .iter()
+        .map(|r| r.event_id.as_str())
+        .filter(|id| !ids.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} records lost after the kills (committed offsets along the way: {progress:?}); first: {:?}",
+        missing.len(),
+        readings.len(),
+        missing.first()
+    );
+    assert_eq!(
+        ids.len(),
+        readings.len(),
+        "no record the input does not hold"
+    );
+    let ends: Vec<Option<i64>> = (0..4)
+        .map(|p| Some(broker.end_offset("crash", p)))
+        .collect();
+    assert_eq!(broker.committed("crash", "crash", 4), ends);
+}
