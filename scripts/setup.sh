@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building vigil needs, idempotently: a C compiler, make and pkg-config for the
 # crates that build C code (zstd, librdkafka). With --tests, also what the tests need: moto's S3
-# server and the tansu Kafka broker.
+# server, the tansu Kafka broker and pouchdb-server (a CouchDB-compatible server).
 # Safe to run again and again.
 set -euo pipefail
 
@@ -40,6 +40,21 @@ if [ "${1:-}" = "--tests" ] && ! command -v moto_server >/dev/null 2>&1; then
   echo "setup: installing moto[server] (the S3 endpoint the tests start)" >&2
   python3 -m pip install --quiet 'moto[server]'
   command -v pyenv >/dev/null 2>&1 && pyenv rehash
+  hash -r
+fi
+
+# The CouchDB listener's tests run against pouchdb-server, a CouchDB-compatible server from the
+# npm registry (tests/src/couchdb.rs starts it).
+if [ "${1:-}" = "--tests" ] && ! command -v pouchdb-server >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    echo "setup: installing nodejs and npm (for pouchdb-server)" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "setup: installing pouchdb-server (the CouchDB-compatible server the tests start)" >&2
+  npm install -g --no-audit --no-fund --loglevel=error pouchdb-server >/dev/null
   hash -r
 fi
 

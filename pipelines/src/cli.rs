@@ -189,6 +189,39 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Calls `on_interrupt` on the first Ctrl-C or SIGTERM, from a small thread with its own runtime.
+///
+/// # Errors
+/// When the signal thread cannot be started.
+pub fn on_stop_signal(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("vigil-signal".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                // SIGTERM (a service manager stopping the job) finishes the same way.
+                let terminate = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut signal) => signal.recv().await,
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    result = tokio::signal::ctrl_c() => {
+                        if result.is_ok() {
+                            on_interrupt();
+                        }
+                    }
+                    _ = terminate => on_interrupt(),
+                }
+            });
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

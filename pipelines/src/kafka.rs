@@ -164,6 +164,22 @@ impl KafkaEndpoint {
         Ok(endpoint)
     }
 
+    /// Parses `kafka://HOST:PORT[,…]/TOPIC[?security parameters]`: a cluster and one topic.
+    pub fn parse_with_topic(url: &str) -> anyhow::Result<(Self, String)> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .with_context(|| format!("{url} is not a kafka:// URL"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (brokers, topic) = path
+            .split_once('/')
+            .filter(|(_, t)| !t.is_empty() && !t.contains(','))
+            .with_context(|| format!("{url} names no topic: use kafka://HOST:PORT/TOPIC"))?;
+        let mut query = Query::parse(query);
+        let endpoint = Self::from_parts(url, brokers, &mut query)?;
+        query.finish(url, SECURITY_PARAMS)?;
+        Ok((endpoint, topic.to_owned()))
+    }
+
     /// The librdkafka configuration shared by consumers and producers.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -708,19 +724,21 @@ impl ProducerContext for DeliveryReport {
     }
 }
 
-/// Publishes alerts to the topics their reactions name.
-pub struct KafkaAlerts {
+/// An idempotent producer (`acks=all`) that counts what was delivered and what failed.
+pub struct TopicProducer {
     producer: ThreadedProducer<DeliveryReport>,
     report: DeliveryReport,
     endpoint: KafkaEndpoint,
-    /// Event time before which every alert has been handed to the producer.
-    published_before: AtomicI64,
 }
 
-impl KafkaAlerts {
-    /// Connects an idempotent producer (`acks=all`) and checks that every topic in `topics`
-    /// exists, so that a missing topic is found at start-up rather than at the first alert.
-    pub fn connect(endpoint: &KafkaEndpoint, topics: &[String]) -> anyhow::Result<Self> {
+impl TopicProducer {
+    /// Connects and checks that every topic in `topics` exists, so that a missing topic is
+    /// found at start-up rather than at the first message. `what` names the messages in errors.
+    pub fn connect(
+        endpoint: &KafkaEndpoint,
+        topics: &[String],
+        what: &str,
+    ) -> anyhow::Result<Self> {
         let report = DeliveryReport::default();
         let producer: ThreadedProducer<DeliveryReport> = endpoint
             .client_config()
@@ -729,7 +747,7 @@ impl KafkaAlerts {
             .set("linger.ms", "2")
             .set("message.timeout.ms", "120000")
             .create_with_context(report.clone())
-            .with_context(|| format!("creating the Kafka alert producer for {endpoint}"))?;
+            .with_context(|| format!("creating the Kafka producer for {what} at {endpoint}"))?;
         for topic in topics {
             let metadata = producer
                 .client()
@@ -741,7 +759,7 @@ impl KafkaAlerts {
                 .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
             anyhow::ensure!(
                 ok,
-                "the alert topic {topic} does not exist on {endpoint}: create it first \
+                "the {what} topic {topic} does not exist on {endpoint}: create it first \
                  (e.g. `kafka-topics.sh --create --topic {topic}`)"
             );
         }
@@ -749,25 +767,22 @@ impl KafkaAlerts {
             producer,
             report,
             endpoint: endpoint.clone(),
-            published_before: AtomicI64::new(i64::MIN),
         })
     }
 
-    /// Queues one alert (its JSON in `json`): to its reaction's topic, keyed by source, with
-    /// the guard and the status in headers. Waits while the producer's queue is full.
-    pub fn send(&self, alert: &Alert, json: &str) {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "guard",
-                value: Some(alert.guard.as_str()),
-            })
-            .insert(Header {
-                key: "alert_id",
-                value: Some(alert.alert_id.as_str()),
+    /// Queues one message, with text headers. Waits while the producer's queue is full.
+    pub fn send(&self, topic: &str, key: &str, payload: &str, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
             });
-        let mut record = BaseRecord::to(alert.reaction.as_str())
-            .key(alert.source.as_str())
-            .payload(json)
+        let mut record = BaseRecord::to(topic)
+            .key(key)
+            .payload(payload)
             .headers(headers);
         loop {
             match self.producer.send(record) {
@@ -778,11 +793,71 @@ impl KafkaAlerts {
                 }
                 Err((error, _)) => {
                     self.report.failed.fetch_add(1, Ordering::Relaxed);
-                    error!(message = "An alert could not be queued for Kafka.", topic = alert.reaction.as_str(), %error);
+                    error!(message = "A message could not be queued for Kafka.", topic, %error);
                     return;
                 }
             }
         }
+    }
+
+    /// Waits up to `timeout` for what is queued; whether all of it was delivered so far.
+    pub fn delivered_within(&self, timeout: Duration) -> bool {
+        match self.producer.flush(timeout) {
+            Ok(()) => self.report.failed.load(Ordering::Relaxed) == 0,
+            Err(error) => {
+                warn!(message = "Messages are not reaching Kafka yet.", %error);
+                false
+            }
+        }
+    }
+
+    /// Waits until every queued message is delivered (or has failed); fails if any failed.
+    /// Returns how many were delivered in all.
+    pub fn flush(&self, what: &str) -> anyhow::Result<u64> {
+        self.producer
+            .flush(Duration::from_secs(120))
+            .map_err(|e| explain(e, &self.endpoint))
+            .with_context(|| format!("delivering the {what} to Kafka"))?;
+        let failed = self.report.failed.load(Ordering::Relaxed);
+        anyhow::ensure!(
+            failed == 0,
+            "{failed} {what} could not be delivered to {}",
+            self.endpoint
+        );
+        Ok(self.report.delivered.load(Ordering::Relaxed))
+    }
+}
+
+/// Publishes alerts to the topics their reactions name.
+pub struct KafkaAlerts {
+    producer: TopicProducer,
+    /// Event time before which every alert has been handed to the producer.
+    published_before: AtomicI64,
+}
+
+impl KafkaAlerts {
+    /// Connects an idempotent producer (`acks=all`) and checks that every alert topic in
+    /// `topics` exists.
+    pub fn connect(endpoint: &KafkaEndpoint, topics: &[String]) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: TopicProducer::connect(endpoint, topics, "alert")?,
+            published_before: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    /// Queues one alert (its JSON in `json`): to its reaction's topic, keyed by source, with
+    /// the guard and the alert id in headers.
+    pub fn send(&self, alert: &Alert, json: &str) {
+        let headers = [
+            ("guard", alert.guard.as_str()),
+            ("alert_id", alert.alert_id.as_str()),
+        ];
+        self.producer.send(
+            alert.reaction.as_str(),
+            alert.source.as_str(),
+            json,
+            &headers,
+        );
     }
 
     /// Notes that every alert before event time `before_ms` has been sent.
@@ -794,29 +869,16 @@ impl KafkaAlerts {
     /// when the broker does not take them (nothing may be committed past them then).
     pub fn delivered_before(&self) -> Option<i64> {
         let before = self.published_before.load(Ordering::SeqCst);
-        match self.producer.flush(Duration::from_secs(10)) {
-            Ok(()) if self.report.failed.load(Ordering::Relaxed) == 0 => Some(before),
-            Ok(()) => None,
-            Err(error) => {
-                warn!(message = "Alerts are not reaching Kafka; offsets wait.", %error);
-                None
-            }
-        }
+        self.producer
+            .delivered_within(Duration::from_secs(10))
+            .then_some(before)
     }
 
     /// Waits until every queued alert is delivered (or has failed); fails if any failed.
     pub fn flush(&self) -> anyhow::Result<u64> {
         self.producer
-            .flush(Duration::from_secs(120))
-            .map_err(|e| explain(e, &self.endpoint))
-            .context("delivering the alerts to Kafka")?;
-        let failed = self.report.failed.load(Ordering::Relaxed);
-        anyhow::ensure!(
-            failed == 0,
-            "{failed} alerts could not be delivered to {}: they are in the archive's alerts table",
-            self.endpoint
-        );
-        Ok(self.report.delivered.load(Ordering::Relaxed))
+            .flush("alerts")
+            .context("the undelivered alerts are in the archive's alerts table")
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `archive`: the Parquet archive on object_store (local or S3), hive-partitioned, atomic.
 //! - `alerts_out`: alerts in event-time order, as NDJSON or to Kafka.
 //! - `kafka`: the Kafka consumer source and the alert producer.
+//! - `couchdb`: the CouchDB `_changes` listener (metadata only, to Kafka or NDJSON).
 //! - `crypto`: AES-256-GCM payload encryption with key ids.
 //! - `cli`: the command line of the job binaries and logging set-up.
 
@@ -13,6 +14,7 @@ pub mod alerts_out;
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod couchdb;
 pub mod crypto;
 pub mod guard_job;
 pub mod guards;

@@ -2,5 +2,7 @@
 
 #[cfg(feature = "archive")]
 pub mod archive;
+#[cfg(feature = "archive")]
+pub mod couchdb;
 pub mod files;
 pub mod kafka;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vigil_pipelines::cli::{GuardArgs, init_logging};
+use vigil_pipelines::cli::{GuardArgs, init_logging, on_stop_signal};
 use vigil_pipelines::guard_job::{Shutdown, run};
 
 fn main() -> ExitCode {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let shutdown = Shutdown::default();
     let on_signal = shutdown.clone();
     // A second Ctrl-C kills the process the usual way.
-    let _ = ctrlc_once(move || on_signal.trigger());
+    let _ = on_stop_signal(move || on_signal.trigger());
     let result = run(job, shutdown);
     if let (Ok(summary), Some(path)) = (&result, &summary_json)
         && let Err(e) = std::fs::write(path, summary.to_json().to_string())
@@ -57,34 +57,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Calls `on_interrupt` on the first Ctrl-C or SIGTERM, from a small thread with its own runtime.
-fn ctrlc_once(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("vigil-signal".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                // SIGTERM (a service manager stopping the job) finishes the same way.
-                let terminate = async {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut signal) => signal.recv().await,
-                        Err(_) => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    result = tokio::signal::ctrl_c() => {
-                        if result.is_ok() {
-                            on_interrupt();
-                        }
-                    }
-                    _ = terminate => on_interrupt(),
-                }
-            });
-        })?;
-    Ok(())
 }

@@ -1,0 +1,551 @@
+//! The CouchDB `_changes` listener: follows a database's change feed and forwards only the
+//! minimal metadata of each change — `id`, `seq`, `type`, `ts` — never the document body.
+//!
+//! The feed is read with `feed=longpoll` (one request waits for the next changes) or
+//! `feed=continuous` (one long response, a change per line), from the `since` position kept in
+//! a checkpoint file. The checkpoint moves only after the changes before it are delivered (for
+//! Kafka: acknowledged by the broker), so a restart repeats at most the last batch and loses
+//! nothing. Polls are spaced by a randomized interval, and an unreachable CouchDB is retried
+//! with jittered exponential backoff.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::guard_job::Shutdown;
+use crate::kafka::{KafkaEndpoint, TopicProducer};
+
+/// What is forwarded of one change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMeta {
+    /// The document id.
+    pub id: String,
+    /// The feed position of the change (opaque; a number on some servers, a string on others).
+    pub seq: String,
+    /// `created` (first revision), `updated`, `deleted`, or `conflict` (the document has
+    /// conflicting leaf revisions).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the listener saw the change (epoch ms): the feed carries no time of its own.
+    pub ts: i64,
+}
+
+/// One row of a `_changes` feed, as CouchDB and PouchDB write it.
+#[derive(Deserialize)]
+struct Row {
+    id: String,
+    seq: serde_json::Value,
+    changes: Vec<Rev>,
+    #[serde(default)]
+    deleted: bool,
+}
+
+#[derive(Deserialize)]
+struct Rev {
+    rev: String,
+}
+
+/// A feed position as text: CouchDB 2+ uses strings, CouchDB 1 and PouchDB numbers.
+fn seq_text(seq: &serde_json::Value) -> Option<String> {
+    match seq {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A change row turned into its metadata, or the reason it cannot be.
+pub fn change_of(row: &serde_json::Value, now_ms: i64) -> Result<ChangeMeta, String> {
+    let row: Row =
+        serde_json::from_value(row.clone()).map_err(|e| format!("not a _changes row: {e}"))?;
+    let seq = seq_text(&row.seq).ok_or("seq is neither a string nor a number")?;
+    let first = row
+        .changes
+        .first()
+        .ok_or("the row lists no revision in `changes`")?;
+    let kind = if row.deleted {
+        "deleted"
+    } else if row.changes.len() > 1 {
+        "conflict"
+    } else if first.rev.starts_with("1-") {
+        "created"
+    } else {
+        "updated"
+    };
+    Ok(ChangeMeta {
+        id: row.id,
+        seq,
+        kind: kind.into(),
+        ts: now_ms,
+    })
+}
+
+/// One line of a continuous feed.
+#[derive(Debug, PartialEq)]
+pub enum FeedLine {
+    /// A change.
+    Change(ChangeMeta),
+    /// The feed's closing line with its last position.
+    LastSeq(String),
+    /// A heartbeat (an empty line).
+    Heartbeat,
+    /// A line that is not a change: why, and the line.
+    Bad(String, String),
+}
+
+/// Reads one line of a `feed=continuous` response.
+pub fn parse_line(line: &str, now_ms: i64) -> FeedLine {
+    let line = line.trim();
+    if line.is_empty() {
+        return FeedLine::Heartbeat;
+    }
+    let value: serde_json::Value = match serde_json::from_str(line) {
+        Ok(value) => value,
+        Err(e) => return FeedLine::Bad(format!("not JSON: {e}"), line.into()),
+    };
+    if let Some(last) = value.get("last_seq").and_then(seq_text) {
+        return FeedLine::LastSeq(last);
+    }
+    match change_of(&value, now_ms) {
+        Ok(change) => FeedLine::Change(change),
+        Err(reason) => FeedLine::Bad(reason, line.into()),
+    }
+}
+
+/// A whole `_changes` response (normal or longpoll): the changes (or why a row is unusable,
+/// with the row), and `last_seq`.
+pub type Response = (Vec<Result<ChangeMeta, (String, String)>>, String);
+
+/// Reads a `feed=normal` or `feed=longpoll` response body.
+pub fn parse_response(body: &str, now_ms: i64) -> anyhow::Result<Response> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).context("the _changes response is not JSON")?;
+    let last = value
+        .get("last_seq")
+        .and_then(seq_text)
+        .context("the _changes response has no last_seq")?;
+    let rows = value
+        .get("results")
+        .and_then(serde_json::Value::as_array)
+        .context("the _changes response has no results array")?;
+    let changes = rows
+        .iter()
+        .map(|row| change_of(row, now_ms).map_err(|reason| (reason, row.to_string())))
+        .collect();
+    Ok((changes, last))
+}
+
+/// How the feed is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// One request per batch, which waits at CouchDB until there are changes.
+    Longpoll,
+    /// One long response with a change per line.
+    Continuous,
+}
+
+/// Where the changes' metadata goes.
+pub enum ChangeOut {
+    /// JSON lines.
+    Lines(Box<dyn Write + Send>),
+    /// A Kafka topic, keyed by document id.
+    Kafka {
+        /// The producer.
+        producer: Box<TopicProducer>,
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl ChangeOut {
+    /// `-` for stdout, `kafka://HOST:PORT/TOPIC[?security…]`, or a file path.
+    pub fn open(target: &str) -> anyhow::Result<ChangeOut> {
+        if target == "-" {
+            return Ok(ChangeOut::Lines(Box::new(std::io::stdout())));
+        }
+        if target.starts_with("kafka://") {
+            let (endpoint, topic): (KafkaEndpoint, String) =
+                KafkaEndpoint::parse_with_topic(target)?;
+            let producer =
+                TopicProducer::connect(&endpoint, std::slice::from_ref(&topic), "changes")?;
+            return Ok(ChangeOut::Kafka {
+                producer: Box::new(producer),
+                topic,
+            });
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+            .with_context(|| format!("opening {target} for the changes"))?;
+        Ok(ChangeOut::Lines(Box::new(std::io::BufWriter::new(file))))
+    }
+
+    fn send(&mut self, change: &ChangeMeta) -> anyhow::Result<()> {
+        let json = serde_json::to_string(change)?;
+        match self {
+            ChangeOut::Lines(out) => writeln!(out, "{json}").context("writing a change"),
+            ChangeOut::Kafka { producer, topic } => {
+                producer.send(topic, &change.id, &json, &[("type", change.kind.as_str())]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes what was sent durable (flushed, or acknowledged by the broker).
+    fn commit(&mut self) -> anyhow::Result<()> {
+        match self {
+            ChangeOut::Lines(out) => out.flush().context("flushing the changes"),
+            ChangeOut::Kafka { producer, .. } => producer.flush("changes").map(|_| ()),
+        }
+    }
+}
+
+/// The feed position, kept in a file that is replaced atomically.
+pub struct Checkpoint {
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    /// A checkpoint kept at `path`.
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The position stored, or `0` (the start of the feed) when there is none yet.
+    pub fn load(&self) -> anyhow::Result<String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("0".into()),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading the checkpoint {}", self.path.display()))
+            }
+        }
+    }
+
+    /// Stores `seq`: written to a temporary file, synced, and renamed over the old one.
+    pub fn store(&self, seq: &str) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)
+            .with_context(|| format!("writing the checkpoint {}", tmp.display()))?;
+        file.write_all(seq.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("replacing the checkpoint {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// Jittered exponential backoff: the n-th retry waits a random time up to `base · 2^n`,
+/// capped at `max`, and at least half of that bound ("equal jitter").
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff starting at `base` and capped at `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_delay(&mut self) -> Duration {
+        let bound = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt += 1;
+        let half = bound / 2;
+        half + Duration::from_secs_f64(rand::rng().random_range(0.0..=1.0) * half.as_secs_f64())
+    }
+
+    /// After a success: the next failure starts from `base` again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The listener's settings.
+pub struct Listener {
+    /// The CouchDB server, e.g. `http://127.0.0.1:5984` (user and password may be in the URL).
+    pub server: String,
+    /// The database.
+    pub db: String,
+    /// Longpoll or continuous.
+    pub feed: Feed,
+    /// The mean pause between polls; each pause is drawn from half to one and a half of it.
+    pub poll: Duration,
+    /// Where the feed position is kept.
+    pub checkpoint: Checkpoint,
+    /// Stop once the feed has no more changes (a backfill) instead of following it.
+    pub once: bool,
+}
+
+/// What a listener run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Changes forwarded.
+    pub forwarded: u64,
+    /// Rows that were not usable changes (logged with their reason).
+    pub bad: u64,
+    /// Failed requests that were retried.
+    pub retries: u64,
+}
+
+impl Listener {
+    /// Follows the feed until `shutdown` (or, with `once`, until it is caught up).
+    pub fn run(&self, out: &mut ChangeOut, shutdown: &Shutdown) -> anyhow::Result<ListenerStats> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the HTTP runtime")?;
+        runtime.block_on(self.follow(out, shutdown))
+    }
+
+    fn url(&self, since: &str, feed: &str) -> String {
+        format!(
+            "{}/{}/_changes?feed={feed}&since={since}&style=all_docs&limit=10000&timeout=10000&heartbeat=5000",
+            self.server.trim_end_matches('/'),
+            self.db
+        )
+    }
+
+    async fn follow(
+        &self,
+        out: &mut ChangeOut,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<ListenerStats> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        let mut stats = ListenerStats::default();
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut since = self.checkpoint.load()?;
+        info!(message = "Following the CouchDB changes.", server = %redact(&self.server), db = %self.db, since = %since);
+        while !shutdown.is_triggered() {
+            let result = match (self.feed, self.once) {
+                (Feed::Continuous, false) => {
+                    self.continuous(&client, &since, out, &mut stats, shutdown)
+                        .await
+                }
+                // A backfill asks for what is there now and does not wait.
+                (_, true) => self.batch(&client, &since, "normal", out, &mut stats).await,
+                (Feed::Longpoll, false) => {
+                    self.batch(&client, &since, "longpoll", out, &mut stats)
+                        .await
+                }
+            };
+            match result {
+                Ok((last, changed)) => {
+                    backoff.reset();
+                    if last != since {
+                        since = last;
+                        self.checkpoint.store(&since)?;
+                    }
+                    if self.once && !changed {
+                        break;
+                    }
+                    if !self.once {
+                        let mean = self.poll.as_secs_f64();
+                        let pause = rand::rng().random_range(0.5 * mean..=1.5 * mean);
+                        tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                    }
+                }
+                Err(error) => {
+                    stats.retries += 1;
+                    let delay = backoff.next_delay();
+                    warn!(message = "CouchDB is not answering; retrying.", error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// One normal or longpoll request: forwards its changes, makes them durable, and returns
+    /// the new position and whether there were any changes.
+    async fn batch(
+        &self,
+        client: &reqwest::Client,
+        since: &str,
+        feed: &str,
+        out: &mut ChangeOut,
+        stats: &mut ListenerStats,
+    ) -> anyhow::Result<(String, bool)> {
+        let response = client
+            .get(self.url(since, feed))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .with_context(|| format!("requesting the changes of {}", self.db))?;
+        let status = response.status();
+        let body = response.text().await.context("reading the changes")?;
+        anyhow::ensure!(
+            status.is_success(),
+            "CouchDB answered {status} for the changes of {}: {}",
+            self.db,
+            body.chars().take(200).collect::<String>()
+        );
+        let (changes, last) = parse_response(&body, now_ms())?;
+        let changed = !changes.is_empty();
+        for change in changes {
+            match change {
+                Ok(change) => {
+                    out.send(&change)?;
+                    stats.forwarded += 1;
+                }
+                Err((reason, row)) => {
+                    stats.bad += 1;
+                    warn!(message = "Unusable change row skipped.", %reason, row = %row.chars().take(200).collect::<String>());
+                }
+            }
+        }
+        out.commit()?;
+        Ok((last, changed))
+    }
+
+    /// One continuous response, read line by line until it ends (CouchDB closes it after its
+    /// timeout) or a stop is asked for; the checkpoint moves after every chunk of lines.
+    async fn continuous(
+        &self,
+        client: &reqwest::Client,
+        since: &str,
+        out: &mut ChangeOut,
+        stats: &mut ListenerStats,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<(String, bool)> {
+        let mut response = client
+            .get(self.url(since, "continuous"))
+            .send()
+            .await
+            .with_context(|| format!("requesting the changes of {}", self.db))?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "CouchDB answered {} for the changes of {}",
+            response.status(),
+            self.db
+        );
+        let mut position = since.to_owned();
+        let mut pending = Vec::new();
+        let mut changed = false;
+        while let Some(chunk) = response.chunk().await.context("reading the changes")? {
+            pending.extend_from_slice(&chunk);
+            let mut moved = false;
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                match parse_line(&String::from_utf8_lossy(&line), now_ms()) {
+                    FeedLine::Change(change) => {
+                        out.send(&change)?;
+                        stats.forwarded += 1;
+                        position = change.seq.clone();
+                        moved = true;
+                        changed = true;
+                    }
+                    FeedLine::LastSeq(last) => {
+                        position = last;
+                        moved = true;
+                    }
+                    FeedLine::Heartbeat => {}
+                    FeedLine::Bad(reason, raw) => {
+                        stats.bad += 1;
+                        warn!(message = "Unusable change line skipped.", %reason, line = %raw.chars().take(200).collect::<String>());
+                    }
+                }
+            }
+            if moved {
+                out.commit()?;
+                self.checkpoint.store(&position)?;
+            }
+            if shutdown.is_triggered() {
+                break;
+            }
+        }
+        Ok((position, changed))
+    }
+}
+
+/// The server URL without a password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let bounds = [100, 200, 400, 800, 1000, 1000];
+        for bound in bounds {
+            let delay = backoff.next_delay().as_millis() as u64;
+            assert!(
+                (bound / 2..=bound).contains(&delay),
+                "{delay} ms not within [{}, {bound}]",
+                bound / 2
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact("http://admin:s3cret@db:5984"), "http://…@db:5984");
+        assert_eq!(redact("http://db:5984"), "http://db:5984");
+    }
+
+    #[test]
+    fn rows_become_metadata_only() {
+        let row = serde_json::json!({
+            "seq": 7, "id": "veh-1", "changes": [{"rev": "2-abc"}],
+            "doc": {"secret": "never forwarded"}
+        });
+        let change = change_of(&row, 5).unwrap();
+        assert_eq!(
+            change,
+            ChangeMeta {
+                id: "veh-1".into(),
+                seq: "7".into(),
+                kind: "updated".into(),
+                ts: 5
+            }
+        );
+        assert!(!serde_json::to_string(&change).unwrap().contains("secret"));
+        assert_eq!(parse_line("", 0), FeedLine::Heartbeat);
+        assert_eq!(
+            parse_line("{\"last_seq\":\"9-x\",\"pending\":0}", 0),
+            FeedLine::LastSeq("9-x".into())
+        );
+        assert!(
+            matches!(parse_line("{\"id\":\"a\"}", 0), FeedLine::Bad(r, _) if r.contains("not a _changes row"))
+        );
+        assert!(matches!(parse_line("nonsense", 0), FeedLine::Bad(r, _) if r.contains("not JSON")));
+    }
+}
