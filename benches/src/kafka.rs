@@ -120,6 +120,8 @@ pub fn latency(rate: u64, seconds: u64, workers: usize) -> anyhow::Result<()> {
     let mut guard = Command::new(crate::sibling_binary("vigil-guard")?)
         .arg("--summary-json")
         .arg(&summary_path)
+        .arg("--spill")
+        .arg(tmp.path().join("spill"))
         .args(["--input", &url, "--archive"])
         .arg(tmp.path().join("archive"))
         .args(["--alerts", &format!("kafka://{}", broker.address())])

@@ -75,6 +75,11 @@ pub struct GuardArgs {
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
 
+    /// Where alerts for Kafka wait, on local disk, until the broker has them (default
+    /// `./vigil-spill`); sealed with the payload key when one is configured.
+    #[arg(long)]
+    pub spill: Option<PathBuf>,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -107,6 +112,9 @@ impl GuardArgs {
         }
         if let Some(lateness) = self.lateness {
             job.lateness_ms = lateness.as_millis() as u64;
+        }
+        if let Some(dir) = &self.spill {
+            job.spill_dir = dir.clone();
         }
         if let Some(rows) = self.max_rows_per_file {
             job.max_rows_per_file = rows.max(1);

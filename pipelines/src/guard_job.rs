@@ -116,6 +116,8 @@ impl AlertsOut {
     fn open(
         &self,
         topics: &[String],
+        spill_dir: &std::path::Path,
+        key: Option<PayloadKey>,
     ) -> anyhow::Result<(Option<AlertTarget>, Option<Arc<KafkaAlerts>>)> {
         let lines = |w: Box<dyn Write + Send>| Some(AlertTarget::Lines(w));
         Ok(match self {
@@ -136,7 +138,7 @@ impl AlertsOut {
             }
             AlertsOut::Off => (None, None),
             AlertsOut::Kafka(endpoint) => {
-                let producer = Arc::new(KafkaAlerts::connect(endpoint, topics)?);
+                let producer = Arc::new(KafkaAlerts::connect(endpoint, topics, spill_dir, key)?);
                 (Some(AlertTarget::Kafka(producer.clone())), Some(producer))
             }
         })
@@ -168,6 +170,8 @@ pub struct GuardJob {
     pub max_rows_per_file: usize,
     /// Which guards write their per-reading scores to the `anomaly_scores` table.
     pub scores: ScoresOut,
+    /// Where alerts for Kafka wait until the broker has them (a local directory).
+    pub spill_dir: PathBuf,
 }
 
 /// Which guards' per-reading scores are archived in `anomaly_scores`.
@@ -222,6 +226,7 @@ impl Default for GuardJob {
             chunk_bytes: vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
             max_rows_per_file: 1_000_000,
             scores: ScoresOut::All,
+            spill_dir: PathBuf::from("vigil-spill"),
         }
     }
 }
@@ -517,7 +522,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         .collect();
     topics.sort();
     topics.dedup();
-    let (alert_target, kafka_alerts) = job.alerts.open(&topics)?;
+    let (alert_target, kafka_alerts) = job.alerts.open(&topics, &job.spill_dir, job.key.clone())?;
     info!(message = "Starting the guard job.", input = %source.description(), archive = %location, workers = job.workers);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

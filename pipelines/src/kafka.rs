@@ -26,6 +26,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use vigil_operators::Alert;
 
+use crate::spill::Spill;
+
 /// The environment variable a SASL password is read from (unless `password_file` is given).
 pub const PASSWORD_ENV: &str = "VIGIL_KAFKA_PASSWORD";
 
@@ -697,27 +699,53 @@ impl KafkaReader {
     }
 }
 
-/// Counts deliveries the broker refused or that timed out.
+/// Counts deliveries the broker refused or that timed out, and which tracked messages (those
+/// sent with a spill sequence number) were delivered.
 #[derive(Clone, Default)]
 struct DeliveryReport {
     failed: Arc<AtomicU64>,
     delivered: Arc<AtomicU64>,
+    acks: Arc<std::sync::Mutex<Acks>>,
+}
+
+/// Delivered sequence numbers: the contiguous prefix and those beyond it.
+#[derive(Default)]
+struct Acks {
+    upto: u64,
+    beyond: std::collections::BTreeSet<u64>,
+}
+
+impl Acks {
+    fn delivered(&mut self, seq: u64) {
+        if seq <= self.upto {
+            return;
+        }
+        self.beyond.insert(seq);
+        while self.beyond.remove(&(self.upto + 1)) {
+            self.upto += 1;
+        }
+    }
 }
 
 impl ClientContext for DeliveryReport {}
 
 impl ProducerContext for DeliveryReport {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                if seq > 0
+                    && let Ok(mut acks) = self.acks.lock()
+                {
+                    acks.delivered(seq as u64);
+                }
             }
             Err((error, message)) => {
                 let failed = self.failed.fetch_add(1, Ordering::Relaxed);
                 if failed < 10 {
-                    error!(message = "An alert could not be delivered to Kafka.", topic = message.topic(), %error);
+                    error!(message = "A message could not be delivered to Kafka.", topic = message.topic(), %error);
                 }
             }
         }
@@ -739,30 +767,23 @@ impl TopicProducer {
         topics: &[String],
         what: &str,
     ) -> anyhow::Result<Self> {
+        let producer = Self::create(endpoint, what, "120000")?;
+        for topic in topics {
+            producer.check_topic(topic, what)?;
+        }
+        Ok(producer)
+    }
+
+    fn create(endpoint: &KafkaEndpoint, what: &str, timeout_ms: &str) -> anyhow::Result<Self> {
         let report = DeliveryReport::default();
         let producer: ThreadedProducer<DeliveryReport> = endpoint
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", "120000")
+            .set("message.timeout.ms", timeout_ms)
             .create_with_context(report.clone())
             .with_context(|| format!("creating the Kafka producer for {what} at {endpoint}"))?;
-        for topic in topics {
-            let metadata = producer
-                .client()
-                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-                .map_err(|e| explain(e, endpoint))?;
-            let ok = metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-            anyhow::ensure!(
-                ok,
-                "the {what} topic {topic} does not exist on {endpoint}: create it first \
-                 (e.g. `kafka-topics.sh --create --topic {topic}`)"
-            );
-        }
         Ok(Self {
             producer,
             report,
@@ -770,8 +791,39 @@ impl TopicProducer {
         })
     }
 
+    fn check_topic(&self, topic: &str, what: &str) -> anyhow::Result<()> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| explain(e, &self.endpoint))?;
+        let ok = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        anyhow::ensure!(
+            ok,
+            "the {what} topic {topic} does not exist on {}: create it first \
+             (e.g. `kafka-topics.sh --create --topic {topic}`)",
+            self.endpoint
+        );
+        Ok(())
+    }
+
     /// Queues one message, with text headers. Waits while the producer's queue is full.
     pub fn send(&self, topic: &str, key: &str, payload: &str, headers: &[(&str, &str)]) {
+        self.send_tracked(topic, key, payload, headers, 0);
+    }
+
+    /// As [`TopicProducer::send`], tracking delivery of sequence number `seq` (when above 0).
+    fn send_tracked(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &str,
+        headers: &[(&str, &str)],
+        seq: usize,
+    ) {
         let headers = headers
             .iter()
             .fold(OwnedHeaders::new(), |all, (key, value)| {
@@ -780,7 +832,7 @@ impl TopicProducer {
                     value: Some(*value),
                 })
             });
-        let mut record = BaseRecord::to(topic)
+        let mut record = BaseRecord::with_opaque_to(topic, seq)
             .key(key)
             .payload(payload)
             .headers(headers);
@@ -796,17 +848,6 @@ impl TopicProducer {
                     error!(message = "A message could not be queued for Kafka.", topic, %error);
                     return;
                 }
-            }
-        }
-    }
-
-    /// Waits up to `timeout` for what is queued; whether all of it was delivered so far.
-    pub fn delivered_within(&self, timeout: Duration) -> bool {
-        match self.producer.flush(timeout) {
-            Ok(()) => self.report.failed.load(Ordering::Relaxed) == 0,
-            Err(error) => {
-                warn!(message = "Messages are not reaching Kafka yet.", %error);
-                false
             }
         }
     }
@@ -828,57 +869,166 @@ impl TopicProducer {
     }
 }
 
-/// Publishes alerts to the topics their reactions name.
+/// Undelivered alert bytes the spill may hold before the job waits for the broker.
+pub const SPILL_MAX_BYTES: u64 = 256 << 20;
+
+/// Publishes alerts to the topics their reactions name, through the local spill: every alert
+/// is in the spill (synced) before the offsets of its readings may be committed, and is sent
+/// again from there after a restart until the broker has acknowledged it.
 pub struct KafkaAlerts {
     producer: TopicProducer,
-    /// Event time before which every alert has been handed to the producer.
-    published_before: AtomicI64,
+    spill: std::sync::Mutex<Spill>,
+    spill_dir: std::path::PathBuf,
+    /// Event time before which every alert is in the spill, synced.
+    spilled_before: AtomicI64,
 }
 
 impl KafkaAlerts {
-    /// Connects an idempotent producer (`acks=all`) and checks that every alert topic in
-    /// `topics` exists.
-    pub fn connect(endpoint: &KafkaEndpoint, topics: &[String]) -> anyhow::Result<Self> {
+    /// Connects an idempotent producer (`acks=all`) that retries until the broker takes each
+    /// alert, opens the spill in `spill_dir` (sealed with `key` when given) and sends again
+    /// what a previous run left undelivered. Checks that every alert topic exists; a broker
+    /// that does not answer at start-up is only warned about, since the spill holds the alerts
+    /// until it does.
+    pub fn connect(
+        endpoint: &KafkaEndpoint,
+        topics: &[String],
+        spill_dir: &std::path::Path,
+        key: Option<crate::crypto::PayloadKey>,
+    ) -> anyhow::Result<Self> {
+        // No delivery timeout: librdkafka retries until the broker is back.
+        let producer = TopicProducer::create(endpoint, "alert", "0")?;
+        for topic in topics {
+            if let Err(error) = producer.check_topic(topic, "alert") {
+                let unreachable = format!("{error:#}").contains("could not be reached");
+                if !unreachable {
+                    return Err(error);
+                }
+                warn!(message = "The alert broker does not answer; alerts wait in the spill.", %endpoint, error = %format!("{error:#}"));
+                break;
+            }
+        }
+        let (spill, undelivered) = Spill::open(spill_dir, key, SPILL_MAX_BYTES)?;
+        if let Ok(mut acks) = producer.report.acks.lock() {
+            acks.upto = spill.drained_upto();
+        }
+        if !undelivered.is_empty() {
+            info!(message = "Sending alerts a previous run left in the spill.", count = undelivered.len(), spill = %spill_dir.display());
+        }
+        for (seq, json) in &undelivered {
+            match serde_json::from_str::<Alert>(json) {
+                Ok(alert) => {
+                    let headers = [
+                        ("guard", alert.guard.as_str()),
+                        ("alert_id", alert.alert_id.as_str()),
+                    ];
+                    producer.send_tracked(
+                        alert.reaction.as_str(),
+                        alert.source.as_str(),
+                        json,
+                        &headers,
+                        *seq as usize,
+                    );
+                }
+                Err(error) => {
+                    warn!(message = "A spilled alert is unreadable; skipped.", seq, %error)
+                }
+            }
+        }
         Ok(Self {
-            producer: TopicProducer::connect(endpoint, topics, "alert")?,
-            published_before: AtomicI64::new(i64::MIN),
+            producer,
+            spill: std::sync::Mutex::new(spill),
+            spill_dir: spill_dir.to_path_buf(),
+            spilled_before: AtomicI64::new(i64::MIN),
         })
     }
 
-    /// Queues one alert (its JSON in `json`): to its reaction's topic, keyed by source, with
-    /// the guard and the alert id in headers.
+    /// The delivered prefix, folded into the spill.
+    fn drain(&self, spill: &mut Spill) {
+        let upto = self
+            .producer
+            .report
+            .acks
+            .lock()
+            .map(|a| a.upto)
+            .unwrap_or(0);
+        if let Err(error) = spill.drained(upto) {
+            warn!(message = "The spill's drained mark could not be written.", error = %format!("{error:#}"));
+        }
+    }
+
+    /// Spills one alert (its JSON in `json`) and queues it: to its reaction's topic, keyed by
+    /// source, with the guard and the alert id in headers. Waits while the spill is full.
     pub fn send(&self, alert: &Alert, json: &str) {
+        let Ok(mut spill) = self.spill.lock() else {
+            return;
+        };
+        let mut warned = false;
+        while spill.full() {
+            self.drain(&mut spill);
+            if spill.full() {
+                if !warned {
+                    warn!(message = "The alert spill is full; waiting for the broker.", spill = %self.spill_dir.display(), pending = spill.pending());
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let seq = match spill.append(json) {
+            Ok(seq) => seq,
+            Err(error) => {
+                error!(message = "An alert could not be spilled; sending it unspilled.", error = %format!("{error:#}"));
+                0
+            }
+        };
         let headers = [
             ("guard", alert.guard.as_str()),
             ("alert_id", alert.alert_id.as_str()),
         ];
-        self.producer.send(
+        self.producer.send_tracked(
             alert.reaction.as_str(),
             alert.source.as_str(),
             json,
             &headers,
+            seq as usize,
         );
     }
 
-    /// Notes that every alert before event time `before_ms` has been sent.
+    /// Notes that every alert before event time `before_ms` has been sent: syncs the spill.
     pub fn mark_published(&self, before_ms: i64) {
-        self.published_before.fetch_max(before_ms, Ordering::SeqCst);
+        let Ok(mut spill) = self.spill.lock() else {
+            return;
+        };
+        match spill.sync() {
+            Ok(()) => {
+                self.spilled_before.fetch_max(before_ms, Ordering::SeqCst);
+            }
+            Err(error) => {
+                error!(message = "The alert spill could not be synced.", error = %format!("{error:#}"))
+            }
+        }
+        self.drain(&mut spill);
     }
 
-    /// The event time before which every alert is delivered: waits for what is queued. `None`
-    /// when the broker does not take them (nothing may be committed past them then).
+    /// The event time before which every alert is durable: delivered, or synced in the spill
+    /// that sends it again after a restart.
     pub fn delivered_before(&self) -> Option<i64> {
-        let before = self.published_before.load(Ordering::SeqCst);
-        self.producer
-            .delivered_within(Duration::from_secs(10))
-            .then_some(before)
+        Some(self.spilled_before.load(Ordering::SeqCst))
     }
 
-    /// Waits until every queued alert is delivered (or has failed); fails if any failed.
+    /// At the end of a run: waits a while for the broker to take what is queued; what it has
+    /// not taken by then stays in the spill for the next run. Returns how many were delivered.
     pub fn flush(&self) -> anyhow::Result<u64> {
-        self.producer
-            .flush("alerts")
-            .context("the undelivered alerts are in the archive's alerts table")
+        let _ = self.producer.producer.flush(Duration::from_secs(10));
+        let Ok(mut spill) = self.spill.lock() else {
+            anyhow::bail!("the alert spill is unusable");
+        };
+        self.drain(&mut spill);
+        spill.sync()?;
+        let pending = spill.pending();
+        if pending > 0 {
+            warn!(message = "Alerts wait in the spill; they are sent when the job next starts.", pending, spill = %self.spill_dir.display());
+        }
+        Ok(self.producer.report.delivered.load(Ordering::Relaxed))
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `alerts_out`: alerts in event-time order, as NDJSON or to Kafka.
 //! - `kafka`: the Kafka consumer source and the alert producer.
 //! - `couchdb`: the CouchDB `_changes` listener (metadata only, to Kafka or NDJSON).
+//! - `spill`: the local write-ahead spill of outgoing alerts while a broker is away.
 //! - `crypto`: AES-256-GCM payload encryption with key ids.
 //! - `cli`: the command line of the job binaries and logging set-up.
 
@@ -19,3 +20,4 @@ pub mod crypto;
 pub mod guard_job;
 pub mod guards;
 pub mod kafka;
+pub mod spill;

@@ -90,6 +90,25 @@ impl Broker {
         Some(ticks / 100.0)
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing is answered, as when a
+    /// broker hangs or the network to it is cut.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} tansu");
+    }
+
     /// `HOST:PORT` of the broker.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)

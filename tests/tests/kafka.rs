@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
-use vigil_operators::{Alert, AlertStatus, Record};
+use vigil_operators::{Alert, AlertStatus, Reading, Record};
 use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, Summary, run};
 use vigil_pipelines::guards::GuardSpec;
 use vigil_pipelines::kafka::{KafkaEndpoint, KafkaInput};
@@ -30,6 +30,7 @@ fn job(input: InputSpec, archive: &Path, alerts: AlertsOut, workers: usize) -> G
     GuardJob {
         input,
         archive: archive.display().to_string(),
+        spill_dir: archive.with_extension("spill"),
         alerts,
         guards: GuardSpec::parse_all(&GUARDS.map(String::from)).unwrap(),
         workers,
@@ -47,6 +48,27 @@ fn sorted(mut alerts: Vec<Alert>) -> Vec<Alert> {
     alerts
 }
 
+/// The generator's readings, as JSON lines, run from a file under `dir`: the backfill the
+/// Kafka runs are compared with (its summary and its alerts, sorted).
+fn backfill(spec: &RocketSpec, dir: &Path) -> (Vec<Reading>, Vec<String>, Summary, Vec<Alert>) {
+    let readings: Vec<Reading> = rocket_readings(spec).collect();
+    let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
+    let file = dir.join("telemetry.ndjson");
+    let mut out = std::fs::File::create(&file).unwrap();
+    for line in &lines {
+        writeln!(out, "{line}").unwrap();
+    }
+    drop(out);
+    let alerts = dir.join("backfill-alerts.ndjson");
+    let summary = run_job(job(
+        InputSpec::Paths(vec![file]),
+        &dir.join("backfill"),
+        AlertsOut::File(alerts.clone()),
+        1,
+    ));
+    (readings, lines, summary, sorted(read_alerts(&alerts)))
+}
+
 #[test]
 fn kafka_in_and_out_equals_a_backfill_and_commits_its_offsets() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,24 +78,7 @@ fn kafka_in_and_out_equals_a_backfill_and_commits_its_offsets() {
         anomaly_rate: 1.0 / 150.0,
         ..RocketSpec::default()
     };
-    let readings: Vec<_> = rocket_readings(&spec).collect();
-    let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
-
-    // The backfill: the same records from a file.
-    let file = tmp.path().join("telemetry.ndjson");
-    let mut out = std::fs::File::create(&file).unwrap();
-    for line in &lines {
-        writeln!(out, "{line}").unwrap();
-    }
-    drop(out);
-    let backfill_alerts = tmp.path().join("backfill-alerts.ndjson");
-    let backfill = run_job(job(
-        InputSpec::Paths(vec![file]),
-        &tmp.path().join("backfill"),
-        AlertsOut::File(backfill_alerts.clone()),
-        1,
-    ));
-    let expected = sorted(read_alerts(&backfill_alerts));
+    let (readings, lines, backfill, expected) = backfill(&spec, tmp.path());
     assert!(
         expected
             .iter()
@@ -272,4 +277,65 @@ fn a_live_job_commits_only_what_the_archive_holds() {
     assert_eq!(summary.archived, readings.len() as u64);
     let committed = broker.committed("live", "live", 4);
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}
+
+#[test]
+fn alerts_wait_in_the_spill_while_the_broker_is_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = RocketSpec {
+        vehicles: 6,
+        ticks: 300,
+        anomaly_rate: 1.0 / 100.0,
+        ..RocketSpec::default()
+    };
+    let (readings, lines, _, expected) = backfill(&spec, tmp.path());
+    assert!(!expected.is_empty());
+
+    // Telemetry from one broker, alerts to another that hangs for the whole first run.
+    let input = Broker::start();
+    input.create_topic("telemetry", 2);
+    input.produce(
+        "telemetry",
+        readings
+            .iter()
+            .zip(&lines)
+            .map(|(r, line)| (r.source.as_str(), line.as_bytes())),
+    );
+    let alerts = Broker::start();
+    alerts.create_topic("telemetry-alerts", 1);
+    alerts.pause();
+    let url = format!("kafka://{}/telemetry?group=spill&stop=end", input.address());
+    let to = AlertsOut::parse(&format!("kafka://{}", alerts.address())).unwrap();
+    let key = vigil_pipelines::crypto::PayloadKey::from_hex(&"5e".repeat(32)).unwrap();
+    let archive = tmp.path().join("archive");
+    let offline = GuardJob {
+        key: Some(key),
+        ..job(InputSpec::from_args(&[url]).unwrap(), &archive, to, 2)
+    };
+    let first = run_job(offline.clone());
+    // The job archived everything meanwhile, and kept the alerts, sealed, on local disk.
+    assert_eq!(first.archived, readings.len() as u64);
+    let log = std::fs::read(archive.with_extension("spill").join("spill.log")).unwrap();
+    assert!(log.len() > 100);
+    assert!(!String::from_utf8_lossy(&log).contains("alert_id"));
+    alerts.resume();
+    assert!(alerts.consume_all("telemetry-alerts").is_empty());
+
+    // The broker is back: the next start sends what waited, in order.
+    let second = run_job(offline);
+    assert_eq!(second.events_in, 0);
+    let mut got: Vec<Alert> = alerts
+        .consume_all("telemetry-alerts")
+        .iter()
+        .map(|m| serde_json::from_str(&m.value).unwrap())
+        .collect();
+    let in_order = got.clone();
+    got = sorted(got);
+    got.dedup_by(|a, b| a.alert_id == b.alert_id && a.status == b.status);
+    assert_eq!(got, expected);
+    assert_eq!(
+        sorted(in_order.clone()),
+        in_order,
+        "drained in event-time order"
+    );
 }
