@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     match result {
-        Ok(summary) if summary.events_in == 0 => {
+        Ok(summary) if summary.events_in == 0 && summary.errors > 0 => {
             eprintln!("{summary}");
             eprintln!(
                 "error: nothing could be read from the input: every record was a dead letter (see the errors table in the archive)"
