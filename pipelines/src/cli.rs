@@ -15,8 +15,9 @@ use crate::guards::{CATALOGUE, GuardSpec};
 #[derive(Debug, Parser)]
 #[command(name = "vigil-guard", version)]
 pub struct GuardArgs {
-    /// Input: NDJSON/CSV/Parquet files or directories, or `gen:rocket[?vehicles=…&ticks=…]`,
-    /// `gen:devices[?…]`. Repeatable. Without it the built-in NAB dataset is replayed.
+    /// Input: NDJSON/CSV/Parquet files or directories, `gen:rocket[?vehicles=…&ticks=…]`,
+    /// `gen:devices[?…]`, or Kafka topics `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G[&stop=end]`.
+    /// Repeatable. Without it the built-in NAB dataset is replayed.
     #[arg(long, short = 'i')]
     pub input: Vec<String>,
 
