@@ -42,6 +42,10 @@ pub struct InputConfig {
     pub paths: Vec<PathBuf>,
     /// A generator instead of files: `gen:rocket?…` or `gen:devices?…`.
     pub generator: Option<String>,
+    /// Kafka topics instead of files: `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G[&stop=end]`
+    /// (see the README's Kafka section for the parameters).
+    #[serde(default)]
+    pub kafka: Vec<String>,
     /// How far out of order a record may arrive before it is late, e.g. `10s`.
     pub lateness: Option<String>,
 }
@@ -65,6 +69,9 @@ pub struct ArchiveConfig {
 pub struct AlertsConfig {
     /// `-` for stdout, a file path, `none`, or `kafka://HOST:PORT[?security…]`.
     pub output: Option<String>,
+    /// Where alerts for Kafka wait on local disk until the broker has them, relative to the
+    /// config file (default `./vigil-spill`).
+    pub spill: Option<PathBuf>,
 }
 
 /// One `[[guard]]`: exactly one guard table (`[guard.zscore]`, …) and its `[guard.reaction]`.
@@ -419,6 +426,20 @@ impl JobConfig {
                 base.join(p)
             }
         };
+        let sources = [
+            self.input.generator.is_some(),
+            !self.input.paths.is_empty(),
+            !self.input.kafka.is_empty(),
+        ];
+        anyhow::ensure!(
+            sources.iter().filter(|s| **s).count() <= 1,
+            "{}: [input] has more than one of paths, generator and kafka: use one",
+            file.display()
+        );
+        if !self.input.kafka.is_empty() {
+            job.input = InputSpec::from_args(&self.input.kafka)
+                .with_context(|| format!("{}: input.kafka", file.display()))?;
+        }
         match (&self.input.generator, self.input.paths.is_empty()) {
             (Some(_), false) => anyhow::bail!(
                 "{}: [input] has both paths and generator: use one",
@@ -456,6 +477,9 @@ impl JobConfig {
         }
         if let Some(scores) = &self.archive.scores {
             job.scores = ScoresOut::parse(scores);
+        }
+        if let Some(spill) = &self.alerts.spill {
+            job.spill_dir = at(spill);
         }
         if let Some(output) = &self.alerts.output {
             job.alerts = match AlertsOut::parse(output)

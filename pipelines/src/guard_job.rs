@@ -27,7 +27,7 @@ use crate::alerts_out::{AlertCounts, AlertTarget, WriteAlerts};
 use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
 use crate::crypto::PayloadKey;
 use crate::guards::{ConfiguredGuard, GuardSpec};
-use crate::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader};
+use crate::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader, Watermark};
 
 /// Units a worker may read ahead of what the dataflow has finished, which bounds memory.
 const UNITS_IN_FLIGHT: usize = 4;
@@ -862,14 +862,21 @@ impl ReadLoop<'_> {
                     warn!(message = "Committing Kafka offsets failed; will retry.", error = %format!("{error:#}"));
                 }
             }
-            if let Some(watermark) = reader.watermark(sink.lateness) {
-                let watermark = sink.advance(watermark);
-                if read > 0 {
-                    self.throttle(worker, &mut in_flight, watermark);
-                    continue;
+            // An idle worker (no live partition, or none at all) follows the others, so that
+            // it does not hold event time back for the whole job.
+            let watermark = match reader.watermark(sink.lateness) {
+                Watermark::Live(watermark) => {
+                    self.end.live.fetch_max(watermark, Ordering::SeqCst);
+                    watermark
                 }
+                Watermark::Idle(own) => own.unwrap_or(0).max(self.end.live.load(Ordering::SeqCst)),
+            };
+            let watermark = sink.advance(watermark);
+            if read > 0 {
+                self.throttle(worker, &mut in_flight, watermark);
+                continue;
             }
-            worker.step();
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
         reader.newest().unwrap_or(i64::MIN)
     }
@@ -881,6 +888,9 @@ impl ReadLoop<'_> {
 struct EndOfInput {
     newest: std::sync::atomic::AtomicI64,
     done: std::sync::atomic::AtomicUsize,
+    /// The newest watermark of any worker reading live partitions (Kafka), which idle workers
+    /// follow.
+    live: AtomicU64,
 }
 
 /// A worker's place in [`EndOfInput::done`]: counted once, by [`Finished::count`] or on drop.

@@ -415,6 +415,7 @@ impl KafkaInput {
             consumer,
             partitions,
             idle: self.idle,
+            stop_at_end: self.stop_at_end,
             commit_every: self.commit_every,
         })
     }
@@ -537,11 +538,21 @@ impl ClientContext for ConsumerLog {
 
 impl ConsumerContext for ConsumerLog {}
 
+/// Where a worker's input time may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watermark {
+    /// Held by its live partitions at this time.
+    Live(u64),
+    /// No partition is live: the newest of its own, if any; it may follow the other workers.
+    Idle(Option<u64>),
+}
+
 /// One worker's consumer and its partitions.
 pub struct KafkaReader {
     consumer: BaseConsumer<ConsumerLog>,
     partitions: Vec<PartitionState>,
     idle: Duration,
+    stop_at_end: bool,
     /// How often to commit.
     pub commit_every: Duration,
 }
@@ -619,31 +630,33 @@ impl KafkaReader {
         read
     }
 
-    /// Whether every partition has reached its end (only with `stop=end`).
+    /// Whether every partition has reached its end (only with `stop=end`; a worker without
+    /// partitions is finished at once then, and otherwise follows until stopped).
     pub fn finished(&self) -> bool {
+        if self.partitions.is_empty() {
+            return self.stop_at_end;
+        }
         self.partitions.iter().all(PartitionState::done)
     }
 
     /// The worker's watermark: the minimum over its live partitions of their newest event time
     /// less `lateness`. A partition that has reached its end (`stop=end`), or has caught up and
-    /// been idle for the idle timeout, does not hold it back; when none is live, the newest over all of them. `None`
-    /// before any partition has given a record.
-    pub fn watermark(&self, lateness: u64) -> Option<u64> {
+    /// been idle for the idle timeout, does not hold it back; when none is live, the worker is
+    /// idle and may follow the other workers ([`Watermark::Idle`] with the newest of its own).
+    pub fn watermark(&self, lateness: u64) -> Watermark {
         let now = Instant::now();
         let mark =
             |p: &PartitionState| p.max_ts.map(|t| (t.max(0) as u64).saturating_sub(lateness));
-        // Idle: caught up with the partition's end and nothing new for the idle timeout. A
-        // partition with a backlog never counts as idle, however slowly its messages come.
         let live: Vec<&PartitionState> = self
             .partitions
             .iter()
             .filter(|p| !p.done() && !p.is_idle(now, self.idle))
             .collect();
         if live.is_empty() {
-            return self.partitions.iter().filter_map(mark).max();
+            return Watermark::Idle(self.partitions.iter().filter_map(mark).max());
         }
         // A live partition that has given nothing yet holds the watermark at the start.
-        live.iter().map(|p| mark(p).unwrap_or(0)).min()
+        Watermark::Live(live.iter().map(|p| mark(p).unwrap_or(0)).min().unwrap_or(0))
     }
 
     /// Notes where every partition got to after a batch whose data was sent into the dataflow

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use vigil_pipelines::cli::GuardArgs;
 use vigil_pipelines::config::JobConfig;
-use vigil_pipelines::guard_job::{GuardJob, InputSpec};
+use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec};
 use vigil_pipelines::guards::{CATALOGUE, Severity, Topic};
 
 fn sample() -> PathBuf {
@@ -114,6 +114,36 @@ fn bad_configs_name_the_file_and_the_key() {
 
     let err = error_of("wrokers = 2\n");
     assert!(err.contains("wrokers"), "{err}");
+
+    let err = error_of("[input]\nkafka = [\"kafka://b:9092/t?grup=g\"]\n");
+    assert!(err.contains("input.kafka") && err.contains("grup"), "{err}");
+
+    let err = error_of("[input]\ngenerator = \"gen:rocket\"\nkafka = [\"kafka://b:9092/t\"]\n");
+    assert!(err.contains("more than one"), "{err}");
+}
+
+#[test]
+fn kafka_input_alerts_and_spill_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        "[input]\nkafka = [\"kafka://b:9092/telemetry?group=g&stop=end\"]\n\
+         [alerts]\noutput = \"kafka://b:9092\"\nspill = \"spill\"\n",
+    )
+    .unwrap();
+    let args =
+        GuardArgs::try_parse_from(["vigil-guard", "--config", path.to_str().unwrap()]).unwrap();
+    let job = args.into_job().unwrap();
+    let InputSpec::Kafka(input) = &job.input else {
+        panic!("a Kafka input: {:?}", job.input);
+    };
+    assert_eq!(
+        (input.topics.as_slice(), input.group.as_str()),
+        (&["telemetry".to_owned()][..], "g")
+    );
+    assert!(matches!(job.alerts, AlertsOut::Kafka(_)));
+    assert_eq!(job.spill_dir, dir.path().join("spill"));
 }
 
 #[test]
