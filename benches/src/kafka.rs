@@ -86,6 +86,12 @@ pub fn throughput(
         "  events/s per core      {:.0}  ({cores} cores busy)",
         events / wall / cores
     );
+    if let Some(cpu) = summary["cpu_seconds"].as_f64() {
+        println!(
+            "  vigil-guard CPU        {cpu:.2}s: {:.0} events per CPU-second",
+            events / cpu
+        );
+    }
     if let Some(cpu) = broker_cpu {
         println!(
             "  broker CPU meanwhile   {cpu:.2}s (tansu serving the fetches on the same cores)"

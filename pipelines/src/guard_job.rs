@@ -277,6 +277,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Peak resident memory of the process, where the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// CPU time the process used (user and system), where the OS reports it.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl Summary {
@@ -298,6 +300,7 @@ impl Summary {
             "elapsed_s": self.elapsed.as_secs_f64(),
             "events_per_second": self.events_per_second(),
             "peak_rss_bytes": self.peak_rss_bytes,
+            "cpu_seconds": self.cpu_seconds,
         })
     }
 
@@ -731,6 +734,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         guard_state_bytes: state_bytes,
         elapsed: started.elapsed(),
         peak_rss_bytes: peak_rss_bytes(),
+        cpu_seconds: cpu_seconds(),
     })
 }
 
@@ -926,6 +930,15 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The process's CPU time, user and system (`/proc/self/stat`, in clock ticks of 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (which ends with ')'): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// A worker's units grouped into streams (files, or the generator), read as a merge: always the
