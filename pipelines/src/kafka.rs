@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -536,7 +536,13 @@ impl ClientContext for ConsumerLog {
     }
 }
 
-impl ConsumerContext for ConsumerLog {}
+impl ConsumerContext for ConsumerLog {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            warn!(message = "A Kafka offset commit failed; the next one covers it.", %error);
+        }
+    }
+}
 
 /// Where a worker's input time may go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -691,8 +697,10 @@ impl KafkaReader {
         }
         let count = list.count();
         if count > 0 {
+            // Asynchronous: a commit round trip must not stall reading (the result is logged
+            // by the consumer's context; the final commit at the end waits for its answer).
             self.consumer
-                .commit(&list, CommitMode::Sync)
+                .commit(&list, CommitMode::Async)
                 .context("committing Kafka offsets")?;
         }
         Ok(count)
