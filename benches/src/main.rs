@@ -336,6 +336,7 @@ fn guard(
             wall,
             events_per_s: events / wall,
             peak_rss_mb: number("peak_rss_bytes") / 1e6,
+            cpu_s: number("cpu_seconds"),
             state_bytes_per_series: number("guard_state_bytes") / number("series"),
             archive_mb: number("bytes") / 1e6,
             alerts: number("alerts_raised"),
@@ -358,6 +359,7 @@ struct Run {
     wall: f64,
     events_per_s: f64,
     peak_rss_mb: f64,
+    cpu_s: f64,
     state_bytes_per_series: f64,
     archive_mb: f64,
     alerts: f64,
@@ -393,6 +395,11 @@ fn report(
         best.events_per_s / cores as f64
     );
     println!("  events/s total (median) {:.0}", median.events_per_s);
+    println!(
+        "  CPU (best run)         {:.2}s: {:.0} events per CPU-second",
+        best.cpu_s,
+        readings as f64 / best.cpu_s
+    );
     println!("  peak RSS               {:.0} MB", best.peak_rss_mb);
     println!(
         "  guard state per series {:.0} bytes",

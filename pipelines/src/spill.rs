@@ -34,6 +34,8 @@ pub struct Spill {
     /// Size of every undelivered record, in order, and their sum.
     sizes: std::collections::VecDeque<(u64, u64)>,
     pending_bytes: u64,
+    /// Appended since the last sync.
+    dirty: bool,
     key: Option<PayloadKey>,
 }
 
@@ -114,6 +116,7 @@ impl Spill {
             drained,
             max_bytes,
             pending_bytes: sizes.iter().map(|(_, n)| n).sum(),
+            dirty: false,
             sizes,
             key,
         };
@@ -144,13 +147,22 @@ impl Spill {
         self.len += size;
         self.sizes.push_back((seq, size));
         self.pending_bytes += size;
+        self.dirty = true;
         Ok(seq)
     }
 
-    /// Makes every appended message durable.
+    /// Makes every appended message durable (nothing to do when none was appended since).
     pub fn sync(&mut self) -> anyhow::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
         self.log.flush().context("writing the spill")?;
-        self.log.get_ref().sync_data().context("syncing the spill")
+        self.log
+            .get_ref()
+            .sync_data()
+            .context("syncing the spill")?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Notes that every message up to `upto` is delivered; empties the log once all are and
