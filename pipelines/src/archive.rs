@@ -378,6 +378,8 @@ impl Table {
 struct PartitionFile {
     file: Option<ArrowWriter<Vec<u8>>>,
     rows: usize,
+    /// For a file of one Kafka partition: the offset of its first row, which names it.
+    first_offset: Option<i64>,
 }
 
 impl PartitionFile {
@@ -399,6 +401,7 @@ impl PartitionFile {
     /// Finishes the file and leaves the partition empty for the next one.
     fn finish(&mut self) -> anyhow::Result<(Bytes, u64)> {
         let rows = std::mem::take(&mut self.rows) as u64;
+        self.first_offset = None;
         let file = self.file.take().context("an archive file with no rows")?;
         Ok((Bytes::from(file.into_inner()?), rows))
     }
@@ -474,7 +477,8 @@ where
                         }
                         if partition.total() >= writer.max_rows {
                             let encoded = partition.encode_pending(&table);
-                            names.flush(&writer, &table, worker, hour, &mut partition.file, encoded);
+                            let key = (hour, None);
+                            names.flush(&writer, &table, worker, &key, &mut partition.file, encoded);
                         }
                     }
                 }
@@ -484,7 +488,8 @@ where
                 let closed = closed_before.is_none_or(|first_open| *hour < first_open);
                 if closed && partition.total() > 0 {
                     let encoded = partition.encode_pending(&table);
-                    names.flush(&writer, &table, worker, *hour, &mut partition.file, encoded);
+                    let key = (*hour, None);
+                    names.flush(&writer, &table, worker, &key, &mut partition.file, encoded);
                 }
                 !closed
             });
@@ -503,40 +508,119 @@ pub trait ArchiveBatches<'scope> {
 impl<'scope> ArchiveBatches<'scope> for Stream<'scope, u64, Vec<RecordBatch>> {
     fn archive_batches(self, table: Table, writer: ArchiveWriter, worker: usize) {
         let name = format!("Archive({})", table.name);
-        let mut partitions: HashMap<i64, PartitionFile> = HashMap::new();
+        // One file per hour, and per Kafka partition for batches read from Kafka.
+        let mut partitions: HashMap<(i64, Option<KafkaOrigin>), PartitionFile> = HashMap::new();
         let mut names = FileNames::default();
         let mut marks = writer.marks();
         self.sink(Pipeline, &name, move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for batch in data.flat_map(|batches| batches.drain(..)) {
-                    for (hour, mut rows) in split_by_hour(&batch, table.time_column) {
-                        let file = partitions.entry(hour).or_default();
+                    for (hour, rows) in split_by_hour(&batch, table.time_column) {
+                        let (origin, mut offsets, mut rows) = untag(rows, &table);
+                        let key = (hour, origin);
+                        let file = partitions.entry(key.clone()).or_default();
                         // Fill the file up to the row limit, then start the next one.
                         while rows.num_rows() > 0 {
                             let room = writer.max_rows.saturating_sub(file.rows).max(1);
                             let take = room.min(rows.num_rows());
+                            if file.rows == 0 {
+                                file.first_offset = offsets.as_ref().map(|o| o.value(0));
+                            }
                             let written = file.write(&table, &rows.slice(0, take));
                             rows = rows.slice(take, rows.num_rows() - take);
+                            offsets = offsets.map(|o| o.slice(take, o.len() - take));
                             if let Err(error) = &written {
                                 warn!(message = "Rows could not be archived.", table = table.name, %error);
                             }
                             if file.rows >= writer.max_rows {
-                                names.flush(&writer, &table, worker, hour, file, Ok(()));
+                                names.flush(&writer, &table, worker, &key, file, Ok(()));
                             }
                         }
                     }
                 }
             });
             let closed_before = closed_before(frontier.frontier().first());
-            partitions.retain(|hour, file| {
-                let closed = closed_before.is_none_or(|first_open| *hour < first_open);
+            partitions.retain(|key, file| {
+                let closed = closed_before.is_none_or(|first_open| key.0 < first_open);
                 if closed && file.rows > 0 {
-                    names.flush(&writer, &table, worker, *hour, file, Ok(()));
+                    names.flush(&writer, &table, worker, key, file, Ok(()));
                 }
                 !closed
             });
             marks.after_flush(&writer, closed_before);
         });
+    }
+}
+
+/// The Kafka topic and partition a batch was read from.
+type KafkaOrigin = (Arc<str>, i32);
+
+/// The column and schema metadata that tag a batch read from Kafka with its origin.
+const KAFKA_OFFSET: &str = "_kafka_offset";
+const KAFKA_TOPIC: &str = "vigil.kafka.topic";
+const KAFKA_PARTITION: &str = "vigil.kafka.partition";
+
+/// Tags a batch of rows read from one Kafka partition with that partition and each row's
+/// offset, so that the archive writes it to files of that partition named by the offset of
+/// their first row: a run that replays from a committed offset rewrites the same files.
+pub fn tag_kafka_batch(
+    batch: RecordBatch,
+    topic: &str,
+    partition: i32,
+    offsets: Vec<i64>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batch.schema();
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        KAFKA_OFFSET,
+        arrow::datatypes::DataType::Int64,
+        false,
+    )));
+    let metadata = HashMap::from([
+        (KAFKA_TOPIC.to_owned(), topic.to_owned()),
+        (KAFKA_PARTITION.to_owned(), partition.to_string()),
+    ]);
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(arrow::array::Int64Array::from(offsets)));
+    RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new_with_metadata(
+            fields, metadata,
+        )),
+        columns,
+    )
+}
+
+/// A batch's Kafka origin and row offsets, if tagged, and its rows as the table stores them.
+fn untag(
+    batch: RecordBatch,
+    table: &Table,
+) -> (
+    Option<KafkaOrigin>,
+    Option<arrow::array::Int64Array>,
+    RecordBatch,
+) {
+    let schema = batch.schema();
+    let metadata = schema.metadata();
+    let origin = metadata
+        .get(KAFKA_TOPIC)
+        .zip(metadata.get(KAFKA_PARTITION).and_then(|p| p.parse().ok()));
+    let offsets = batch
+        .column_by_name(KAFKA_OFFSET)
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+        .cloned();
+    match (origin, offsets) {
+        (Some((topic, partition)), Some(offsets)) => {
+            let columns = batch.columns()[..table.schema.fields().len()].to_vec();
+            match RecordBatch::try_new(table.schema.clone(), columns) {
+                Ok(rows) => (
+                    Some((topic.as_str().into(), partition)),
+                    Some(offsets),
+                    rows,
+                ),
+                Err(_) => (None, None, batch),
+            }
+        }
+        _ => (None, None, batch),
     }
 }
 
@@ -588,17 +672,28 @@ impl FileNames {
         writer: &ArchiveWriter,
         table: &Table,
         worker: usize,
-        hour: i64,
+        (hour, origin): &(i64, Option<KafkaOrigin>),
         file: &mut PartitionFile,
         encoded: anyhow::Result<()>,
     ) {
-        let seq = self.next_seq.entry(hour).or_insert(0);
-        let (date, hh) = partition_of(hour * HOUR_MS);
-        let path = format!(
-            "{}/date={date}/hour={hh}/part-{}-w{worker:03}-{seq:05}.parquet",
-            table.name, writer.run
-        );
-        *seq += 1;
+        let (hour, (date, hh)) = (*hour, partition_of(hour * HOUR_MS));
+        let path = match (origin, file.first_offset) {
+            // Rows of one Kafka partition: named by partition and first offset, so the same
+            // rows always make the same file, whichever run writes them.
+            (Some((topic, partition)), Some(first)) => format!(
+                "{}/date={date}/hour={hh}/part-{topic}-p{partition:05}-o{first:020}.parquet",
+                table.name
+            ),
+            _ => {
+                let seq = self.next_seq.entry(hour).or_insert(0);
+                let path = format!(
+                    "{}/date={date}/hour={hh}/part-{}-w{worker:03}-{seq:05}.parquet",
+                    table.name, writer.run
+                );
+                *seq += 1;
+                path
+            }
+        };
         match encoded.and_then(|()| file.finish()) {
             Ok((bytes, rows)) => {
                 info!(message = "Archive file ready.", table = table.name, %path, rows, bytes = bytes.len());

@@ -1038,6 +1038,11 @@ struct WorkerSink {
     lateness: u64,
     key: Option<PayloadKey>,
     rng: rand::rngs::ThreadRng,
+    /// Reading Kafka: the partition the buffered rows come from, the offset of the message
+    /// being read, and each buffered row's offset (see [`crate::archive::tag_kafka_batch`]).
+    kafka: Option<(Arc<str>, i32)>,
+    offset: i64,
+    offsets: Vec<i64>,
 }
 
 impl WorkerSink {
@@ -1056,6 +1061,9 @@ impl WorkerSink {
             lateness,
             key,
             rng: rand::rng(),
+            kafka: None,
+            offset: 0,
+            offsets: Vec::new(),
         }
     }
 
@@ -1063,7 +1071,15 @@ impl WorkerSink {
     fn flush(&mut self) {
         if !self.readings.is_empty() {
             self.events_in += self.readings.len() as u64;
-            match self.readings.finish() {
+            let finished = self.readings.finish().and_then(|batch| match &self.kafka {
+                Some((topic, partition)) => {
+                    let offsets = std::mem::take(&mut self.offsets);
+                    crate::archive::tag_kafka_batch(batch, topic, *partition, offsets)
+                        .map_err(<Reading as vigil_operators::Record>::error)
+                }
+                None => Ok(batch),
+            });
+            match finished {
                 Ok(batch) => self.inputs.readings.send(batch),
                 // The columns are vigil's own and always fit the telemetry schema.
                 Err(error) => {
@@ -1160,6 +1176,9 @@ impl RecordSink for WorkerSink {
         self.max_ts = self.max_ts.max(reading.ts);
         self.points.push(Point::from(&reading));
         self.readings.push(&reading);
+        if self.kafka.is_some() {
+            self.offsets.push(self.offset);
+        }
         if self.readings.len() >= SEND_BATCH {
             self.flush();
         }
@@ -1193,6 +1212,17 @@ impl WorkerSink {
     /// Parses one Kafka message into readings and dead letters (named by topic, partition and
     /// offset).
     fn message(&mut self, message: &KafkaMessage<'_>) {
+        // Buffered rows come from one partition at a time, so that the archive can name its
+        // files by partition and offset.
+        let same = self
+            .kafka
+            .as_ref()
+            .is_some_and(|(t, p)| *p == message.partition && **t == *message.topic);
+        if !same {
+            self.flush();
+            self.kafka = Some((message.topic.into(), message.partition));
+        }
+        self.offset = message.offset;
         let origin = || message.origin();
         match message.payload {
             None => self.dead_letter(

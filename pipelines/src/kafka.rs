@@ -31,6 +31,9 @@ use crate::spill::Spill;
 /// The environment variable a SASL password is read from (unless `password_file` is given).
 pub const PASSWORD_ENV: &str = "VIGIL_KAFKA_PASSWORD";
 
+/// An hour of event time, in ms: the archive's partitions, and the steps commits advance by.
+const HOUR_MS: i64 = 3_600_000;
+
 /// How long metadata, offset and commit requests may take before the job gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -399,8 +402,11 @@ impl KafkaInput {
                 at_end: false,
                 max_ts: None,
                 last_message: Instant::now(),
-                uncommitted: VecDeque::new(),
+                hours: VecDeque::new(),
+                sent: VecDeque::new(),
+                received: next,
                 recorded: next,
+                committed: next,
             });
         }
         consumer
@@ -480,12 +486,21 @@ struct PartitionState {
     /// The newest event time read from it.
     max_ts: Option<i64>,
     last_message: Instant,
-    /// Read but not committed: (next offset after a batch, the event time the batch's data
-    /// was sent at or below — its newest record, or the input time if later). Once the archive
-    /// is durable before that time, the offset may be committed.
-    uncommitted: VecDeque<(i64, i64)>,
-    /// `next` at the last batch recorded in `uncommitted`.
+    /// Where the partition's event time entered each hour: (offset, start of the hour) of the
+    /// record that first took its newest event time into that hour. Records before such an
+    /// offset lie in earlier hours (or are late), so once the archive has closed and stored
+    /// those hours, the offset may be committed — at the record, not a whole batch, so that a
+    /// replay never starts inside an hour whose files are already written.
+    hours: VecDeque<(i64, i64)>,
+    /// Batches not yet known to be received by every output: (offset after the batch, input
+    /// time its data was sent at).
+    sent: VecDeque<(i64, u64)>,
+    /// The furthest batch end whose data the outputs have certainly received.
+    received: i64,
+    /// `next` at the last batch recorded in `sent`.
     recorded: i64,
+    /// The offset last committed.
+    committed: i64,
 }
 
 impl PartitionState {
@@ -627,6 +642,13 @@ impl KafkaReader {
                 &mut max_ts,
             );
             if max_ts != i64::MIN {
+                let hour = max_ts.div_euclid(HOUR_MS);
+                if state
+                    .max_ts
+                    .is_none_or(|before| before.div_euclid(HOUR_MS) < hour)
+                {
+                    state.hours.push_back((message.offset(), hour * HOUR_MS));
+                }
                 state.max_ts = Some(max_ts);
             }
             state.next = message.offset() + 1;
@@ -670,29 +692,39 @@ impl KafkaReader {
     pub fn record_batch(&mut self, sent_at: u64) {
         for p in &mut self.partitions {
             if p.next > p.recorded {
-                let stamp = p.max_ts.unwrap_or(i64::MIN).max(sent_at as i64);
-                p.uncommitted.push_back((p.next, stamp));
+                p.sent.push_back((p.next, sent_at));
                 p.recorded = p.next;
             }
         }
     }
 
-    /// Commits, for every partition, the furthest offset before which everything read has
-    /// reached the outputs durably: batches stamped before `durable_before`.
+    /// Commits, for every partition, the furthest offset before which everything read is in
+    /// the outputs durably, given that they are durable for event time before
+    /// `durable_before`: the data was sent at an input time before it (so every output has
+    /// received it, and flushed what it closed), and the records lie in hours before it.
     pub fn commit_durable(&mut self, durable_before: i64) -> anyhow::Result<usize> {
         let mut list = TopicPartitionList::new();
         for p in &mut self.partitions {
-            let mut upto = None;
-            while let Some(&(next, stamp)) = p.uncommitted.front() {
-                if stamp >= durable_before {
+            while let Some(&(end, sent_at)) = p.sent.front() {
+                if sent_at as i64 >= durable_before {
                     break;
                 }
-                upto = Some(next);
-                p.uncommitted.pop_front();
+                p.received = p.received.max(end);
+                p.sent.pop_front();
             }
-            if let Some(next) = upto {
-                list.add_partition_offset(&p.topic, p.partition, Offset::Offset(next))
+            while p
+                .hours
+                .front()
+                .is_some_and(|(_, hour)| *hour < durable_before)
+            {
+                p.hours.pop_front();
+            }
+            let in_closed_hours = p.hours.front().map_or(p.next, |(offset, _)| *offset);
+            let upto = p.received.min(in_closed_hours);
+            if upto > p.committed {
+                list.add_partition_offset(&p.topic, p.partition, Offset::Offset(upto))
                     .context("listing offsets to commit")?;
+                p.committed = upto;
             }
         }
         let count = list.count();
