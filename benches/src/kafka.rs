@@ -15,8 +15,7 @@ use vigil_tests::kafka::Broker;
 
 /// Produces `readings` readings and measures vigil-guard consuming them with `workers`.
 pub fn throughput(
-    readings: u64,
-    sources: usize,
+    spec: &RocketSpec,
     workers: usize,
     partitions: i32,
     guards: &[String],
@@ -24,13 +23,8 @@ pub fn throughput(
     let broker = Broker::start();
     let topic = "bench-telemetry";
     broker.create_topic(topic, partitions);
-    let spec = RocketSpec {
-        vehicles: sources,
-        ticks: (readings / (sources as u64 * 8)).max(1),
-        ..RocketSpec::default()
-    };
     let started = Instant::now();
-    let lines: Vec<(String, String)> = rocket_readings(&spec)
+    let lines: Vec<(String, String)> = rocket_readings(spec)
         .map(|r| (r.source.to_string(), r.to_json()))
         .collect();
     let produced = lines.len() as u64;

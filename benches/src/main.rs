@@ -26,19 +26,37 @@ struct Args {
     command: Bench,
 }
 
+/// The generated load a throughput benchmark runs, and with how many workers.
+#[derive(Debug, clap::Args)]
+struct Load {
+    /// Readings to generate (rounded down to whole ticks of all sources).
+    #[arg(long, default_value_t = 2_000_000)]
+    readings: u64,
+    /// Sources (vehicles); each has 8 metrics.
+    #[arg(long, default_value_t = 1_000)]
+    sources: usize,
+    /// Timely workers (`-w`) for vigil-guard.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+}
+
+impl Load {
+    /// The generator's rocket telemetry for this load.
+    fn spec(&self) -> RocketSpec {
+        RocketSpec {
+            vehicles: self.sources,
+            ticks: (self.readings / (self.sources as u64 * 8)).max(1),
+            ..RocketSpec::default()
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// vigil-guard from NDJSON to the Parquet archive with the z-score guard.
     Guard {
-        /// Readings to generate (rounded down to whole ticks of all sources).
-        #[arg(long, default_value_t = 2_000_000)]
-        readings: u64,
-        /// Sources (vehicles); each has 8 metrics.
-        #[arg(long, default_value_t = 1_000)]
-        sources: usize,
-        /// Timely workers (`-w`) for vigil-guard.
-        #[arg(long, short = 'w', default_value_t = 2)]
-        workers: usize,
+        #[command(flatten)]
+        load: Load,
         /// Runs to make; the best and the median are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -91,15 +109,8 @@ enum Bench {
     },
     /// vigil-guard from a Kafka topic (4 partitions, keyed by source) to the archive.
     Kafka {
-        /// Readings to produce (rounded down to whole ticks of all sources).
-        #[arg(long, default_value_t = 2_000_000)]
-        readings: u64,
-        /// Sources (vehicles); each has 8 metrics.
-        #[arg(long, default_value_t = 1_000)]
-        sources: usize,
-        /// Timely workers (`-w`) for vigil-guard.
-        #[arg(long, short = 'w', default_value_t = 2)]
-        workers: usize,
+        #[command(flatten)]
+        load: Load,
         /// Partitions of the topic.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
@@ -129,9 +140,7 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Bench::Guard {
-            readings,
-            sources,
-            workers,
+            load,
             runs,
             dir,
             guard: guards,
@@ -148,9 +157,9 @@ fn main() -> anyhow::Result<()> {
             let run = GuardRun {
                 guards,
                 scores,
-                workers,
+                workers: load.workers,
             };
-            guard(readings, sources, &run, runs, dir)
+            guard(&load.spec(), &run, runs, dir)
         }
         Bench::Nab {
             dir,
@@ -171,12 +180,10 @@ fn main() -> anyhow::Result<()> {
         },
         Bench::Launch { dir, guard } => launch::run(&dir, &guard),
         Bench::Kafka {
-            readings,
-            sources,
-            workers,
+            load,
             partitions,
             guard,
-        } => kafka::throughput(readings, sources, workers, partitions, &guard),
+        } => kafka::throughput(&load.spec(), load.workers, partitions, &guard),
         Bench::KafkaLatency {
             rate,
             seconds,
@@ -267,8 +274,7 @@ struct GuardRun {
 }
 
 fn guard(
-    readings: u64,
-    sources: usize,
+    spec: &RocketSpec,
     run: &GuardRun,
     runs: usize,
     dir: Option<PathBuf>,
@@ -278,15 +284,10 @@ fn guard(
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
-    let spec = RocketSpec {
-        vehicles: sources,
-        ticks: (readings / (sources as u64 * 8)).max(1),
-        ..RocketSpec::default()
-    };
     let input = dir.join("bench.ndjson");
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&input)?);
-    let written = write_rocket_ndjson(&spec, &mut out)?;
+    let written = write_rocket_ndjson(spec, &mut out)?;
     drop(out);
     let bytes = std::fs::metadata(&input)?.len();
     eprintln!(
