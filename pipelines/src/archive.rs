@@ -461,7 +461,8 @@ where
             distinct: R::DISTINCT_COLUMNS,
             time_column: 0,
         };
-        let mut partitions: HashMap<i64, OpenPartition<R>> = HashMap::new();
+        // One file per hour, and per log partition for records read from one (Kafka).
+        let mut partitions: HashMap<(i64, Option<KafkaOrigin>), OpenPartition<R>> = HashMap::new();
         let mut names = FileNames::default();
         let mut marks = writer.marks();
         self.sink(Pipeline, &name, move |(input, frontier)| {
@@ -469,7 +470,12 @@ where
                 for batch in data {
                     for record in batch.drain(..) {
                         let hour = record.event_time().div_euclid(HOUR_MS);
-                        let partition = partitions.entry(hour).or_insert_with(OpenPartition::new);
+                        let position = record.log_position();
+                        let key = (hour, position.map(|(topic, p, _)| (Arc::from(topic), p)));
+                        let partition = partitions.entry(key.clone()).or_insert_with(OpenPartition::new);
+                        if partition.total() == 0 {
+                            partition.file.first_offset = position.map(|(_, _, offset)| offset);
+                        }
                         if let Err(error) = partition.push(&table, &record) {
                             // Records are built by vigil and always fit their own schema.
                             warn!(message = "Record could not be archived.", table = R::TABLE, %error);
@@ -477,19 +483,17 @@ where
                         }
                         if partition.total() >= writer.max_rows {
                             let encoded = partition.encode_pending(&table);
-                            let key = (hour, None);
                             names.flush(&writer, &table, worker, &key, &mut partition.file, encoded);
                         }
                     }
                 }
             });
             let closed_before = closed_before(frontier.frontier().first());
-            partitions.retain(|hour, partition| {
-                let closed = closed_before.is_none_or(|first_open| *hour < first_open);
+            partitions.retain(|key, partition| {
+                let closed = closed_before.is_none_or(|first_open| key.0 < first_open);
                 if closed && partition.total() > 0 {
                     let encoded = partition.encode_pending(&table);
-                    let key = (*hour, None);
-                    names.flush(&writer, &table, worker, &key, &mut partition.file, encoded);
+                    names.flush(&writer, &table, worker, key, &mut partition.file, encoded);
                 }
                 !closed
             });

@@ -263,6 +263,20 @@ impl Broker {
         }
     }
 
+    /// Commits offset 0 for every partition of `topic` in `group`, so that its next run
+    /// reads the topic again from the start (as `kafka-consumer-groups --reset-offsets` does).
+    pub fn rewind(&self, group: &str, topic: &str) {
+        let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..self.partitions(topic) {
+            list.add_partition_offset(topic, p, Offset::Offset(0))
+                .unwrap();
+        }
+        consumer
+            .commit(&list, rdkafka::consumer::CommitMode::Sync)
+            .unwrap();
+    }
+
     /// The group's committed offset of each partition of `topic` (`None` where none is).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();

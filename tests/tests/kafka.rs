@@ -156,8 +156,28 @@ fn kafka_in_and_out_equals_a_backfill_and_commits_its_offsets() {
     let ends: Vec<i64> = (0..4).map(|p| broker.end_offset("telemetry", p)).collect();
     let committed = broker.committed("guard-test", "telemetry", 4);
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
-    let again = run_job(job(input, &tmp.path().join("again"), AlertsOut::Off, 2));
+    let again = run_job(job(
+        input.clone(),
+        &tmp.path().join("again"),
+        AlertsOut::Off,
+        2,
+    ));
     assert_eq!((again.events_in, again.errors), (0, 0));
+
+    // Read the whole topic once more into the same archive: its files of each partition are
+    // named by their first offset, so the replay rewrites them and adds no row, with one worker
+    // as with two.
+    broker.rewind("guard-test", "telemetry");
+    let replay = run_job(job(input, &archive, AlertsOut::Off, 1));
+    assert_eq!(replay.events_in, n);
+    assert_eq!(
+        sql_count(&archive, "SELECT count(*) FROM telemetry"),
+        n as i64
+    );
+    assert_eq!(
+        sql_count(&archive, "SELECT count(*) FROM errors"),
+        BAD.len() as i64
+    );
 }
 
 #[test]

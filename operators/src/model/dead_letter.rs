@@ -45,6 +45,14 @@ impl DeadLetter {
 impl Record for DeadLetter {
     const TABLE: &'static str = "errors";
 
+    /// Dead letters of Kafka messages carry `kafka:TOPIC/PARTITION@OFFSET` as their origin.
+    fn log_position(&self) -> Option<(&str, i32, i64)> {
+        let rest = self.origin.strip_prefix("kafka:")?;
+        let (place, offset) = rest.rsplit_once('@')?;
+        let (topic, partition) = place.rsplit_once('/')?;
+        Some((topic, partition.parse().ok()?, offset.parse().ok()?))
+    }
+
     fn fields() -> Vec<FieldRef> {
         vec![
             ts_field("ts", false),

@@ -50,6 +50,12 @@ pub trait Record: Serialize + for<'de> Deserialize<'de> + Sized {
     /// The event time (epoch ms) that decides the record's `date=`/`hour=` partition.
     fn event_time(&self) -> i64;
 
+    /// Where the record was read in a partitioned log — (topic, partition, offset) — when it
+    /// came from one; the archive keeps such records in files of one partition, named by it.
+    fn log_position(&self) -> Option<(&str, i32, i64)> {
+        None
+    }
+
     /// The Arrow schema built from [`Record::fields`].
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(Self::fields()))
