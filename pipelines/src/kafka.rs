@@ -108,6 +108,17 @@ impl Query {
 
 const SECURITY_PARAMS: &str = "security, ca, cert, key, user, mechanism, password_file";
 
+/// A `kafka://BROKERS[/PATH][?QUERY]` URL cut into its brokers, its path (topics; empty when
+/// none) and its query.
+fn split_url(url: &str) -> anyhow::Result<(&str, &str, Query)> {
+    let rest = url
+        .strip_prefix("kafka://")
+        .with_context(|| format!("{url} is not a kafka:// URL"))?;
+    let (place, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (brokers, path) = place.split_once('/').unwrap_or((place, ""));
+    Ok((brokers, path, Query::parse(query)))
+}
+
 impl KafkaEndpoint {
     /// Reads the brokers and the security parameters of a `kafka://` URL: `security=ssl|
     /// sasl_plaintext|sasl_ssl`, `ca=FILE`, `cert=FILE`, `key=FILE`, `user=NAME`,
@@ -159,27 +170,19 @@ impl KafkaEndpoint {
 
     /// Parses `kafka://HOST:PORT[,…][?security parameters]`, as `--alerts` takes it.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("kafka://")
-            .with_context(|| format!("{url} is not a kafka:// URL"))?;
-        let (brokers, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut query = Query::parse(query);
-        let endpoint = Self::from_parts(url, brokers.trim_end_matches('/'), &mut query)?;
+        let (brokers, _, mut query) = split_url(url)?;
+        let endpoint = Self::from_parts(url, brokers, &mut query)?;
         query.finish(url, SECURITY_PARAMS)?;
         Ok(endpoint)
     }
 
     /// Parses `kafka://HOST:PORT[,…]/TOPIC[?security parameters]`: a cluster and one topic.
     pub fn parse_with_topic(url: &str) -> anyhow::Result<(Self, String)> {
-        let rest = url
-            .strip_prefix("kafka://")
-            .with_context(|| format!("{url} is not a kafka:// URL"))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (brokers, topic) = path
-            .split_once('/')
-            .filter(|(_, t)| !t.is_empty() && !t.contains(','))
-            .with_context(|| format!("{url} names no topic: use kafka://HOST:PORT/TOPIC"))?;
-        let mut query = Query::parse(query);
+        let (brokers, topic, mut query) = split_url(url)?;
+        anyhow::ensure!(
+            !topic.is_empty() && !topic.contains(','),
+            "{url} names no topic: use kafka://HOST:PORT/TOPIC"
+        );
         let endpoint = Self::from_parts(url, brokers, &mut query)?;
         query.finish(url, SECURITY_PARAMS)?;
         Ok((endpoint, topic.to_owned()))
@@ -243,13 +246,7 @@ pub const DEFAULT_GROUP: &str = "vigil-guard";
 impl KafkaInput {
     /// Parses a `kafka://` input URL.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("kafka://")
-            .with_context(|| format!("{url} is not a kafka:// URL"))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (brokers, topics) = path.split_once('/').with_context(|| {
-            format!("{url} names no topic: use kafka://HOST:PORT/TOPIC?group=GROUP")
-        })?;
+        let (brokers, topics, mut query) = split_url(url)?;
         let topics: Vec<String> = topics
             .split(',')
             .map(str::trim)
@@ -260,7 +257,6 @@ impl KafkaInput {
             !topics.is_empty(),
             "{url} names no topic: use kafka://HOST:PORT/TOPIC?group=GROUP"
         );
-        let mut query = Query::parse(query);
         let endpoint = KafkaEndpoint::from_parts(url, brokers, &mut query)?;
         let group = query.take("group").unwrap_or_else(|| DEFAULT_GROUP.into());
         let stop_at_end = match query.take("stop").as_deref() {
@@ -462,14 +458,25 @@ fn explain(error: KafkaError, endpoint: &KafkaEndpoint) -> anyhow::Error {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
             "the topic does not exist: create it first".to_owned()
         }
-        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
-        | Some(RDKafkaErrorCode::OperationTimedOut) => {
+        _ if unreachable(&error) => {
             "the brokers could not be reached: check the address and that Kafka is running"
                 .to_owned()
         }
         _ => "check the brokers' address and the security parameters".to_owned(),
     };
-    anyhow::anyhow!("Kafka at {endpoint}: {error}: {hint}")
+    anyhow::Error::new(error).context(format!("Kafka at {endpoint}: {hint}"))
+}
+
+/// Whether an error says the brokers did not answer (rather than refused something).
+fn unreachable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
 }
 
 /// One assigned partition's reading state.
@@ -675,16 +682,17 @@ impl KafkaReader {
         let now = Instant::now();
         let mark =
             |p: &PartitionState| p.max_ts.map(|t| (t.max(0) as u64).saturating_sub(lateness));
-        let live: Vec<&PartitionState> = self
+        // A live partition that has given nothing yet holds the watermark at the start.
+        let live = self
             .partitions
             .iter()
             .filter(|p| !p.done() && !p.is_idle(now, self.idle))
-            .collect();
-        if live.is_empty() {
-            return Watermark::Idle(self.partitions.iter().filter_map(mark).max());
+            .map(|p| mark(p).unwrap_or(0))
+            .min();
+        match live {
+            Some(watermark) => Watermark::Live(watermark),
+            None => Watermark::Idle(self.partitions.iter().filter_map(mark).max()),
         }
-        // A live partition that has given nothing yet holds the watermark at the start.
-        Watermark::Live(live.iter().map(|p| mark(p).unwrap_or(0)).min().unwrap_or(0))
     }
 
     /// Notes where every partition got to after a batch whose data was sent into the dataflow
@@ -952,8 +960,11 @@ impl KafkaAlerts {
         let producer = TopicProducer::create(endpoint, "alert", "0")?;
         for topic in topics {
             if let Err(error) = producer.check_topic(topic, "alert") {
-                let unreachable = format!("{error:#}").contains("could not be reached");
-                if !unreachable {
+                let away = error
+                    .chain()
+                    .find_map(|e| e.downcast_ref::<KafkaError>())
+                    .is_some_and(unreachable);
+                if !away {
                     return Err(error);
                 }
                 warn!(message = "The alert broker does not answer; alerts wait in the spill.", %endpoint, error = %format!("{error:#}"));
