@@ -13,18 +13,8 @@ use std::time::{Duration, Instant};
 pub struct PouchServer {
     child: Child,
     port: u16,
-    _dir: tempfile_dir::Dir,
-}
-
-mod tempfile_dir {
-    /// A directory removed on drop (pouchdb-server writes its config and log where it runs).
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    /// Where it runs: pouchdb-server writes its config and log there.
+    _dir: tempfile::TempDir,
 }
 
 /// A free loopback port.
@@ -44,8 +34,7 @@ impl PouchServer {
 
     /// Starts pouchdb-server on `port` and waits until it answers.
     pub fn start_on(port: u16) -> PouchServer {
-        let dir = std::env::temp_dir().join(format!("vigil-pouch-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new("pouchdb-server")
             .args([
                 "--in-memory",
@@ -54,7 +43,7 @@ impl PouchServer {
                 "--port",
                 &port.to_string(),
             ])
-            .current_dir(&dir)
+            .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -67,7 +56,7 @@ impl PouchServer {
         let server = PouchServer {
             child,
             port,
-            _dir: tempfile_dir::Dir(dir),
+            _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.try_request("GET", "/", None).is_none() {
