@@ -15,6 +15,7 @@ pub mod model;
 pub mod time;
 
 pub use guards::burst::{Burst, LATE_EVENT, SCHEMA_EVENT};
+pub use guards::checkpoint::{Checkpoints, SnapshotStore};
 pub use guards::composite::Composite;
 pub use guards::ewma::{Ewma, EwmaStats};
 pub use guards::level_shift::LevelShift;
@@ -25,8 +26,8 @@ pub use guards::registry::Registry;
 pub use guards::seasonal::Seasonal;
 pub use guards::sequence::Sequence;
 pub use guards::series_guard::{
-    ALL_NAMES, Guard, GuardLabel, GuardMetrics, Hysteresis, SeriesGuard, SeriesLogic, Verdict,
-    distance_score,
+    ALL_NAMES, Guard, GuardLabel, GuardMetrics, GuardOptions, Hysteresis, SeriesGuard, SeriesLogic,
+    Verdict, distance_score,
 };
 pub use guards::silence::Silence;
 pub use guards::threshold::Threshold;

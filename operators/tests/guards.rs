@@ -164,21 +164,46 @@ fn sort(alerts: &mut [Seen]) {
     alerts.sort_by(|a, b| (a.ts, &a.id, a.status).cmp(&(b.ts, &b.id, b.status)));
 }
 
-/// Runs `build` over the readings on `workers` workers, feeding them the way the pipeline
-/// does: in event-time batches spread over workers, each sent at its worker's watermark.
-fn run_dataflow<F>(
-    readings: &[Reading],
-    workers: usize,
-    build: F,
-) -> (Vec<Alert>, Vec<(OpenAlert, isize)>)
-where
+/// Builds the guards under test on a worker's stream of points.
+trait BuildGuards:
+    Fn(
+        timely::dataflow::Stream<'_, u64, Vec<Point>>,
+    ) -> timely::dataflow::Stream<'_, u64, Vec<Alert>>
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> BuildGuards for F where
     F: Fn(
             timely::dataflow::Stream<'_, u64, Vec<Point>>,
         ) -> timely::dataflow::Stream<'_, u64, Vec<Alert>>
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// Runs `build` over the readings on `workers` workers, feeding them the way the pipeline
+/// does: in event-time batches spread over workers, each sent at its worker's watermark.
+fn run_dataflow(
+    readings: &[Reading],
+    workers: usize,
+    build: impl BuildGuards,
+) -> (Vec<Alert>, Vec<(OpenAlert, isize)>) {
+    run_dataflow_paced(readings, workers, false, build)
+}
+
+/// As [`run_dataflow`]; `paced`: each worker lets the dataflow catch up with its input time
+/// after every batch, as the job's reading loop does, so the guards see the frontier move in
+/// small steps instead of all at once.
+fn run_dataflow_paced(
+    readings: &[Reading],
+    workers: usize,
+    paced: bool,
+    build: impl BuildGuards,
+) -> (Vec<Alert>, Vec<(OpenAlert, isize)>) {
     let mut sorted = readings.to_vec();
     sorted.sort_by_key(|r| r.ts);
     // Shuffle inside each batch so that the operator's own ordering is what is tested.
@@ -211,6 +236,9 @@ where
             if let Some(next) = mine.get(k + 1) {
                 let next_min = next.iter().map(|r| r.ts).min().unwrap_or(0) as u64;
                 input.advance_to(next_min.max(*input.time()));
+                while paced && probe.less_than(input.time()) {
+                    worker.step();
+                }
             }
             worker.step();
         }
@@ -547,7 +575,9 @@ fn guard_set_matches_replay_per_series() {
     }
     sort(&mut expected);
     for workers in [1, 2] {
-        let (alerts, _) = run_dataflow(&readings, workers, move |s| s.guards(build(), None));
+        let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+            s.guards(build(), GuardOptions::default())
+        });
         assert_same(&alerts, &expected);
     }
 }
@@ -726,7 +756,10 @@ fn by_source<L: SeriesLogic + Clone + Send + Sync>(
     logic: L,
 ) -> Vec<(String, String, AlertStatus, i64)> {
     let (alerts, _) = run_dataflow(readings, workers, move |s| {
-        s.guards_by_source(vec![Guard::new(GuardLabel::new(name), logic.clone())], None)
+        s.guards_by_source(
+            vec![Guard::new(GuardLabel::new(name), logic.clone())],
+            GuardOptions::default(),
+        )
     });
     let mut got: Vec<_> = alerts
         .iter()
@@ -994,4 +1027,213 @@ fn level_shift_and_seasonal_match_references() {
         });
         assert_same(&alerts, &expected);
     }
+}
+
+/// Snapshot bytes by operator.
+type Blobs = BTreeMap<String, Vec<Vec<u8>>>;
+
+/// Snapshots taken: (operator, at) → (workers that took it, worker → bytes).
+type Saved = BTreeMap<(String, u64), (usize, BTreeMap<usize, Vec<u8>>)>;
+
+/// Keeps snapshots in memory, targets the next boundary as soon as the last target is
+/// complete, and restores a given one.
+struct MemoryStore {
+    every_ms: u64,
+    /// (newest frontier reported, current target)
+    targets: Mutex<(u64, Option<u64>)>,
+    restore: Option<(u64, Blobs)>,
+    saved: Mutex<Saved>,
+    failed: Mutex<Vec<String>>,
+}
+
+impl MemoryStore {
+    fn new(every_ms: u64) -> Self {
+        Self {
+            every_ms,
+            targets: Mutex::default(),
+            restore: None,
+            saved: Mutex::default(),
+            failed: Mutex::default(),
+        }
+    }
+
+    /// Snapshots every worker took, by time, for `operator`.
+    fn complete(&self, operator: &str) -> BTreeMap<u64, Vec<Vec<u8>>> {
+        let saved = self.saved.lock().unwrap();
+        saved
+            .iter()
+            .filter(|((op, _), (peers, by_worker))| op == operator && by_worker.len() == *peers)
+            .map(|((_, at), (_, by_worker))| (*at, by_worker.values().cloned().collect()))
+            .collect()
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    fn target(&self, frontier: u64) -> Option<u64> {
+        let mut targets = self.targets.lock().unwrap();
+        targets.0 = targets.0.max(frontier);
+        let complete = |at: u64| {
+            let saved = self.saved.lock().unwrap();
+            saved
+                .iter()
+                .any(|((_, t), (peers, by_worker))| *t == at && by_worker.len() == *peers)
+        };
+        if let Some(at) = targets.1
+            && !complete(at)
+        {
+            return Some(at);
+        }
+        let next = (targets.0 / self.every_ms + 1) * self.every_ms;
+        targets.1 = Some(next);
+        Some(next)
+    }
+
+    fn final_at(&self) -> Option<u64> {
+        None
+    }
+
+    fn save(&self, operator: &str, worker: usize, peers: usize, at: u64, bytes: Vec<u8>) {
+        let mut saved = self.saved.lock().unwrap();
+        let entry = saved
+            .entry((operator.to_owned(), at))
+            .or_insert_with(|| (peers, BTreeMap::new()));
+        entry.1.insert(worker, bytes);
+    }
+
+    fn restore(&self, operator: &str) -> Option<(u64, Vec<Vec<u8>>)> {
+        let (at, blobs) = self.restore.as_ref()?;
+        Some((*at, blobs.get(operator)?.clone()))
+    }
+
+    fn restore_failed(&self, operator: &str, error: &str) {
+        self.failed
+            .lock()
+            .unwrap()
+            .push(format!("{operator}: {error}"));
+    }
+}
+
+#[test]
+fn restored_from_a_snapshot_the_guards_go_on_as_if_never_stopped() {
+    // Noisy series with spikes and shifts, and series that fall silent, over 350 s.
+    let mut readings = dataset(31);
+    readings.extend(gappy().into_iter().map(|r| {
+        let ts = r.ts;
+        Reading::new(
+            &format!("quiet-{}", r.source),
+            &r.name,
+            1_000_000 + ts / 2,
+            r.value,
+        )
+    }));
+    let build = || {
+        vec![
+            Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0)),
+            Guard::new(GuardLabel::new("composite"), Composite::default()),
+            Guard::new(GuardLabel::new("mad"), Mad::default()),
+            Guard::new(GuardLabel::new("rate"), Rate::default()),
+            Guard::new(GuardLabel::new("level_shift"), LevelShift::default()),
+            Guard::new(GuardLabel::new("silence"), Silence::default()),
+        ]
+    };
+    let store = Arc::new(MemoryStore::new(60_000));
+    let checkpoints = |store: &Arc<MemoryStore>| GuardOptions {
+        metrics: None,
+        checkpoints: Some(Checkpoints {
+            store: store.clone(),
+            operator: "series",
+        }),
+    };
+    let options = checkpoints(&store);
+    let (full, _) = run_dataflow_paced(&readings, 2, true, move |s| {
+        s.guards(build(), options.clone())
+    });
+    let snapshots = store.complete("series");
+    assert!(
+        snapshots.len() >= 3,
+        "a snapshot at most boundaries the frontier passed: {:?}",
+        snapshots.keys().collect::<Vec<_>>()
+    );
+    let raised_total = full
+        .iter()
+        .filter(|a| a.status == AlertStatus::Raised)
+        .count();
+    assert!(raised_total > 10, "the data raises alerts: {raised_total}");
+    let mut silence_checked = 0;
+    for (at, blobs) in snapshots.into_iter().skip(1).step_by(2) {
+        let mut expected: Vec<Seen> = full
+            .iter()
+            .filter(|a| a.ts >= at as i64)
+            .map(seen)
+            .collect();
+        sort(&mut expected);
+        let silence_after = full
+            .iter()
+            .filter(|a| a.ts >= at as i64 && a.guard == "silence")
+            .count();
+        silence_checked += silence_after;
+        // Restored by another number of workers than took the snapshot: series move.
+        for workers in [1, 3] {
+            let mut restoring = MemoryStore::new(60_000);
+            restoring.restore = Some((at, BTreeMap::from([("series".to_owned(), blobs.clone())])));
+            let restoring = Arc::new(restoring);
+            let options = checkpoints(&restoring);
+            // The whole input again, as a source replaying from an earlier position would
+            // send it: what lies before the snapshot is in it already.
+            let (alerts, _) = run_dataflow(&readings, workers, move |s| {
+                s.guards(build(), options.clone())
+            });
+            assert!(restoring.failed.lock().unwrap().is_empty());
+            let mut actual: Vec<Seen> = alerts.iter().map(seen).collect();
+            sort(&mut actual);
+            assert_eq!(
+                actual.len(),
+                expected.len(),
+                "restored at {at} on {workers} workers: as many alerts as the uninterrupted run from there ({silence_after} of silence)"
+            );
+            assert_eq!(actual, expected, "restored at {at} on {workers} workers");
+        }
+    }
+    assert!(
+        silence_checked > 0,
+        "silence alerts follow some snapshot, so overdue series are restored too"
+    );
+}
+
+#[test]
+fn a_snapshot_of_other_guards_is_refused_and_the_state_starts_empty() {
+    let readings = dataset(5);
+    let store = Arc::new(MemoryStore::new(60_000));
+    let options = GuardOptions {
+        metrics: None,
+        checkpoints: Some(Checkpoints {
+            store: store.clone(),
+            operator: "series",
+        }),
+    };
+    let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
+    run_dataflow(&readings, 1, move |s| s.guards(zscore(), options.clone()));
+    let (at, blobs) = store.complete("series").into_iter().nth(1).unwrap();
+
+    let mut restoring = MemoryStore::new(60_000);
+    restoring.restore = Some((at, BTreeMap::from([("series".to_owned(), blobs)])));
+    let restoring = Arc::new(restoring);
+    let options = GuardOptions {
+        metrics: None,
+        checkpoints: Some(Checkpoints {
+            store: restoring.clone(),
+            operator: "series",
+        }),
+    };
+    let ewma = || vec![Guard::new(GuardLabel::new("ewma"), Ewma::default())];
+    let (alerts, _) = run_dataflow(&readings, 1, move |s| s.guards(ewma(), options.clone()));
+    let failed = restoring.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("zscore"), "{failed:?}");
+    // Started empty and judged the whole input, not only what follows the snapshot.
+    assert!(
+        alerts.iter().any(|a| a.ts < at as i64),
+        "{} alerts",
+        alerts.len()
+    );
 }

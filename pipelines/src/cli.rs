@@ -81,6 +81,11 @@ pub struct GuardArgs {
     #[arg(long)]
     pub spill: Option<PathBuf>,
 
+    /// Where the guards' state is snapshotted when reading Kafka (default `./vigil-state`), so
+    /// that a restart from the committed offsets carries on where the guards were.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -116,6 +121,9 @@ impl GuardArgs {
         }
         if let Some(dir) = &self.spill {
             job.spill_dir = dir.clone();
+        }
+        if let Some(dir) = &self.state {
+            job.state_dir = dir.clone();
         }
         if let Some(rows) = self.max_rows_per_file {
             job.max_rows_per_file = rows.max(1);

@@ -48,6 +48,9 @@ pub struct InputConfig {
     pub kafka: Vec<String>,
     /// How far out of order a record may arrive before it is late, e.g. `10s`.
     pub lateness: Option<String>,
+    /// With Kafka: where the guards' state is snapshotted, relative to the config file
+    /// (default `./vigil-state`).
+    pub state: Option<PathBuf>,
 }
 
 /// The `[archive]` table.
@@ -480,6 +483,9 @@ impl JobConfig {
         }
         if let Some(spill) = &self.alerts.spill {
             job.spill_dir = at(spill);
+        }
+        if let Some(state) = &self.input.state {
+            job.state_dir = at(state);
         }
         if let Some(output) = &self.alerts.output {
             job.alerts = match AlertsOut::parse(output)

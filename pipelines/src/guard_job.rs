@@ -19,15 +19,19 @@ use vigil_datasets::loaders::{
     read_range, read_unit,
 };
 use vigil_operators::{
-    AnomalyScore, DeadLetter, GuardMetrics, LATE_EVENT, Point, Reading, ReadingRef, SCHEMA_EVENT,
-    SeriesGuard, TelemetryColumns,
+    AnomalyScore, Checkpoints, DeadLetter, GuardMetrics, GuardOptions, LATE_EVENT, Point, Reading,
+    ReadingRef, SCHEMA_EVENT, SeriesGuard, SnapshotStore, TelemetryColumns,
 };
 
 use crate::alerts_out::{AlertCounts, AlertTarget, WriteAlerts};
 use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
+use crate::checkpoint::StateDir;
 use crate::crypto::PayloadKey;
 use crate::guards::{ConfiguredGuard, GuardSpec};
 use crate::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader, Watermark};
+
+/// Guard snapshots are taken at hour boundaries of event time, as archive files close.
+const HOUR_MS: i64 = 3_600_000;
 
 /// Units a worker may read ahead of what the dataflow has finished, which bounds memory.
 const UNITS_IN_FLIGHT: usize = 4;
@@ -172,6 +176,9 @@ pub struct GuardJob {
     pub scores: ScoresOut,
     /// Where alerts for Kafka wait until the broker has them (a local directory).
     pub spill_dir: PathBuf,
+    /// Where the guards' state is snapshotted when the input is Kafka (a local directory), so
+    /// that a restart from the committed offsets carries on with it.
+    pub state_dir: PathBuf,
 }
 
 /// Which guards' per-reading scores are archived in `anomaly_scores`.
@@ -227,6 +234,7 @@ impl Default for GuardJob {
             max_rows_per_file: 1_000_000,
             scores: ScoresOut::All,
             spill_dir: PathBuf::from("vigil-spill"),
+            state_dir: PathBuf::from("vigil-state"),
         }
     }
 }
@@ -450,6 +458,8 @@ enum Source {
         readers: Vec<Mutex<Option<KafkaReader>>>,
         /// Where the readers started: the group's committed offsets.
         start: Vec<(String, i32, i64)>,
+        /// Some partition started at an offset the group had committed.
+        resumed: bool,
         /// Where each worker got to, for the offset commit once the archive is durable.
         positions: Mutex<Vec<(String, i32, i64)>>,
     },
@@ -464,10 +474,12 @@ impl Source {
                     .map(|w| input.open_reader(&partitions, w, workers))
                     .collect::<anyhow::Result<_>>()?;
                 let start = readers.iter().flat_map(KafkaReader::positions).collect();
+                let resumed = readers.iter().any(KafkaReader::resumed);
                 Ok(Source::Kafka {
                     input: input.clone(),
                     readers: readers.into_iter().map(|r| Mutex::new(Some(r))).collect(),
                     start,
+                    resumed,
                     positions: Mutex::default(),
                 })
             }
@@ -492,18 +504,25 @@ impl Source {
     }
 
     /// A stable fingerprint of the input and the worker count, used in archive file names.
-    fn fingerprint(&self, workers: usize) -> String {
+    /// `continued`: a Kafka run that carries on from the guard state of the run before it (or
+    /// starts at the beginning), whose alerts and scores are the ones that run would have
+    /// written, so that it writes the same files.
+    fn fingerprint(&self, workers: usize, guards: &str, continued: bool) -> String {
         match self {
             Source::Plan(plan) => run_fingerprint(plan, workers),
             Source::Kafka { start, .. } => {
-                // The start offsets too: a run that resumes elsewhere writes new files beside
-                // the earlier run's instead of replacing them.
                 let mut hasher = xxhash_rust::xxh3::Xxh3::new();
                 hasher.update(self.description().as_bytes());
-                for (topic, partition, offset) in start {
-                    hasher.update(topic.as_bytes());
-                    hasher.update(&partition.to_le_bytes());
-                    hasher.update(&offset.to_le_bytes());
+                hasher.update(guards.as_bytes());
+                // Otherwise the start offsets too: a run that resumes elsewhere without the
+                // guards' state writes new files beside the earlier run's instead of
+                // replacing them with different alerts.
+                if !continued {
+                    for (topic, partition, offset) in start {
+                        hasher.update(topic.as_bytes());
+                        hasher.update(&partition.to_le_bytes());
+                        hasher.update(&offset.to_le_bytes());
+                    }
                 }
                 hasher.update(&(workers as u64).to_le_bytes());
                 format!("{:08x}", hasher.digest() as u32)
@@ -534,7 +553,34 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let run_id = source.fingerprint(workers);
+    // Guard state is snapshotted for Kafka input, whose committed offsets a restart resumes
+    // from; a file backfill simply runs again.
+    let guard_config = format!("{:?}", job.guards);
+    let per_source = job.guards.iter().any(|g| g.spec.per_source());
+    let state = match &*source {
+        Source::Kafka { input, resumed, .. } => {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(source.description().as_bytes());
+            hasher.update(guard_config.as_bytes());
+            let operators = 1 + usize::from(per_source);
+            Some(Arc::new(StateDir::open(
+                &job.state_dir,
+                &format!("guards-{:016x}", hasher.digest()),
+                operators * workers,
+                HOUR_MS as u64,
+                input.commit_every,
+                *resumed,
+            )?))
+        }
+        Source::Plan(_) => None,
+    };
+    let continued = match &*source {
+        Source::Kafka { resumed, .. } => {
+            !*resumed || state.as_ref().is_some_and(|s| s.restored_at().is_some())
+        }
+        Source::Plan(_) => true,
+    };
+    let run_id = source.fingerprint(workers, &guard_config, continued);
     let (writer, archive_task) = start_writer(
         location,
         &run_id,
@@ -546,6 +592,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         durability: writer.durability(),
         sinks: SINKS_PER_WORKER * workers,
         alerts: kafka_alerts.clone(),
+        state: state.clone(),
     };
 
     let progress = match &*source {
@@ -576,12 +623,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let scores_out = job.scores.clone();
 
     let end = Arc::new(EndOfInput::default());
+    let end_of_input = end.clone();
     let config = timely::Config::process(workers);
     let worker_progress = progress.clone();
     let worker_metrics = metrics.clone();
     let worker_counters = counters.clone();
     let worker_alerts = alert_counts.clone();
     let worker_source = source.clone();
+    let worker_state = state.clone();
     let guards_result = timely::execute(config, move |worker| {
         let end = end.clone();
         // Counts this worker as finished when it is, or when it unwinds from a panic, so the
@@ -615,13 +664,27 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 .filter(|g| g.spec.per_source())
                 .map(ConfiguredGuard::build)
                 .collect();
+            let checkpoints = |operator| {
+                worker_state.clone().map(|store| Checkpoints {
+                    store: store as Arc<dyn SnapshotStore>,
+                    operator,
+                })
+            };
             let source_alerts = (!per_source.is_empty()).then(|| {
+                let options = GuardOptions {
+                    metrics: None,
+                    checkpoints: checkpoints("source"),
+                };
                 points
                     .clone()
                     .concat(violations)
-                    .guards_by_source(per_source, None)
+                    .guards_by_source(per_source, options)
             });
-            let (alerts, scores) = points.guards_with_scores(per_series, Some(m));
+            let options = GuardOptions {
+                metrics: Some(m),
+                checkpoints: checkpoints("series"),
+            };
+            let (alerts, scores) = points.guards_with_scores(per_series, options);
             let alerts = match source_alerts {
                 Some(more) => alerts.concat(more),
                 None => alerts,
@@ -677,7 +740,12 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         while end.done.load(Ordering::SeqCst) < peers {
             worker.step_or_park(Some(std::time::Duration::from_millis(1)));
         }
-        let last = sink.advance(end.newest.load(Ordering::SeqCst).max(0) as u64 + 1);
+        let last = end.newest.load(Ordering::SeqCst).max(0) as u64 + 1;
+        if let Some(state) = &worker_state {
+            // The guards' final snapshot: everything read is decided once time reaches `last`.
+            state.set_final(last);
+        }
+        let last = sink.advance(last);
         while probe.less_than(&last) {
             worker.step_or_park(Some(std::time::Duration::from_millis(1)));
         }
@@ -702,13 +770,23 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         let delivered = producer.flush()?;
         info!(message = "Alerts delivered to Kafka.", delivered);
     }
-    // Every file is durable now: the consumed offsets can be committed.
+    // Every file is durable now, and every alert delivered or spilled: once the guards' final
+    // snapshot is current, the consumed offsets can be committed.
     if let Source::Kafka {
         input, positions, ..
     } = &*source
     {
-        let positions = positions.lock().map(|p| p.clone()).unwrap_or_default();
-        input.commit(&positions)?;
+        let last = end_of_input.newest.load(Ordering::SeqCst).max(0) + 1;
+        let current = state.as_ref().and_then(|s| s.advance(i64::MAX));
+        if current == Some(last) {
+            let positions = positions.lock().map(|p| p.clone()).unwrap_or_default();
+            input.commit(&positions)?;
+        } else {
+            warn!(
+                message = "The guards' final snapshot is incomplete; offsets stay where they were last committed and the next run replays from there.",
+                current, last
+            );
+        }
     }
     let (mut series, mut state_bytes) = (0, 0);
     if let Ok(all) = metrics.lock() {
@@ -747,15 +825,21 @@ struct CommitGate {
     durability: Arc<crate::archive::Durability>,
     sinks: usize,
     alerts: Option<Arc<KafkaAlerts>>,
+    state: Option<Arc<StateDir>>,
 }
 
 impl CommitGate {
+    /// The event time before which everything read is kept: in archive files, delivered or
+    /// spilled alerts, and (for Kafka) the guards' current snapshot.
     fn safe_before(&self) -> Option<i64> {
-        let durable = self.durability.durable_before(self.sinks)?;
-        match &self.alerts {
-            Some(alerts) => Some(durable.min(alerts.delivered_before()?)),
-            None => Some(durable),
+        let mut safe = self.durability.durable_before(self.sinks)?;
+        if let Some(alerts) = &self.alerts {
+            safe = safe.min(alerts.delivered_before()?);
         }
+        if let Some(state) = &self.state {
+            safe = safe.min(state.advance(safe)?);
+        }
+        Some(safe)
     }
 }
 

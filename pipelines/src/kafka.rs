@@ -376,6 +376,7 @@ impl KafkaInput {
         };
         let mut assignment = TopicPartitionList::new();
         let mut partitions = Vec::new();
+        let mut resumed = false;
         for (topic, partition) in mine {
             let (low, high) = consumer
                 .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
@@ -384,7 +385,10 @@ impl KafkaInput {
                 .find_partition(topic, *partition)
                 .map(|e| e.offset())
             {
-                Some(Offset::Offset(o)) => o.max(low),
+                Some(Offset::Offset(o)) => {
+                    resumed = true;
+                    o.max(low)
+                }
                 _ => low,
             };
             assignment
@@ -419,6 +423,7 @@ impl KafkaInput {
             idle: self.idle,
             stop_at_end: self.stop_at_end,
             commit_every: self.commit_every,
+            resumed,
         })
     }
 
@@ -583,6 +588,8 @@ pub struct KafkaReader {
     stop_at_end: bool,
     /// How often to commit.
     pub commit_every: Duration,
+    /// Some partition started at an offset the group had committed.
+    resumed: bool,
 }
 
 impl KafkaReader {
@@ -752,6 +759,12 @@ impl KafkaReader {
             .iter()
             .map(|p| (p.topic.clone(), p.partition, p.next))
             .collect()
+    }
+
+    /// Whether some partition resumed from an offset the group had committed (rather than
+    /// starting at the beginning of the log).
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The newest event time read from any partition.

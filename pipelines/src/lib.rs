@@ -13,6 +13,7 @@
 
 pub mod alerts_out;
 pub mod archive;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod couchdb;

@@ -128,7 +128,7 @@ fn kafka_input_alerts_and_spill_from_the_config() {
     let path = dir.path().join("job.toml");
     std::fs::write(
         &path,
-        "[input]\nkafka = [\"kafka://b:9092/telemetry?group=g&stop=end\"]\n\
+        "[input]\nkafka = [\"kafka://b:9092/telemetry?group=g&stop=end\"]\nstate = \"state\"\n\
          [alerts]\noutput = \"kafka://b:9092\"\nspill = \"spill\"\n",
     )
     .unwrap();
@@ -144,6 +144,7 @@ fn kafka_input_alerts_and_spill_from_the_config() {
     );
     assert!(matches!(job.alerts, AlertsOut::Kafka(_)));
     assert_eq!(job.spill_dir, dir.path().join("spill"));
+    assert_eq!(job.state_dir, dir.path().join("state"));
 }
 
 #[test]

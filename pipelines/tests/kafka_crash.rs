@@ -1,7 +1,9 @@
 //! Crash campaign against a real Kafka-protocol broker: vigil-guard follows a topic and is
-//! killed with SIGKILL at random moments, then restarted from the group's committed offsets;
-//! a last run reads to the end. Every record produced must be in the archive exactly once
-//! (nothing acknowledged is lost, nothing written twice), and the offsets end committed at the
+//! killed with SIGKILL at random moments, then restarted from the group's committed offsets
+//! and the guards' snapshot; a last run reads to the end. Every record produced must be in the
+//! archive exactly once (nothing acknowledged is lost, nothing written twice), the alert topic
+//! must hold every alert a file backfill of the same records raises and clears, and no other
+//! (duplicates by id allowed, as consumers de-duplicate), and the offsets end committed at the
 //! partitions' ends.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
@@ -15,27 +17,41 @@ use arrow::array::AsArray;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{RngExt, SeedableRng};
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
-use vigil_operators::Record;
+use vigil_operators::{Alert, Record};
 use vigil_tests::files::parquet_files;
 use vigil_tests::kafka::Broker;
 
-fn guard(url: &str, archive: &Path) -> Command {
+/// Guards over series and over sources, so that both kinds of state are snapshotted.
+const GUARDS: [&str; 3] = ["zscore:window=20,threshold=3", "level_shift", "sequence"];
+
+fn guard(input: &str, dir: &Path, alerts: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil-guard"));
     command
-        .args(["--input", url, "--archive"])
-        .arg(archive)
-        .args([
-            "--alerts",
-            "none",
-            "--scores",
-            "none",
-            "--no-progress",
-            "-w",
-            "2",
-        ])
+        .args(["--input", input, "--archive"])
+        .arg(dir.join("archive"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .arg("--spill")
+        .arg(dir.join("spill"))
+        .args(["--alerts", alerts, "--no-progress", "-w", "2"])
+        .args(GUARDS.iter().flat_map(|g| ["--guard", g]))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
+}
+
+/// Alerts as (id, status, event time, score), sorted, duplicates removed.
+fn distinct(alerts: impl IntoIterator<Item = Alert>) -> Vec<(String, String, i64, u64)> {
+    let mut seen: Vec<_> = alerts
+        .into_iter()
+        .map(|a| {
+            let status = format!("{:?}", a.status);
+            (a.alert_id.to_string(), status, a.ts, a.score.to_bits())
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
 }
 
 /// How many times each event id occurs in the archive's telemetry files.
@@ -62,18 +78,21 @@ fn archived_ids(archive: &Path) -> HashMap<String, usize> {
 #[test]
 fn killed_at_random_and_restarted_nothing_is_lost_or_archived_twice() {
     let tmp = tempfile::tempdir().unwrap();
-    // 40,000 readings over 3 hours of event time, so that hours close (and offsets are
+    // 40,000 readings over 10 hours of event time, so that hours close (and offsets are
     // committed) while the job runs.
     let spec = RocketSpec {
         vehicles: 25,
         ticks: 200,
-        interval_ms: 60_000,
+        interval_ms: 180_000,
         ..RocketSpec::default()
     };
     let readings: Vec<_> = rocket_readings(&spec).collect();
     let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
     let broker = Broker::start();
     broker.create_topic("crash", 4);
+    broker.create_topic("telemetry-alerts", 1);
+    broker.create_topic("security-guard-feed", 1);
+    let to_kafka = format!("kafka://{}", broker.address());
 
     let archive = tmp.path().join("archive");
     let follow = format!(
@@ -97,7 +116,7 @@ fn killed_at_random_and_restarted_nothing_is_lost_or_archived_twice() {
             broker.produce_in_batches("crash", 1, messages);
         });
         for _ in 0..4 {
-            let mut child = guard(&follow, &archive).spawn().unwrap();
+            let mut child = guard(&follow, tmp.path(), &to_kafka).spawn().unwrap();
             std::thread::sleep(Duration::from_millis(rng.random_range(700..2500)));
             child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
             child.wait().unwrap();
@@ -109,7 +128,7 @@ fn killed_at_random_and_restarted_nothing_is_lost_or_archived_twice() {
         progress.iter().flatten().any(Option::is_some),
         "some killed run committed offsets first, so restarts resume mid-topic: {progress:?}"
     );
-    let status = guard(&format!("{follow}&stop=end"), &archive)
+    let status = guard(&format!("{follow}&stop=end"), tmp.path(), &to_kafka)
         .status()
         .unwrap();
     assert!(status.success(), "the last run reads to the end: {status}");
@@ -135,34 +154,6 @@ fn killed_at_random_and_restarted_nothing_is_lost_or_archived_twice() {
     // Files are named by partition and first offset, so a replay rewrites what an earlier run
     // wrote instead of adding to it: no record twice.
     let twice: Vec<(&String, &usize)> = ids.iter().filter(|(_, n)| **n > 1).collect();
-    if let Some((id, _)) = twice.first() {
-        for file in parquet_files(&archive.join("telemetry")) {
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-                    .unwrap()
-                    .build()
-                    .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let c = arrow::compute::cast(
-                    batch.column_by_name("event_id").unwrap(),
-                    &arrow::datatypes::DataType::Utf8,
-                )
-                .unwrap();
-                if c.as_string::<i32>()
-                    .iter()
-                    .flatten()
-                    .any(|x| x == id.as_str())
-                {
-                    eprintln!(
-                        "DIAG {id} in {} ({} rows)",
-                        file.display(),
-                        batch.num_rows()
-                    );
-                }
-            }
-        }
-    }
     assert!(
         twice.is_empty(),
         "{} records archived more than once (committed offsets along the way: {progress:?}); e.g. {:?}",
@@ -173,4 +164,43 @@ fn killed_at_random_and_restarted_nothing_is_lost_or_archived_twice() {
         .map(|p| Some(broker.end_offset("crash", p)))
         .collect();
     assert_eq!(broker.committed("crash", "crash", 4), ends);
+
+    // The same records backfilled from a file, in one run: the alerts to expect.
+    let file = tmp.path().join("readings.ndjson");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let reference = tmp.path().join("reference");
+    let alerts_file = tmp.path().join("reference.ndjson");
+    let status = guard(
+        file.to_str().unwrap(),
+        &reference,
+        alerts_file.to_str().unwrap(),
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+    let expected = distinct(
+        std::fs::read_to_string(&alerts_file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Alert>(l).unwrap()),
+    );
+    let raised = expected.iter().filter(|a| a.1 == "Raised").count();
+    assert!(raised >= 10, "the data raises alerts: {raised}");
+    let published: Vec<Alert> = ["telemetry-alerts", "security-guard-feed"]
+        .iter()
+        .flat_map(|topic| broker.consume_all(topic))
+        .map(|m| serde_json::from_str(&m.value).unwrap())
+        .collect();
+    let got = distinct(published);
+    let missing: Vec<_> = expected.iter().filter(|a| !got.contains(a)).collect();
+    let extra: Vec<_> = got.iter().filter(|a| !expected.contains(a)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "alerts across the kills equal the backfill's: {} of {} missing (first {:?}), {} extra (first {:?})",
+        missing.len(),
+        expected.len(),
+        missing.first(),
+        extra.len(),
+        extra.first()
+    );
 }

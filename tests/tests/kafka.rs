@@ -31,6 +31,7 @@ fn job(input: InputSpec, archive: &Path, alerts: AlertsOut, workers: usize) -> G
         input,
         archive: archive.display().to_string(),
         spill_dir: archive.with_extension("spill"),
+        state_dir: archive.with_extension("state"),
         alerts,
         guards: GuardSpec::parse_all(&GUARDS.map(String::from)).unwrap(),
         workers,

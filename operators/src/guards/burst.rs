@@ -65,7 +65,7 @@ impl Burst {
 }
 
 /// A burst guard's memory of one source: the times of its recent events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BurstState {
     times: VecDeque<i64>,
 }

@@ -74,8 +74,9 @@ const BINS: usize = 40;
 /// A decaying histogram of a non-negative measure, on a log scale, kept as tail sums:
 /// `tails[b]` is the weight of every bin from `b` up, so a tail probability is one read and
 /// adding a measure touches only the bins at or below its own (usually a handful).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct TailHistogram {
+    #[serde(with = "bins")]
     tails: [f32; BINS],
     /// The highest bin that holds weight.
     top: usize,
@@ -141,7 +142,7 @@ impl TailHistogram {
 }
 
 /// The composite guard's memory of one series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CompositeState {
     n: u32,
     first_ts: i64,
@@ -256,5 +257,24 @@ impl SeriesLogic for Composite {
         std::mem::size_of::<CompositeState>()
             + state.window.heap_bytes()
             + state.seasonal.heap_bytes()
+    }
+}
+
+/// Serde for the histogram's bins, an array longer than serde derives for.
+mod bins {
+    use super::BINS;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bins: &[f32; BINS], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(bins.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<[f32; BINS], D::Error> {
+        let bins = Vec::<f32>::deserialize(deserializer)?;
+        let len = bins.len();
+        bins.try_into()
+            .map_err(|_| serde::de::Error::invalid_length(len, &"the histogram's number of bins"))
     }
 }

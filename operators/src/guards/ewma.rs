@@ -33,7 +33,7 @@ impl Default for Ewma {
 }
 
 /// An exponentially weighted mean and variance (West's incremental form).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EwmaStats {
     /// The weighted mean.
     pub mean: f64,
@@ -75,7 +75,7 @@ impl EwmaStats {
 }
 
 /// The EWMA guard's memory of one series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct EwmaState {
     stats: EwmaStats,
     first_ts: i64,

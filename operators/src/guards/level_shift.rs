@@ -36,7 +36,7 @@ impl Default for LevelShift {
 }
 
 /// The level-shift guard's memory of one series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LevelShiftState {
     baseline: EwmaStats,
     up: f64,

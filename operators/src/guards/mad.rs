@@ -33,7 +33,7 @@ impl Default for Mad {
 
 /// A sliding window of values kept both in arrival order and sorted, so that the median and
 /// the MAD come without sorting per reading.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SortedWindow {
     ring: Vec<f64>,
     sorted: Vec<f64>,
@@ -178,7 +178,7 @@ fn kth_of_two(below: &[f64], above: &[f64], center: f64, k: usize) -> (f64, f64)
 }
 
 /// The robust guard's memory of one series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MadState {
     window: SortedWindow,
     first_ts: i64,

@@ -1,6 +1,7 @@
 //! Anomaly guards: per-series logic on a shared raise-and-clear engine.
 
 pub mod burst;
+pub mod checkpoint;
 pub mod composite;
 pub mod ewma;
 pub mod level_shift;

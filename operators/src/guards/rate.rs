@@ -60,7 +60,7 @@ impl Rate {
 
 /// The rate guard's memory of one series: the latest reading, the latest one at an earlier
 /// event time (the base of the rate while readings share a timestamp), and the usual rates.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RateState {
     last: Option<(i64, f64)>,
     base: Option<(i64, f64)>,

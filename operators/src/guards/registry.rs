@@ -42,7 +42,7 @@ impl Registry {
 }
 
 /// The unknown-source guard's memory of one source: whether it was judged yet.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RegistryState {
     judged: bool,
 }

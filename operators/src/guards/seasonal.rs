@@ -36,7 +36,7 @@ impl Default for Seasonal {
 
 /// One phase of the period: an exponentially weighted mean and variance, in `f32` to keep the
 /// state small.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Phase {
     mean: f32,
     var: f32,
@@ -44,7 +44,7 @@ struct Phase {
 }
 
 /// The seasonal guard's memory of one series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SeasonalState {
     phases: Vec<Phase>,
     /// Exponentially weighted mean square of the residuals over all phases: a floor for the

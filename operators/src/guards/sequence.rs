@@ -16,7 +16,7 @@ pub struct Sequence {
 }
 
 /// The sequence guard's memory of one source.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SequenceState {
     /// The highest sequence number seen.
     last: Option<u64>,

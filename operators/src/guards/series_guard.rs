@@ -9,6 +9,9 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::guards::checkpoint::{
+    Checkpoints, SeriesSnapshot, SlotSnapshot, Snapshot, SnapshotStore, VERSION,
+};
 use crate::model::alert::alert_id;
 use crate::model::{Alert, AlertStatus, Point, ScoreColumns};
 use arrow::record_batch::RecordBatch;
@@ -84,8 +87,9 @@ pub fn hysteresis_for(threshold: f64, clear_below: f64) -> Hysteresis {
 /// The per-series decision logic of a guard. The engine calls [`SeriesLogic::observe`] for
 /// every reading of a series in event-time order (ties broken by `seq`, then value).
 pub trait SeriesLogic: 'static {
-    /// What the guard remembers about one series.
-    type State: Default + 'static;
+    /// What the guard remembers about one series; serializable, so that it can be kept in a
+    /// snapshot ([`crate::guards::checkpoint`]).
+    type State: Default + serde::Serialize + serde::de::DeserializeOwned + 'static;
 
     /// Looks at the next reading of a series; `None` when the guard has no opinion yet
     /// (warming up, or the series is not one it watches).
@@ -126,6 +130,8 @@ trait AnyLogic {
     fn state_bytes(&self, state: &dyn Any) -> usize;
     fn due(&self, state: &dyn Any) -> Option<i64>;
     fn overdue(&self, state: &mut dyn Any, due: i64) -> Option<Verdict>;
+    fn save(&self, state: &dyn Any) -> Vec<u8>;
+    fn load(&self, bytes: &[u8]) -> Result<Box<dyn Any>, String>;
 }
 
 impl<L: SeriesLogic> AnyLogic for L {
@@ -151,6 +157,19 @@ impl<L: SeriesLogic> AnyLogic for L {
 
     fn overdue(&self, state: &mut dyn Any, due: i64) -> Option<Verdict> {
         SeriesLogic::overdue(self, state.downcast_mut::<L::State>()?, due)
+    }
+
+    fn save(&self, state: &dyn Any) -> Vec<u8> {
+        // Plain data into memory: encoding cannot fail.
+        state
+            .downcast_ref::<L::State>()
+            .and_then(|s| bincode::serialize(s).ok())
+            .unwrap_or_default()
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Box<dyn Any>, String> {
+        let state: L::State = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
+        Ok(Box::new(state))
     }
 }
 
@@ -305,12 +324,9 @@ pub trait SeriesGuard<'scope> {
 
     /// Runs several guards in one operator: the readings are routed, buffered and ordered
     /// once, and every guard looks at each of them. Reports the number of series and the
-    /// guards' state bytes into `metrics`.
-    fn guards(
-        self,
-        guards: Vec<Guard>,
-        metrics: Option<GuardMetrics>,
-    ) -> Stream<'scope, u64, Vec<Alert>>;
+    /// guards' state bytes into `options.metrics`, and snapshots the guards' state into
+    /// `options.checkpoints`.
+    fn guards(self, guards: Vec<Guard>, options: GuardOptions) -> Stream<'scope, u64, Vec<Alert>>;
 
     /// Runs guards per source instead of per series: each sees every reading of a source, of
     /// every name, in event-time order (sequence numbers, unknown sources, bursts of events).
@@ -318,7 +334,7 @@ pub trait SeriesGuard<'scope> {
     fn guards_by_source(
         self,
         guards: Vec<Guard>,
-        metrics: Option<GuardMetrics>,
+        options: GuardOptions,
     ) -> Stream<'scope, u64, Vec<Alert>>;
 
     /// As [`SeriesGuard::guards`], also returning the scores of the guards that report them
@@ -326,11 +342,30 @@ pub trait SeriesGuard<'scope> {
     fn guards_with_scores(
         self,
         guards: Vec<Guard>,
-        metrics: Option<GuardMetrics>,
+        options: GuardOptions,
     ) -> (
         Stream<'scope, u64, Vec<Alert>>,
         Stream<'scope, u64, Vec<RecordBatch>>,
     );
+}
+
+/// What a guard operator reports and keeps besides its alerts.
+#[derive(Clone, Debug, Default)]
+pub struct GuardOptions {
+    /// Counters of series and state bytes.
+    pub metrics: Option<GuardMetrics>,
+    /// Snapshots of the guards' state, and the one to start from.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+impl GuardOptions {
+    /// Options that report into `metrics`.
+    pub fn with_metrics(metrics: GuardMetrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            checkpoints: None,
+        }
+    }
 }
 
 /// How the guard operator keys its state.
@@ -378,34 +413,30 @@ pub struct GuardMetrics {
 
 impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
     fn guard<L: SeriesLogic>(self, label: GuardLabel, logic: L) -> Stream<'scope, u64, Vec<Alert>> {
-        self.guards(vec![Guard::new(label, logic)], None)
+        self.guards(vec![Guard::new(label, logic)], GuardOptions::default())
     }
 
-    fn guards(
-        self,
-        guards: Vec<Guard>,
-        metrics: Option<GuardMetrics>,
-    ) -> Stream<'scope, u64, Vec<Alert>> {
-        guard_operator(self, guards, metrics, Keying::Series).flat_map(GuardOutput::alert)
+    fn guards(self, guards: Vec<Guard>, options: GuardOptions) -> Stream<'scope, u64, Vec<Alert>> {
+        guard_operator(self, guards, options, Keying::Series).flat_map(GuardOutput::alert)
     }
 
     fn guards_by_source(
         self,
         guards: Vec<Guard>,
-        metrics: Option<GuardMetrics>,
+        options: GuardOptions,
     ) -> Stream<'scope, u64, Vec<Alert>> {
-        guard_operator(self, guards, metrics, Keying::Source).flat_map(GuardOutput::alert)
+        guard_operator(self, guards, options, Keying::Source).flat_map(GuardOutput::alert)
     }
 
     fn guards_with_scores(
         self,
         guards: Vec<Guard>,
-        metrics: Option<GuardMetrics>,
+        options: GuardOptions,
     ) -> (
         Stream<'scope, u64, Vec<Alert>>,
         Stream<'scope, u64, Vec<RecordBatch>>,
     ) {
-        let outputs = guard_operator(self, guards, metrics, Keying::Series);
+        let outputs = guard_operator(self, guards, options, Keying::Series);
         let alerts = outputs.clone().flat_map(GuardOutput::alert);
         let scores = outputs.flat_map(|o| match o {
             GuardOutput::Scores(b) => Some(b),
@@ -420,7 +451,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
 fn guard_operator<'scope>(
     points: Stream<'scope, u64, Vec<Point>>,
     guards: Vec<Guard>,
-    metrics: Option<GuardMetrics>,
+    options: GuardOptions,
     keying: Keying,
 ) -> Stream<'scope, u64, Vec<GuardOutput>> {
     let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
@@ -429,14 +460,33 @@ fn guard_operator<'scope>(
         Keying::Series => p.hash,
         Keying::Source => source_hash(&p.source),
     });
-    let watches_time = guards.iter().any(|g| g.watches_time);
-    points.unary_frontier(exchange, &name, move |_cap, _info| {
+    let (index, peers) = {
+        let scope = points.scope();
+        (scope.index(), scope.peers())
+    };
+    let GuardOptions {
+        metrics,
+        checkpoints,
+    } = options;
+    points.unary_frontier(exchange, &name, move |cap, _info| {
+        let mut state = GuardState {
+            watches_time: guards.iter().any(|g| g.watches_time),
+            guards,
+            keying,
+            series: HashMap::default(),
+            out: Vec::new(),
+            scores: ScoreColumns::default(),
+        };
         let mut pending: Vec<Point> = Vec::new();
         let mut ready: Vec<Point> = Vec::new();
-        let mut held: Option<Capability<u64>> = None;
-        let mut series: HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher> = HashMap::default();
-        let mut out: Vec<Alert> = Vec::new();
-        let mut scores = ScoreColumns::default();
+        // The state is complete for event time before `snapshot_at`: restored from a snapshot
+        // taken there, readings before it (replayed by a restarted source) are in it already.
+        let mut snapshot_at = checkpoints
+            .as_ref()
+            .map_or(0, |c| state.restore(c, index, peers));
+        let skip_before = snapshot_at as i64;
+        // Restored series may go overdue before any reading comes: keep the capability then.
+        let mut held: Option<Capability<u64>> = (!state.series.is_empty()).then_some(cap);
         let mut last_bound: Option<u64> = Some(0);
 
         move |(input, frontier), output| {
@@ -448,7 +498,11 @@ fn guard_operator<'scope>(
                     }
                 }
                 for batch in data {
-                    pending.append(batch);
+                    if skip_before > 0 {
+                        pending.extend(batch.drain(..).filter(|p| p.ts >= skip_before));
+                    } else {
+                        pending.append(batch);
+                    }
                 }
             });
 
@@ -458,105 +512,63 @@ fn guard_operator<'scope>(
             // arrive later have event times at or past the frontier, so the pending ones
             // only need a look when the frontier moves.
             let bound = frontier.frontier().first().copied();
-            if held.is_none() && bound.is_none() && last_bound.is_some() {
-                report_metrics(metrics.as_ref(), &guards, &series);
-                last_bound = None;
-            }
-            if held.is_none() || bound == last_bound {
+            if bound == last_bound {
                 return;
             }
+            let previous = last_bound;
             last_bound = bound;
-            match bound {
-                Some(bound) => ready.extend(pending.extract_if(.., |r| (r.ts as u64) < bound)),
-                None => ready.append(&mut pending),
-            }
-            if !ready.is_empty() {
-                // Ordered by series hash, then event time. Should two series share a hash,
-                // their points interleave, but each series still sees its own in order.
-                if keying == Keying::Source {
-                    // Keyed by source: order and group by the source's hash instead.
-                    for p in ready.iter_mut() {
-                        p.hash = source_hash(&p.source);
+            // A snapshot is taken at the store's target once the frontier passes it, provided
+            // no reading at or after it has been judged yet; at the end of the input, at the
+            // store's final time, once everything is judged.
+            let snapshot = checkpoints.as_ref().and_then(|c| {
+                let at = match bound {
+                    Some(b) => {
+                        let at = c.store.target(b)?;
+                        let unjudged = previous.is_some_and(|p| at >= p);
+                        (unjudged && at <= b && at > snapshot_at).then_some(at)?
                     }
+                    None => c.store.final_at().filter(|at| *at > snapshot_at)?,
+                };
+                Some((c, at))
+            });
+            let mut save = |state: &GuardState, (c, at): (&Checkpoints, u64)| {
+                c.store
+                    .save(c.operator, index, peers, at, state.snapshot(at));
+                snapshot_at = at;
+            };
+            let Some(cap) = held.as_mut() else {
+                // Nothing waits: the state is complete up to the frontier.
+                if let Some(snapshot) = snapshot {
+                    save(&state, snapshot);
                 }
-                ready.sort_unstable_by(Point::guard_order);
-                let mut start = 0;
-                while start < ready.len() {
-                    let first = &ready[start];
-                    let same = |p: &Point| match keying {
-                        Keying::Series => p.same_series(first),
-                        Keying::Source => p.hash == first.hash && p.source == first.source,
-                    };
-                    let end = start
-                        + ready[start..]
-                            .iter()
-                            .position(|p| !same(p))
-                            .unwrap_or(ready.len() - start);
-                    let key = SeriesKey {
-                        hash: first.hash,
-                        source: first.source.clone(),
-                        name: match keying {
-                            Keying::Series => first.name.clone(),
-                            Keying::Source => CompactString::const_new(ALL_NAMES),
-                        },
-                    };
-                    let key_name = key.name.clone();
-                    let slots = series.entry(key).or_insert_with(|| {
-                        guards
-                            .iter()
-                            .map(|g| GuardSlot {
-                                state: g.logic.new_state(),
-                                open: None,
-                            })
-                            .collect()
-                    });
-                    for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
-                        for reading in &ready[start..end] {
-                            let scores = guard.scores.then_some(&mut scores);
-                            step(guard, slot, reading, &key_name, &mut out, scores);
-                        }
-                    }
-                    start = end;
+                if bound.is_none() {
+                    report_metrics(metrics.as_ref(), &state.guards, &state.series);
                 }
-                ready.clear();
+                return;
+            };
+            if let Some(snapshot @ (_, at)) = snapshot
+                && bound.is_some()
+            {
+                state.advance(&mut pending, &mut ready, Some(at));
+                save(&state, snapshot);
             }
-            // Guards that watch time: series whose next reading was due before the
-            // frontier, and did not come, get the guard's verdict at the due time.
-            let mut waiting = false;
-            if watches_time && let Some(bound) = bound {
-                for (key, slots) in series.iter_mut() {
-                    for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
-                        if !guard.watches_time {
-                            continue;
-                        }
-                        let Some(due) = guard.logic.due(&*slot.state) else {
-                            continue;
-                        };
-                        if (due as u64) >= bound {
-                            waiting = true;
-                            continue;
-                        }
-                        if let Some(verdict) = guard.logic.overdue(&mut *slot.state, due) {
-                            let at = (&key.source, &key.name, due);
-                            decide(guard, slot, at, &verdict, &mut out);
-                        }
-                        waiting |= guard.logic.due(&*slot.state).is_some();
-                    }
-                }
-            }
-            // State sizes are summed once, at the end of the input, not every step.
+            let waiting = state.advance(&mut pending, &mut ready, bound);
             if bound.is_none() {
-                report_metrics(metrics.as_ref(), &guards, &series);
+                if let Some(snapshot) = snapshot {
+                    save(&state, snapshot);
+                }
+                // State sizes are summed once, at the end of the input, not every step.
+                report_metrics(metrics.as_ref(), &state.guards, &state.series);
             }
-            let Some(cap) = held.as_mut() else { return };
             // The step's scores go out at the held time, which no reading of this step
             // precedes.
             // The columns always fit their own schema, so finishing cannot fail.
-            if !scores.is_empty()
-                && let Ok(batch) = scores.finish()
+            if !state.scores.is_empty()
+                && let Ok(batch) = state.scores.finish()
             {
                 output.session(&*cap).give(GuardOutput::Scores(batch));
             }
+            let out = &mut state.out;
             if !out.is_empty() {
                 out.sort_unstable_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
                 while let Some(first) = out.first() {
@@ -581,6 +593,204 @@ fn guard_operator<'scope>(
             }
         }
     })
+}
+
+/// What one guard operator knows: every series' slots, and the alerts and scores of the step.
+struct GuardState {
+    guards: Vec<Guard>,
+    keying: Keying,
+    watches_time: bool,
+    series: HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher>,
+    out: Vec<Alert>,
+    scores: ScoreColumns,
+}
+
+impl GuardState {
+    /// Runs the guards over the pending readings before `bound` (all of them at the end of
+    /// the input, `None`), then gives the guards that watch time their verdict on every series
+    /// whose next reading was due before `bound` and did not come. Returns whether a series
+    /// may still go overdue later.
+    fn advance(
+        &mut self,
+        pending: &mut Vec<Point>,
+        ready: &mut Vec<Point>,
+        bound: Option<u64>,
+    ) -> bool {
+        let keying = self.keying;
+        match bound {
+            Some(bound) => ready.extend(pending.extract_if(.., |r| (r.ts as u64) < bound)),
+            None => ready.append(pending),
+        }
+        if !ready.is_empty() {
+            // Ordered by series hash, then event time. Should two series share a hash,
+            // their points interleave, but each series still sees its own in order.
+            if keying == Keying::Source {
+                // Keyed by source: order and group by the source's hash instead.
+                for p in ready.iter_mut() {
+                    p.hash = source_hash(&p.source);
+                }
+            }
+            ready.sort_unstable_by(Point::guard_order);
+            let mut start = 0;
+            while start < ready.len() {
+                let first = &ready[start];
+                let same = |p: &Point| match keying {
+                    Keying::Series => p.same_series(first),
+                    Keying::Source => p.hash == first.hash && p.source == first.source,
+                };
+                let end = start
+                    + ready[start..]
+                        .iter()
+                        .position(|p| !same(p))
+                        .unwrap_or(ready.len() - start);
+                let key = SeriesKey {
+                    hash: first.hash,
+                    source: first.source.clone(),
+                    name: match keying {
+                        Keying::Series => first.name.clone(),
+                        Keying::Source => CompactString::const_new(ALL_NAMES),
+                    },
+                };
+                let key_name = key.name.clone();
+                let guards = &self.guards;
+                let slots = self.series.entry(key).or_insert_with(|| {
+                    guards
+                        .iter()
+                        .map(|g| GuardSlot {
+                            state: g.logic.new_state(),
+                            open: None,
+                        })
+                        .collect()
+                });
+                for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
+                    for reading in &ready[start..end] {
+                        let scores = guard.scores.then_some(&mut self.scores);
+                        step(guard, slot, reading, &key_name, &mut self.out, scores);
+                    }
+                }
+                start = end;
+            }
+            ready.clear();
+        }
+        // Guards that watch time: series whose next reading was due before the bound, and
+        // did not come, get the guard's verdict at the due time.
+        let mut waiting = false;
+        if self.watches_time
+            && let Some(bound) = bound
+        {
+            for (key, slots) in self.series.iter_mut() {
+                for (guard, slot) in self.guards.iter().zip(slots.iter_mut()) {
+                    if !guard.watches_time {
+                        continue;
+                    }
+                    let Some(due) = guard.logic.due(&*slot.state) else {
+                        continue;
+                    };
+                    if (due as u64) >= bound {
+                        waiting = true;
+                        continue;
+                    }
+                    if let Some(verdict) = guard.logic.overdue(&mut *slot.state, due) {
+                        let at = (&key.source, &key.name, due);
+                        decide(guard, slot, at, &verdict, &mut self.out);
+                    }
+                    waiting |= guard.logic.due(&*slot.state).is_some();
+                }
+            }
+        }
+        waiting
+    }
+
+    fn labels(&self) -> Vec<CompactString> {
+        self.guards.iter().map(|g| g.label.guard.clone()).collect()
+    }
+
+    /// The encoded state, complete for event time before `at`.
+    fn snapshot(&self, at: u64) -> Vec<u8> {
+        let series = self
+            .series
+            .iter()
+            .map(|(key, slots)| SeriesSnapshot {
+                hash: key.hash,
+                source: key.source.clone(),
+                name: key.name.clone(),
+                slots: self
+                    .guards
+                    .iter()
+                    .zip(slots)
+                    .map(|(guard, slot)| SlotSnapshot {
+                        open: slot.open.clone(),
+                        state: guard.logic.save(&*slot.state),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            version: VERSION,
+            guards: self.labels(),
+            at,
+            series,
+        }
+        .encode()
+    }
+
+    /// Loads the series this worker (`index` of `peers`) owns from the store's snapshot, which
+    /// may have been taken by another number of workers; returns the time it was taken at, or
+    /// 0 when there is none (or it cannot be used, which the store is told).
+    fn restore(&mut self, checkpoints: &Checkpoints, index: usize, peers: usize) -> u64 {
+        let store: &dyn SnapshotStore = &*checkpoints.store;
+        let Some((at, blobs)) = store.restore(checkpoints.operator) else {
+            return 0;
+        };
+        let labels = self.labels();
+        let mut series = HashMap::default();
+        for bytes in &blobs {
+            let loaded = Snapshot::decode(bytes).and_then(|snapshot| {
+                if snapshot.guards != labels || snapshot.at != at {
+                    return Err(format!(
+                        "taken at {} by guards {:?}, expected at {at} by {labels:?}",
+                        snapshot.at, snapshot.guards
+                    ));
+                }
+                for entry in snapshot.series {
+                    // Timely routes an exchanged record to worker `hash % peers`.
+                    if entry.hash % peers as u64 != index as u64 {
+                        continue;
+                    }
+                    if entry.slots.len() != self.guards.len() {
+                        return Err(format!(
+                            "series {} has the wrong number of slots",
+                            entry.source
+                        ));
+                    }
+                    let slots = self
+                        .guards
+                        .iter()
+                        .zip(entry.slots)
+                        .map(|(guard, slot)| {
+                            Ok(GuardSlot {
+                                state: guard.logic.load(&slot.state)?,
+                                open: slot.open,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, String>>()?;
+                    let key = SeriesKey {
+                        hash: entry.hash,
+                        source: entry.source,
+                        name: entry.name,
+                    };
+                    series.insert(key, slots);
+                }
+                Ok(())
+            });
+            if let Err(error) = loaded {
+                store.restore_failed(checkpoints.operator, &error);
+                return 0;
+            }
+        }
+        self.series = series;
+        at
+    }
 }
 
 /// Stores the number of series and the guards' state bytes into `metrics`.

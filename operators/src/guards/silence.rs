@@ -31,7 +31,7 @@ impl Default for Silence {
 }
 
 /// The silence guard's memory of one series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SilenceState {
     last_ts: Option<i64>,
     /// The usual interval between readings, ms (exponentially weighted).

@@ -55,7 +55,7 @@ pub fn is_degenerate_std(std: f64, mean: f64) -> bool {
 
 /// The z-score guard's memory of one series: a ring of the last `window` readings and their
 /// sums, kept relative to a shift near the mean so that the variance does not cancel out.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ZScoreState {
     values: Vec<f64>,
     /// Event times as offsets from `base` (ms), which keeps the window small.

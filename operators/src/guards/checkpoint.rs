@@ -1,0 +1,110 @@
+//! Snapshots of guard state at event-time boundaries.
+//!
+//! A job that reads a log (Kafka) restarts from the position it last committed. Without its
+//! guards' state it would warm up again from there and judge the replayed readings differently
+//! from the run that was interrupted: alerts would be missed or raised twice. With snapshots,
+//! the guard operator saves what it knows once its input frontier passes a boundary `at` —
+//! exactly the state after every reading with event time before `at` — and a restarted job
+//! loads the newest snapshot and skips the replayed readings before `at`, which that state
+//! already holds. Its alerts from `at` on are then the interrupted run's, with the same ids.
+//!
+//! The operator only encodes and decodes; where snapshots are kept, which boundaries are
+//! taken, and when a snapshot may be relied on is the [`SnapshotStore`]'s business.
+
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+
+/// Where the guard operators of a job keep their snapshots. Shared by every worker.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Called by every operator instance whenever its input frontier moves, with the new
+    /// frontier: the time of the snapshot to take next, if one is wanted. The store must pick
+    /// a time no instance's frontier has passed yet (later than every frontier reported), and
+    /// keep it until every instance has saved it: each instance saves its state there when
+    /// its frontier passes it, however far it jumps at once.
+    fn target(&self, frontier: u64) -> Option<u64>;
+
+    /// At the end of the input: the event time the final snapshot is taken at (everything
+    /// read is decided by then), or `None` for no final snapshot.
+    fn final_at(&self) -> Option<u64>;
+
+    /// Keeps the snapshot of `operator` on `worker` (of `peers`) at `at`.
+    fn save(&self, operator: &str, worker: usize, peers: usize, at: u64, bytes: Vec<u8>);
+
+    /// The snapshot to start from, if any: its time and the bytes of `operator` saved by every
+    /// worker of the run that took it.
+    fn restore(&self, operator: &str) -> Option<(u64, Vec<Vec<u8>>)>;
+
+    /// A snapshot could not be used; the operator starts empty.
+    fn restore_failed(&self, operator: &str, error: &str);
+}
+
+/// Checkpointing for one guard operator: the store, and the operator's name in it (unique
+/// among the job's guard operators).
+#[derive(Clone)]
+pub struct Checkpoints {
+    /// Where snapshots go.
+    pub store: Arc<dyn SnapshotStore>,
+    /// The operator's name in the store.
+    pub operator: &'static str,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("operator", &self.operator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encoded form of one operator instance's state.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    /// Format version.
+    pub version: u32,
+    /// The guards, in order, whose states each series holds.
+    pub guards: Vec<CompactString>,
+    /// Complete for event time before this.
+    pub at: u64,
+    pub series: Vec<SeriesSnapshot>,
+}
+
+/// One series' slots.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SeriesSnapshot {
+    /// The hash the series is routed by.
+    pub hash: u64,
+    pub source: CompactString,
+    pub name: CompactString,
+    pub slots: Vec<SlotSnapshot>,
+}
+
+/// One guard's state of one series: the alert open on it and the logic's state.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SlotSnapshot {
+    pub open: Option<CompactString>,
+    pub state: Vec<u8>,
+}
+
+/// The snapshot format this build writes and reads.
+pub(crate) const VERSION: u32 = 1;
+
+impl Snapshot {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // Encoding plain data into memory cannot fail.
+        bincode::serialize(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+        let snapshot: Snapshot =
+            bincode::deserialize(bytes).map_err(|e| format!("undecodable snapshot: {e}"))?;
+        if snapshot.version != VERSION {
+            return Err(format!(
+                "snapshot format {} (this build reads {VERSION})",
+                snapshot.version
+            ));
+        }
+        Ok(snapshot)
+    }
+}
