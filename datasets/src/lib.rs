@@ -8,6 +8,7 @@
 //! - `embedded`: the recorded dataset compiled into the binaries, replayed when a job is given
 //!   no input.
 
+pub mod changes;
 pub mod generator;
 pub mod loaders;
 pub mod nab;

@@ -35,6 +35,6 @@ pub use guards::zscore::{ZScore, ZScoreState, is_degenerate_std};
 pub use model::alert::alert_id;
 pub use model::telemetry::{derive_event_id, series_hash};
 pub use model::{
-    Alert, AlertStatus, AnomalyScore, BatchBuilder, ConvertError, DeadLetter, Kind, Point, Reading,
-    ReadingRef, Record, ScoreColumns, TelemetryColumns,
+    Alert, AlertStatus, AnomalyScore, BatchBuilder, Change, ChangeOp, ConvertError, DeadLetter,
+    Kind, Point, Reading, ReadingRef, Record, ScoreColumns, TelemetryColumns,
 };

@@ -28,7 +28,7 @@ fn listener(server: &str, db: &str, checkpoint: &Path) -> Listener {
 
 #[test]
 fn recorded_couchdb_responses_parse() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/couchdb");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/changefeeds/couchdb");
     let body = std::fs::read_to_string(dir.join("changes_style_all_docs.json")).unwrap();
     let (changes, last) = parse_response(&body, 1).unwrap();
     let kinds: Vec<(String, String)> = changes

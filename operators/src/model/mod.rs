@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod anomaly_score;
+pub mod change;
 pub mod dead_letter;
 pub mod point;
 pub mod telemetry;
@@ -14,6 +15,7 @@ pub mod telemetry_columns;
 
 pub use alert::{Alert, AlertStatus};
 pub use anomaly_score::{AnomalyScore, ScoreColumns};
+pub use change::{Change, ChangeOp};
 pub use dead_letter::DeadLetter;
 pub use point::Point;
 pub use telemetry::{Kind, Reading, ReadingRef};

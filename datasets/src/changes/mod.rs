@@ -1,0 +1,394 @@
+//! Change-feed loaders: database change feeds into the `changes` schema.
+//!
+//! One file per feed: [`debezium`] envelopes (with and without the Kafka Connect schema),
+//! [`wal2json`] (format versions 1 and 2), [`cockroach`] changefeed messages and [`couchdb`]
+//! `_changes` rows. [`parse_feed`] reads a recorded feed — newline-delimited or a stream of
+//! (pretty-printed) JSON documents — and recognises the format of each document unless told;
+//! every change goes to a [`ChangeSink`], and every document it cannot use goes there too, as a
+//! dead letter with the reason.
+
+pub mod cockroach;
+pub mod couchdb;
+pub mod debezium;
+pub mod wal2json;
+
+use serde_json::{Map, Value};
+use vigil_operators::{Change, ChangeOp};
+
+/// Where a feed's changes go.
+pub trait ChangeSink {
+    /// One row change.
+    fn change(&mut self, change: Change);
+
+    /// The feed says it is complete up to `position` (a CockroachDB `resolved` timestamp, a
+    /// wal2json commit, CouchDB's `last_seq`).
+    fn resolved(&mut self, position: &str) {
+        let _ = position;
+    }
+
+    /// A document that is not a change vigil can use, and why.
+    fn dead_letter(&mut self, origin: String, reason: String, raw: &[u8]);
+}
+
+/// Which feed a document comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FeedFormat {
+    /// Recognised per document by its fields.
+    #[default]
+    Auto,
+    /// A Debezium envelope.
+    Debezium,
+    /// wal2json, format version 1 or 2.
+    Wal2Json,
+    /// A CockroachDB changefeed message.
+    Cockroach,
+    /// A CouchDB `_changes` row or response.
+    CouchDb,
+}
+
+impl FeedFormat {
+    /// `auto`, `debezium`, `wal2json`, `cockroach` or `couchdb`.
+    pub fn parse(name: &str) -> Option<FeedFormat> {
+        Some(match name {
+            "auto" => FeedFormat::Auto,
+            "debezium" => FeedFormat::Debezium,
+            "wal2json" => FeedFormat::Wal2Json,
+            "cockroach" | "cockroachdb" => FeedFormat::Cockroach,
+            "couchdb" => FeedFormat::CouchDb,
+            _ => return None,
+        })
+    }
+
+    /// The format of one document, by the fields only its feed has.
+    fn recognise(document: &Map<String, Value>) -> Option<FeedFormat> {
+        let has = |k: &str| document.contains_key(k);
+        if has("change") || has("action") {
+            Some(FeedFormat::Wal2Json)
+        } else if has("op") || has("payload") {
+            Some(FeedFormat::Debezium)
+        } else if has("results") || (has("seq") && has("id")) || has("last_seq") {
+            Some(FeedFormat::CouchDb)
+        } else if has("key") || has("resolved") || has("after") || has("__crdb__") {
+            Some(FeedFormat::Cockroach)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a feed's documents do not say themselves.
+#[derive(Clone, Debug)]
+pub struct FeedOptions {
+    /// The replica the feed is from, stamped on every change's `origin`.
+    pub origin: String,
+    /// The table, for feeds whose messages do not name it (CockroachDB, CouchDB); else the
+    /// name of the recorded file.
+    pub table: Option<String>,
+    /// The key columns, for rows whose feed does not say which they are.
+    pub key_columns: Vec<String>,
+    /// Key columns of particular tables (by the name the feed gives them), overriding
+    /// `key_columns`.
+    pub table_keys: std::collections::BTreeMap<String, Vec<String>>,
+    /// The column holding when a row was last written, used for last-writer-wins.
+    pub updated_at_column: String,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        Self {
+            origin: "feed".into(),
+            table: None,
+            key_columns: vec!["id".into()],
+            table_keys: Default::default(),
+            updated_at_column: "updated_at".into(),
+        }
+    }
+}
+
+impl FeedOptions {
+    /// The key columns of `table`.
+    pub fn key_columns_of(&self, table: &str) -> &[String] {
+        let bare = table.rsplit('.').next().unwrap_or(table);
+        self.table_keys
+            .get(table)
+            .or_else(|| self.table_keys.get(bare))
+            .unwrap_or(&self.key_columns)
+    }
+}
+
+/// One document being read: where it is, for positions and dead letters.
+pub struct Document<'a> {
+    /// The document as parsed.
+    pub value: Map<String, Value>,
+    /// `SOURCE:LINE` of its first line.
+    pub origin: String,
+    /// Its text, for dead letters.
+    pub raw: &'a [u8],
+}
+
+/// State a feed carries from one document to the next (wal2json v2 gives the commit time on
+/// the transaction's `B` line only).
+#[derive(Default)]
+pub struct FeedState {
+    /// The commit time of the open transaction, in epoch milliseconds.
+    pub transaction_ts: Option<i64>,
+}
+
+/// Reads every document of a recorded feed named `source`.
+pub fn parse_feed(
+    bytes: &[u8],
+    source: &str,
+    format: FeedFormat,
+    options: &FeedOptions,
+    sink: &mut impl ChangeSink,
+) {
+    let mut state = FeedState::default();
+    let options = FeedOptions {
+        table: options
+            .table
+            .clone()
+            .or_else(|| Some(file_stem(source).to_owned())),
+        ..options.clone()
+    };
+    for (line, raw) in documents(bytes) {
+        let origin = format!("{source}:{line}");
+        let value = match serde_json::from_slice::<Value>(raw) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => {
+                sink.dead_letter(origin, "not a JSON object".into(), raw);
+                continue;
+            }
+            Err(error) => {
+                sink.dead_letter(origin, format!("not JSON: {error}"), raw);
+                continue;
+            }
+        };
+        let document = Document { value, origin, raw };
+        parse_document(document, format, &options, &mut state, sink);
+    }
+}
+
+/// Turns one document into changes, in the given format or the one it is recognised as.
+pub fn parse_document(
+    document: Document<'_>,
+    format: FeedFormat,
+    options: &FeedOptions,
+    state: &mut FeedState,
+    sink: &mut impl ChangeSink,
+) {
+    let format = match format {
+        FeedFormat::Auto => FeedFormat::recognise(&document.value),
+        known => Some(known),
+    };
+    let result = match format {
+        Some(FeedFormat::Debezium) => debezium::parse(&document, options, sink),
+        Some(FeedFormat::Wal2Json) => wal2json::parse(&document, options, state, sink),
+        Some(FeedFormat::Cockroach) => cockroach::parse(&document, options, sink),
+        Some(FeedFormat::CouchDb) => couchdb::parse(&document, options, sink),
+        Some(FeedFormat::Auto) | None => Err(
+            "not a change of any feed vigil reads (Debezium, wal2json, CockroachDB, CouchDB): \
+             give the format with --format"
+                .to_owned(),
+        ),
+    };
+    if let Err(reason) = result {
+        sink.dead_letter(document.origin, reason, document.raw);
+    }
+}
+
+/// The documents of a feed with the line each starts on: one per line when every non-blank
+/// line is a JSON value of its own, else the values of a stream of (pretty-printed) JSON.
+fn documents(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_ascii()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    // A line that ends by opening an object or array, or with a comma, continues on the next:
+    // the documents are pretty-printed. Otherwise each line is one, and a bad line is one bad
+    // document.
+    let one_per_line = !lines
+        .iter()
+        .any(|(_, l)| matches!(l.last(), Some(b'{' | b'[' | b',')));
+    if one_per_line {
+        return lines;
+    }
+    let mut out = Vec::new();
+    let mut stream =
+        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    let mut start = 0;
+    loop {
+        match stream.next() {
+            Some(Ok(_)) => {
+                let end = stream.byte_offset();
+                let text = bytes[start..end].trim_ascii();
+                let skipped = bytes[start..end].len() - bytes[start..end].trim_ascii_start().len();
+                out.push((line_of(bytes, start + skipped), text));
+                start = end;
+            }
+            Some(Err(_)) => {
+                // The rest cannot be cut into values: it is one bad document.
+                let rest = bytes[start..].trim_ascii();
+                if !rest.is_empty() {
+                    let skipped = bytes[start..].len() - bytes[start..].trim_ascii_start().len();
+                    out.push((line_of(bytes, start + skipped), rest));
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn line_of(bytes: &[u8], offset: usize) -> usize {
+    bytes[..offset].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+fn file_stem(source: &str) -> &str {
+    let name = source.rsplit(['/', '\\']).next().unwrap_or(source);
+    name.split('.').next().unwrap_or(name)
+}
+
+/// The key of a row: the values of `columns` as a JSON array.
+pub(crate) fn key_of(row: &Map<String, Value>, columns: &[String]) -> Result<String, String> {
+    let values = columns
+        .iter()
+        .map(|c| {
+            row.get(c).cloned().ok_or_else(|| {
+                format!("the row has no key column {c}: name the key columns with --key")
+            })
+        })
+        .collect::<Result<Vec<Value>, String>>()?;
+    Ok(Value::Array(values).to_string())
+}
+
+/// The row as JSON text, keys in order.
+pub(crate) fn row_text(row: &Map<String, Value>) -> String {
+    Value::Object(row.clone()).to_string()
+}
+
+/// When the row was last written, from its `updated_at` column, if it has one that reads as
+/// a time.
+pub(crate) fn row_updated_at(row: &Map<String, Value>, options: &FeedOptions) -> Option<i64> {
+    row.get(&options.updated_at_column).and_then(time_of)
+}
+
+/// A time as feeds write it: epoch seconds, milliseconds, microseconds or nanoseconds (told
+/// apart by size), or text (RFC 3339, PostgreSQL's `2024-01-02 03:04:05.678+00`).
+pub(crate) fn time_of(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => {
+            let v = n.as_f64()?;
+            let ms = match v.abs() {
+                a if a >= 1e17 => v / 1e6,
+                a if a >= 1e14 => v / 1e3,
+                a if a >= 1e11 => v,
+                _ => v * 1e3,
+            };
+            vigil_operators::time::check_range(ms.round() as i64)
+        }
+        Value::String(text) => vigil_operators::time::parse_ts(text).or_else(|| {
+            chrono::DateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f%#z")
+                .ok()
+                .and_then(|t| vigil_operators::time::check_range(t.timestamp_millis()))
+        }),
+        _ => None,
+    }
+}
+
+/// A change with the options' origin.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn change(
+    options: &FeedOptions,
+    table: String,
+    key: String,
+    op: ChangeOp,
+    before: Option<&Map<String, Value>>,
+    after: Option<&Map<String, Value>>,
+    updated_at: Option<i64>,
+    position: String,
+) -> Change {
+    Change {
+        table,
+        key,
+        op,
+        before: before.map(row_text),
+        after: after.map(row_text),
+        updated_at,
+        origin: options.origin.clone(),
+        position,
+    }
+}
+
+/// Changes and dead letters, collected: for tests and tools.
+#[derive(Debug, Default)]
+pub struct CollectedChanges {
+    /// The changes, in feed order.
+    pub changes: Vec<Change>,
+    /// Positions the feed said it was complete up to.
+    pub resolved: Vec<String>,
+    /// (origin, reason) of every dead letter.
+    pub dead_letters: Vec<(String, String)>,
+}
+
+impl ChangeSink for CollectedChanges {
+    fn change(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    fn resolved(&mut self, position: &str) {
+        self.resolved.push(position.to_owned());
+    }
+
+    fn dead_letter(&mut self, origin: String, reason: String, _raw: &[u8]) {
+        self.dead_letters.push((origin, reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn documents_one_per_line_or_pretty_printed() {
+        let ndjson = b"{\"a\":1}\n\n{\"b\":2}\nnot json\n";
+        let docs: Vec<_> = documents(ndjson)
+            .into_iter()
+            .map(|(l, d)| (l, d.to_vec()))
+            .collect();
+        // One per line: the bad line is one bad document.
+        assert_eq!(docs[0], (1, b"{\"a\":1}".to_vec()));
+        assert_eq!(docs[1], (3, b"{\"b\":2}".to_vec()));
+        assert_eq!(docs[2], (4, b"not json".to_vec()));
+
+        let pretty = b"{\n  \"a\": 1,\n  \"c\": [\n 3\n]\n}\n{\n  \"b\": 2\n}\nbad";
+        let docs = documents(pretty);
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].0, 7);
+        assert_eq!(
+            docs[2],
+            (10, &b"bad"[..]),
+            "what cannot be cut is one bad document"
+        );
+    }
+
+    #[test]
+    fn times_in_every_unit_feeds_use() {
+        let ms = 1_700_000_000_123;
+        for v in [
+            serde_json::json!(1_700_000_000.123),
+            serde_json::json!(ms),
+            serde_json::json!(ms * 1000),
+            serde_json::json!(ms * 1_000_000),
+            serde_json::json!("2023-11-14T22:13:20.123Z"),
+            serde_json::json!("2023-11-14 22:13:20.123+00"),
+        ] {
+            assert_eq!(time_of(&v), Some(ms), "{v}");
+        }
+        assert_eq!(time_of(&serde_json::json!("soon")), None);
+    }
+}
