@@ -10,6 +10,7 @@ pub mod anomaly_score;
 pub mod change;
 pub mod dead_letter;
 pub mod point;
+pub mod sync_action;
 pub mod telemetry;
 pub mod telemetry_columns;
 
@@ -18,6 +19,7 @@ pub use anomaly_score::{AnomalyScore, ScoreColumns};
 pub use change::{Change, ChangeOp};
 pub use dead_letter::DeadLetter;
 pub use point::Point;
+pub use sync_action::{SyncAction, SyncActionKind};
 pub use telemetry::{Kind, Reading, ReadingRef};
 pub use telemetry_columns::TelemetryColumns;
 

@@ -1,0 +1,65 @@
+//! Bi-directional sync: two replicas' change feeds in, what each must receive out.
+//!
+//! [`current_versions`] turns each replica's feed of changes into the collection of the
+//! current version of every row on that side; [`sync_diff`] compares the two sides, and the
+//! versions they last agreed on, row by row, and keeps the collection of [`SyncAction`]s that
+//! make them equal: last writer wins on `updated_at`, ties broken by origin; deletes are
+//! versions too. The diff is empty exactly when the replicas agree.
+//!
+//! [`SyncAction`]: crate::SyncAction
+
+pub mod current_versions;
+pub mod sync_diff;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Change;
+
+/// Which replica a change or a version belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Side {
+    /// The replica close to the application (fast, local).
+    Local,
+    /// The durable primary.
+    Remote,
+}
+
+/// A row: its table and its key (a JSON array of the key's values).
+pub type RowKey = (String, String);
+
+/// One version of a row on one side. Versions are ordered by when they were written, then by
+/// the replica that wrote them (a deterministic tie-break), then by content: the greater
+/// version wins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version {
+    /// When it was written, in epoch milliseconds (0 when the feed does not say).
+    pub updated_at: i64,
+    /// The replica that wrote it; sync writes keep the origin of the version they copy, so an
+    /// applied version is the same version on the other side and is never sent back.
+    pub origin: String,
+    /// The row as a JSON object; `None` for a deleted row (a tombstone).
+    pub row: Option<String>,
+    /// Where it is in its feed.
+    pub position: String,
+}
+
+impl Version {
+    /// The version a change leaves its row in.
+    pub fn of(change: &Change) -> Version {
+        Version {
+            updated_at: change.updated_at.unwrap_or(0),
+            origin: change.origin.clone(),
+            row: if change.is_delete() {
+                None
+            } else {
+                change.after.clone()
+            },
+            position: change.position.clone(),
+        }
+    }
+
+    /// Whether two versions hold the same row (both deleted counts): the replicas agree on it.
+    pub fn same_row(&self, other: &Version) -> bool {
+        self.row == other.row
+    }
+}
