@@ -716,3 +716,43 @@ impl FileNames {
         }
     }
 }
+
+/// Writes `rows` of one table outside a dataflow (a one-shot job's results): one file per
+/// hour partition of their event time, named `part-RUN.parquet`, each put atomically.
+/// Returns the number of files written.
+pub async fn write_records<R: Record>(
+    location: &ArchiveLocation,
+    rows: &[R],
+    run: &str,
+) -> anyhow::Result<usize> {
+    let table = Table {
+        name: R::TABLE,
+        schema: R::schema(),
+        distinct: R::DISTINCT_COLUMNS,
+        time_column: 0,
+    };
+    let mut by_hour: std::collections::BTreeMap<i64, Vec<&R>> = std::collections::BTreeMap::new();
+    for row in rows {
+        by_hour
+            .entry(row.event_time().div_euclid(HOUR_MS))
+            .or_default()
+            .push(row);
+    }
+    for (hour, rows) in &by_hour {
+        let mut partition = OpenPartition::<R>::new();
+        for row in rows {
+            partition.push(&table, row)?;
+        }
+        partition.encode_pending(&table)?;
+        let (bytes, rows) = partition.file.finish()?;
+        let (date, hh) = partition_of(hour * HOUR_MS);
+        let request = PutRequest {
+            path: format!("{}/date={date}/hour={hh}/part-{run}.parquet", R::TABLE),
+            bytes,
+            rows,
+            table: R::TABLE,
+        };
+        put_with_retry(location, &request).await?;
+    }
+    Ok(by_hour.len())
+}

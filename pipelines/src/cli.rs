@@ -196,6 +196,65 @@ impl GuardArgs {
     }
 }
 
+/// The command line of `vigil-sync`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil-sync",
+    version,
+    about = "Keeps a local and a remote SQL replica equal, last writer wins on updated_at.",
+    long_about = "Keeps a local and a remote SQL replica equal, last writer wins on updated_at.\n\n\
+                  With no --local/--remote it demonstrates itself on two SQLite files under \
+                  ./vigil-sync/ (a `vehicles` table edited on both sides)."
+)]
+pub struct SyncArgs {
+    /// The local replica: `postgres://USER@HOST:PORT/DB` (PostgreSQL or CockroachDB) or
+    /// `sqlite://PATH`.
+    #[arg(long, env = "VIGIL_SYNC_LOCAL")]
+    pub local: Option<String>,
+
+    /// The remote replica, the durable primary (same forms as --local).
+    #[arg(long, env = "VIGIL_SYNC_REMOTE")]
+    pub remote: Option<String>,
+
+    /// A table to sync (repeatable; `schema.table` allowed). It needs a primary key, and
+    /// `updated_at` and `origin` columns for last-writer-wins and echo suppression.
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+
+    /// Which way rows may flow: `up` (local to remote), `down`, or `both`.
+    #[arg(long, default_value = "both")]
+    pub direction: String,
+
+    /// Print the planned actions as JSON lines and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// One pass (diff, apply, exit) instead of following both replicas.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Build the local replica's tables from the remote (they must be missing or empty).
+    #[arg(long)]
+    pub restore: bool,
+
+    /// The mean pause between passes when following; each is drawn from half to one and a
+    /// half of it.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+
+    /// Where applied actions are archived as the `sync_actions` table (`none` for nowhere).
+    #[arg(long, default_value = "./vigil-data")]
+    pub archive: String,
+
+    /// Timely worker threads for the diff.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    pub workers: usize,
+
+    /// Also write each pass's summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+}
+
 /// Structured logs to stderr, filtered by `RUST_LOG` (default: warnings).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

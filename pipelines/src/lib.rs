@@ -21,4 +21,7 @@ pub mod crypto;
 pub mod guard_job;
 pub mod guards;
 pub mod kafka;
+pub mod migrations;
+pub mod replica;
 pub mod spill;
+pub mod sync_job;

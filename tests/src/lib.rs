@@ -6,3 +6,4 @@ pub mod archive;
 pub mod couchdb;
 pub mod files;
 pub mod kafka;
+pub mod postgres;

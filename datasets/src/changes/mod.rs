@@ -252,7 +252,7 @@ fn file_stem(source: &str) -> &str {
 }
 
 /// The key of a row: the values of `columns` as a JSON array.
-pub(crate) fn key_of(row: &Map<String, Value>, columns: &[String]) -> Result<String, String> {
+pub fn key_of(row: &Map<String, Value>, columns: &[String]) -> Result<String, String> {
     let values = columns
         .iter()
         .map(|c| {
@@ -265,7 +265,7 @@ pub(crate) fn key_of(row: &Map<String, Value>, columns: &[String]) -> Result<Str
 }
 
 /// The row as JSON text, keys in order.
-pub(crate) fn row_text(row: &Map<String, Value>) -> String {
+pub fn row_text(row: &Map<String, Value>) -> String {
     Value::Object(row.clone()).to_string()
 }
 
@@ -277,7 +277,7 @@ pub(crate) fn row_updated_at(row: &Map<String, Value>, options: &FeedOptions) ->
 
 /// A time as feeds write it: epoch seconds, milliseconds, microseconds or nanoseconds (told
 /// apart by size), or text (RFC 3339, PostgreSQL's `2024-01-02 03:04:05.678+00`).
-pub(crate) fn time_of(value: &Value) -> Option<i64> {
+pub fn time_of(value: &Value) -> Option<i64> {
     match value {
         Value::Number(n) => {
             let v = n.as_f64()?;

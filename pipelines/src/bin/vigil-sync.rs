@@ -1,0 +1,69 @@
+//! `vigil-sync`: keep a local and a remote SQL replica equal, last writer wins.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use vigil_pipelines::cli::{SyncArgs, init_logging, on_stop_signal};
+use vigil_pipelines::sync_job::{SyncJob, print_actions, run_once};
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = SyncArgs::parse();
+    let job = match SyncJob::from_args(&args) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    if let Err(error) = on_stop_signal(move || flag.store(true, Ordering::SeqCst)) {
+        eprintln!("error: cannot watch for Ctrl-C: {error}");
+        return ExitCode::from(2);
+    }
+    loop {
+        match run_once(&job) {
+            Ok((summary, actions)) => {
+                if job.dry_run {
+                    print_actions(&actions);
+                }
+                eprintln!(
+                    "vigil-sync: {} ↔ {}{}: {summary}",
+                    job.local.redacted(),
+                    job.remote.redacted(),
+                    if job.dry_run {
+                        " (dry run: nothing changed)"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(path) = &args.summary_json
+                    && let Err(error) = std::fs::write(path, summary.to_json().to_string())
+                {
+                    eprintln!("error: writing {}: {error}", path.display());
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                if args.once || job.dry_run {
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if args.once || job.dry_run || stop.load(Ordering::SeqCst) {
+            return ExitCode::SUCCESS;
+        }
+        // Randomized, so that many replicas do not poll in lockstep.
+        let pause = args.interval.mul_f64(rand::random_range(0.5..1.5));
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until {
+            if stop.load(Ordering::SeqCst) {
+                return ExitCode::SUCCESS;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100).min(pause));
+        }
+    }
+}
