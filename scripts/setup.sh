@@ -65,3 +65,25 @@ if [ "${1:-}" = "--tests" ] && ! command -v tansu >/dev/null 2>&1; then
   cargo install --locked --quiet tansu --features dynostore
   hash -r
 fi
+
+# The sync tests use the machine's PostgreSQL (127.0.0.1:5432, user postgres; tests/src/postgres.rs
+# creates a database per test; VIGIL_TEST_POSTGRES points elsewhere). Start it when it is
+# installed but stopped; install it when missing.
+if [ "${1:-}" = "--tests" ] && [ -z "${VIGIL_TEST_POSTGRES:-}" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "setup: installing postgresql (the sync tests' database server)" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    for cluster in $(pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 {print $1 "/" $2}'); do
+      echo "setup: starting PostgreSQL cluster $cluster" >&2
+      $SUDO pg_ctlcluster "${cluster%/*}" "${cluster#*/}" start || true
+    done
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "warning: PostgreSQL does not answer on 127.0.0.1:5432; the sync tests will say how to point them at a server (VIGIL_TEST_POSTGRES)" >&2
+  fi
+fi
