@@ -87,3 +87,19 @@ if [ "${1:-}" = "--tests" ] && [ -z "${VIGIL_TEST_POSTGRES:-}" ]; then
     echo "warning: PostgreSQL does not answer on 127.0.0.1:5432; the sync tests will say how to point them at a server (VIGIL_TEST_POSTGRES)" >&2
   fi
 fi
+
+# Change capture (pipelines/src/pg_capture.rs) decodes PostgreSQL's WAL with the wal2json
+# plugin; its test starts a throwaway server of the installed version (tests/src/postgres.rs).
+if [ "${1:-}" = "--tests" ]; then
+  for lib in /usr/lib/postgresql/*/lib; do
+    [ -d "$lib" ] || continue
+    version=$(basename "$(dirname "$lib")")
+    if [ ! -e "$lib/wal2json.so" ]; then
+      SUDO=""
+      [ "$(id -u)" -ne 0 ] && SUDO=sudo
+      echo "setup: installing postgresql-$version-wal2json (logical decoding for change capture)" >&2
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "postgresql-$version-wal2json" >/dev/null
+    fi
+  done
+fi

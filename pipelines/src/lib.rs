@@ -22,6 +22,7 @@ pub mod guard_job;
 pub mod guards;
 pub mod kafka;
 pub mod migrations;
+pub mod pg_capture;
 pub mod replica;
 pub mod spill;
 pub mod sync_job;

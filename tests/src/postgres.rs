@@ -105,3 +105,170 @@ impl Drop for PgDatabase {
         }
     }
 }
+
+/// A throwaway PostgreSQL server of the test's own, for what the shared one does not allow:
+/// logical decoding (`wal_level = logical`, which needs a restart), or stopping the server
+/// mid-test. Built with `initdb` in a temporary directory, on a free port on loopback, run as
+/// the `postgres` user when the test runs as root; stopped and removed at the end.
+pub struct PgCluster {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+/// The directory of the newest PostgreSQL server binaries on the machine.
+fn server_bin() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("VIGIL_PG_BIN") {
+        return dir.into();
+    }
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.retain(|bin| bin.join("initdb").exists());
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server binaries (initdb) under /usr/lib/postgresql: install the \
+             postgresql package (scripts/setup.sh --tests does), or set VIGIL_PG_BIN"
+        )
+    })
+}
+
+impl PgCluster {
+    /// Starts a server with logical decoding on.
+    pub fn start_logical() -> PgCluster {
+        let bin = server_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-pg-")
+            .tempdir()
+            .expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = PgCluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            bin,
+            port,
+        };
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(cluster.dir.path())
+                .status()
+                .expect("chown");
+            assert!(
+                status.success(),
+                "the postgres user owns the cluster's directory"
+            );
+        }
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        cluster.start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs a server binary, as `postgres` when root (initdb and postgres refuse root).
+    fn run(&self, tool: &str, args: &[&str]) {
+        let path = self.bin.join(tool);
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            std::process::Command::new(&path)
+        };
+        let output = command
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start(&self) {
+        let mut options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        // Some builds list the output plugins a slot may use; wal2json must be among them.
+        let described = std::process::Command::new(self.bin.join("postgres"))
+            .arg("--describe-config")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("output_plugin_libraries"))
+            .unwrap_or(false);
+        if described {
+            options.push_str(" -c output_plugin_libraries=pgoutput,test_decoding,wal2json");
+        }
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server.
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let path = self.bin.join("pg_ctl");
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = if is_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&path).args(args).output()
+        };
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
