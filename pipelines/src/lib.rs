@@ -25,4 +25,5 @@ pub mod migrations;
 pub mod pg_capture;
 pub mod replica;
 pub mod spill;
+pub mod sync_follow;
 pub mod sync_job;

@@ -323,15 +323,7 @@ impl Replica {
                 let rows = runtime
                     .block_on(client.query(&sql, &[]))
                     .with_context(|| format!("reading {}", table.name))?;
-                rows.iter()
-                    .map(|row| {
-                        let text: String = row.try_get(0)?;
-                        match serde_json::from_str(&text)? {
-                            Value::Object(map) => Ok(map),
-                            _ => anyhow::bail!("row_to_json gave a non-object"),
-                        }
-                    })
-                    .collect()
+                json_rows(&rows)
             }
             Conn::Sqlite(conn) => {
                 let sql = format!("SELECT * FROM {}", quote(&table.name));
@@ -354,6 +346,48 @@ impl Replica {
                     Ok(map)
                 })?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            }
+        }
+    }
+
+    /// The current rows of the given keys (objects of the key columns), as JSON objects; keys
+    /// with no row are left out.
+    pub fn fetch(
+        &mut self,
+        table: &TableInfo,
+        keys: &[Map<String, Value>],
+    ) -> anyhow::Result<Vec<Map<String, Value>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = quote(&table.name);
+        match &mut self.conn {
+            Conn::Postgres { client, runtime } => {
+                let matching = table
+                    .key
+                    .iter()
+                    .map(|k| format!("t.{0} = k.{0}", quote_column(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let sql = format!(
+                    "SELECT row_to_json(t)::text FROM {name} t \
+                     JOIN json_populate_recordset(NULL::{name}, $1::text::json) k ON {matching}"
+                );
+                let keys =
+                    Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
+                let rows = runtime.block_on(client.query(&sql, &[&keys]))?;
+                json_rows(&rows)
+            }
+            Conn::Sqlite(_) => {
+                // SQLite replicas are scanned whole; a key lookup per row is cheap enough.
+                let all = self.scan(table)?;
+                Ok(all
+                    .into_iter()
+                    .filter(|row| {
+                        keys.iter()
+                            .any(|k| table.key.iter().all(|c| row.get(c) == k.get(c)))
+                    })
+                    .collect())
             }
         }
     }
@@ -494,6 +528,19 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// Rows of one `row_to_json(t)::text` column as JSON objects.
+fn json_rows(rows: &[tokio_postgres::Row]) -> anyhow::Result<Vec<Map<String, Value>>> {
+    rows.iter()
+        .map(|row| {
+            let text: String = row.try_get(0)?;
+            match serde_json::from_str(&text)? {
+                Value::Object(map) => Ok(map),
+                _ => anyhow::bail!("row_to_json gave a non-object"),
+            }
+        })
+        .collect()
 }
 
 /// A JSON value as SQLite stores it: objects and arrays as JSON text.

@@ -21,8 +21,7 @@ use timely::dataflow::operators::{Capture, Input, Probe};
 use tracing::info;
 use vigil_datasets::changes::{key_of, row_text, time_of};
 use vigil_operators::{
-    Change, ChangeOp, CurrentVersions, Record, RowKey, Side, SyncAction, SyncActionKind, SyncDiff,
-    Version,
+    Change, CurrentVersions, Record, RowKey, Side, SyncAction, SyncActionKind, SyncDiff, Version,
 };
 
 use crate::migrations;
@@ -90,6 +89,11 @@ pub struct SyncJob {
 }
 
 impl SyncJob {
+    /// Whether the job's direction lets `action` be applied.
+    pub fn direction_allows(&self, action: SyncActionKind) -> bool {
+        self.direction.allows(action)
+    }
+
     /// A job between two replicas with the defaults.
     pub fn new(local: ReplicaUrl, remote: ReplicaUrl, tables: Vec<String>) -> Self {
         Self {
@@ -344,31 +348,14 @@ fn read_sides(
         BTreeMap::new()
     };
     let remote_rows = by_key(remote.scan(&info)?)?;
-    let mut agreed = BTreeMap::new();
-    if local.table_exists("sync_agreed")? {
-        // `$1` is a parameter in both dialects (SQLite binds it by position too).
-        let rows = local.query_text(
-            "SELECT row_key, CAST(updated_at AS TEXT), origin, row_json FROM sync_agreed WHERE table_name = $1",
-            &[table],
-        )?;
-        for row in rows {
-            let mut row = row.into_iter();
-            let (Some(Some(key)), Some(Some(at)), Some(Some(origin)), Some(json)) =
-                (row.next(), row.next(), row.next(), row.next())
-            else {
-                continue;
-            };
-            agreed.insert(
-                key,
-                Version {
-                    updated_at: at.parse().unwrap_or(0),
-                    origin,
-                    row: json,
-                    position: "agreed".into(),
-                },
-            );
-        }
-    }
+    let agreed = if local.table_exists("sync_agreed")? {
+        crate::sync_follow::load_agreed(local, &[table.to_owned()])?
+            .into_iter()
+            .map(|((_, key), version)| (key, version))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     Ok(Sides {
         info,
         local: local_rows,
@@ -378,7 +365,7 @@ fn read_sides(
 }
 
 /// The version a row is in on `side`.
-fn version_of(job: &SyncJob, side: Side, row: &Map<String, Value>) -> Version {
+pub(crate) fn version_of(job: &SyncJob, side: Side, row: &Map<String, Value>) -> Version {
     let origin = match row.get(&job.origin_column) {
         Some(Value::String(o)) if !o.is_empty() => o.clone(),
         _ => match side {
@@ -403,23 +390,7 @@ fn diff(job: &SyncJob, sides: &Sides) -> anyhow::Result<Vec<SyncAction>> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut changes: Vec<(Side, Change)> = Vec::new();
     let mut push = |side: Side, key: &str, version: Version| {
-        changes.push((
-            side,
-            Change {
-                table: table.clone(),
-                key: key.to_owned(),
-                op: if version.row.is_some() {
-                    ChangeOp::Update
-                } else {
-                    ChangeOp::Delete
-                },
-                before: None,
-                after: version.row,
-                updated_at: Some(version.updated_at),
-                origin: version.origin,
-                position: version.position,
-            },
-        ));
+        changes.push((side, version.into_change(table, key)));
     };
     for (side, rows) in [(Side::Local, &sides.local), (Side::Remote, &sides.remote)] {
         for (key, row) in rows {
@@ -510,7 +481,7 @@ fn diff_dataflow(
 }
 
 /// A row's key columns as an object, from its key array.
-fn key_row(info: &TableInfo, key: &str) -> anyhow::Result<Map<String, Value>> {
+pub(crate) fn key_row(info: &TableInfo, key: &str) -> anyhow::Result<Map<String, Value>> {
     let values: Vec<Value> = serde_json::from_str(key).with_context(|| format!("key {key}"))?;
     anyhow::ensure!(
         values.len() == info.key.len(),
@@ -520,7 +491,7 @@ fn key_row(info: &TableInfo, key: &str) -> anyhow::Result<Map<String, Value>> {
     Ok(info.key.iter().cloned().zip(values).collect())
 }
 
-fn parse_row(text: &str) -> anyhow::Result<Map<String, Value>> {
+pub(crate) fn parse_row(text: &str) -> anyhow::Result<Map<String, Value>> {
     match serde_json::from_str(text)? {
         Value::Object(map) => Ok(map),
         _ => anyhow::bail!("a row that is not a JSON object"),
@@ -540,7 +511,7 @@ fn apply(
     let mut to_remote = (Vec::new(), Vec::new());
     let mut applied: BTreeMap<&str, &SyncAction> = BTreeMap::new();
     for action in actions {
-        if !job.direction.allows(action.action) {
+        if !job.direction_allows(action.action) {
             summary.held_back += 1;
             continue;
         }
@@ -580,29 +551,11 @@ fn apply(
                     .map(|r| (row_text(r), r.get(&job.updated_at_column).and_then(time_of)))
             };
             let (l, r) = (side(&sides.local), side(&sides.remote));
-            object(serde_json::json!({
-                "table_name": info.name,
-                "row_key": a.key,
-                "local_row": l.as_ref().map(|v| &v.0),
-                "local_updated_at": l.as_ref().and_then(|v| v.1),
-                "remote_row": r.as_ref().map(|v| &v.0),
-                "remote_updated_at": r.as_ref().and_then(|v| v.1),
-                "winner": a.winner_origin,
-            }))
+            conflict_row(info, &a.key, l, r, &a.winner_origin)
         })
         .collect();
     if !conflicts.is_empty() {
-        let log = local.table("sync_state")?;
-        let log = TableInfo {
-            // The id and time are the database's to fill.
-            columns: log
-                .columns
-                .into_iter()
-                .filter(|(c, _)| c != "id" && c != "decided_at")
-                .collect(),
-            ..log
-        };
-        local.insert_rows(&log, &conflicts)?;
+        log_conflicts(local, &conflicts)?;
     }
     // What the replicas agree on now: every row written, and every row already equal.
     let agreed_table = local.table("sync_agreed")?;
@@ -657,6 +610,43 @@ fn apply(
     Ok(())
 }
 
+/// A row of the conflict log: both versions (row text and time), and the winner.
+pub(crate) fn conflict_row(
+    info: &TableInfo,
+    key: &str,
+    local: Option<(String, Option<i64>)>,
+    remote: Option<(String, Option<i64>)>,
+    winner: &str,
+) -> Map<String, Value> {
+    object(serde_json::json!({
+        "table_name": info.name,
+        "row_key": key,
+        "local_row": local.as_ref().map(|v| &v.0),
+        "local_updated_at": local.as_ref().and_then(|v| v.1),
+        "remote_row": remote.as_ref().map(|v| &v.0),
+        "remote_updated_at": remote.as_ref().and_then(|v| v.1),
+        "winner": winner,
+    }))
+}
+
+/// Appends rows to the conflict log on the local replica.
+pub(crate) fn log_conflicts(
+    local: &mut Replica,
+    rows: &[Map<String, Value>],
+) -> anyhow::Result<()> {
+    let log = local.table("sync_state")?;
+    let log = TableInfo {
+        // The id and time are the database's to fill.
+        columns: log
+            .columns
+            .into_iter()
+            .filter(|(c, _)| c != "id" && c != "decided_at")
+            .collect(),
+        ..log
+    };
+    local.insert_rows(&log, rows)
+}
+
 /// A JSON object literal as a row.
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -666,7 +656,13 @@ fn object(value: Value) -> Map<String, Value> {
 }
 
 /// A `sync_agreed` row.
-fn agreed_row(table: &str, key: &str, at: Value, origin: &str, row: &str) -> Map<String, Value> {
+pub(crate) fn agreed_row(
+    table: &str,
+    key: &str,
+    at: Value,
+    origin: &str,
+    row: &str,
+) -> Map<String, Value> {
     object(serde_json::json!({
         "table_name": table,
         "row_key": key,

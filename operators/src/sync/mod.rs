@@ -58,6 +58,24 @@ impl Version {
         }
     }
 
+    /// The change that leaves row `key` of `table` in this version.
+    pub fn into_change(self, table: &str, key: &str) -> Change {
+        Change {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            op: if self.row.is_some() {
+                crate::model::ChangeOp::Update
+            } else {
+                crate::model::ChangeOp::Delete
+            },
+            before: None,
+            after: self.row,
+            updated_at: Some(self.updated_at),
+            origin: self.origin,
+            position: self.position,
+        }
+    }
+
     /// Whether two versions hold the same row (both deleted counts): the replicas agree on it.
     pub fn same_row(&self, other: &Version) -> bool {
         self.row == other.row

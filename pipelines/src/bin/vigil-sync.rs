@@ -24,46 +24,52 @@ fn main() -> ExitCode {
         eprintln!("error: cannot watch for Ctrl-C: {error}");
         return ExitCode::from(2);
     }
-    loop {
-        match run_once(&job) {
-            Ok((summary, actions)) => {
-                if job.dry_run {
-                    print_actions(&actions);
-                }
-                eprintln!(
-                    "vigil-sync: {} ↔ {}{}: {summary}",
-                    job.local.redacted(),
-                    job.remote.redacted(),
-                    if job.dry_run {
-                        " (dry run: nothing changed)"
-                    } else {
-                        ""
-                    }
-                );
-                if let Some(path) = &args.summary_json
-                    && let Err(error) = std::fs::write(path, summary.to_json().to_string())
-                {
-                    eprintln!("error: writing {}: {error}", path.display());
-                }
+    if !args.once && !job.dry_run {
+        // Following both replicas: the diff dataflow lives across rounds.
+        let rounds = vigil_pipelines::sync_follow::follow(&job, &stop, args.interval, |summary| {
+            if summary.planned > 0 || summary.pulled + summary.pushed > 0 {
+                eprintln!("vigil-sync: {summary}");
+            }
+            if let Some(path) = &args.summary_json {
+                let _ = std::fs::write(path, summary.to_json().to_string());
+            }
+        });
+        return match rounds {
+            Ok(total) => {
+                eprintln!("vigil-sync: stopped; in all {total}");
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 eprintln!("error: {error:#}");
-                if args.once || job.dry_run {
-                    return ExitCode::FAILURE;
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run_once(&job) {
+        Ok((summary, actions)) => {
+            if job.dry_run {
+                print_actions(&actions);
+            }
+            eprintln!(
+                "vigil-sync: {} ↔ {}{}: {summary}",
+                job.local.redacted(),
+                job.remote.redacted(),
+                if job.dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
                 }
+            );
+            if let Some(path) = &args.summary_json
+                && let Err(error) = std::fs::write(path, summary.to_json().to_string())
+            {
+                eprintln!("error: writing {}: {error}", path.display());
             }
+            ExitCode::SUCCESS
         }
-        if args.once || job.dry_run || stop.load(Ordering::SeqCst) {
-            return ExitCode::SUCCESS;
-        }
-        // Randomized, so that many replicas do not poll in lockstep.
-        let pause = args.interval.mul_f64(rand::random_range(0.5..1.5));
-        let until = std::time::Instant::now() + pause;
-        while std::time::Instant::now() < until {
-            if stop.load(Ordering::SeqCst) {
-                return ExitCode::SUCCESS;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100).min(pause));
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

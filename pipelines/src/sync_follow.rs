@@ -1,0 +1,646 @@
+//! Continuous sync: the diff dataflow lives across rounds and is fed what changed on each side.
+//!
+//! Round 0 reads both sides whole. After that, each round takes from each side only what
+//! changed: from a PostgreSQL replica, the changes its logical replication slot decoded since
+//! the last round (the slot is created before the first read, so nothing falls between); from
+//! any other replica, a comparison of a fresh scan with the previous one. The rows named by
+//! the slot are read back with `row_to_json`, so both ways of seeing a row give the same text.
+//! The differential dataflow updates the current versions and the diff incrementally; the
+//! actions not applied yet are applied, conflicts logged, agreed versions recorded, and only
+//! then is the slot advanced — a crash repeats the round.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use timely::dataflow::operators::{Input, Inspect, Probe};
+use tracing::{info, warn};
+use vigil_datasets::changes::{FeedOptions, key_of, row_text};
+use vigil_operators::{
+    Change, ChangeOp, CurrentVersions, RowKey, Side, SyncAction, SyncActionKind, SyncDiff, Version,
+};
+
+use crate::migrations;
+use crate::pg_capture::LogicalSlot;
+use crate::replica::{Dialect, Replica, TableInfo};
+use crate::sync_job::{SyncJob, SyncSummary, agreed_row, key_row, parse_row, version_of};
+
+/// One round's input to the diff dataflow.
+struct RoundInput {
+    changes: Vec<(Side, Change)>,
+    agreed: Vec<((RowKey, Version), isize)>,
+}
+
+/// The sync operators running on timely workers in the background, fed round by round.
+struct DiffRunner {
+    rounds: Option<mpsc::Sender<RoundInput>>,
+    done: mpsc::Receiver<()>,
+    updates: mpsc::Receiver<(SyncAction, isize)>,
+    /// The diff's contents: every action with its count.
+    contents: BTreeMap<SyncAction, isize>,
+    guards: Option<timely::communication::initialize::WorkerGuards<()>>,
+}
+
+impl DiffRunner {
+    fn start(workers: usize) -> anyhow::Result<DiffRunner> {
+        let (round_tx, round_rx) = mpsc::channel::<RoundInput>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (update_tx, update_rx) = mpsc::channel::<(SyncAction, isize)>();
+        let round_rx = Arc::new(Mutex::new(Some(round_rx)));
+        let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+        let update_tx = Arc::new(Mutex::new(update_tx));
+        // The round every worker's inputs advance to, and whether the input has ended.
+        let round = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+            let index = worker.index();
+            let Ok(sender) = update_tx.lock().map(|s| s.clone()) else {
+                return;
+            };
+            let probe = timely::dataflow::ProbeHandle::new();
+            let mut agreed_in =
+                differential_dataflow::input::InputSession::<u64, (RowKey, Version), isize>::new();
+            let mut changes_in = worker.dataflow::<u64, _, _>(|scope| {
+                let (changes_in, changes) = scope.new_input::<Vec<(Side, Change)>>();
+                changes
+                    .current_versions()
+                    .sync_diff(agreed_in.to_collection(scope))
+                    .inner
+                    .inspect(move |(action, _time, diff)| {
+                        let _ = sender.send((action.clone(), *diff));
+                    })
+                    .probe_with(&probe);
+                changes_in
+            });
+            if index == 0 {
+                let rounds = round_rx.lock().ok().and_then(|mut r| r.take());
+                let done = done_tx.lock().ok().and_then(|mut d| d.take());
+                if let (Some(rounds), Some(done)) = (rounds, done) {
+                    loop {
+                        match rounds.recv_timeout(Duration::from_millis(1)) {
+                            Ok(input) => {
+                                for change in input.changes {
+                                    changes_in.send(change);
+                                }
+                                for (version, diff) in input.agreed {
+                                    agreed_in.update(version, diff);
+                                }
+                                let next = round.fetch_add(1, Ordering::SeqCst) + 1;
+                                changes_in.advance_to(next);
+                                agreed_in.advance_to(next);
+                                agreed_in.flush();
+                                while probe.less_than(&next) {
+                                    worker.step();
+                                }
+                                let _ = done.send(());
+                            }
+                            Err(RecvTimeoutError::Timeout) => {
+                                worker.step();
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                }
+                closed.store(true, Ordering::SeqCst);
+            } else {
+                // The other workers keep their (empty) inputs at worker 0's round.
+                while !closed.load(Ordering::SeqCst) {
+                    let at = round.load(Ordering::SeqCst);
+                    if *changes_in.time() < at {
+                        changes_in.advance_to(at);
+                        agreed_in.advance_to(at);
+                        agreed_in.flush();
+                    }
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
+            }
+            drop(changes_in);
+            drop(agreed_in);
+            while worker.step_or_park(None) {}
+        })
+        .map_err(|e| anyhow::anyhow!("starting the sync workers failed: {e}"))?;
+        Ok(DiffRunner {
+            rounds: Some(round_tx),
+            done: done_rx,
+            updates: update_rx,
+            contents: BTreeMap::new(),
+            guards: Some(guards),
+        })
+    }
+
+    /// Feeds one round and returns the diff after it.
+    fn round(&mut self, input: RoundInput) -> anyhow::Result<Vec<SyncAction>> {
+        let rounds = self
+            .rounds
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the sync workers stopped"))?;
+        rounds
+            .send(input)
+            .map_err(|_| anyhow::anyhow!("the sync workers stopped"))?;
+        self.done
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the sync workers stopped"))?;
+        while let Ok((action, diff)) = self.updates.try_recv() {
+            let count = self.contents.entry(action).or_default();
+            *count += diff;
+        }
+        self.contents.retain(|_, count| *count != 0);
+        Ok(self
+            .contents
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(action, _)| action.clone())
+            .collect())
+    }
+}
+
+impl Drop for DiffRunner {
+    fn drop(&mut self) {
+        self.rounds = None;
+        if let Some(guards) = self.guards.take() {
+            drop(guards.join());
+        }
+    }
+}
+
+/// How a side's changes are read.
+enum Feed {
+    /// A PostgreSQL logical replication slot, and the position to advance it to once the
+    /// round is applied.
+    Slot {
+        slot: LogicalSlot,
+        upto: Option<String>,
+    },
+    /// Scans compared with the previous scan: (table, key) → row text.
+    Scan { last: BTreeMap<RowKey, String> },
+}
+
+/// One side: its replica, feed, tables and the rows it holds now (for the conflict log).
+struct SideState {
+    side: Side,
+    replica: Replica,
+    feed: Feed,
+    /// The rows as last seen, by table and key.
+    rows: BTreeMap<RowKey, Map<String, Value>>,
+}
+
+/// Follows both replicas until `stop`, one round per `interval` (randomized by half either
+/// way); `on_round` gets each round's summary.
+pub fn follow(
+    job: &SyncJob,
+    stop: &AtomicBool,
+    interval: Duration,
+    mut on_round: impl FnMut(&SyncSummary),
+) -> anyhow::Result<SyncSummary> {
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?,
+    );
+    let mut total = SyncSummary::default();
+    let mut sides = Vec::new();
+    for (side, url) in [(Side::Local, &job.local), (Side::Remote, &job.remote)] {
+        let mut replica = Replica::connect(url, &runtime)?;
+        migrations::migrate(&mut replica, false)?;
+        migrations::ensure_roles(&mut replica, &job.tables)?;
+        let feed = open_feed(job, side, &mut replica);
+        sides.push(SideState {
+            side,
+            replica,
+            feed,
+            rows: BTreeMap::new(),
+        });
+    }
+    let infos: Vec<TableInfo> = {
+        let remote = &mut sides[1].replica;
+        job.tables
+            .iter()
+            .map(|t| remote.table(t))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut runner = DiffRunner::start(job.workers)?;
+    let mut agreed: BTreeMap<RowKey, Version> = load_agreed(&mut sides[0].replica, &job.tables)?;
+    let mut agreed_input: Vec<((RowKey, Version), isize)> = agreed
+        .iter()
+        .map(|(k, v)| ((k.clone(), v.clone()), 1))
+        .collect();
+    let mut applied: BTreeMap<RowKey, SyncAction> = BTreeMap::new();
+    let mut first = true;
+    loop {
+        let started = std::time::Instant::now();
+        let mut changes = Vec::new();
+        for state in &mut sides {
+            changes.extend(read_side(job, state, &infos, &agreed, first)?);
+        }
+        first = false;
+        let touched: std::collections::BTreeSet<RowKey> = changes
+            .iter()
+            .map(|(_, c)| (c.table.clone(), c.key.clone()))
+            .collect();
+        let input = RoundInput {
+            changes,
+            agreed: std::mem::take(&mut agreed_input),
+        };
+        let actions = runner.round(input)?;
+        let mut summary = SyncSummary {
+            planned: actions.len() as u64,
+            ..SyncSummary::default()
+        };
+        applied.retain(|key, action| {
+            actions
+                .iter()
+                .any(|a| (&a.table, &a.key) == (&key.0, &key.1) && a == action)
+        });
+        let fresh: Vec<&SyncAction> = actions
+            .iter()
+            .filter(|a| !applied.contains_key(&(a.table.clone(), a.key.clone())))
+            .collect();
+        for info in &infos {
+            let mine: Vec<&SyncAction> = fresh
+                .iter()
+                .copied()
+                .filter(|a| a.table == info.name)
+                .collect();
+            apply_round(job, &mut sides, info, &mine, &mut summary)?;
+            for action in mine.iter().filter(|a| job.direction_allows(a.action)) {
+                let key = (action.table.clone(), action.key.clone());
+                applied.insert(key.clone(), (*action).clone());
+                // What both will hold once applied: the winner.
+                let winner = Version {
+                    updated_at: action.winner_updated_at,
+                    origin: action.winner_origin.clone(),
+                    row: action.row.clone(),
+                    position: "agreed".into(),
+                };
+                if let Some(before) = agreed.insert(key.clone(), winner.clone()) {
+                    agreed_input.push(((key.clone(), before), -1));
+                }
+                agreed_input.push(((key, winner), 1));
+            }
+            record_agreed(&mut sides[0].replica, info, &mine, job)?;
+        }
+        // Rows both sides hold alike, unless an action is about them, are agreed on too: a
+        // later change on just one side is then no conflict.
+        let mut alike = Vec::new();
+        for key in &touched {
+            if actions
+                .iter()
+                .any(|a| (&a.table, &a.key) == (&key.0, &key.1))
+            {
+                continue;
+            }
+            let (Some(l), Some(r)) = (sides[0].rows.get(key), sides[1].rows.get(key)) else {
+                continue;
+            };
+            let version = version_of(job, Side::Local, l);
+            if version.row != Some(row_text(r))
+                || agreed.get(key).map(|a| &a.row) == Some(&version.row)
+            {
+                continue;
+            }
+            let version = Version {
+                position: "agreed".into(),
+                ..version
+            };
+            if let Some(before) = agreed.insert(key.clone(), version.clone()) {
+                agreed_input.push(((key.clone(), before), -1));
+            }
+            agreed_input.push(((key.clone(), version.clone()), 1));
+            alike.push(agreed_row(
+                &key.0,
+                &key.1,
+                version.updated_at.into(),
+                &version.origin,
+                version.row.as_deref().unwrap_or_default(),
+            ));
+        }
+        if !alike.is_empty() {
+            let table = sides[0].replica.table("sync_agreed")?;
+            for chunk in alike.chunks(job.batch_rows.max(1)) {
+                sides[0].replica.apply(&table, chunk, &[])?;
+            }
+        }
+        // Applied: the slots may move on.
+        for state in &mut sides {
+            if let Feed::Slot { slot, upto } = &mut state.feed
+                && let Some(lsn) = upto.take()
+            {
+                slot.advance(&mut state.replica, &lsn)?;
+            }
+        }
+        summary.elapsed = started.elapsed();
+        total.planned = summary.planned;
+        total.pushed += summary.pushed;
+        total.pulled += summary.pulled;
+        total.deleted_local += summary.deleted_local;
+        total.deleted_remote += summary.deleted_remote;
+        total.conflicts += summary.conflicts;
+        total.held_back = summary.held_back;
+        on_round(&summary);
+        let pause = interval.mul_f64(rand::random_range(0.5..1.5));
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(total);
+            }
+            std::thread::sleep(Duration::from_millis(20).min(pause));
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Ok(total);
+        }
+    }
+}
+
+/// A slot for a PostgreSQL side that can decode logically; scans otherwise.
+fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> Feed {
+    if replica.dialect() == Dialect::Postgres {
+        let name = format!(
+            "vigil_sync_{:016x}",
+            xxhash_rust::xxh3::xxh3_64(
+                format!("{side:?}{}{:?}", replica.name(), job.tables).as_bytes()
+            )
+        );
+        match LogicalSlot::new(&name, &job.tables).and_then(|slot| {
+            slot.ensure(replica)?;
+            Ok(slot)
+        }) {
+            Ok(slot) => {
+                info!(message = "Following the replica's changes through a logical replication slot.", replica = %replica.name(), slot = %name);
+                return Feed::Slot { slot, upto: None };
+            }
+            Err(error) => warn!(
+                message = "No logical decoding on this replica; it is compared by scans each round.",
+                replica = %replica.name(),
+                error = %format!("{error:#}")
+            ),
+        }
+    }
+    Feed::Scan {
+        last: BTreeMap::new(),
+    }
+}
+
+/// The versions both replicas last agreed on, of the given tables (from `sync_agreed` on the
+/// local replica).
+pub(crate) fn load_agreed(
+    local: &mut Replica,
+    tables: &[String],
+) -> anyhow::Result<BTreeMap<RowKey, Version>> {
+    let mut agreed = BTreeMap::new();
+    for table in tables {
+        // `$1` is a parameter in both dialects (SQLite binds it by position too).
+        let rows = local.query_text(
+            "SELECT row_key, CAST(updated_at AS TEXT), origin, row_json FROM sync_agreed WHERE table_name = $1",
+            &[table],
+        )?;
+        for row in rows {
+            let mut row = row.into_iter();
+            if let (Some(Some(key)), Some(Some(at)), Some(Some(origin)), Some(json)) =
+                (row.next(), row.next(), row.next(), row.next())
+            {
+                let version = Version {
+                    updated_at: at.parse().unwrap_or(0),
+                    origin,
+                    row: json,
+                    position: "agreed".into(),
+                };
+                agreed.insert((table.clone(), key), version);
+            }
+        }
+    }
+    Ok(agreed)
+}
+
+/// The job's name of a table a feed names (`public.orders` is the job's `orders`).
+fn job_table<'a>(job: &'a SyncJob, feed_table: &str) -> Option<&'a String> {
+    job.tables.iter().find(|t| {
+        *t == feed_table
+            || (!t.contains('.') && feed_table.strip_prefix("public.") == Some(t.as_str()))
+    })
+}
+
+/// What changed on one side since the last round (everything, in the first round).
+fn read_side(
+    job: &SyncJob,
+    state: &mut SideState,
+    infos: &[TableInfo],
+    agreed: &BTreeMap<RowKey, Version>,
+    first: bool,
+) -> anyhow::Result<Vec<(Side, Change)>> {
+    let side = state.side;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    let tombstone = |table: &str, key: &str, at: i64| {
+        let origin = match side {
+            Side::Local => job.local_origin.clone(),
+            Side::Remote => job.remote_origin.clone(),
+        };
+        change(
+            table,
+            key,
+            Version {
+                updated_at: at,
+                origin,
+                row: None,
+                position: "feed".into(),
+            },
+        )
+    };
+    let scan_everything = first || matches!(state.feed, Feed::Scan { .. });
+    if scan_everything {
+        for info in infos {
+            let rows = state.replica.scan(info)?;
+            let mut seen = BTreeMap::new();
+            for row in rows {
+                let key = key_of(&row, &info.key).map_err(anyhow::Error::msg)?;
+                seen.insert((info.name.clone(), key), row);
+            }
+            let changed: Vec<(&RowKey, &Map<String, Value>)> = seen
+                .iter()
+                .filter(|(k, row)| match &state.feed {
+                    Feed::Scan { last } if !first => last.get(*k) != Some(&row_text(row)),
+                    _ => true,
+                })
+                .collect();
+            for (key, row) in changed {
+                out.push((side, change(&key.0, &key.1, version_of(job, side, row))));
+            }
+            // Gone since the last scan, or (at the start) agreed on and gone since.
+            let gone: Vec<RowKey> = match &state.feed {
+                Feed::Scan { last } if !first => last
+                    .keys()
+                    .filter(|k| k.0 == info.name && !seen.contains_key(*k))
+                    .cloned()
+                    .collect(),
+                _ => agreed
+                    .keys()
+                    .filter(|k| k.0 == info.name && !seen.contains_key(*k))
+                    .cloned()
+                    .collect(),
+            };
+            for key in gone {
+                out.push((side, tombstone(&key.0, &key.1, now)));
+            }
+            if let Feed::Scan { last } = &mut state.feed {
+                last.retain(|k, _| k.0 != info.name);
+                last.extend(seen.iter().map(|(k, row)| (k.clone(), row_text(row))));
+            }
+            state.rows.retain(|k, _| k.0 != info.name);
+            state.rows.extend(seen);
+        }
+        if !first || matches!(state.feed, Feed::Scan { .. }) {
+            return Ok(out);
+        }
+    }
+    let Feed::Slot { slot, upto } = &mut state.feed else {
+        return Ok(out);
+    };
+    let options = FeedOptions {
+        origin: match side {
+            Side::Local => job.local_origin.clone(),
+            Side::Remote => job.remote_origin.clone(),
+        },
+        updated_at_column: job.updated_at_column.clone(),
+        ..FeedOptions::default()
+    };
+    let captured = slot.peek(&mut state.replica, 10_000, &options)?;
+    for (origin, reason) in &captured.dead_letters {
+        warn!(message = "A change the slot gave could not be used.", %origin, %reason);
+    }
+    // In the first round the tables were read whole after the slot was made: what the slot
+    // gives again is in the scan already, and repeats a version, which changes nothing.
+    *upto = captured.upto;
+    for info in infos {
+        let mut keys: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut deletes: BTreeMap<String, i64> = BTreeMap::new();
+        for c in captured
+            .changes
+            .iter()
+            .filter(|c| job_table(job, &c.table) == Some(&info.name))
+        {
+            match c.op {
+                ChangeOp::Delete => {
+                    keys.remove(&c.key);
+                    deletes.insert(c.key.clone(), c.updated_at.unwrap_or(now));
+                }
+                _ => {
+                    deletes.remove(&c.key);
+                    keys.insert(c.key.clone(), key_row(info, &c.key)?);
+                }
+            }
+        }
+        // The rows as they are now, read the same way a scan reads them.
+        let key_rows: Vec<Map<String, Value>> = keys.values().cloned().collect();
+        for row in state.replica.fetch(info, &key_rows)? {
+            let key = key_of(&row, &info.key).map_err(anyhow::Error::msg)?;
+            out.push((side, change(&info.name, &key, version_of(job, side, &row))));
+            state.rows.insert((info.name.clone(), key), row);
+        }
+        for (key, at) in deletes {
+            out.push((side, tombstone(&info.name, &key, at)));
+            state.rows.remove(&(info.name.clone(), key));
+        }
+    }
+    Ok(out)
+}
+
+fn change(table: &str, key: &str, version: Version) -> Change {
+    version.into_change(table, key)
+}
+
+/// Rows to upsert and keys to delete on one side.
+type Writes = (Vec<Map<String, Value>>, Vec<Map<String, Value>>);
+
+/// Applies one table's new actions of a round, in batches, and logs its conflicts.
+fn apply_round(
+    job: &SyncJob,
+    sides: &mut [SideState],
+    info: &TableInfo,
+    actions: &[&SyncAction],
+    summary: &mut SyncSummary,
+) -> anyhow::Result<()> {
+    let mut writes: [Writes; 2] = Default::default();
+    let mut conflicts = Vec::new();
+    for action in actions {
+        if !job.direction_allows(action.action) {
+            summary.held_back += 1;
+            continue;
+        }
+        let target = match action.action {
+            SyncActionKind::Pull | SyncActionKind::DeleteLocal => 0,
+            SyncActionKind::Push | SyncActionKind::DeleteRemote => 1,
+        };
+        match &action.row {
+            Some(row) => writes[target].0.push(parse_row(row)?),
+            None => writes[target].1.push(key_row(info, &action.key)?),
+        }
+        match action.action {
+            SyncActionKind::Push => summary.pushed += 1,
+            SyncActionKind::Pull => summary.pulled += 1,
+            SyncActionKind::DeleteLocal => summary.deleted_local += 1,
+            SyncActionKind::DeleteRemote => summary.deleted_remote += 1,
+        }
+        if action.conflict {
+            summary.conflicts += 1;
+            let key = (info.name.clone(), action.key.clone());
+            let row = |i: usize| {
+                sides[i].rows.get(&key).map(|r| {
+                    (
+                        row_text(r),
+                        r.get(&job.updated_at_column)
+                            .and_then(vigil_datasets::changes::time_of),
+                    )
+                })
+            };
+            let (l, r) = (row(0), row(1));
+            conflicts.push(crate::sync_job::conflict_row(
+                info,
+                &action.key,
+                l,
+                r,
+                &action.winner_origin,
+            ));
+        }
+    }
+    let batch = job.batch_rows.max(1);
+    for (state, (upserts, deletes)) in sides.iter_mut().zip(&writes) {
+        for chunk in upserts.chunks(batch) {
+            state.replica.apply(info, chunk, &[])?;
+        }
+        for chunk in deletes.chunks(batch) {
+            state.replica.apply(info, &[], chunk)?;
+        }
+    }
+    if !conflicts.is_empty() {
+        crate::sync_job::log_conflicts(&mut sides[0].replica, &conflicts)?;
+    }
+    Ok(())
+}
+
+/// Records the winners of applied actions as agreed (deleted rows are forgotten).
+fn record_agreed(
+    local: &mut Replica,
+    info: &TableInfo,
+    actions: &[&SyncAction],
+    job: &SyncJob,
+) -> anyhow::Result<()> {
+    let table = local.table("sync_agreed")?;
+    let (mut agree, mut forget) = (Vec::new(), Vec::new());
+    for action in actions.iter().filter(|a| job.direction_allows(a.action)) {
+        match &action.row {
+            Some(row) => agree.push(agreed_row(
+                &info.name,
+                &action.key,
+                action.winner_updated_at.into(),
+                &action.winner_origin,
+                row,
+            )),
+            None => forget.push(agreed_row(&info.name, &action.key, Value::Null, "", "")),
+        }
+    }
+    local.apply(&table, &agree, &forget)
+}
