@@ -237,6 +237,13 @@ pub struct SyncArgs {
     #[arg(long)]
     pub restore: bool,
 
+    /// How changes are read when following: `slot` (a PostgreSQL logical replication slot
+    /// through wal2json), `poll` (rows with a newer `updated_at`; any PostgreSQL-protocol
+    /// database, CockroachDB included), `scan` (whole tables compared), or `auto` (a slot
+    /// where possible, else polling; scans for SQLite).
+    #[arg(long, default_value = "auto")]
+    pub capture: String,
+
     /// The mean pause between passes when following; each is drawn from half to one and a
     /// half of it.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]

@@ -350,6 +350,103 @@ impl Replica {
         }
     }
 
+    /// Rows written after `after` (a row's `updated_at` and key columns; `None` for the
+    /// start), in (`updated_at`, key) order, at most `limit` of them: polling by the write
+    /// time, with the key as tie-break.
+    pub fn poll(
+        &mut self,
+        table: &TableInfo,
+        updated_at: &str,
+        after: Option<&Map<String, Value>>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Map<String, Value>>> {
+        let name = quote(&table.name);
+        let order: Vec<String> = std::iter::once(updated_at.to_owned())
+            .chain(table.key.iter().cloned())
+            .map(|c| quote_column(&c))
+            .collect();
+        let listed = |prefix: &str| {
+            order
+                .iter()
+                .map(|c| format!("{prefix}{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &mut self.conn {
+            Conn::Postgres { client, runtime } => {
+                let mark = after.map(|m| Value::Object(m.clone()).to_string());
+                let filter = if mark.is_some() {
+                    format!(
+                        "WHERE ({}) > (SELECT {} FROM json_populate_record(NULL::{name}, $1::text::json) w)",
+                        listed("t."),
+                        listed("w.")
+                    )
+                } else {
+                    String::new()
+                };
+                let sql = format!(
+                    "SELECT row_to_json(t)::text FROM {name} t {filter} ORDER BY {} LIMIT {limit}",
+                    listed("t.")
+                );
+                let rows = match &mark {
+                    Some(mark) => runtime.block_on(client.query(&sql, &[mark]))?,
+                    None => runtime.block_on(client.query(&sql, &[]))?,
+                };
+                json_rows(&rows)
+            }
+            Conn::Sqlite(_) => {
+                // Row values compare in SQLite too (3.15 and later).
+                let mut rows = self.scan(table)?;
+                let position = |row: &Map<String, Value>| -> Vec<Value> {
+                    std::iter::once(updated_at)
+                        .chain(table.key.iter().map(String::as_str))
+                        .map(|c| row.get(c).cloned().unwrap_or(Value::Null))
+                        .collect()
+                };
+                let compare = |a: &[Value], b: &[Value]| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| compare_json(x, y))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                };
+                if let Some(mark) = after {
+                    let mark = position(mark);
+                    rows.retain(|row| compare(&position(row), &mark).is_gt());
+                }
+                rows.sort_by(|a, b| compare(&position(a), &position(b)));
+                rows.truncate(limit);
+                Ok(rows)
+            }
+        }
+    }
+
+    /// The key columns of every row, as JSON objects.
+    pub fn scan_keys(&mut self, table: &TableInfo) -> anyhow::Result<Vec<Map<String, Value>>> {
+        let name = quote(&table.name);
+        let keys = table
+            .key
+            .iter()
+            .map(|k| quote_column(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &mut self.conn {
+            Conn::Postgres { client, runtime } => {
+                let sql = format!("SELECT row_to_json(k)::text FROM (SELECT {keys} FROM {name}) k");
+                json_rows(&runtime.block_on(client.query(&sql, &[]))?)
+            }
+            Conn::Sqlite(_) => Ok(self
+                .scan(table)?
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .filter(|(c, _)| table.key.contains(c))
+                        .collect()
+                })
+                .collect()),
+        }
+    }
+
     /// The current rows of the given keys (objects of the key columns), as JSON objects; keys
     /// with no row are left out.
     pub fn fetch(
@@ -527,6 +624,21 @@ impl Replica {
             }
         }
         Ok(())
+    }
+}
+
+/// Orders JSON values as SQL orders them: numbers by value, text by bytes, nulls first.
+fn compare_json(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(f64::NAN)
+            .total_cmp(&y.as_f64().unwrap_or(f64::NAN)),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Less,
+        (_, Value::Null) => std::cmp::Ordering::Greater,
+        (x, y) => x.to_string().cmp(&y.to_string()),
     }
 }
 

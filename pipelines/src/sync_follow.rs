@@ -26,7 +26,7 @@ use vigil_operators::{
 use crate::migrations;
 use crate::pg_capture::LogicalSlot;
 use crate::replica::{Dialect, Replica, TableInfo};
-use crate::sync_job::{SyncJob, SyncSummary, agreed_row, key_row, parse_row, version_of};
+use crate::sync_job::{Capture, SyncJob, SyncSummary, agreed_row, key_row, parse_row, version_of};
 
 /// One round's input to the diff dataflow.
 struct RoundInput {
@@ -176,6 +176,12 @@ enum Feed {
     },
     /// Scans compared with the previous scan: (table, key) → row text.
     Scan { last: BTreeMap<RowKey, String> },
+    /// Rows whose `updated_at` is past the last seen (the key breaks ties), per table; and
+    /// the keys seen, to notice deletes.
+    Poll {
+        marks: BTreeMap<String, Map<String, Value>>,
+        known: std::collections::BTreeSet<RowKey>,
+    },
 }
 
 /// One side: its replica, feed, tables and the rows it holds now (for the conflict log).
@@ -207,7 +213,7 @@ pub fn follow(
         let mut replica = Replica::connect(url, &runtime)?;
         migrations::migrate(&mut replica, false)?;
         migrations::ensure_roles(&mut replica, &job.tables)?;
-        let feed = open_feed(job, side, &mut replica);
+        let feed = open_feed(job, side, &mut replica)?;
         sides.push(SideState {
             side,
             replica,
@@ -230,9 +236,12 @@ pub fn follow(
         .collect();
     let mut applied: BTreeMap<RowKey, SyncAction> = BTreeMap::new();
     let mut first = true;
+    let mut written: Vec<(Side, Change)> = Vec::new();
     loop {
         let started = std::time::Instant::now();
-        let mut changes = Vec::new();
+        // What the job wrote last round, as the side it wrote to now holds it: a poll by
+        // `updated_at` would not see it (the winner keeps its older time), the others repeat it.
+        let mut changes = std::mem::take(&mut written);
         for state in &mut sides {
             changes.extend(read_side(job, state, &infos, &agreed, first)?);
         }
@@ -275,6 +284,19 @@ pub fn follow(
                     origin: action.winner_origin.clone(),
                     row: action.row.clone(),
                     position: "agreed".into(),
+                };
+                let (target, index) = match action.action {
+                    SyncActionKind::Pull | SyncActionKind::DeleteLocal => (Side::Local, 0),
+                    SyncActionKind::Push | SyncActionKind::DeleteRemote => (Side::Remote, 1),
+                };
+                let copy = Version {
+                    position: "written".into(),
+                    ..winner.clone()
+                };
+                written.push((target, copy.into_change(&key.0, &key.1)));
+                match action.row.as_deref().map(parse_row).transpose()? {
+                    Some(row) => sides[index].rows.insert(key.clone(), row),
+                    None => sides[index].rows.remove(&key),
                 };
                 if let Some(before) = agreed.insert(key.clone(), winner.clone()) {
                     agreed_input.push(((key.clone(), before), -1));
@@ -333,6 +355,10 @@ pub fn follow(
             }
         }
         summary.elapsed = started.elapsed();
+        summary.local_rows = sides[0].rows.len() as u64;
+        summary.remote_rows = sides[1].rows.len() as u64;
+        total.local_rows = summary.local_rows;
+        total.remote_rows = summary.remote_rows;
         total.planned = summary.planned;
         total.pushed += summary.pushed;
         total.pulled += summary.pulled;
@@ -355,32 +381,55 @@ pub fn follow(
     }
 }
 
-/// A slot for a PostgreSQL side that can decode logically; scans otherwise.
-fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> Feed {
-    if replica.dialect() == Dialect::Postgres {
-        let name = format!(
-            "vigil_sync_{:016x}",
-            xxhash_rust::xxh3::xxh3_64(
-                format!("{side:?}{}{:?}", replica.name(), job.tables).as_bytes()
-            )
-        );
-        match LogicalSlot::new(&name, &job.tables).and_then(|slot| {
-            slot.ensure(replica)?;
-            Ok(slot)
-        }) {
-            Ok(slot) => {
-                info!(message = "Following the replica's changes through a logical replication slot.", replica = %replica.name(), slot = %name);
-                return Feed::Slot { slot, upto: None };
-            }
-            Err(error) => warn!(
-                message = "No logical decoding on this replica; it is compared by scans each round.",
-                replica = %replica.name(),
-                error = %format!("{error:#}")
-            ),
+/// The feed `job.capture` asks for; with `auto`, a slot for a PostgreSQL side that can decode
+/// logically, polling for other PostgreSQL sides, scans for SQLite.
+fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> anyhow::Result<Feed> {
+    let postgres = replica.dialect() == Dialect::Postgres;
+    let poll = || Feed::Poll {
+        marks: BTreeMap::new(),
+        known: Default::default(),
+    };
+    match job.capture {
+        Capture::Scan => {
+            return Ok(Feed::Scan {
+                last: BTreeMap::new(),
+            });
+        }
+        Capture::Poll => return Ok(poll()),
+        Capture::Slot | Capture::Auto if postgres => {}
+        Capture::Slot => {
+            anyhow::bail!("--capture slot needs PostgreSQL; {} is not", replica.name())
+        }
+        Capture::Auto => {
+            return Ok(Feed::Scan {
+                last: BTreeMap::new(),
+            });
         }
     }
-    Feed::Scan {
-        last: BTreeMap::new(),
+    let name = format!(
+        "vigil_sync_{:016x}",
+        xxhash_rust::xxh3::xxh3_64(
+            format!("{side:?}{}{:?}", replica.name(), job.tables).as_bytes()
+        )
+    );
+    let slot = LogicalSlot::new(&name, &job.tables).and_then(|slot| {
+        slot.ensure(replica)?;
+        Ok(slot)
+    });
+    match (slot, job.capture) {
+        (Ok(slot), _) => {
+            info!(message = "Following the replica's changes through a logical replication slot.", replica = %replica.name(), slot = %name);
+            Ok(Feed::Slot { slot, upto: None })
+        }
+        (Err(error), Capture::Slot) => Err(error),
+        (Err(error), _) => {
+            warn!(
+                message = "No logical decoding on this replica; it is polled by updated_at instead (deletes are noticed by its keys).",
+                replica = %replica.name(),
+                error = %format!("{error:#}")
+            );
+            Ok(poll())
+        }
     }
 }
 
@@ -431,121 +480,204 @@ fn read_side(
     agreed: &BTreeMap<RowKey, Version>,
     first: bool,
 ) -> anyhow::Result<Vec<(Side, Change)>> {
-    let side = state.side;
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut out = Vec::new();
-    let tombstone = |table: &str, key: &str, at: i64| {
-        let origin = match side {
-            Side::Local => job.local_origin.clone(),
-            Side::Remote => job.remote_origin.clone(),
-        };
-        change(
-            table,
-            key,
-            Version {
-                updated_at: at,
-                origin,
-                row: None,
-                position: "feed".into(),
-            },
-        )
+    let mut round = Round {
+        job,
+        side: state.side,
+        now: chrono::Utc::now().timestamp_millis(),
+        out: Vec::new(),
     };
-    let scan_everything = first || matches!(state.feed, Feed::Scan { .. });
-    if scan_everything {
-        for info in infos {
-            let rows = state.replica.scan(info)?;
-            let mut seen = BTreeMap::new();
-            for row in rows {
-                let key = key_of(&row, &info.key).map_err(anyhow::Error::msg)?;
-                seen.insert((info.name.clone(), key), row);
+    for info in infos {
+        match &mut state.feed {
+            Feed::Poll { marks, known } => {
+                // Rows written since the last round, page by page.
+                loop {
+                    let rows = state.replica.poll(
+                        info,
+                        &job.updated_at_column,
+                        marks.get(&info.name),
+                        POLL_PAGE,
+                    )?;
+                    let full = rows.len() == POLL_PAGE;
+                    for row in rows {
+                        let mark: Map<String, Value> = row
+                            .iter()
+                            .filter(|(c, _)| **c == job.updated_at_column || info.key.contains(c))
+                            .map(|(c, v)| (c.clone(), v.clone()))
+                            .collect();
+                        marks.insert(info.name.clone(), mark);
+                        round.row(&info.name, &info.key, &row, &mut state.rows)?;
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                // Deletes leave no row to poll: the keys tell.
+                let keys: std::collections::BTreeSet<RowKey> = state
+                    .replica
+                    .scan_keys(info)?
+                    .iter()
+                    .map(|k| {
+                        Ok((
+                            info.name.clone(),
+                            key_of(k, &info.key).map_err(anyhow::Error::msg)?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let before: Vec<RowKey> = if first {
+                    agreed
+                        .keys()
+                        .filter(|k| k.0 == info.name)
+                        .cloned()
+                        .collect()
+                } else {
+                    known.iter().filter(|k| k.0 == info.name).cloned().collect()
+                };
+                for key in before.into_iter().filter(|k| !keys.contains(k)) {
+                    round.gone(&key, round.now, &mut state.rows);
+                }
+                known.retain(|k| k.0 != info.name);
+                known.extend(keys);
             }
-            let changed: Vec<(&RowKey, &Map<String, Value>)> = seen
-                .iter()
-                .filter(|(k, row)| match &state.feed {
-                    Feed::Scan { last } if !first => last.get(*k) != Some(&row_text(row)),
-                    _ => true,
-                })
-                .collect();
-            for (key, row) in changed {
-                out.push((side, change(&key.0, &key.1, version_of(job, side, row))));
-            }
-            // Gone since the last scan, or (at the start) agreed on and gone since.
-            let gone: Vec<RowKey> = match &state.feed {
-                Feed::Scan { last } if !first => last
-                    .keys()
-                    .filter(|k| k.0 == info.name && !seen.contains_key(*k))
-                    .cloned()
-                    .collect(),
-                _ => agreed
-                    .keys()
-                    .filter(|k| k.0 == info.name && !seen.contains_key(*k))
-                    .cloned()
-                    .collect(),
-            };
-            for key in gone {
-                out.push((side, tombstone(&key.0, &key.1, now)));
-            }
-            if let Feed::Scan { last } = &mut state.feed {
+            Feed::Scan { last } => {
+                let seen = scan_table(&mut state.replica, info)?;
+                let before: Vec<RowKey> = if first {
+                    agreed
+                        .keys()
+                        .filter(|k| k.0 == info.name)
+                        .cloned()
+                        .collect()
+                } else {
+                    last.keys().filter(|k| k.0 == info.name).cloned().collect()
+                };
+                for (key, row) in &seen {
+                    if first || last.get(key) != Some(&row_text(row)) {
+                        round.row(&key.0, &info.key, row, &mut state.rows)?;
+                    }
+                }
+                for key in before.into_iter().filter(|k| !seen.contains_key(k)) {
+                    round.gone(&key, round.now, &mut state.rows);
+                }
                 last.retain(|k, _| k.0 != info.name);
                 last.extend(seen.iter().map(|(k, row)| (k.clone(), row_text(row))));
             }
-            state.rows.retain(|k, _| k.0 != info.name);
-            state.rows.extend(seen);
-        }
-        if !first || matches!(state.feed, Feed::Scan { .. }) {
-            return Ok(out);
-        }
-    }
-    let Feed::Slot { slot, upto } = &mut state.feed else {
-        return Ok(out);
-    };
-    let options = FeedOptions {
-        origin: match side {
-            Side::Local => job.local_origin.clone(),
-            Side::Remote => job.remote_origin.clone(),
-        },
-        updated_at_column: job.updated_at_column.clone(),
-        ..FeedOptions::default()
-    };
-    let captured = slot.peek(&mut state.replica, 10_000, &options)?;
-    for (origin, reason) in &captured.dead_letters {
-        warn!(message = "A change the slot gave could not be used.", %origin, %reason);
-    }
-    // In the first round the tables were read whole after the slot was made: what the slot
-    // gives again is in the scan already, and repeats a version, which changes nothing.
-    *upto = captured.upto;
-    for info in infos {
-        let mut keys: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        let mut deletes: BTreeMap<String, i64> = BTreeMap::new();
-        for c in captured
-            .changes
-            .iter()
-            .filter(|c| job_table(job, &c.table) == Some(&info.name))
-        {
-            match c.op {
-                ChangeOp::Delete => {
-                    keys.remove(&c.key);
-                    deletes.insert(c.key.clone(), c.updated_at.unwrap_or(now));
+            Feed::Slot { .. } if first => {
+                // The slot was made before this read, so nothing falls between the two.
+                let seen = scan_table(&mut state.replica, info)?;
+                for row in seen.values() {
+                    round.row(&info.name, &info.key, row, &mut state.rows)?;
                 }
-                _ => {
+                for key in agreed
+                    .keys()
+                    .filter(|k| k.0 == info.name && !seen.contains_key(*k))
+                {
+                    round.gone(key, round.now, &mut state.rows);
+                }
+            }
+            Feed::Slot { .. } => {}
+        }
+    }
+    if let Feed::Slot { slot, upto } = &mut state.feed {
+        let options = FeedOptions {
+            origin: round.origin(),
+            updated_at_column: job.updated_at_column.clone(),
+            ..FeedOptions::default()
+        };
+        let captured = slot.peek(&mut state.replica, 10_000, &options)?;
+        for (origin, reason) in &captured.dead_letters {
+            warn!(message = "A change the slot gave could not be used.", %origin, %reason);
+        }
+        // What the slot gives again after the first read is in it already: a repeated version
+        // changes nothing.
+        *upto = captured.upto;
+        for info in infos {
+            let mut keys: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+            let mut deletes: BTreeMap<String, i64> = BTreeMap::new();
+            for c in captured
+                .changes
+                .iter()
+                .filter(|c| job_table(job, &c.table) == Some(&info.name))
+            {
+                if c.op == ChangeOp::Delete {
+                    keys.remove(&c.key);
+                    deletes.insert(c.key.clone(), c.updated_at.unwrap_or(round.now));
+                } else {
                     deletes.remove(&c.key);
                     keys.insert(c.key.clone(), key_row(info, &c.key)?);
                 }
             }
-        }
-        // The rows as they are now, read the same way a scan reads them.
-        let key_rows: Vec<Map<String, Value>> = keys.values().cloned().collect();
-        for row in state.replica.fetch(info, &key_rows)? {
-            let key = key_of(&row, &info.key).map_err(anyhow::Error::msg)?;
-            out.push((side, change(&info.name, &key, version_of(job, side, &row))));
-            state.rows.insert((info.name.clone(), key), row);
-        }
-        for (key, at) in deletes {
-            out.push((side, tombstone(&info.name, &key, at)));
-            state.rows.remove(&(info.name.clone(), key));
+            // The rows as they are now, read the same way a scan reads them.
+            let key_rows: Vec<Map<String, Value>> = keys.into_values().collect();
+            for row in state.replica.fetch(info, &key_rows)? {
+                round.row(&info.name, &info.key, &row, &mut state.rows)?;
+            }
+            for (key, at) in deletes {
+                round.gone(&(info.name.clone(), key), at, &mut state.rows);
+            }
         }
     }
-    Ok(out)
+    Ok(round.out)
+}
+
+/// Rows asked for per poll.
+const POLL_PAGE: usize = 10_000;
+
+/// One side's changes of one round, being collected.
+struct Round<'a> {
+    job: &'a SyncJob,
+    side: Side,
+    now: i64,
+    out: Vec<(Side, Change)>,
+}
+
+impl Round<'_> {
+    fn origin(&self) -> String {
+        match self.side {
+            Side::Local => self.job.local_origin.clone(),
+            Side::Remote => self.job.remote_origin.clone(),
+        }
+    }
+
+    /// A row as it is now.
+    fn row(
+        &mut self,
+        table: &str,
+        key_columns: &[String],
+        row: &Map<String, Value>,
+        rows: &mut BTreeMap<RowKey, Map<String, Value>>,
+    ) -> anyhow::Result<()> {
+        let key = key_of(row, key_columns).map_err(anyhow::Error::msg)?;
+        let version = version_of(self.job, self.side, row);
+        self.out.push((self.side, change(table, &key, version)));
+        rows.insert((table.to_owned(), key), row.clone());
+        Ok(())
+    }
+
+    /// A row that is gone, deleted at `at`.
+    fn gone(&mut self, key: &RowKey, at: i64, rows: &mut BTreeMap<RowKey, Map<String, Value>>) {
+        let version = Version {
+            updated_at: at,
+            origin: self.origin(),
+            row: None,
+            position: "feed".into(),
+        };
+        self.out.push((self.side, change(&key.0, &key.1, version)));
+        rows.remove(key);
+    }
+}
+
+/// A table's rows by key.
+fn scan_table(
+    replica: &mut Replica,
+    info: &TableInfo,
+) -> anyhow::Result<BTreeMap<RowKey, Map<String, Value>>> {
+    replica
+        .scan(info)?
+        .into_iter()
+        .map(|row| {
+            let key = key_of(&row, &info.key).map_err(anyhow::Error::msg)?;
+            Ok(((info.name.clone(), key), row))
+        })
+        .collect()
 }
 
 fn change(table: &str, key: &str, version: Version) -> Change {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Map, Value};
 use timely::dataflow::operators::capture::Extract;
-use timely::dataflow::operators::{Capture, Input, Probe};
+use timely::dataflow::operators::{Capture as _, Input, Probe};
 use tracing::info;
 use vigil_datasets::changes::{key_of, row_text, time_of};
 use vigil_operators::{
@@ -57,6 +57,34 @@ impl Direction {
     }
 }
 
+/// How a followed replica's changes are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// A logical replication slot where PostgreSQL can decode logically, else polling
+    /// (PostgreSQL) or scans (SQLite).
+    Auto,
+    /// A logical replication slot (PostgreSQL with wal2json); an error otherwise.
+    Slot,
+    /// Rows whose `updated_at` is newer than the last seen, the key breaking ties; deletes
+    /// noticed by the keys. Any database speaking the PostgreSQL protocol.
+    Poll,
+    /// Every row, compared with the previous scan.
+    Scan,
+}
+
+impl Capture {
+    /// `auto`, `slot`, `poll` or `scan`.
+    pub fn parse(text: &str) -> anyhow::Result<Capture> {
+        match text {
+            "auto" => Ok(Capture::Auto),
+            "slot" => Ok(Capture::Slot),
+            "poll" => Ok(Capture::Poll),
+            "scan" => Ok(Capture::Scan),
+            other => anyhow::bail!("--capture {other}: use auto, slot, poll or scan"),
+        }
+    }
+}
+
 /// What a sync job does.
 #[derive(Clone, Debug)]
 pub struct SyncJob {
@@ -86,6 +114,8 @@ pub struct SyncJob {
     pub batch_rows: usize,
     /// Where the applied actions are archived (`sync_actions`); `None` for nowhere.
     pub archive: Option<String>,
+    /// How a followed replica's changes are read.
+    pub capture: Capture,
 }
 
 impl SyncJob {
@@ -110,6 +140,7 @@ impl SyncJob {
             remote_origin: "remote".into(),
             batch_rows: 1000,
             archive: None,
+            capture: Capture::Auto,
         }
     }
 }
@@ -713,6 +744,7 @@ impl SyncJob {
         );
         Ok(SyncJob {
             direction: Direction::parse(&args.direction)?,
+            capture: Capture::parse(&args.capture)?,
             dry_run: args.dry_run,
             restore: args.restore,
             workers: args.workers.max(1),

@@ -1,6 +1,7 @@
 //! vigil-sync following two replicas as they change: a PostgreSQL one read through its logical
 //! replication slot (a throwaway server with logical decoding) and a SQLite one compared by
-//! scans. Waves of writes on both sides converge, round by round, with nothing sent back.
+//! scans; and two PostgreSQL ones polled by `updated_at`. Waves of writes on both sides
+//! converge, round by round, with nothing sent back.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::sync_job::SyncJob;
-use vigil_tests::postgres::PgCluster;
+use vigil_pipelines::sync_job::{Capture, SyncJob};
+use vigil_tests::postgres::{PgCluster, PgDatabase};
 
 const CREATE: &str = "CREATE TABLE orders (id integer PRIMARY KEY, qty integer NOT NULL, \
                       updated_at bigint NOT NULL, origin text NOT NULL)";
@@ -54,7 +55,6 @@ fn qty(rows: &BTreeMap<i64, Map<String, Value>>, id: i64) -> Option<i64> {
 #[test]
 fn following_a_slot_and_a_scanned_replica_converges_wave_after_wave() {
     let cluster = PgCluster::start_logical();
-    let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
     // CREATE DATABASE cannot run in a transaction: through psql.
     let base = cluster.url.rsplit_once('/').unwrap().0;
     let local_url = ReplicaUrl::parse(&format!("{base}/edge")).unwrap();
@@ -65,6 +65,23 @@ fn following_a_slot_and_a_scanned_replica_converges_wave_after_wave() {
     assert!(status.success());
     let tmp = tempfile::tempdir().unwrap();
     let remote_url = ReplicaUrl::Sqlite(tmp.path().join("primary.db"));
+    waves(local_url, remote_url, Capture::Auto);
+}
+
+#[test]
+fn polling_two_postgresql_replicas_by_updated_at_converges_wave_after_wave() {
+    let local = PgDatabase::create("poll_local");
+    let remote = PgDatabase::create("poll_remote");
+    waves(
+        ReplicaUrl::parse(&local.url).unwrap(),
+        ReplicaUrl::parse(&remote.url).unwrap(),
+        Capture::Poll,
+    );
+}
+
+/// Seeds both replicas alike, follows them, and checks two waves of writes converge.
+fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
+    let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let mut local = Replica::connect(&local_url, &runtime).unwrap();
     let mut remote = Replica::connect(&remote_url, &runtime).unwrap();
     let mut seed = format!("{CREATE};");
@@ -79,6 +96,7 @@ fn following_a_slot_and_a_scanned_replica_converges_wave_after_wave() {
     let job = SyncJob {
         workers: 2,
         archive: None,
+        capture,
         ..SyncJob::new(local_url.clone(), remote_url.clone(), vec!["orders".into()])
     };
     let stop = Arc::new(AtomicBool::new(false));
