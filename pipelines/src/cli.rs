@@ -257,6 +257,10 @@ pub struct SyncArgs {
     #[arg(short = 'w', long, default_value_t = 1)]
     pub workers: usize,
 
+    /// Rows written per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_rows: usize,
+
     /// Also write each pass's summary as JSON to this file.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,

@@ -748,6 +748,7 @@ impl SyncJob {
             dry_run: args.dry_run,
             restore: args.restore,
             workers: args.workers.max(1),
+            batch_rows: args.batch_rows.max(1),
             archive: (args.archive != "none").then(|| args.archive.clone()),
             ..SyncJob::new(local, remote, tables)
         })
