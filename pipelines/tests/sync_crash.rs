@@ -68,10 +68,11 @@ fn killed_while_applying_and_run_again_the_replicas_end_equal() {
         child.wait().unwrap();
         progress.push(counts());
     }
-    let (first, last) = (&progress[0], &progress[progress.len() - 1]);
+    let first = &progress[0];
+    let partial = |p: &(String, String)| p != first && (p.0 != "28000" || p.1 != "28000");
     assert!(
-        last != first && last.0 != "28000",
-        "the kills fell while rows were being written: {progress:?}"
+        progress.iter().skip(1).any(partial),
+        "some kill fell while rows were being written: {progress:?}"
     );
     let status = sync(&local.url, &remote.url, &archive).status().unwrap();
     assert!(status.success(), "a pass runs to the end: {status}");
