@@ -366,6 +366,12 @@ pub fn follow(
         total.deleted_remote += summary.deleted_remote;
         total.conflicts += summary.conflicts;
         total.held_back = summary.held_back;
+        let archived: Vec<SyncAction> = fresh
+            .iter()
+            .filter(|a| job.direction_allows(a.action))
+            .map(|a| (*a).clone())
+            .collect();
+        crate::sync_job::archive_actions(job, &runtime, &archived)?;
         on_round(&summary);
         let pause = interval.mul_f64(rand::random_range(0.5..1.5));
         let until = std::time::Instant::now() + pause;

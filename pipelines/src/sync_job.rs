@@ -231,9 +231,12 @@ pub fn run_once(job: &SyncJob) -> anyhow::Result<(SyncSummary, Vec<SyncAction>)>
     );
     let mut local = Replica::connect(&job.local, &runtime)?;
     let mut remote = Replica::connect(&job.remote, &runtime)?;
-    if !job.dry_run {
-        for replica in [&mut local, &mut remote] {
-            migrations::migrate(replica, false)?;
+    for replica in [&mut local, &mut remote] {
+        // A dry run only says which migrations it would apply.
+        for name in migrations::migrate(replica, job.dry_run)? {
+            if job.dry_run {
+                println!("-- would apply to {}: {name}", replica.name());
+            }
         }
     }
     let mut summary = SyncSummary::default();
@@ -256,18 +259,29 @@ pub fn run_once(job: &SyncJob) -> anyhow::Result<(SyncSummary, Vec<SyncAction>)>
         for replica in [&mut local, &mut remote] {
             migrations::ensure_roles(replica, &job.tables)?;
         }
-        if let Some(archive) = &job.archive
-            && !all_actions.is_empty()
-        {
-            let location = crate::archive::ArchiveLocation::parse(archive)?;
-            let run = format!("sync-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
-            let files =
-                runtime.block_on(crate::archive::write_records(&location, &all_actions, &run))?;
-            info!(message = "Sync actions archived.", files, archive = %location);
-        }
+        archive_actions(job, &runtime, &all_actions)?;
     }
     summary.elapsed = started.elapsed();
     Ok((summary, all_actions))
+}
+
+/// Writes applied actions to the archive's `sync_actions` table, if the job has an archive.
+pub(crate) fn archive_actions(
+    job: &SyncJob,
+    runtime: &tokio::runtime::Runtime,
+    actions: &[SyncAction],
+) -> anyhow::Result<()> {
+    let Some(archive) = &job.archive else {
+        return Ok(());
+    };
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let location = crate::archive::ArchiveLocation::parse(archive)?;
+    let run = format!("sync-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
+    let files = runtime.block_on(crate::archive::write_records(&location, actions, &run))?;
+    info!(message = "Sync actions archived.", files, archive = %location);
+    Ok(())
 }
 
 /// Creates the local table from the remote's columns when it is missing; refuses when it

@@ -100,14 +100,17 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
         ..SyncJob::new(local_url.clone(), remote_url.clone(), vec!["orders".into()])
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let (rounds_tx, rounds) = std::sync::mpsc::channel::<()>();
     let following = std::thread::spawn({
         let (job, stop) = (job.clone(), stop.clone());
         move || {
-            vigil_pipelines::sync_follow::follow(&job, &stop, Duration::from_millis(100), |_| {})
+            vigil_pipelines::sync_follow::follow(&job, &stop, Duration::from_millis(100), |_| {
+                let _ = rounds_tx.send(());
+            })
         }
     });
-    // Give the first round a moment: the slot is made and both sides read whole.
-    std::thread::sleep(Duration::from_millis(500));
+    // The first round has read both sides whole (and made the slot) before anything changes.
+    rounds.recv_timeout(Duration::from_secs(60)).unwrap();
 
     // Wave one: an edit on each side, the same row on both (the local edit is later), a delete
     // on the local side, a new row on the remote.
