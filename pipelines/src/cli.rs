@@ -257,6 +257,11 @@ pub struct SyncArgs {
     #[arg(short = 'w', long, default_value_t = 1)]
     pub workers: usize,
 
+    /// When following: serve `/metrics` (Prometheus) and `/health` on this address, e.g.
+    /// `127.0.0.1:9464`.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Rows written per transaction.
     #[arg(long, default_value_t = 1000)]
     pub batch_rows: usize,

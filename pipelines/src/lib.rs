@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod guard_job;
 pub mod guards;
 pub mod kafka;
+pub mod metrics;
 pub mod migrations;
 pub mod pg_capture;
 pub mod replica;

@@ -23,6 +23,7 @@ use vigil_operators::{
     Change, ChangeOp, CurrentVersions, RowKey, Side, SyncAction, SyncActionKind, SyncDiff, Version,
 };
 
+use crate::metrics::Metrics;
 use crate::migrations;
 use crate::pg_capture::LogicalSlot;
 use crate::replica::{Dialect, Replica, TableInfo};
@@ -194,11 +195,12 @@ struct SideState {
 }
 
 /// Follows both replicas until `stop`, one round per `interval` (randomized by half either
-/// way); `on_round` gets each round's summary.
+/// way); `on_round` gets each round's summary, and `metrics` the `sync_*` counters.
 pub fn follow(
     job: &SyncJob,
     stop: &AtomicBool,
     interval: Duration,
+    metrics: &Metrics,
     mut on_round: impl FnMut(&SyncSummary),
 ) -> anyhow::Result<SyncSummary> {
     let runtime = Arc::new(
@@ -372,6 +374,7 @@ pub fn follow(
             .map(|a| (*a).clone())
             .collect();
         crate::sync_job::archive_actions(job, &runtime, &archived)?;
+        record(metrics, &summary, &archived);
         on_round(&summary);
         let pause = interval.mul_f64(rand::random_range(0.5..1.5));
         let until = std::time::Instant::now() + pause;
@@ -781,4 +784,62 @@ fn record_agreed(
         }
     }
     local.apply(&table, &agree, &forget)
+}
+
+/// A round's figures into the `sync_*` metrics.
+fn record(metrics: &Metrics, summary: &SyncSummary, applied: &[SyncAction]) {
+    const APPLIED: &str = "Actions applied, by kind.";
+    for (kind, n) in [
+        ("push", summary.pushed),
+        ("pull", summary.pulled),
+        ("delete_local", summary.deleted_local),
+        ("delete_remote", summary.deleted_remote),
+    ] {
+        metrics.add(
+            "sync_actions_total",
+            &format!("kind=\"{kind}\""),
+            APPLIED,
+            n,
+        );
+    }
+    metrics.add(
+        "sync_conflicts_total",
+        "",
+        "Rows both replicas changed since they last agreed; the loser is in sync_state.",
+        summary.conflicts,
+    );
+    metrics.add("sync_rounds_total", "", "Rounds run.", 1);
+    metrics.set(
+        "sync_pending_actions",
+        "",
+        "Actions in the diff after the last round (held back by --direction, or awaiting their echo).",
+        summary.planned,
+    );
+    for (side, rows) in [
+        ("local", summary.local_rows),
+        ("remote", summary.remote_rows),
+    ] {
+        metrics.set(
+            "sync_rows",
+            &format!("side=\"{side}\""),
+            "Rows of the synced tables.",
+            rows,
+        );
+    }
+    // How long the newest write applied this round waited: from its updated_at to now.
+    let now = chrono::Utc::now().timestamp_millis();
+    let lag = applied
+        .iter()
+        .filter(|a| a.winner_updated_at > 0)
+        .map(|a| (now - a.winner_updated_at).max(0) as u64)
+        .min();
+    if let Some(lag) = lag {
+        metrics.set(
+            "sync_lag_milliseconds",
+            "",
+            "From the newest write applied in the last round to its application.",
+            lag,
+        );
+    }
+    metrics.beat();
 }

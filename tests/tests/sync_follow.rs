@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use vigil_pipelines::metrics::Metrics;
 use vigil_pipelines::replica::{Replica, ReplicaUrl};
 use vigil_pipelines::sync_job::{Capture, SyncJob};
 use vigil_tests::postgres::{PgCluster, PgDatabase};
@@ -101,10 +102,15 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (rounds_tx, rounds) = std::sync::mpsc::channel::<()>();
+    let metrics = Metrics::default();
+    let served = metrics
+        .serve("127.0.0.1:0".parse().unwrap(), runtime.handle())
+        .unwrap();
     let following = std::thread::spawn({
-        let (job, stop) = (job.clone(), stop.clone());
+        let (job, stop, metrics) = (job.clone(), stop.clone(), metrics.clone());
         move || {
-            vigil_pipelines::sync_follow::follow(&job, &stop, Duration::from_millis(100), |_| {
+            let every = Duration::from_millis(100);
+            vigil_pipelines::sync_follow::follow(&job, &stop, every, &metrics, |_| {
                 let _ = rounds_tx.send(());
             })
         }
@@ -171,4 +177,32 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
         .query_text("SELECT row_key FROM sync_state", &[])
         .unwrap();
     assert_eq!(logged, [[Some("[3]".to_owned())]]);
+
+    // The same figures, as Prometheus reads them.
+    let exposed = get(served, "/metrics");
+    for line in [
+        "sync_actions_total{kind=\"push\"} 3",
+        "sync_actions_total{kind=\"pull\"} 2",
+        "sync_actions_total{kind=\"delete_local\"} 1",
+        "sync_conflicts_total 1",
+        "sync_pending_actions 0",
+        "sync_rows{side=\"local\"} 19",
+    ] {
+        assert!(exposed.contains(line), "{line} in\n{exposed}");
+    }
+    assert!(get(served, "/health").contains("\"status\":\"ok\""));
+}
+
+/// The body of an HTTP GET.
+fn get(address: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
 }

@@ -26,14 +26,38 @@ fn main() -> ExitCode {
     }
     if !args.once && !job.dry_run {
         // Following both replicas: the diff dataflow lives across rounds.
-        let rounds = vigil_pipelines::sync_follow::follow(&job, &stop, args.interval, |summary| {
-            if summary.planned > 0 || summary.pulled + summary.pushed > 0 {
-                eprintln!("vigil-sync: {summary}");
+        let metrics = vigil_pipelines::metrics::Metrics::default();
+        // The server's runtime lives as long as the job; its worker thread serves requests.
+        let _server = match args.metrics {
+            Some(addr) => {
+                let served = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|runtime| {
+                        metrics.serve(addr, runtime.handle())?;
+                        Ok(runtime)
+                    });
+                match served {
+                    Ok(runtime) => Some(runtime),
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        return ExitCode::from(2);
+                    }
+                }
             }
-            if let Some(path) = &args.summary_json {
-                let _ = std::fs::write(path, summary.to_json().to_string());
-            }
-        });
+            None => None,
+        };
+        let rounds =
+            vigil_pipelines::sync_follow::follow(&job, &stop, args.interval, &metrics, |summary| {
+                if summary.planned > 0 || summary.pulled + summary.pushed > 0 {
+                    eprintln!("vigil-sync: {summary}");
+                }
+                if let Some(path) = &args.summary_json {
+                    let _ = std::fs::write(path, summary.to_json().to_string());
+                }
+            });
         return match rounds {
             Ok(total) => {
                 eprintln!("vigil-sync: stopped; in all {total}");
