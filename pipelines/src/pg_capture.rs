@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::Value;
 use vigil_datasets::changes::{
-    ChangeSink, CollectedChanges, Document, FeedFormat, FeedOptions, FeedState, parse_document,
+    ChangeSink, Document, FeedFormat, FeedOptions, FeedState, parse_document,
 };
-use vigil_operators::Change;
+use vigil_operators::{Change, DeadLetter};
 
 use crate::replica::{Dialect, Replica};
 
@@ -28,8 +28,8 @@ pub struct LogicalSlot {
 pub struct Captured {
     /// The row changes, in commit order.
     pub changes: Vec<Change>,
-    /// Records the feed could not use, with the reason.
-    pub dead_letters: Vec<(String, String)>,
+    /// Records the feed could not use, with the reason, for the errors table.
+    pub dead_letters: Vec<DeadLetter>,
     /// The position to advance the slot to once the changes are applied.
     pub upto: Option<String>,
 }
@@ -106,7 +106,7 @@ impl LogicalSlot {
              'include-lsn', '1', 'add-tables', $3)",
             &[&self.name, &max.to_string(), &self.tables.join(",")],
         )?;
-        let mut sink = CollectedChanges::default();
+        let mut sink = SlotSink::default();
         let mut state = FeedState::default();
         let mut upto = None;
         for (i, row) in rows.iter().enumerate() {
@@ -176,5 +176,24 @@ impl LogicalSlot {
             replica.query_text("SELECT pg_drop_replication_slot($1)::text", &[&self.name])?;
         }
         Ok(())
+    }
+}
+
+/// Changes and dead letters of one read.
+#[derive(Default)]
+struct SlotSink {
+    changes: Vec<Change>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl ChangeSink for SlotSink {
+    fn change(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    fn dead_letter(&mut self, origin: String, reason: String, raw: &[u8]) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.dead_letters
+            .push(DeadLetter::new(now, origin, "parse", reason, Some(raw)));
     }
 }

@@ -244,8 +244,25 @@ pub fn follow(
         // What the job wrote last round, as the side it wrote to now holds it: a poll by
         // `updated_at` would not see it (the winner keeps its older time), the others repeat it.
         let mut changes = std::mem::take(&mut written);
+        let mut dead_letters = Vec::new();
         for state in &mut sides {
-            changes.extend(read_side(job, state, &infos, &agreed, first)?);
+            changes.extend(read_side(
+                job,
+                state,
+                &infos,
+                &agreed,
+                first,
+                &mut dead_letters,
+            )?);
+        }
+        if let Some(archive) = job.archive.as_deref().filter(|_| !dead_letters.is_empty()) {
+            let location = crate::archive::ArchiveLocation::parse(archive)?;
+            let run = format!("sync-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
+            runtime.block_on(crate::archive::write_records(
+                &location,
+                &dead_letters,
+                &run,
+            ))?;
         }
         first = false;
         let touched: std::collections::BTreeSet<RowKey> = changes
@@ -488,6 +505,7 @@ fn read_side(
     infos: &[TableInfo],
     agreed: &BTreeMap<RowKey, Version>,
     first: bool,
+    dead_letters: &mut Vec<vigil_operators::DeadLetter>,
 ) -> anyhow::Result<Vec<(Side, Change)>> {
     let mut round = Round {
         job,
@@ -592,9 +610,10 @@ fn read_side(
             ..FeedOptions::default()
         };
         let captured = slot.peek(&mut state.replica, 10_000, &options)?;
-        for (origin, reason) in &captured.dead_letters {
-            warn!(message = "A change the slot gave could not be used.", %origin, %reason);
+        for dead in &captured.dead_letters {
+            warn!(message = "A change the slot gave could not be used; it goes to the errors table.", origin = %dead.origin, reason = %dead.reason);
         }
+        dead_letters.extend(captured.dead_letters);
         // What the slot gives again after the first read is in it already: a repeated version
         // changes nothing.
         *upto = captured.upto;

@@ -78,6 +78,16 @@ impl PgDatabase {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Runs statements, returning the server's error instead of failing.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(self.client.batch_execute(sql))
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => db.message().to_owned(),
+                None => e.to_string(),
+            })
+    }
+
     /// The first column of every row of a query, as text.
     pub fn column(&self, sql: &str) -> Vec<Option<String>> {
         let rows = self

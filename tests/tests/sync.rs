@@ -196,9 +196,17 @@ fn story(
     assert!(actions.is_empty(), "{actions:#?}");
     assert_eq!(summary.planned, 0);
 
-    // The applied actions are in the archive.
+    // The applied actions are in the archive, for ad-hoc SQL: the restore's 50 pulls, then
+    // 8 actions up and 13 both ways.
     let files = vigil_tests::files::parquet_files(&archive.join("sync_actions"));
     assert!(!files.is_empty());
+    let archived = vigil_tests::archive::sql_count(archive, "SELECT count(*) FROM sync_actions");
+    assert_eq!(archived, 50 + 13, "the up pass ran without an archive");
+    let conflicts = vigil_tests::archive::sql_count(
+        archive,
+        "SELECT count(*) FROM sync_actions WHERE conflict AND action = 'pull'",
+    );
+    assert_eq!(conflicts, 6, "rows 6–10 and 40");
 }
 
 #[test]
@@ -222,6 +230,22 @@ fn two_postgresql_replicas_converge() {
         roles,
         [Some("observer_writer".into()), Some("replicator".into())]
     );
+    // replicator reads and writes the synced tables, and may change no schema.
+    local.execute("SET ROLE replicator");
+    local
+        .try_execute("UPDATE orders SET qty = qty WHERE id = 1; SELECT count(*) FROM sync_agreed")
+        .unwrap();
+    let create = local
+        .try_execute("CREATE TABLE evil (id integer)")
+        .unwrap_err();
+    assert!(create.contains("permission denied"), "{create}");
+    let drop = local.try_execute("DROP TABLE orders").unwrap_err();
+    assert!(drop.contains("must be owner"), "{drop}");
+    let alter = local
+        .try_execute("ALTER TABLE orders ADD COLUMN x integer")
+        .unwrap_err();
+    assert!(alter.contains("must be owner"), "{alter}");
+    local.execute("RESET ROLE");
 }
 
 #[test]
