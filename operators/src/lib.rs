@@ -7,16 +7,20 @@
 //! - `guards`: anomaly guards. `series_guard` is the raise-and-clear engine that runs a guard's
 //!   per-series logic in event-time order; `zscore` and `threshold` are guards on it;
 //!   `open_alerts` turns alerts into a differential collection of what is wrong now.
+//! - `archaeology`: pattern archaeology over event history: `sessions` (session windows per
+//!   room or source).
 //! - `sync`: bi-directional sync of two replicas: `current_versions` of each side's rows from
 //!   its change feed, and `sync_diff`, the actions that make the sides agree.
 //!
 //! Everything a user needs is re-exported flat: `use vigil_operators::*`.
 
+pub mod archaeology;
 pub mod guards;
 pub mod model;
 pub mod sync;
 pub mod time;
 
+pub use archaeology::sessions::{SessionEvent, Sessions};
 pub use guards::burst::{Burst, LATE_EVENT, SCHEMA_EVENT};
 pub use guards::checkpoint::{Checkpoints, SnapshotStore};
 pub use guards::composite::Composite;
@@ -39,7 +43,7 @@ pub use model::alert::alert_id;
 pub use model::telemetry::{derive_event_id, series_hash};
 pub use model::{
     Alert, AlertStatus, AnomalyScore, BatchBuilder, Change, ChangeOp, ConvertError, DeadLetter,
-    Kind, Point, Reading, ReadingRef, Record, ScoreColumns, SyncAction, SyncActionKind,
+    Kind, Point, Reading, ReadingRef, Record, ScoreColumns, Session, SyncAction, SyncActionKind,
     TelemetryColumns,
 };
 pub use sync::current_versions::CurrentVersions;
