@@ -182,3 +182,147 @@ fn a_session_closes_once_the_watermark_passes_its_end_and_the_gap() {
         .unwrap();
     assert!(closed_at < 59_000, "closed at {closed_at}");
 }
+
+mod field {
+    use super::*;
+    use vigil_operators::archaeology::field::{
+        Field, FieldItem, FieldParams, FieldSnapshot, Particle,
+    };
+
+    /// The reference: every snapshot from the one after the first event to the one after the
+    /// last, over the events of its window, and the newest high-intensity events; the newest
+    /// of each kept.
+    fn reference(events: &[Reading], params: FieldParams) -> BTreeSet<String> {
+        let mut sorted: Vec<&Reading> = events.iter().collect();
+        sorted.sort_by(|a, b| {
+            (a.ts, &a.source, &a.name)
+                .cmp(&(b.ts, &b.source, &b.name))
+                .then(a.value.total_cmp(&b.value))
+        });
+        let every = params.every_ms as i64;
+        let first = (sorted[0].ts.div_euclid(every) + 1) * every;
+        let last = (sorted[sorted.len() - 1].ts.div_euclid(every) + 1) * every;
+        let mut snapshots = Vec::new();
+        let mut at = first;
+        while at <= last {
+            let inside: Vec<&&Reading> = sorted
+                .iter()
+                .filter(|r| r.ts >= at - params.window_ms as i64 && r.ts < at)
+                .collect();
+            let sources: BTreeSet<&str> = inside.iter().map(|r| r.source.as_str()).collect();
+            snapshots.push(FieldSnapshot {
+                at,
+                resonance: if inside.is_empty() {
+                    0.0
+                } else {
+                    inside.iter().map(|r| r.value).sum::<f64>() / inside.len() as f64
+                },
+                active_sources: sources.len() as u64,
+                events: inside.len() as u64,
+            });
+            at += every;
+        }
+        let particles: Vec<Particle> = sorted
+            .iter()
+            .filter(|r| r.value >= params.high_intensity)
+            .map(|r| Particle {
+                ts: r.ts,
+                source: r.source.to_string(),
+                name: r.name.to_string(),
+                intensity: r.value,
+            })
+            .collect();
+        let keep = |n: usize, k: usize| n.saturating_sub(k);
+        snapshots[keep(snapshots.len(), params.snapshots)..]
+            .iter()
+            .map(|s| format!("{:?}", FieldItem::Snapshot(s.clone())))
+            .chain(
+                particles[keep(particles.len(), params.particles)..]
+                    .iter()
+                    .map(|p| format!("{:?}", FieldItem::Particle(p.clone()))),
+            )
+            .collect()
+    }
+
+    fn run(events: &[Reading], params: FieldParams, workers: usize) -> Vec<(FieldItem, isize)> {
+        let mut sorted = events.to_vec();
+        sorted.sort_by_key(|r| r.ts);
+        let batches: Arc<Vec<Vec<Reading>>> =
+            Arc::new(sorted.chunks(31).map(<[_]>::to_vec).collect());
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let probe = timely::dataflow::ProbeHandle::new();
+            let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, points) = scope.new_input::<Vec<Point>>();
+                let field = points.field(params);
+                field.inner.clone().probe_with(&probe);
+                (input, field.inner.capture())
+            });
+            let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
+            for (k, batch) in mine.iter().enumerate() {
+                input.send_batch(&mut batch.iter().map(Point::from).collect());
+                if let Some(next) = mine.get(k + 1) {
+                    let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
+                    input.advance_to(low.max(*input.time()));
+                    while probe.less_than(input.time()) {
+                        worker.step();
+                    }
+                }
+            }
+            drop(input);
+            while worker.step_or_park(None) {}
+            let updates: Vec<_> = captured
+                .extract()
+                .into_iter()
+                .flat_map(|(_, d)| d)
+                .collect();
+            sink.lock()
+                .unwrap()
+                .extend(updates.into_iter().map(|(i, _, d)| (i, d)));
+        })
+        .unwrap();
+        std::mem::take(&mut *out.lock().unwrap())
+    }
+
+    #[test]
+    fn the_field_equals_the_reference_and_stays_bounded() {
+        let spec = vigil_datasets::generator::DeviceSpec {
+            devices: 40,
+            ticks: 600,
+            ..Default::default()
+        };
+        let events: Vec<Reading> = vigil_datasets::generator::device_events(&spec).collect();
+        let params = FieldParams {
+            window_ms: 30_000,
+            every_ms: 5_000,
+            high_intensity: 0.9,
+            particles: 50,
+            snapshots: 10,
+        };
+        let expected = reference(&events, params);
+        assert_eq!(expected.len(), 60, "10 snapshots and 50 particles are kept");
+        for workers in [1, 2] {
+            let updates = run(&events, params, workers);
+            let mut net: BTreeMap<String, isize> = BTreeMap::new();
+            for (item, d) in &updates {
+                *net.entry(format!("{item:?}")).or_default() += d;
+            }
+            let now: BTreeSet<String> = net
+                .into_iter()
+                .filter(|(k, c)| {
+                    assert!(*c == 0 || *c == 1, "{k} counted {c}");
+                    *c == 1
+                })
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(now, expected, "{workers} workers");
+            let retracted = updates.iter().filter(|(_, d)| *d < 0).count();
+            assert!(
+                retracted > 100,
+                "old particles and snapshots leave: {retracted}"
+            );
+        }
+    }
+}

@@ -1,4 +1,5 @@
 //! Pattern archaeology: what keeps recurring, who moves together, which sessions happened —
 //! maintained as events arrive, and the same after a backfill of the same history.
 
+pub mod field;
 pub mod sessions;

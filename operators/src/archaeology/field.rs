@@ -1,0 +1,317 @@
+//! The field: a bounded summary of all activity — the last high-intensity events ("memory
+//! particles"), the last snapshots of the whole field, its resonance and its active sources.
+
+use std::collections::{HashMap, VecDeque};
+
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::model::Point;
+
+/// What the field keeps, and over what time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FieldParams {
+    /// Resonance and active sources are taken over this much event time before a snapshot.
+    pub window_ms: u64,
+    /// A snapshot every this much event time.
+    pub every_ms: u64,
+    /// Events at least this intense are memory particles.
+    pub high_intensity: f64,
+    /// How many memory particles are kept: the newest.
+    pub particles: usize,
+    /// How many snapshots are kept: the newest.
+    pub snapshots: usize,
+}
+
+impl Default for FieldParams {
+    fn default() -> Self {
+        Self {
+            window_ms: 60_000,
+            every_ms: 10_000,
+            high_intensity: 0.8,
+            particles: 1000,
+            snapshots: 10,
+        }
+    }
+}
+
+/// The whole field at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldSnapshot {
+    /// The snapshot's time: it covers events in [`at` − window, `at`).
+    pub at: i64,
+    /// Mean intensity of those events (0 when there are none).
+    pub resonance: f64,
+    /// Sources with an event among them.
+    pub active_sources: u64,
+    /// How many events.
+    pub events: u64,
+}
+
+/// One high-intensity event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Particle {
+    /// Event time, epoch ms.
+    pub ts: i64,
+    /// The device.
+    pub source: String,
+    /// The event (`BLOOM`, …).
+    pub name: String,
+    /// Its intensity.
+    pub intensity: f64,
+}
+
+/// What the field collection holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FieldItem {
+    /// One of the newest high-intensity events.
+    Particle(Particle),
+    /// One of the newest snapshots.
+    Snapshot(FieldSnapshot),
+}
+
+// Differential needs a total order; floats are compared by `total_cmp`.
+impl Eq for FieldItem {}
+
+impl PartialOrd for FieldItem {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for FieldItem {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            FieldItem::Particle(p) => {
+                (0u8, p.ts, &p.source, &p.name, p.intensity.to_bits()).hash(state)
+            }
+            FieldItem::Snapshot(s) => {
+                (1u8, s.at, s.events, s.active_sources, s.resonance.to_bits()).hash(state)
+            }
+        }
+    }
+}
+
+impl Ord for FieldItem {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use FieldItem::{Particle as P, Snapshot as S};
+        match (self, other) {
+            (P(a), P(b)) => (a.ts, &a.source, &a.name)
+                .cmp(&(b.ts, &b.source, &b.name))
+                .then(a.intensity.total_cmp(&b.intensity)),
+            (S(a), S(b)) => (a.at, a.events, a.active_sources)
+                .cmp(&(b.at, b.events, b.active_sources))
+                .then(a.resonance.total_cmp(&b.resonance)),
+            (P(_), S(_)) => std::cmp::Ordering::Less,
+            (S(_), P(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+/// Keeps the field of a stream of events.
+pub trait Field<'scope> {
+    /// The collection of the newest `particles` high-intensity events and the newest
+    /// `snapshots` field snapshots, one every `every_ms` of event time once the frontier has
+    /// passed it (and, at the end of the input, the one after the last event). Whatever the
+    /// input's length, the state is the window's events and those two bounded lists.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+    /// use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams};
+    /// use vigil_operators::{Point, Reading};
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     let events = [("dev-1", 1_000, 0.9), ("dev-2", 2_000, 0.3), ("dev-1", 12_000, 0.95)];
+    ///     let points: Vec<Point> = events
+    ///         .iter()
+    ///         .map(|(s, ts, v)| Point::from(&Reading::new(s, "BLOOM", *ts, *v)))
+    ///         .collect();
+    ///     let params = FieldParams { every_ms: 10_000, ..FieldParams::default() };
+    ///     points.to_stream(scope).container::<Vec<_>>().field(params).consolidate().inner.capture()
+    /// });
+    /// let items: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+    /// let particles = items.iter().filter(|(i, _, _)| matches!(i, FieldItem::Particle(_))).count();
+    /// assert_eq!(particles, 2);
+    /// ```
+    fn field(self, params: FieldParams) -> VecCollection<'scope, u64, FieldItem, isize>;
+}
+
+/// The field's running state.
+struct State {
+    params: FieldParams,
+    /// Events of the window: (ts, source, intensity), in time order.
+    window: VecDeque<(i64, compact_str::CompactString, f64)>,
+    per_source: HashMap<compact_str::CompactString, u64>,
+    particles: VecDeque<Particle>,
+    snapshots: VecDeque<FieldSnapshot>,
+    /// The next snapshot's time.
+    next: Option<i64>,
+}
+
+impl State {
+    fn snapshot(&mut self, at: i64, out: &mut Vec<(FieldItem, isize)>) {
+        let from = at.saturating_sub(self.params.window_ms as i64);
+        while let Some((ts, source, _)) = self.window.front() {
+            if *ts >= from {
+                break;
+            }
+            if let Some(n) = self.per_source.get_mut(source) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(source);
+                }
+            }
+            self.window.pop_front();
+        }
+        let events = self.window.len() as u64;
+        let snapshot = FieldSnapshot {
+            at,
+            // Summed afresh: a running sum drifts with rounding over a long input.
+            resonance: if events == 0 {
+                0.0
+            } else {
+                self.window.iter().map(|(_, _, v)| v).sum::<f64>() / events as f64
+            },
+            active_sources: self.per_source.len() as u64,
+            events,
+        };
+        self.snapshots.push_back(snapshot.clone());
+        out.push((FieldItem::Snapshot(snapshot), 1));
+        if self.snapshots.len() > self.params.snapshots
+            && let Some(old) = self.snapshots.pop_front()
+        {
+            out.push((FieldItem::Snapshot(old), -1));
+        }
+    }
+
+    /// Takes the snapshots due before `until` (at most as many as are kept).
+    fn snapshots_before(&mut self, until: i64, out: &mut Vec<(FieldItem, isize)>) {
+        let every = self.params.every_ms.max(1) as i64;
+        let Some(mut next) = self.next else { return };
+        if next >= until {
+            return;
+        }
+        // Only the newest `snapshots` of a long jump stay; the others would be retracted at once.
+        let due = (until - 1 - next) / every + 1;
+        let skip = (due - self.params.snapshots as i64).max(0);
+        next += skip * every;
+        while next < until {
+            self.snapshot(next, out);
+            next += every;
+        }
+        self.next = Some(next);
+    }
+
+    fn event(&mut self, p: &Point, out: &mut Vec<(FieldItem, isize)>) {
+        let every = self.params.every_ms.max(1) as i64;
+        if self.next.is_none() {
+            self.next = Some((p.ts.div_euclid(every) + 1) * every);
+        }
+        // The snapshots this event comes after.
+        self.snapshots_before(p.ts + 1, out);
+        self.window.push_back((p.ts, p.source.clone(), p.value));
+        *self.per_source.entry(p.source.clone()).or_default() += 1;
+        if p.value >= self.params.high_intensity {
+            let particle = Particle {
+                ts: p.ts,
+                source: p.source.to_string(),
+                name: p.name.to_string(),
+                intensity: p.value,
+            };
+            self.particles.push_back(particle.clone());
+            out.push((FieldItem::Particle(particle), 1));
+            if self.particles.len() > self.params.particles
+                && let Some(old) = self.particles.pop_front()
+            {
+                out.push((FieldItem::Particle(old), -1));
+            }
+        }
+    }
+}
+
+impl<'scope> Field<'scope> for Stream<'scope, u64, Vec<Point>> {
+    fn field(self, params: FieldParams) -> VecCollection<'scope, u64, FieldItem, isize> {
+        // The field is one: every event goes to one worker.
+        let exchange = Exchange::new(|_: &Point| 0u64);
+        self.unary_frontier(exchange, "Field", move |_cap, _info| {
+            let mut state = State {
+                params,
+                window: VecDeque::new(),
+                per_source: HashMap::new(),
+                particles: VecDeque::new(),
+                snapshots: VecDeque::new(),
+                next: None,
+            };
+            let mut pending: Vec<Point> = Vec::new();
+            let mut held: Option<Capability<u64>> = None;
+            let mut out: Vec<(FieldItem, isize)> = Vec::new();
+            let mut last_ts = i64::MIN;
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        match &held {
+                            Some(h) if h.time() <= cap.time() => {}
+                            _ => held = Some(cap),
+                        }
+                    }
+                    for batch in data {
+                        pending.append(batch);
+                    }
+                });
+                let bound = frontier.frontier().first().copied();
+                let mut ready: Vec<Point> = match bound {
+                    Some(b) => pending
+                        .extract_if(.., |p| (p.ts.max(0) as u64) < b)
+                        .collect(),
+                    None => std::mem::take(&mut pending),
+                };
+                ready.sort_by(|a, b| {
+                    (a.ts, &a.source, &a.name)
+                        .cmp(&(b.ts, &b.source, &b.name))
+                        .then(a.value.total_cmp(&b.value))
+                });
+                for p in &ready {
+                    state.event(p, &mut out);
+                    last_ts = last_ts.max(p.ts);
+                }
+                match bound {
+                    Some(b) => state.snapshots_before(b as i64, &mut out),
+                    // The end: the snapshot after the last event.
+                    None if last_ts > i64::MIN => {
+                        let every = params.every_ms.max(1) as i64;
+                        state.snapshots_before(
+                            (last_ts.div_euclid(every) + 1) * every + 1,
+                            &mut out,
+                        );
+                    }
+                    None => {}
+                }
+                let Some(cap) = held.as_mut() else {
+                    out.clear();
+                    return;
+                };
+                if !out.is_empty() {
+                    let time = *cap.time();
+                    output
+                        .session(&*cap)
+                        .give_iterator(out.drain(..).map(|(item, d)| (item, time, d)));
+                }
+                match bound {
+                    // While events have come, snapshots stay due as time moves on.
+                    Some(b) if !pending.is_empty() || state.next.is_some() => {
+                        if *cap.time() < b {
+                            cap.downgrade(&b);
+                        }
+                    }
+                    _ => held = None,
+                }
+            }
+        })
+        .as_collection()
+    }
+}
