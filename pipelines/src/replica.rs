@@ -73,9 +73,21 @@ pub struct TableInfo {
     pub columns: Vec<(String, String)>,
     /// The primary key's columns, in key order.
     pub key: Vec<String>,
+    /// With (`updated_at`, `origin`) columns: an upsert leaves a row alone that is newer than
+    /// the one written, so a write that lands between reading and applying is not lost.
+    pub newer_wins: Option<(String, String)>,
 }
 
 impl TableInfo {
+    /// The table with upserts that never overwrite a newer row (by `updated_at`, then
+    /// `origin`), when it has both columns.
+    pub fn newer_wins(mut self, updated_at: &str, origin: &str) -> TableInfo {
+        if self.has(updated_at) && self.has(origin) {
+            self.newer_wins = Some((updated_at.to_owned(), origin.to_owned()));
+        }
+        self
+    }
+
     /// Whether the table has the column.
     pub fn has(&self, column: &str) -> bool {
         self.columns.iter().any(|(c, _)| c == column)
@@ -312,6 +324,7 @@ impl Replica {
             name: table.to_owned(),
             columns: columns.into_iter().map(|(n, t, _)| (n, t)).collect(),
             key: key.into_iter().map(|(_, n)| n).collect(),
+            newer_wins: None,
         })
     }
 
@@ -510,22 +523,35 @@ impl Replica {
             .filter(|(c, _)| !table.key.contains(c))
             .map(|(c, _)| format!("{0} = excluded.{0}", quote_column(c)))
             .collect();
+        let name = quote(&table.name);
+        // The existing row is `t` in PostgreSQL (an alias) and the table's name in SQLite.
+        let existing = match self.conn {
+            Conn::Postgres { .. } => "t".to_owned(),
+            Conn::Sqlite(_) => name.clone(),
+        };
+        let only_older = match &table.newer_wins {
+            Some((at, origin)) => format!(
+                " WHERE ({existing}.{0}, {existing}.{1}) <= (excluded.{0}, excluded.{1})",
+                quote_column(at),
+                quote_column(origin)
+            ),
+            None => String::new(),
+        };
         let on_conflict = if updates.is_empty() {
             format!("ON CONFLICT ({key_list}) DO NOTHING")
         } else {
             format!(
-                "ON CONFLICT ({key_list}) DO UPDATE SET {}",
+                "ON CONFLICT ({key_list}) DO UPDATE SET {}{only_older}",
                 updates.join(", ")
             )
         };
-        let name = quote(&table.name);
         match &mut self.conn {
             Conn::Postgres { client, runtime } => runtime.block_on(async {
                 let tx = client.transaction().await?;
                 if !upserts.is_empty() {
                     let rows = Value::Array(upserts.iter().cloned().map(Value::Object).collect()).to_string();
                     let sql = format!(
-                        "INSERT INTO {name} SELECT * FROM json_populate_recordset(NULL::{name}, $1::text::json) {on_conflict}"
+                        "INSERT INTO {name} AS t SELECT * FROM json_populate_recordset(NULL::{name}, $1::text::json) {on_conflict}"
                     );
                     tx.execute(&sql, &[&rows]).await?;
                 }
@@ -675,6 +701,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn an_upsert_leaves_a_newer_row_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
+        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        replica
+            .execute_batch(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at INTEGER, origin TEXT)",
+            )
+            .unwrap();
+        let info = replica
+            .table("t")
+            .unwrap()
+            .newer_wins("updated_at", "origin");
+        let row = |v: &str, at: i64| {
+            let Value::Object(map) =
+                serde_json::json!({"id": 1, "v": v, "updated_at": at, "origin": "remote"})
+            else {
+                unreachable!()
+            };
+            map
+        };
+        replica.apply(&info, &[row("new", 20)], &[]).unwrap();
+        // An older version, read before the newer write landed, arrives late.
+        replica.apply(&info, &[row("old", 10)], &[]).unwrap();
+        assert_eq!(replica.scan(&info).unwrap(), vec![row("new", 20)]);
+        replica.apply(&info, &[row("newer", 30)], &[]).unwrap();
+        assert_eq!(replica.scan(&info).unwrap(), vec![row("newer", 30)]);
+    }
 
     #[test]
     fn urls() {

@@ -227,7 +227,11 @@ pub fn follow(
         let remote = &mut sides[1].replica;
         job.tables
             .iter()
-            .map(|t| remote.table(t))
+            .map(|t| {
+                Ok(remote
+                    .table(t)?
+                    .newer_wins(&job.updated_at_column, &job.origin_column))
+            })
             .collect::<anyhow::Result<_>>()?
     };
     let mut runner = DiffRunner::start(job.workers)?;

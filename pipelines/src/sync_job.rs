@@ -367,7 +367,9 @@ fn read_sides(
     remote: &mut Replica,
     table: &str,
 ) -> anyhow::Result<Sides> {
-    let info = remote.table(table)?;
+    let info = remote
+        .table(table)?
+        .newer_wins(&job.updated_at_column, &job.origin_column);
     let local_info = match local.table(table) {
         Ok(info) => info,
         Err(_) if job.dry_run && job.restore => info.clone(),

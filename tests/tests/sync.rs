@@ -191,6 +191,20 @@ fn story(
         "both versions kept"
     );
 
+    // An older version written late (read before a newer write landed) leaves the row alone.
+    let info = local
+        .table("orders")
+        .unwrap()
+        .newer_wins("updated_at", "origin");
+    let mut stale = l[&7].clone();
+    stale.insert("qty".into(), Value::from(-1));
+    stale.insert(
+        "updated_at".into(),
+        Value::from(l[&1]["updated_at"].clone()),
+    );
+    local.apply(&info, &[stale], &[]).unwrap();
+    assert_eq!(qty(&rows(&mut local), 7), Some(2000));
+
     // Nothing echoes back: the next pass has nothing to do.
     let (summary, actions) = run_once(&both).unwrap();
     assert!(actions.is_empty(), "{actions:#?}");
