@@ -198,10 +198,7 @@ fn story(
         .newer_wins("updated_at", "origin");
     let mut stale = l[&7].clone();
     stale.insert("qty".into(), Value::from(-1));
-    stale.insert(
-        "updated_at".into(),
-        Value::from(l[&1]["updated_at"].clone()),
-    );
+    stale.insert("updated_at".into(), l[&1]["updated_at"].clone());
     local.apply(&info, &[stale], &[]).unwrap();
     assert_eq!(qty(&rows(&mut local), 7), Some(2000));
 
