@@ -349,3 +349,29 @@ fn malformed_documents_become_dead_letters_and_the_rest_is_read() {
     assert!(reasons[3].contains("not an array"), "{reasons:#?}");
     assert!(reasons[4].contains("--format"), "{reasons:#?}");
 }
+
+#[test]
+fn a_composite_key_keeps_the_key_order_not_the_alphabet() {
+    let feed = concat!(
+        r#"{"action":"D","schema":"public","table":"t","identity":[{"name":"region","type":"text","value":"eu"},{"name":"id","type":"integer","value":7}]}"#,
+        "\n",
+        r#"{"action":"I","schema":"public","table":"t","columns":[{"name":"id","type":"integer","value":8},{"name":"region","type":"text","value":"us"}],"pk":[{"name":"region","type":"text"},{"name":"id","type":"integer"}]}"#,
+        "\n"
+    );
+    let mut out = CollectedChanges::default();
+    parse_feed(
+        feed.as_bytes(),
+        "slot",
+        FeedFormat::Wal2Json,
+        &FeedOptions::default(),
+        &mut out,
+    );
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    assert_eq!(
+        keys(&out),
+        [
+            (r#"["eu",7]"#, ChangeOp::Delete),
+            (r#"["us",8]"#, ChangeOp::Insert)
+        ]
+    );
+}

@@ -103,6 +103,21 @@ impl StateDir {
                 ),
             }
         }
+        // Snapshots past the current one are a crashed run's, and may be of another worker
+        // count: this run takes its own.
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let newer = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("at-"))
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|t| current.is_none_or(|c| t > c));
+                if newer {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         Ok(StateDir {
             root,
             every_ms,
@@ -391,6 +406,12 @@ mod tests {
 
         let restarted = open(tmp.path(), true);
         assert_eq!(restarted.restored_at(), Some(3_600_000));
+        assert!(
+            !tmp.path()
+                .join(format!("job/at-{:020}", 7_200_000))
+                .exists(),
+            "a crashed run's unfinished snapshot is cleared"
+        );
         let (at, mut blobs) = restarted.restore("series").unwrap();
         blobs.sort();
         assert_eq!(

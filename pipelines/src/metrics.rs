@@ -37,6 +37,8 @@ pub struct Metrics {
     families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
     /// When the job last finished a unit of work (a round, a batch), in Unix seconds.
     heartbeat: Arc<AtomicU64>,
+    /// Seconds without a beat after which `/health` says the job is stuck (0: never).
+    stale_after: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -68,6 +70,12 @@ impl Metrics {
     pub fn set(&self, name: &'static str, labels: &str, help: &'static str, value: u64) {
         self.cell(name, labels, Kind::Gauge, help)
             .store(value, Ordering::Relaxed);
+    }
+
+    /// Says how long without a beat means the job is stuck.
+    pub fn stale_after(&self, after: std::time::Duration) {
+        self.stale_after
+            .store(after.as_secs().max(1), Ordering::Relaxed);
     }
 
     /// Notes that the job is alive and working.
@@ -139,15 +147,21 @@ async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
 
 async fn health(State(metrics): State<Metrics>) -> impl IntoResponse {
     let beat = metrics.heartbeat.load(Ordering::Relaxed);
-    let status = if beat > 0 {
-        StatusCode::OK
+    let stale_after = metrics.stale_after.load(Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (status, word) = if beat == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if stale_after > 0 && now.saturating_sub(beat) > stale_after {
+        (StatusCode::SERVICE_UNAVAILABLE, "stuck")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::OK, "ok")
     };
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({"status": if beat > 0 { "ok" } else { "starting" }, "last_beat_unix_s": beat}).to_string(),
+        serde_json::json!({"status": word, "last_beat_unix_s": beat}).to_string(),
     )
 }
 

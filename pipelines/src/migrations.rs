@@ -206,7 +206,7 @@ fn roles_sql(tables: &[String]) -> String {
     for role in ["observer_writer", "replicator"] {
         sql.push_str(&format!(
             "DO $$ BEGIN CREATE ROLE {role} NOLOGIN; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n"
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;\n"
         ));
         sql.push_str(&format!("GRANT USAGE ON SCHEMA public TO {role};\n"));
     }

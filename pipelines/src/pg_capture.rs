@@ -21,6 +21,9 @@ pub struct LogicalSlot {
     pub name: String,
     /// The tables followed, `schema.table`.
     pub tables: Vec<String>,
+    /// Dropped by the server when the connection that made it closes: for a follower that
+    /// reads everything afresh when it starts, so that no slot outlives it and holds WAL.
+    pub temporary: bool,
 }
 
 /// What one read of a slot gave.
@@ -57,7 +60,16 @@ impl LogicalSlot {
         Ok(LogicalSlot {
             name: name.to_owned(),
             tables,
+            temporary: false,
         })
+    }
+
+    /// The same slot, made temporary (see [`LogicalSlot::temporary`]).
+    pub fn temporary(self) -> LogicalSlot {
+        LogicalSlot {
+            temporary: true,
+            ..self
+        }
     }
 
     /// Creates the slot unless it exists. Fails with what to do when the server cannot
@@ -76,8 +88,8 @@ impl LogicalSlot {
         }
         replica
             .query_text(
-                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')",
-                &[&self.name],
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json', $2::text::bool)",
+                &[&self.name, if self.temporary { "true" } else { "false" }],
             )
             .map(drop)
             .with_context(|| {

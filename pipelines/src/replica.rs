@@ -116,7 +116,8 @@ pub fn quote(name: &str) -> String {
         .join(".")
 }
 
-fn quote_column(name: &str) -> String {
+/// `"name"`, one identifier quoted for SQL.
+pub fn quote_column(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

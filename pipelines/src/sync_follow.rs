@@ -235,6 +235,8 @@ pub fn follow(
             .collect::<anyhow::Result<_>>()?
     };
     let mut runner = DiffRunner::start(job.workers)?;
+    // A round that takes far longer than the interval means the job is stuck.
+    metrics.stale_after((interval * 10).max(Duration::from_secs(60)));
     let mut agreed: BTreeMap<RowKey, Version> = load_agreed(&mut sides[0].replica, &job.tables)?;
     let mut agreed_input: Vec<((RowKey, Version), isize)> = agreed
         .iter()
@@ -282,11 +284,12 @@ pub fn follow(
             planned: actions.len() as u64,
             ..SyncSummary::default()
         };
-        applied.retain(|key, action| {
-            actions
-                .iter()
-                .any(|a| (&a.table, &a.key) == (&key.0, &key.1) && a == action)
-        });
+        let by_row: BTreeMap<RowKey, &SyncAction> = actions
+            .iter()
+            .map(|a| ((a.table.clone(), a.key.clone()), a))
+            .collect();
+        // Applied actions stay noted while the diff still holds them unchanged.
+        applied.retain(|key, action| by_row.get(key).is_some_and(|a| *a == action));
         let fresh: Vec<&SyncAction> = actions
             .iter()
             .filter(|a| !applied.contains_key(&(a.table.clone(), a.key.clone())))
@@ -332,10 +335,7 @@ pub fn follow(
         // later change on just one side is then no conflict.
         let mut alike = Vec::new();
         for key in &touched {
-            if actions
-                .iter()
-                .any(|a| (&a.table, &a.key) == (&key.0, &key.1))
-            {
+            if by_row.contains_key(key) {
                 continue;
             }
             let (Some(l), Some(r)) = (sides[0].rows.get(key), sides[1].rows.get(key)) else {
@@ -442,7 +442,9 @@ fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> anyhow::Result
             format!("{side:?}{}{:?}", replica.name(), job.tables).as_bytes()
         )
     );
+    // Temporary: the first round reads everything anyway, so a slot need not outlive the job.
     let slot = LogicalSlot::new(&name, &job.tables).and_then(|slot| {
+        let slot = slot.temporary();
         slot.ensure(replica)?;
         Ok(slot)
     });
@@ -629,12 +631,21 @@ fn read_side(
                 .iter()
                 .filter(|c| job_table(job, &c.table) == Some(&info.name))
             {
+                // The key in the table's own key order, from the row (or the old key) itself.
+                let row = c
+                    .after
+                    .as_deref()
+                    .or(c.before.as_deref())
+                    .map(parse_row)
+                    .transpose()?
+                    .unwrap_or_default();
+                let key = key_of(&row, &info.key).map_err(anyhow::Error::msg)?;
                 if c.op == ChangeOp::Delete {
-                    keys.remove(&c.key);
-                    deletes.insert(c.key.clone(), c.updated_at.unwrap_or(round.now));
+                    keys.remove(&key);
+                    deletes.insert(key, c.updated_at.unwrap_or(round.now));
                 } else {
-                    deletes.remove(&c.key);
-                    keys.insert(c.key.clone(), key_row(info, &c.key)?);
+                    deletes.remove(&key);
+                    keys.insert(key.clone(), key_row(info, &key)?);
                 }
             }
             // The rows as they are now, read the same way a scan reads them.

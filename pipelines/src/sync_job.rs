@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Map, Value};
 use timely::dataflow::operators::capture::Extract;
-use timely::dataflow::operators::{Capture as _, Input, Probe};
+use timely::dataflow::operators::{Capture as _, Input};
 use tracing::info;
 use vigil_datasets::changes::{key_of, row_text, time_of};
 use vigil_operators::{
@@ -25,7 +25,7 @@ use vigil_operators::{
 };
 
 use crate::migrations;
-use crate::replica::{Dialect, Replica, ReplicaUrl, TableInfo, quote};
+use crate::replica::{Dialect, Replica, ReplicaUrl, TableInfo, quote, quote_column};
 
 /// Which way rows may flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,17 +317,13 @@ fn restore_table(
         .iter()
         .map(|(name, kind)| {
             format!(
-                "\"{}\" {}",
-                name.replace('"', "\"\""),
+                "{} {}",
+                quote_column(name),
                 portable_type(kind, local.dialect())
             )
         })
         .collect();
-    let key: Vec<String> = info
-        .key
-        .iter()
-        .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
-        .collect();
+    let key: Vec<String> = info.key.iter().map(|k| quote_column(k)).collect();
     let sql = format!(
         "CREATE TABLE {} ({}, PRIMARY KEY ({}))",
         quote(table),
@@ -479,7 +475,6 @@ fn diff_dataflow(
     let sink = out.clone();
     let result = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let probe = timely::dataflow::ProbeHandle::new();
         let mut agreed_in =
             differential_dataflow::input::InputSession::<u64, (RowKey, Version), isize>::new();
         let (mut changes_in, captured) = worker.dataflow::<u64, _, _>(|scope| {
@@ -487,7 +482,6 @@ fn diff_dataflow(
             let diff = changes
                 .current_versions()
                 .sync_diff(agreed_in.to_collection(scope));
-            diff.inner.clone().probe_with(&probe);
             (changes_in, diff.inner.capture())
         });
         for change in changes.iter().skip(index).step_by(peers) {
@@ -508,7 +502,6 @@ fn diff_dataflow(
         if let Ok(mut all) = sink.lock() {
             all.extend(updates);
         }
-        let _ = probe;
     });
     if let Ok(guards) = result {
         drop(guards.join());
@@ -605,6 +598,7 @@ fn apply(
         log_conflicts(local, &conflicts)?;
     }
     // What the replicas agree on now: every row written, and every row already equal.
+    let planned: BTreeSet<&str> = actions.iter().map(|a| a.key.as_str()).collect();
     let agreed_table = local.table("sync_agreed")?;
     let mut agree = Vec::new();
     let mut forget = Vec::new();
@@ -623,7 +617,7 @@ fn apply(
                     row.clone(),
                 )
             }),
-            None if actions.iter().any(|a| &a.key == key) => continue, // held back
+            None if planned.contains(key.as_str()) => continue, // held back
             None => match (sides.local.get(key), sides.remote.get(key)) {
                 (Some(row), Some(_)) => {
                     let v = version_of(job, Side::Local, row);

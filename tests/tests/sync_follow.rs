@@ -102,38 +102,51 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (rounds_tx, rounds) = std::sync::mpsc::channel::<()>();
+    // Closed while a wave is written, so that no round falls between the two sides' writes.
+    let gate = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::default();
     let served = metrics
         .serve("127.0.0.1:0".parse().unwrap(), runtime.handle())
         .unwrap();
     let following = std::thread::spawn({
-        let (job, stop, metrics) = (job.clone(), stop.clone(), metrics.clone());
+        let (job, stop, metrics, gate) = (job.clone(), stop.clone(), metrics.clone(), gate.clone());
         move || {
             let every = Duration::from_millis(100);
             vigil_pipelines::sync_follow::follow(&job, &stop, every, &metrics, |_| {
                 let _ = rounds_tx.send(());
+                while gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             })
         }
     });
-    // The first round has read both sides whole (and made the slot) before anything changes.
-    rounds.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Holds the follower between two rounds while `write` runs.
+    let between_rounds = |write: &mut dyn FnMut()| {
+        gate.store(true, Ordering::SeqCst);
+        while rounds.try_recv().is_ok() {}
+        rounds.recv_timeout(Duration::from_secs(60)).unwrap();
+        write();
+        gate.store(false, Ordering::SeqCst);
+    };
 
     // Wave one: an edit on each side, the same row on both (the local edit is later), a delete
     // on the local side, a new row on the remote.
-    local
-        .execute_batch(
-            "UPDATE orders SET qty = 100, updated_at = 2000, origin = 'local' WHERE id = 1;
-             UPDATE orders SET qty = 300, updated_at = 3000, origin = 'local' WHERE id = 3;
-             DELETE FROM orders WHERE id = 4;",
-        )
-        .unwrap();
-    remote
-        .execute_batch(
-            "UPDATE orders SET qty = 200, updated_at = 2000, origin = 'remote' WHERE id = 2;
-             UPDATE orders SET qty = 301, updated_at = 2500, origin = 'remote' WHERE id = 3;
-             INSERT INTO orders VALUES (21, 21, 2000, 'remote');",
-        )
-        .unwrap();
+    between_rounds(&mut || {
+        local
+            .execute_batch(
+                "UPDATE orders SET qty = 100, updated_at = 2000, origin = 'local' WHERE id = 1;
+                 UPDATE orders SET qty = 300, updated_at = 3000, origin = 'local' WHERE id = 3;
+                 DELETE FROM orders WHERE id = 4;",
+            )
+            .unwrap();
+        remote
+            .execute_batch(
+                "UPDATE orders SET qty = 200, updated_at = 2000, origin = 'remote' WHERE id = 2;
+                 UPDATE orders SET qty = 301, updated_at = 2500, origin = 'remote' WHERE id = 3;
+                 INSERT INTO orders VALUES (21, 21, 2000, 'remote');",
+            )
+            .unwrap();
+    });
     let now = converge(&mut local, &mut remote, |r| {
         qty(r, 1) == Some(100)
             && qty(r, 2) == Some(200)
@@ -143,14 +156,16 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
     assert_eq!(qty(&now, 3), Some(300), "the later write wins");
 
     // Wave two: a delete on the remote, an edit on the local side.
-    remote
-        .execute_batch("DELETE FROM orders WHERE id = 5")
-        .unwrap();
-    local
-        .execute_batch(
-            "UPDATE orders SET qty = 600, updated_at = 4000, origin = 'local' WHERE id = 6",
-        )
-        .unwrap();
+    between_rounds(&mut || {
+        remote
+            .execute_batch("DELETE FROM orders WHERE id = 5")
+            .unwrap();
+        local
+            .execute_batch(
+                "UPDATE orders SET qty = 600, updated_at = 4000, origin = 'local' WHERE id = 6",
+            )
+            .unwrap();
+    });
     let now = converge(&mut local, &mut remote, |r| {
         !r.contains_key(&5) && qty(r, 6) == Some(600)
     });

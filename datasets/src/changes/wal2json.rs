@@ -63,6 +63,14 @@ fn zip_row(names: &[Value], values: &[Value]) -> Result<Map<String, Value>, Stri
         .collect()
 }
 
+/// The text values of an array of names.
+fn names(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .filter_map(|n| Some(n.as_str()?.to_owned()))
+        .collect()
+}
+
 fn array<'a>(item: &'a Map<String, Value>, field: &str) -> &'a [Value] {
     item.get(field)
         .and_then(Value::as_array)
@@ -97,15 +105,10 @@ fn version1(
         .get("pk")
         .and_then(|pk| pk.get("pknames"))
         .and_then(Value::as_array)
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(|n| Some(n.as_str()?.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let key_names: Vec<String> = match &before {
-        Some(before) => before.keys().cloned().collect(),
+        .map_or_else(Vec::new, |n| names(n));
+    // In the identity's own order: a row's map is sorted by name, a key is not.
+    let key_names: Vec<String> = match old {
+        Some(k) => names(array(k, "keynames")),
         None => pk,
     };
     Ok(Some(Action {
@@ -182,13 +185,20 @@ fn version2(
         _ => Some(named("columns")?.ok_or("an insert or update without columns")?),
     };
     let before = named("identity")?;
-    let key_names: Vec<String> = match (&before, item.get("pk").and_then(Value::as_array)) {
-        (Some(before), _) => before.keys().cloned().collect(),
-        (None, Some(pk)) => pk
-            .iter()
-            .filter_map(|c| Some(c.get("name")?.as_str()?.to_owned()))
-            .collect(),
-        (None, None) => Vec::new(),
+    // In the identity's (or primary key's) own order: a row's map is sorted by name.
+    let column_names = |field: &str| -> Vec<String> {
+        item.get(field)
+            .and_then(Value::as_array)
+            .map(|cols| {
+                cols.iter()
+                    .filter_map(|c| Some(c.get("name")?.as_str()?.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let key_names = match before {
+        Some(_) => column_names("identity"),
+        None => column_names("pk"),
     };
     let committed = item
         .get("timestamp")
