@@ -415,9 +415,26 @@ pub fn follow(
 /// logically, polling for other PostgreSQL sides, scans for SQLite.
 fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> anyhow::Result<Feed> {
     let postgres = replica.dialect() == Dialect::Postgres;
-    let poll = || Feed::Poll {
-        marks: BTreeMap::new(),
-        known: Default::default(),
+    let poll = |replica: &mut Replica| -> anyhow::Result<Feed> {
+        for table in &job.tables {
+            let info = replica.table(table)?;
+            let nullable = info
+                .columns
+                .iter()
+                .any(|(c, _)| *c == job.updated_at_column)
+                && replica_allows_null(replica, table, &job.updated_at_column)?;
+            anyhow::ensure!(
+                !nullable && info.has(&job.updated_at_column),
+                "polling {table} on {} by {} needs that column NOT NULL (a NULL would stop the \
+                 poll): add the constraint, or follow with --capture scan",
+                replica.name(),
+                job.updated_at_column
+            );
+        }
+        Ok(Feed::Poll {
+            marks: BTreeMap::new(),
+            known: Default::default(),
+        })
     };
     match job.capture {
         Capture::Scan => {
@@ -425,7 +442,7 @@ fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> anyhow::Result
                 last: BTreeMap::new(),
             });
         }
-        Capture::Poll => return Ok(poll()),
+        Capture::Poll => return poll(replica),
         Capture::Slot | Capture::Auto if postgres => {}
         Capture::Slot => {
             anyhow::bail!("--capture slot needs PostgreSQL; {} is not", replica.name())
@@ -460,9 +477,35 @@ fn open_feed(job: &SyncJob, side: Side, replica: &mut Replica) -> anyhow::Result
                 replica = %replica.name(),
                 error = %format!("{error:#}")
             );
-            Ok(poll())
+            poll(replica)
         }
     }
+}
+
+/// Whether a column of a table may hold NULL.
+fn replica_allows_null(replica: &mut Replica, table: &str, column: &str) -> anyhow::Result<bool> {
+    let rows = match replica.dialect() {
+        Dialect::Postgres => {
+            let (schema, name) = table.rsplit_once('.').unwrap_or(("public", table));
+            replica.query_text(
+                "SELECT is_nullable::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+                &[schema, name, column],
+            )?
+        }
+        Dialect::Sqlite => replica.query_text(
+            "SELECT CASE WHEN \"notnull\" = 1 THEN 'NO' ELSE 'YES' END \
+             FROM pragma_table_info($1) WHERE name = $2",
+            &[table, column],
+        )?,
+    };
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .flatten()
+        .as_deref()
+        != Some("NO"))
 }
 
 /// The versions both replicas last agreed on, of the given tables (from `sync_agreed` on the

@@ -221,3 +221,40 @@ fn get(address: std::net::SocketAddr, path: &str) -> String {
     );
     response
 }
+
+#[test]
+fn polling_a_table_whose_updated_at_may_be_null_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+    let urls: Vec<ReplicaUrl> = ["a.db", "b.db"]
+        .iter()
+        .map(|f| ReplicaUrl::Sqlite(tmp.path().join(f)))
+        .collect();
+    for url in &urls {
+        Replica::connect(url, &runtime)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE orders (id INTEGER PRIMARY KEY, updated_at INTEGER, origin TEXT)",
+            )
+            .unwrap();
+    }
+    let job = SyncJob {
+        capture: Capture::Poll,
+        archive: None,
+        ..SyncJob::new(urls[0].clone(), urls[1].clone(), vec!["orders".into()])
+    };
+    let stop = AtomicBool::new(false);
+    let error = vigil_pipelines::sync_follow::follow(
+        &job,
+        &stop,
+        Duration::from_millis(10),
+        &Metrics::default(),
+        |_| {},
+    )
+    .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("NOT NULL") && message.contains("--capture scan"),
+        "{message}"
+    );
+}
