@@ -9,7 +9,8 @@
 //!   `open_alerts` turns alerts into a differential collection of what is wrong now.
 //! - `archaeology`: pattern archaeology over event history: `sessions` (session windows per
 //!   room or source), `field` (the bounded summary: newest high-intensity events, snapshots,
-//!   resonance, active sources).
+//!   resonance, active sources), `entanglements` (sources whose events come together far more
+//!   often than chance).
 //! - `sync`: bi-directional sync of two replicas: `current_versions` of each side's rows from
 //!   its change feed, and `sync_diff`, the actions that make the sides agree.
 //!

@@ -326,3 +326,155 @@ mod field {
         }
     }
 }
+
+mod entangled {
+    use super::*;
+    use vigil_operators::archaeology::entanglements::{
+        EntangleParams, Entanglement, Entanglements,
+    };
+
+    /// The reference at the last evaluation: every pair of events of two sources at most
+    /// δ apart, the later one in the window, counted plainly, against the average pair.
+    fn reference(
+        events: &[Reading],
+        params: EntangleParams,
+    ) -> BTreeSet<(String, String, u64, u64)> {
+        let mut sorted: Vec<&Reading> = events.iter().collect();
+        sorted.sort_by(|a, b| {
+            (a.ts, &a.source, &a.name)
+                .cmp(&(b.ts, &b.source, &b.name))
+                .then(a.value.total_cmp(&b.value))
+        });
+        let every = params.every_ms as i64;
+        let at = (sorted[sorted.len() - 1].ts.div_euclid(every) + 1) * every;
+        let from = at - params.window_ms as i64;
+        let mut n: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in sorted.iter().filter(|r| r.ts >= from && r.ts < at) {
+            *n.entry(r.source.as_str()).or_default() += 1;
+        }
+        let mut together: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (j, later) in sorted.iter().enumerate() {
+            if later.ts < from || later.ts >= at {
+                continue;
+            }
+            for earlier in &sorted[..j] {
+                if later.ts - earlier.ts <= params.delta_ms as i64 && earlier.source != later.source
+                {
+                    let (a, b) = if earlier.source < later.source {
+                        (earlier.source.to_string(), later.source.to_string())
+                    } else {
+                        (later.source.to_string(), earlier.source.to_string())
+                    };
+                    *together.entry((a, b)).or_default() += 1;
+                }
+            }
+        }
+        let total: f64 = n.values().map(|v| *v as f64).sum();
+        let squares: f64 = n.values().map(|v| (*v as f64).powi(2)).sum();
+        let chance = together.values().sum::<u64>() as f64 / ((total * total - squares) / 2.0);
+        together
+            .into_iter()
+            .filter_map(|((a, b), count)| {
+                let expected = n[a.as_str()] as f64 * n[b.as_str()] as f64 * chance;
+                let lift = count as f64 / expected;
+                (count >= params.min_count && lift >= params.min_lift)
+                    .then(|| (a, b, count, (lift * 1000.0).round() as u64))
+            })
+            .collect()
+    }
+
+    fn run(
+        events: &[Reading],
+        params: EntangleParams,
+        workers: usize,
+    ) -> Vec<(Entanglement, isize)> {
+        let mut sorted = events.to_vec();
+        sorted.sort_by_key(|r| r.ts);
+        let batches: Arc<Vec<Vec<Reading>>> =
+            Arc::new(sorted.chunks(29).map(<[_]>::to_vec).collect());
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let probe = timely::dataflow::ProbeHandle::new();
+            let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, points) = scope.new_input::<Vec<Point>>();
+                let pairs = points.entanglements(params);
+                pairs.inner.clone().probe_with(&probe);
+                (input, pairs.inner.capture())
+            });
+            let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
+            for (k, batch) in mine.iter().enumerate() {
+                input.send_batch(&mut batch.iter().map(Point::from).collect());
+                if let Some(next) = mine.get(k + 1) {
+                    let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
+                    input.advance_to(low.max(*input.time()));
+                    while probe.less_than(input.time()) {
+                        worker.step();
+                    }
+                }
+            }
+            drop(input);
+            while worker.step_or_park(None) {}
+            let updates: Vec<_> = captured
+                .extract()
+                .into_iter()
+                .flat_map(|(_, d)| d)
+                .collect();
+            sink.lock()
+                .unwrap()
+                .extend(updates.into_iter().map(|(e, _, d)| (e, d)));
+        })
+        .unwrap();
+        std::mem::take(&mut *out.lock().unwrap())
+    }
+
+    #[test]
+    fn the_planted_pairs_are_found_and_equal_the_reference() {
+        let spec = vigil_datasets::generator::DeviceSpec {
+            devices: 30,
+            ticks: 1_200,
+            ..Default::default()
+        };
+        let events: Vec<Reading> = vigil_datasets::generator::device_events(&spec).collect();
+        let planted: BTreeSet<(String, String)> = vigil_datasets::generator::device_pairs(&spec)
+            .into_iter()
+            .collect();
+        assert!(planted.len() >= 2, "{planted:?}");
+        let params = EntangleParams {
+            delta_ms: 1_000,
+            window_ms: 1_200_000,
+            every_ms: 30_000,
+            min_count: 5,
+            min_lift: 1.5,
+        };
+        let expected = reference(&events, params);
+        for workers in [1, 2] {
+            let updates = run(&events, params, workers);
+            let mut net: BTreeMap<Entanglement, isize> = BTreeMap::new();
+            for (e, d) in &updates {
+                *net.entry(e.clone()).or_default() += d;
+            }
+            let now: BTreeSet<(String, String, u64, u64)> = net
+                .into_iter()
+                .filter(|(e, c)| {
+                    assert!(*c == 0 || *c == 1, "{e:?} counted {c}");
+                    *c == 1
+                })
+                .map(|(e, _)| (e.a, e.b, e.together, e.lift_milli))
+                .collect();
+            assert_eq!(now, expected, "{workers} workers");
+            let found: BTreeSet<(String, String)> = now
+                .iter()
+                .map(|(a, b, _, _)| (a.clone(), b.clone()))
+                .collect();
+            let recall = planted.intersection(&found).count() as f64 / planted.len() as f64;
+            assert_eq!(
+                recall, 1.0,
+                "every planted pair is found: {found:?} vs {planted:?}"
+            );
+            let precision = planted.intersection(&found).count() as f64 / found.len() as f64;
+            assert!(precision >= 0.75, "precision {precision}: {found:?}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Pattern archaeology: what keeps recurring, who moves together, which sessions happened —
 //! maintained as events arrive, and the same after a backfill of the same history.
 
+pub mod entanglements;
 pub mod field;
 pub mod sessions;

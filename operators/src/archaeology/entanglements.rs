@@ -1,0 +1,318 @@
+//! Entanglements: pairs of sources whose events come together far more often than chance.
+
+use std::collections::{HashMap, VecDeque};
+
+use compact_str::CompactString;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::model::Point;
+
+/// When two sources count as entangled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EntangleParams {
+    /// Two events come together when at most this far apart.
+    pub delta_ms: u64,
+    /// Counted over this much event time before each evaluation.
+    pub window_ms: u64,
+    /// Evaluated every this much event time.
+    pub every_ms: u64,
+    /// At least this many events together.
+    pub min_count: u64,
+    /// At least this many times what independent sources would give.
+    pub min_lift: f64,
+}
+
+impl Default for EntangleParams {
+    fn default() -> Self {
+        Self {
+            delta_ms: 1_500,
+            window_ms: 600_000,
+            every_ms: 10_000,
+            min_count: 5,
+            min_lift: 3.0,
+        }
+    }
+}
+
+/// Two sources that move together.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Entanglement {
+    /// The first source (by name).
+    pub a: String,
+    /// The second source.
+    pub b: String,
+    /// Events of the two within `delta_ms` of each other, in the window.
+    pub together: u64,
+    /// How many times more often than independent sources would, in thousandths.
+    pub lift_milli: u64,
+    /// The evaluation from which they have been entangled without a break, epoch ms.
+    pub since: i64,
+}
+
+/// Finds the entangled pairs of a stream of events.
+pub trait Entanglements<'scope> {
+    /// The collection of entangled pairs, evaluated every `every_ms` of event time once the
+    /// frontier has passed it: pairs with at least `min_count` events within `delta_ms` of
+    /// each other in the last `window_ms`, and a lift of at least `min_lift`: those against
+    /// what the average pair shows for sources with as many events (`n_a · n_b · p`, with `p`
+    /// the share of all cross-source event pairs in the window that came together). A pair leaves the collection when it drifts apart. State is the
+    /// window's events and pairs.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+    /// use vigil_operators::archaeology::entanglements::{EntangleParams, Entanglements};
+    /// use vigil_operators::{Point, Reading};
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     // dev-1 echoes dev-0 half a second later; dev-2 keeps its own time.
+    ///     let mut points = Vec::new();
+    ///     for i in 0..40i64 {
+    ///         points.push(Point::from(&Reading::new("dev-0", "BLOOM", i * 7_000, 1.0)));
+    ///         points.push(Point::from(&Reading::new("dev-1", "BLOOM", i * 7_000 + 500, 1.0)));
+    ///         points.push(Point::from(&Reading::new("dev-2", "BLOOM", i * 11_000 + 3_000, 1.0)));
+    ///     }
+    ///     let params = EntangleParams { window_ms: 300_000, ..EntangleParams::default() };
+    ///     points.to_stream(scope).container::<Vec<_>>().entanglements(params).consolidate().inner.capture()
+    /// });
+    /// let pairs: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+    /// assert_eq!(pairs.len(), 1);
+    /// assert_eq!((pairs[0].0.a.as_str(), pairs[0].0.b.as_str()), ("dev-0", "dev-1"));
+    /// ```
+    fn entanglements(
+        self,
+        params: EntangleParams,
+    ) -> VecCollection<'scope, u64, Entanglement, isize>;
+}
+
+type Pair = (CompactString, CompactString);
+
+/// The running counts.
+struct State {
+    params: EntangleParams,
+    /// Events within `delta_ms` of the newest: (ts, source).
+    recent: VecDeque<(i64, CompactString)>,
+    /// Events of the window, and the count per source.
+    events: VecDeque<(i64, CompactString)>,
+    per_source: HashMap<CompactString, u64>,
+    /// Pairs that came together in the window (at the later event's time), and their counts.
+    pairs: VecDeque<(i64, Pair)>,
+    together: HashMap<Pair, u64>,
+    /// What the collection holds now.
+    current: HashMap<Pair, Entanglement>,
+    next: Option<i64>,
+}
+
+impl State {
+    fn event(&mut self, p: &Point, out: &mut Vec<(Entanglement, isize)>) {
+        let every = self.params.every_ms.max(1) as i64;
+        if self.next.is_none() {
+            self.next = Some((p.ts.div_euclid(every) + 1) * every);
+        }
+        self.evaluate_before(p.ts + 1, out);
+        let delta = self.params.delta_ms as i64;
+        while self
+            .recent
+            .front()
+            .is_some_and(|(ts, _)| *ts < p.ts - delta)
+        {
+            self.recent.pop_front();
+        }
+        for (_, other) in &self.recent {
+            if *other == p.source {
+                continue;
+            }
+            let pair = if *other < p.source {
+                (other.clone(), p.source.clone())
+            } else {
+                (p.source.clone(), other.clone())
+            };
+            *self.together.entry(pair.clone()).or_default() += 1;
+            self.pairs.push_back((p.ts, pair));
+        }
+        self.recent.push_back((p.ts, p.source.clone()));
+        self.events.push_back((p.ts, p.source.clone()));
+        *self.per_source.entry(p.source.clone()).or_default() += 1;
+    }
+
+    /// Evaluates at every boundary before `until`.
+    fn evaluate_before(&mut self, until: i64, out: &mut Vec<(Entanglement, isize)>) {
+        let every = self.params.every_ms.max(1) as i64;
+        let Some(mut next) = self.next else { return };
+        while next < until {
+            self.evaluate(next, out);
+            next += every;
+            // Once everything has left the window, the evaluations up to `until` find nothing.
+            if self.events.is_empty() && self.current.is_empty() && next < until {
+                next += (until - next + every - 1) / every * every;
+            }
+        }
+        self.next = Some(next);
+    }
+
+    fn evaluate(&mut self, at: i64, out: &mut Vec<(Entanglement, isize)>) {
+        let from = at - self.params.window_ms as i64;
+        while let Some((ts, source)) = self.events.front() {
+            if *ts >= from {
+                break;
+            }
+            if let Some(n) = self.per_source.get_mut(source) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(source);
+                }
+            }
+            self.events.pop_front();
+        }
+        while let Some((ts, pair)) = self.pairs.front() {
+            if *ts >= from {
+                break;
+            }
+            if let Some(n) = self.together.get_mut(pair) {
+                *n -= 1;
+                if *n == 0 {
+                    self.together.remove(pair);
+                }
+            }
+            self.pairs.pop_front();
+        }
+        // Chance is what the average pair of sources shows: the share of all cross-source
+        // event pairs that came together. It carries the time grid and any activity all sources
+        // share, which a formula from δ and the window alone would take for entanglement.
+        let total: f64 = self.per_source.values().map(|n| *n as f64).sum();
+        let squares: f64 = self.per_source.values().map(|n| (*n as f64).powi(2)).sum();
+        let all_pairs = (total * total - squares) / 2.0;
+        let chance = if all_pairs > 0.0 {
+            self.pairs.len() as f64 / all_pairs
+        } else {
+            0.0
+        };
+        let mut now: HashMap<Pair, Entanglement> = HashMap::new();
+        for (pair, &count) in &self.together {
+            if count < self.params.min_count {
+                continue;
+            }
+            let n = |s: &CompactString| *self.per_source.get(s).unwrap_or(&0) as f64;
+            let expected = n(&pair.0) * n(&pair.1) * chance;
+            let lift = if expected > 0.0 {
+                count as f64 / expected
+            } else {
+                f64::INFINITY
+            };
+            if lift < self.params.min_lift {
+                continue;
+            }
+            let since = self.current.get(pair).map_or(at, |e| e.since);
+            now.insert(
+                pair.clone(),
+                Entanglement {
+                    a: pair.0.to_string(),
+                    b: pair.1.to_string(),
+                    together: count,
+                    lift_milli: (lift.min(1e12) * 1000.0).round() as u64,
+                    since,
+                },
+            );
+        }
+        for (pair, old) in &self.current {
+            if now.get(pair) != Some(old) {
+                out.push((old.clone(), -1));
+            }
+        }
+        for (pair, new) in &now {
+            if self.current.get(pair) != Some(new) {
+                out.push((new.clone(), 1));
+            }
+        }
+        self.current = now;
+    }
+}
+
+impl<'scope> Entanglements<'scope> for Stream<'scope, u64, Vec<Point>> {
+    fn entanglements(
+        self,
+        params: EntangleParams,
+    ) -> VecCollection<'scope, u64, Entanglement, isize> {
+        // Pairs can be of any two sources: the events meet on one worker.
+        let exchange = Exchange::new(|_: &Point| 0u64);
+        self.unary_frontier(exchange, "Entanglements", move |_cap, _info| {
+            let mut state = State {
+                params,
+                recent: VecDeque::new(),
+                events: VecDeque::new(),
+                per_source: HashMap::new(),
+                pairs: VecDeque::new(),
+                together: HashMap::new(),
+                current: HashMap::new(),
+                next: None,
+            };
+            let mut pending: Vec<Point> = Vec::new();
+            let mut held: Option<Capability<u64>> = None;
+            let mut out: Vec<(Entanglement, isize)> = Vec::new();
+            let mut last_ts = i64::MIN;
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        match &held {
+                            Some(h) if h.time() <= cap.time() => {}
+                            _ => held = Some(cap),
+                        }
+                    }
+                    for batch in data {
+                        pending.append(batch);
+                    }
+                });
+                let bound = frontier.frontier().first().copied();
+                let mut ready: Vec<Point> = match bound {
+                    Some(b) => pending
+                        .extract_if(.., |p| (p.ts.max(0) as u64) < b)
+                        .collect(),
+                    None => std::mem::take(&mut pending),
+                };
+                ready.sort_by(|a, b| {
+                    (a.ts, &a.source, &a.name)
+                        .cmp(&(b.ts, &b.source, &b.name))
+                        .then(a.value.total_cmp(&b.value))
+                });
+                for p in &ready {
+                    state.event(p, &mut out);
+                    last_ts = last_ts.max(p.ts);
+                }
+                match bound {
+                    Some(b) => state.evaluate_before(b as i64, &mut out),
+                    // The end: the evaluation after the last event.
+                    None if last_ts > i64::MIN => {
+                        let every = params.every_ms.max(1) as i64;
+                        state
+                            .evaluate_before((last_ts.div_euclid(every) + 1) * every + 1, &mut out);
+                    }
+                    None => {}
+                }
+                let Some(cap) = held.as_mut() else {
+                    out.clear();
+                    return;
+                };
+                if !out.is_empty() {
+                    let time = *cap.time();
+                    output
+                        .session(&*cap)
+                        .give_iterator(out.drain(..).map(|(e, d)| (e, time, d)));
+                }
+                match bound {
+                    Some(b) if !pending.is_empty() || state.next.is_some() => {
+                        if *cap.time() < b {
+                            cap.downgrade(&b);
+                        }
+                    }
+                    _ => held = None,
+                }
+            }
+        })
+        .as_collection()
+    }
+}
