@@ -183,6 +183,60 @@ fn a_session_closes_once_the_watermark_passes_its_end_and_the_gap() {
     assert!(closed_at < 59_000, "closed at {closed_at}");
 }
 
+/// Runs `build` over the events as points on `workers` workers, in batches sent at their
+/// watermark; returns every update of the collection it builds.
+fn run_points<T, F>(events: &[Reading], workers: usize, build: F) -> Vec<(T, isize)>
+where
+    T: differential_dataflow::ExchangeData + std::hash::Hash,
+    F: Fn(
+            timely::dataflow::Stream<'_, u64, Vec<Point>>,
+        ) -> differential_dataflow::VecCollection<'_, u64, T, isize>
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|r| r.ts);
+    let batches: Arc<Vec<Vec<Reading>>> = Arc::new(sorted.chunks(29).map(<[_]>::to_vec).collect());
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = out.clone();
+    let build = Arc::new(build);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let probe = timely::dataflow::ProbeHandle::new();
+        let build = build.clone();
+        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, points) = scope.new_input::<Vec<Point>>();
+            let collection = build(points);
+            collection.inner.clone().probe_with(&probe);
+            (input, collection.inner.capture())
+        });
+        let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
+        for (k, batch) in mine.iter().enumerate() {
+            input.send_batch(&mut batch.iter().map(Point::from).collect());
+            if let Some(next) = mine.get(k + 1) {
+                let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
+                input.advance_to(low.max(*input.time()));
+                while probe.less_than(input.time()) {
+                    worker.step();
+                }
+            }
+        }
+        drop(input);
+        while worker.step_or_park(None) {}
+        let updates: Vec<_> = captured
+            .extract()
+            .into_iter()
+            .flat_map(|(_, d)| d)
+            .collect();
+        sink.lock()
+            .unwrap()
+            .extend(updates.into_iter().map(|(item, _, d)| (item, d)));
+    })
+    .unwrap();
+    std::mem::take(&mut *out.lock().unwrap())
+}
+
 mod field {
     use super::*;
     use vigil_operators::archaeology::field::{
@@ -244,48 +298,6 @@ mod field {
             .collect()
     }
 
-    fn run(events: &[Reading], params: FieldParams, workers: usize) -> Vec<(FieldItem, isize)> {
-        let mut sorted = events.to_vec();
-        sorted.sort_by_key(|r| r.ts);
-        let batches: Arc<Vec<Vec<Reading>>> =
-            Arc::new(sorted.chunks(31).map(<[_]>::to_vec).collect());
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let sink = out.clone();
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let (index, peers) = (worker.index(), worker.peers());
-            let probe = timely::dataflow::ProbeHandle::new();
-            let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, points) = scope.new_input::<Vec<Point>>();
-                let field = points.field(params);
-                field.inner.clone().probe_with(&probe);
-                (input, field.inner.capture())
-            });
-            let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
-            for (k, batch) in mine.iter().enumerate() {
-                input.send_batch(&mut batch.iter().map(Point::from).collect());
-                if let Some(next) = mine.get(k + 1) {
-                    let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
-                    input.advance_to(low.max(*input.time()));
-                    while probe.less_than(input.time()) {
-                        worker.step();
-                    }
-                }
-            }
-            drop(input);
-            while worker.step_or_park(None) {}
-            let updates: Vec<_> = captured
-                .extract()
-                .into_iter()
-                .flat_map(|(_, d)| d)
-                .collect();
-            sink.lock()
-                .unwrap()
-                .extend(updates.into_iter().map(|(i, _, d)| (i, d)));
-        })
-        .unwrap();
-        std::mem::take(&mut *out.lock().unwrap())
-    }
-
     #[test]
     fn the_field_equals_the_reference_and_stays_bounded() {
         let spec = vigil_datasets::generator::DeviceSpec {
@@ -304,7 +316,7 @@ mod field {
         let expected = reference(&events, params);
         assert_eq!(expected.len(), 60, "10 snapshots and 50 particles are kept");
         for workers in [1, 2] {
-            let updates = run(&events, params, workers);
+            let updates = run_points(&events, workers, move |p| p.field(params));
             let mut net: BTreeMap<String, isize> = BTreeMap::new();
             for (item, d) in &updates {
                 *net.entry(format!("{item:?}")).or_default() += d;
@@ -383,52 +395,6 @@ mod entangled {
             .collect()
     }
 
-    fn run(
-        events: &[Reading],
-        params: EntangleParams,
-        workers: usize,
-    ) -> Vec<(Entanglement, isize)> {
-        let mut sorted = events.to_vec();
-        sorted.sort_by_key(|r| r.ts);
-        let batches: Arc<Vec<Vec<Reading>>> =
-            Arc::new(sorted.chunks(29).map(<[_]>::to_vec).collect());
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let sink = out.clone();
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let (index, peers) = (worker.index(), worker.peers());
-            let probe = timely::dataflow::ProbeHandle::new();
-            let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, points) = scope.new_input::<Vec<Point>>();
-                let pairs = points.entanglements(params);
-                pairs.inner.clone().probe_with(&probe);
-                (input, pairs.inner.capture())
-            });
-            let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
-            for (k, batch) in mine.iter().enumerate() {
-                input.send_batch(&mut batch.iter().map(Point::from).collect());
-                if let Some(next) = mine.get(k + 1) {
-                    let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
-                    input.advance_to(low.max(*input.time()));
-                    while probe.less_than(input.time()) {
-                        worker.step();
-                    }
-                }
-            }
-            drop(input);
-            while worker.step_or_park(None) {}
-            let updates: Vec<_> = captured
-                .extract()
-                .into_iter()
-                .flat_map(|(_, d)| d)
-                .collect();
-            sink.lock()
-                .unwrap()
-                .extend(updates.into_iter().map(|(e, _, d)| (e, d)));
-        })
-        .unwrap();
-        std::mem::take(&mut *out.lock().unwrap())
-    }
-
     #[test]
     fn the_planted_pairs_are_found_and_equal_the_reference() {
         let spec = vigil_datasets::generator::DeviceSpec {
@@ -450,7 +416,7 @@ mod entangled {
         };
         let expected = reference(&events, params);
         for workers in [1, 2] {
-            let updates = run(&events, params, workers);
+            let updates = run_points(&events, workers, move |p| p.entanglements(params));
             let mut net: BTreeMap<Entanglement, isize> = BTreeMap::new();
             for (e, d) in &updates {
                 *net.entry(e.clone()).or_default() += d;

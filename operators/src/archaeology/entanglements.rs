@@ -3,13 +3,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use compact_str::CompactString;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
+use super::periodic::{Periodic, periodic};
 use crate::model::Point;
 
 /// When two sources count as entangled.
@@ -34,7 +32,7 @@ impl Default for EntangleParams {
             window_ms: 600_000,
             every_ms: 10_000,
             min_count: 5,
-            min_lift: 3.0,
+            min_lift: 1.5,
         }
     }
 }
@@ -77,7 +75,7 @@ pub trait Entanglements<'scope> {
     ///         points.push(Point::from(&Reading::new("dev-1", "BLOOM", i * 7_000 + 500, 1.0)));
     ///         points.push(Point::from(&Reading::new("dev-2", "BLOOM", i * 11_000 + 3_000, 1.0)));
     ///     }
-    ///     let params = EntangleParams { window_ms: 300_000, ..EntangleParams::default() };
+    ///     let params = EntangleParams { window_ms: 300_000, min_lift: 2.0, ..EntangleParams::default() };
     ///     points.to_stream(scope).container::<Vec<_>>().entanglements(params).consolidate().inner.capture()
     /// });
     /// let pairs: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
@@ -105,16 +103,10 @@ struct State {
     together: HashMap<Pair, u64>,
     /// What the collection holds now.
     current: HashMap<Pair, Entanglement>,
-    next: Option<i64>,
 }
 
 impl State {
-    fn event(&mut self, p: &Point, out: &mut Vec<(Entanglement, isize)>) {
-        let every = self.params.every_ms.max(1) as i64;
-        if self.next.is_none() {
-            self.next = Some((p.ts.div_euclid(every) + 1) * every);
-        }
-        self.evaluate_before(p.ts + 1, out);
+    fn record(&mut self, p: &Point) {
         let delta = self.params.delta_ms as i64;
         while self
             .recent
@@ -140,22 +132,7 @@ impl State {
         *self.per_source.entry(p.source.clone()).or_default() += 1;
     }
 
-    /// Evaluates at every boundary before `until`.
-    fn evaluate_before(&mut self, until: i64, out: &mut Vec<(Entanglement, isize)>) {
-        let every = self.params.every_ms.max(1) as i64;
-        let Some(mut next) = self.next else { return };
-        while next < until {
-            self.evaluate(next, out);
-            next += every;
-            // Once everything has left the window, the evaluations up to `until` find nothing.
-            if self.events.is_empty() && self.current.is_empty() && next < until {
-                next += (until - next + every - 1) / every * every;
-            }
-        }
-        self.next = Some(next);
-    }
-
-    fn evaluate(&mut self, at: i64, out: &mut Vec<(Entanglement, isize)>) {
+    fn judge(&mut self, at: i64, out: &mut Vec<(Entanglement, isize)>) {
         let from = at - self.params.window_ms as i64;
         while let Some((ts, source)) = self.events.front() {
             if *ts >= from {
@@ -233,86 +210,46 @@ impl State {
     }
 }
 
+impl Periodic for State {
+    type Out = Entanglement;
+
+    fn every_ms(&self) -> u64 {
+        self.params.every_ms
+    }
+
+    fn event(&mut self, point: &Point, _out: &mut Vec<(Entanglement, isize)>) {
+        self.record(point);
+    }
+
+    fn evaluate(&mut self, at: i64, out: &mut Vec<(Entanglement, isize)>) {
+        self.judge(at, out);
+    }
+
+    /// Once everything has left the window, the evaluations up to `until` find nothing.
+    fn fast_forward(&self, next: i64, until: i64) -> i64 {
+        if self.events.is_empty() && self.current.is_empty() && next < until {
+            let every = self.params.every_ms.max(1) as i64;
+            next + (until - next + every - 1) / every * every
+        } else {
+            next
+        }
+    }
+}
+
 impl<'scope> Entanglements<'scope> for Stream<'scope, u64, Vec<Point>> {
     fn entanglements(
         self,
         params: EntangleParams,
     ) -> VecCollection<'scope, u64, Entanglement, isize> {
-        // Pairs can be of any two sources: the events meet on one worker.
-        let exchange = Exchange::new(|_: &Point| 0u64);
-        self.unary_frontier(exchange, "Entanglements", move |_cap, _info| {
-            let mut state = State {
-                params,
-                recent: VecDeque::new(),
-                events: VecDeque::new(),
-                per_source: HashMap::new(),
-                pairs: VecDeque::new(),
-                together: HashMap::new(),
-                current: HashMap::new(),
-                next: None,
-            };
-            let mut pending: Vec<Point> = Vec::new();
-            let mut held: Option<Capability<u64>> = None;
-            let mut out: Vec<(Entanglement, isize)> = Vec::new();
-            let mut last_ts = i64::MIN;
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        match &held {
-                            Some(h) if h.time() <= cap.time() => {}
-                            _ => held = Some(cap),
-                        }
-                    }
-                    for batch in data {
-                        pending.append(batch);
-                    }
-                });
-                let bound = frontier.frontier().first().copied();
-                let mut ready: Vec<Point> = match bound {
-                    Some(b) => pending
-                        .extract_if(.., |p| (p.ts.max(0) as u64) < b)
-                        .collect(),
-                    None => std::mem::take(&mut pending),
-                };
-                ready.sort_by(|a, b| {
-                    (a.ts, &a.source, &a.name)
-                        .cmp(&(b.ts, &b.source, &b.name))
-                        .then(a.value.total_cmp(&b.value))
-                });
-                for p in &ready {
-                    state.event(p, &mut out);
-                    last_ts = last_ts.max(p.ts);
-                }
-                match bound {
-                    Some(b) => state.evaluate_before(b as i64, &mut out),
-                    // The end: the evaluation after the last event.
-                    None if last_ts > i64::MIN => {
-                        let every = params.every_ms.max(1) as i64;
-                        state
-                            .evaluate_before((last_ts.div_euclid(every) + 1) * every + 1, &mut out);
-                    }
-                    None => {}
-                }
-                let Some(cap) = held.as_mut() else {
-                    out.clear();
-                    return;
-                };
-                if !out.is_empty() {
-                    let time = *cap.time();
-                    output
-                        .session(&*cap)
-                        .give_iterator(out.drain(..).map(|(e, d)| (e, time, d)));
-                }
-                match bound {
-                    Some(b) if !pending.is_empty() || state.next.is_some() => {
-                        if *cap.time() < b {
-                            cap.downgrade(&b);
-                        }
-                    }
-                    _ => held = None,
-                }
-            }
-        })
-        .as_collection()
+        let state = State {
+            params,
+            recent: VecDeque::new(),
+            events: VecDeque::new(),
+            per_source: HashMap::new(),
+            pairs: VecDeque::new(),
+            together: HashMap::new(),
+            current: HashMap::new(),
+        };
+        periodic(self, "Entanglements", state)
     }
 }

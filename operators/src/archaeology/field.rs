@@ -3,13 +3,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
+use super::periodic::{Periodic, periodic};
 use crate::model::Point;
 
 /// What the field keeps, and over what time.
@@ -149,8 +147,6 @@ struct State {
     per_source: HashMap<compact_str::CompactString, u64>,
     particles: VecDeque<Particle>,
     snapshots: VecDeque<FieldSnapshot>,
-    /// The next snapshot's time.
-    next: Option<i64>,
 }
 
 impl State {
@@ -189,31 +185,7 @@ impl State {
         }
     }
 
-    /// Takes the snapshots due before `until` (at most as many as are kept).
-    fn snapshots_before(&mut self, until: i64, out: &mut Vec<(FieldItem, isize)>) {
-        let every = self.params.every_ms.max(1) as i64;
-        let Some(mut next) = self.next else { return };
-        if next >= until {
-            return;
-        }
-        // Only the newest `snapshots` of a long jump stay; the others would be retracted at once.
-        let due = (until - 1 - next) / every + 1;
-        let skip = (due - self.params.snapshots as i64).max(0);
-        next += skip * every;
-        while next < until {
-            self.snapshot(next, out);
-            next += every;
-        }
-        self.next = Some(next);
-    }
-
-    fn event(&mut self, p: &Point, out: &mut Vec<(FieldItem, isize)>) {
-        let every = self.params.every_ms.max(1) as i64;
-        if self.next.is_none() {
-            self.next = Some((p.ts.div_euclid(every) + 1) * every);
-        }
-        // The snapshots this event comes after.
-        self.snapshots_before(p.ts + 1, out);
+    fn record(&mut self, p: &Point, out: &mut Vec<(FieldItem, isize)>) {
         self.window.push_back((p.ts, p.source.clone(), p.value));
         *self.per_source.entry(p.source.clone()).or_default() += 1;
         if p.value >= self.params.high_intensity {
@@ -234,84 +206,39 @@ impl State {
     }
 }
 
+impl Periodic for State {
+    type Out = FieldItem;
+
+    fn every_ms(&self) -> u64 {
+        self.params.every_ms
+    }
+
+    fn event(&mut self, point: &Point, out: &mut Vec<(FieldItem, isize)>) {
+        self.record(point, out);
+    }
+
+    fn evaluate(&mut self, at: i64, out: &mut Vec<(FieldItem, isize)>) {
+        self.snapshot(at, out);
+    }
+
+    /// Of a long run of due snapshots only the newest that are kept matter; the others would
+    /// be retracted at once.
+    fn fast_forward(&self, next: i64, until: i64) -> i64 {
+        let every = self.params.every_ms.max(1) as i64;
+        let due = (until - 1 - next) / every + 1;
+        next + (due - self.params.snapshots as i64).max(0) * every
+    }
+}
+
 impl<'scope> Field<'scope> for Stream<'scope, u64, Vec<Point>> {
     fn field(self, params: FieldParams) -> VecCollection<'scope, u64, FieldItem, isize> {
-        // The field is one: every event goes to one worker.
-        let exchange = Exchange::new(|_: &Point| 0u64);
-        self.unary_frontier(exchange, "Field", move |_cap, _info| {
-            let mut state = State {
-                params,
-                window: VecDeque::new(),
-                per_source: HashMap::new(),
-                particles: VecDeque::new(),
-                snapshots: VecDeque::new(),
-                next: None,
-            };
-            let mut pending: Vec<Point> = Vec::new();
-            let mut held: Option<Capability<u64>> = None;
-            let mut out: Vec<(FieldItem, isize)> = Vec::new();
-            let mut last_ts = i64::MIN;
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        match &held {
-                            Some(h) if h.time() <= cap.time() => {}
-                            _ => held = Some(cap),
-                        }
-                    }
-                    for batch in data {
-                        pending.append(batch);
-                    }
-                });
-                let bound = frontier.frontier().first().copied();
-                let mut ready: Vec<Point> = match bound {
-                    Some(b) => pending
-                        .extract_if(.., |p| (p.ts.max(0) as u64) < b)
-                        .collect(),
-                    None => std::mem::take(&mut pending),
-                };
-                ready.sort_by(|a, b| {
-                    (a.ts, &a.source, &a.name)
-                        .cmp(&(b.ts, &b.source, &b.name))
-                        .then(a.value.total_cmp(&b.value))
-                });
-                for p in &ready {
-                    state.event(p, &mut out);
-                    last_ts = last_ts.max(p.ts);
-                }
-                match bound {
-                    Some(b) => state.snapshots_before(b as i64, &mut out),
-                    // The end: the snapshot after the last event.
-                    None if last_ts > i64::MIN => {
-                        let every = params.every_ms.max(1) as i64;
-                        state.snapshots_before(
-                            (last_ts.div_euclid(every) + 1) * every + 1,
-                            &mut out,
-                        );
-                    }
-                    None => {}
-                }
-                let Some(cap) = held.as_mut() else {
-                    out.clear();
-                    return;
-                };
-                if !out.is_empty() {
-                    let time = *cap.time();
-                    output
-                        .session(&*cap)
-                        .give_iterator(out.drain(..).map(|(item, d)| (item, time, d)));
-                }
-                match bound {
-                    // While events have come, snapshots stay due as time moves on.
-                    Some(b) if !pending.is_empty() || state.next.is_some() => {
-                        if *cap.time() < b {
-                            cap.downgrade(&b);
-                        }
-                    }
-                    _ => held = None,
-                }
-            }
-        })
-        .as_collection()
+        let state = State {
+            params,
+            window: VecDeque::new(),
+            per_source: HashMap::new(),
+            particles: VecDeque::new(),
+            snapshots: VecDeque::new(),
+        };
+        periodic(self, "Field", state)
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod entanglements;
 pub mod field;
+mod periodic;
 pub mod sessions;

@@ -1,0 +1,128 @@
+//! The engine of the whole-field operators: every event in event-time order on one worker,
+//! and an evaluation every interval of event time once the frontier has passed it.
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::model::Point;
+
+/// A computation over all events that reports at intervals of event time.
+pub(crate) trait Periodic: 'static {
+    /// What its collection holds.
+    type Out: differential_dataflow::Data;
+
+    /// The interval of event time between evaluations, ms.
+    fn every_ms(&self) -> u64;
+
+    /// The next event, in event-time order (ties by source, name, value).
+    fn event(&mut self, point: &Point, out: &mut Vec<(Self::Out, isize)>);
+
+    /// The evaluation at `at`: over the events before it.
+    fn evaluate(&mut self, at: i64, out: &mut Vec<(Self::Out, isize)>);
+
+    /// Where to go on from `next` when evaluations up to `until` are due: a later boundary
+    /// when the ones skipped would change nothing that stays.
+    fn fast_forward(&self, next: i64, until: i64) -> i64 {
+        let _ = until;
+        next
+    }
+}
+
+/// Runs `state` over the points as the frontier passes them; its updates form the collection.
+pub(crate) fn periodic<'scope, P: Periodic>(
+    points: Stream<'scope, u64, Vec<Point>>,
+    name: &str,
+    mut state: P,
+) -> VecCollection<'scope, u64, P::Out, isize> {
+    // The computation is over every event: they meet on one worker.
+    let exchange = Exchange::new(|_: &Point| 0u64);
+    let every = state.every_ms().max(1) as i64;
+    points
+        .unary_frontier(exchange, name, move |_cap, _info| {
+            let mut pending: Vec<Point> = Vec::new();
+            let mut held: Option<Capability<u64>> = None;
+            let mut out: Vec<(P::Out, isize)> = Vec::new();
+            // The next evaluation, once an event has come, and the newest event time.
+            let mut next: Option<i64> = None;
+            let mut last_ts = i64::MIN;
+            let evaluate_before =
+                move |state: &mut P, next: &mut Option<i64>, until: i64, out: &mut Vec<_>| {
+                    let Some(mut at) = *next else { return };
+                    while at < until {
+                        at = state.fast_forward(at, until);
+                        if at >= until {
+                            break;
+                        }
+                        state.evaluate(at, out);
+                        at += every;
+                    }
+                    *next = Some(at);
+                };
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        match &held {
+                            Some(h) if h.time() <= cap.time() => {}
+                            _ => held = Some(cap),
+                        }
+                    }
+                    for batch in data {
+                        pending.append(batch);
+                    }
+                });
+                let bound = frontier.frontier().first().copied();
+                let mut ready: Vec<Point> = match bound {
+                    Some(b) => pending
+                        .extract_if(.., |p| (p.ts.max(0) as u64) < b)
+                        .collect(),
+                    None => std::mem::take(&mut pending),
+                };
+                ready.sort_by(|a, b| {
+                    (a.ts, &a.source, &a.name)
+                        .cmp(&(b.ts, &b.source, &b.name))
+                        .then(a.value.total_cmp(&b.value))
+                });
+                for p in &ready {
+                    if next.is_none() {
+                        next = Some((p.ts.div_euclid(every) + 1) * every);
+                    }
+                    // The evaluations this event comes after.
+                    evaluate_before(&mut state, &mut next, p.ts + 1, &mut out);
+                    state.event(p, &mut out);
+                    last_ts = last_ts.max(p.ts);
+                }
+                match bound {
+                    Some(b) => evaluate_before(&mut state, &mut next, b as i64, &mut out),
+                    // The end: the evaluation after the last event.
+                    None if last_ts > i64::MIN => {
+                        let until = (last_ts.div_euclid(every) + 1) * every + 1;
+                        evaluate_before(&mut state, &mut next, until, &mut out);
+                    }
+                    None => {}
+                }
+                let Some(cap) = held.as_mut() else {
+                    out.clear();
+                    return;
+                };
+                if !out.is_empty() {
+                    let time = *cap.time();
+                    output
+                        .session(&*cap)
+                        .give_iterator(out.drain(..).map(|(item, d)| (item, time, d)));
+                }
+                match bound {
+                    // Once events have come, evaluations stay due as time moves on.
+                    Some(b) if !pending.is_empty() || next.is_some() => {
+                        if *cap.time() < b {
+                            cap.downgrade(&b);
+                        }
+                    }
+                    _ => held = None,
+                }
+            }
+        })
+        .as_collection()
+}
