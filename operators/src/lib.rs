@@ -19,6 +19,7 @@
 pub mod archaeology;
 pub mod guards;
 pub mod model;
+mod stash;
 pub mod sync;
 pub mod time;
 

@@ -599,14 +599,10 @@ fn read_side(
                         ))
                     })
                     .collect::<anyhow::Result<_>>()?;
-                let before: Vec<RowKey> = if first {
-                    agreed
-                        .keys()
-                        .filter(|k| k.0 == info.name)
-                        .cloned()
-                        .collect()
+                let before = if first {
+                    of_table(agreed.keys(), &info.name)
                 } else {
-                    known.iter().filter(|k| k.0 == info.name).cloned().collect()
+                    of_table(known.iter(), &info.name)
                 };
                 for key in before.into_iter().filter(|k| !keys.contains(k)) {
                     round.gone(&key, round.now, &mut state.rows);
@@ -616,14 +612,10 @@ fn read_side(
             }
             Feed::Scan { last } => {
                 let seen = scan_table(&mut state.replica, info)?;
-                let before: Vec<RowKey> = if first {
-                    agreed
-                        .keys()
-                        .filter(|k| k.0 == info.name)
-                        .cloned()
-                        .collect()
+                let before = if first {
+                    of_table(agreed.keys(), &info.name)
                 } else {
-                    last.keys().filter(|k| k.0 == info.name).cloned().collect()
+                    of_table(last.keys(), &info.name)
                 };
                 for (key, row) in &seen {
                     if first || last.get(key) != Some(&row_text(row)) {
@@ -702,6 +694,11 @@ fn read_side(
         }
     }
     Ok(round.out)
+}
+
+/// The rows of `table` among `keys`.
+fn of_table<'a>(keys: impl Iterator<Item = &'a RowKey>, table: &str) -> Vec<RowKey> {
+    keys.filter(|k| k.0 == table).cloned().collect()
 }
 
 /// Rows asked for per poll.

@@ -4,10 +4,10 @@
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::model::Point;
+use crate::stash::Stash;
 
 /// A computation over all events that reports at intervals of event time.
 pub(crate) trait Periodic: 'static {
@@ -42,8 +42,7 @@ pub(crate) fn periodic<'scope, P: Periodic>(
     let every = state.every_ms().max(1) as i64;
     points
         .unary_frontier(exchange, name, move |_cap, _info| {
-            let mut pending: Vec<Point> = Vec::new();
-            let mut held: Option<Capability<u64>> = None;
+            let mut stash = Stash::new();
             let mut out: Vec<(P::Out, isize)> = Vec::new();
             // The next evaluation, once an event has come, and the newest event time.
             let mut next: Option<i64> = None;
@@ -63,23 +62,13 @@ pub(crate) fn periodic<'scope, P: Periodic>(
                 };
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        match &held {
-                            Some(h) if h.time() <= cap.time() => {}
-                            _ => held = Some(cap),
-                        }
-                    }
+                    stash.hold(cap.retain_least(output.output_index()));
                     for batch in data {
-                        pending.append(batch);
+                        stash.pending.append(batch);
                     }
                 });
                 let bound = frontier.frontier().first().copied();
-                let mut ready: Vec<Point> = match bound {
-                    Some(b) => pending
-                        .extract_if(.., |p| (p.ts.max(0) as u64) < b)
-                        .collect(),
-                    None => std::mem::take(&mut pending),
-                };
+                let mut ready: Vec<Point> = stash.ready(bound, |e| e.ts);
                 ready.sort_by(|a, b| {
                     (a.ts, &a.source, &a.name)
                         .cmp(&(b.ts, &b.source, &b.name))
@@ -103,7 +92,7 @@ pub(crate) fn periodic<'scope, P: Periodic>(
                     }
                     None => {}
                 }
-                let Some(cap) = held.as_mut() else {
+                let Some(cap) = stash.held.as_mut() else {
                     out.clear();
                     return;
                 };
@@ -115,12 +104,12 @@ pub(crate) fn periodic<'scope, P: Periodic>(
                 }
                 match bound {
                     // Once events have come, evaluations stay due as time moves on.
-                    Some(b) if !pending.is_empty() || next.is_some() => {
+                    Some(b) if !stash.pending.is_empty() || next.is_some() => {
                         if *cap.time() < b {
                             cap.downgrade(&b);
                         }
                     }
-                    _ => held = None,
+                    _ => stash.held = None,
                 }
             }
         })

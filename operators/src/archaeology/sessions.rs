@@ -6,10 +6,10 @@ use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::model::Session;
+use crate::stash::Stash;
 
 /// An event as sessions see it: the key its session is kept by, who took part, and when.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,30 +66,19 @@ impl<'scope> Sessions<'scope> for Stream<'scope, u64, Vec<SessionEvent>> {
         let exchange =
             Exchange::new(|e: &SessionEvent| xxhash_rust::xxh3::xxh3_64(e.key.as_bytes()));
         self.unary_frontier(exchange, "Sessions", move |_cap, _info| {
-            let mut pending: Vec<SessionEvent> = Vec::new();
+            let mut stash = Stash::new();
             let mut open: HashMap<String, Open> = HashMap::new();
-            let mut held: Option<Capability<u64>> = None;
             let mut updates: Vec<(Session, isize)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        match &held {
-                            Some(h) if h.time() <= cap.time() => {}
-                            _ => held = Some(cap),
-                        }
-                    }
+                    stash.hold(cap.retain_least(output.output_index()));
                     for batch in data {
-                        pending.append(batch);
+                        stash.pending.append(batch);
                     }
                 });
                 let bound = frontier.frontier().first().copied();
                 // Events before the frontier are complete: in event-time order per key.
-                let mut ready: Vec<SessionEvent> = match bound {
-                    Some(b) => pending
-                        .extract_if(.., |e| (e.ts.max(0) as u64) < b)
-                        .collect(),
-                    None => std::mem::take(&mut pending),
-                };
+                let mut ready: Vec<SessionEvent> = stash.ready(bound, |e| e.ts);
                 ready.sort_unstable_by(|a, b| {
                     (&a.key, a.ts, &a.participant).cmp(&(&b.key, b.ts, &b.participant))
                 });
@@ -141,7 +130,7 @@ impl<'scope> Sessions<'scope> for Stream<'scope, u64, Vec<SessionEvent>> {
                         close(done, &mut updates);
                     }
                 }
-                let Some(cap) = held.as_mut() else {
+                let Some(cap) = stash.held.as_mut() else {
                     return;
                 };
                 if !updates.is_empty() {
@@ -151,12 +140,12 @@ impl<'scope> Sessions<'scope> for Stream<'scope, u64, Vec<SessionEvent>> {
                         .give_iterator(updates.drain(..).map(|(s, d)| (s, time, d)));
                 }
                 match bound {
-                    Some(b) if !pending.is_empty() || !open.is_empty() => {
+                    Some(b) if !stash.pending.is_empty() || !open.is_empty() => {
                         if *cap.time() < b {
                             cap.downgrade(&b);
                         }
                     }
-                    _ => held = None,
+                    _ => stash.held = None,
                 }
             }
         })

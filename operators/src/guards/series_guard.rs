@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::guards::checkpoint::{
@@ -14,6 +13,7 @@ use crate::guards::checkpoint::{
 };
 use crate::model::alert::alert_id;
 use crate::model::{Alert, AlertStatus, Point, ScoreColumns};
+use crate::stash::Stash;
 use arrow::record_batch::RecordBatch;
 use timely::dataflow::operators::core::Map;
 
@@ -477,7 +477,7 @@ fn guard_operator<'scope>(
             out: Vec::new(),
             scores: ScoreColumns::default(),
         };
-        let mut pending: Vec<Point> = Vec::new();
+        let mut stash: Stash<Point> = Stash::new();
         let mut ready: Vec<Point> = Vec::new();
         // The state is complete for event time before `snapshot_at`: restored from a snapshot
         // taken there, readings before it (replayed by a restarted source) are in it already.
@@ -486,22 +486,19 @@ fn guard_operator<'scope>(
             .map_or(0, |c| state.restore(c, index, peers));
         let skip_before = snapshot_at as i64;
         // Restored series may go overdue before any reading comes: keep the capability then.
-        let mut held: Option<Capability<u64>> = (!state.series.is_empty()).then_some(cap);
+        stash.held = (!state.series.is_empty()).then_some(cap);
         let mut last_bound: Option<u64> = Some(0);
 
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
-                if let Some(cap) = cap.retain_least(output.output_index()) {
-                    match &held {
-                        Some(h) if h.time() <= cap.time() => {}
-                        _ => held = Some(cap),
-                    }
-                }
+                stash.hold(cap.retain_least(output.output_index()));
                 for batch in data {
                     if skip_before > 0 {
-                        pending.extend(batch.drain(..).filter(|p| p.ts >= skip_before));
+                        stash
+                            .pending
+                            .extend(batch.drain(..).filter(|p| p.ts >= skip_before));
                     } else {
-                        pending.append(batch);
+                        stash.pending.append(batch);
                     }
                 }
             });
@@ -536,7 +533,7 @@ fn guard_operator<'scope>(
                     .save(c.operator, index, peers, at, state.snapshot(at));
                 snapshot_at = at;
             };
-            let Some(cap) = held.as_mut() else {
+            let Some(cap) = stash.held.as_mut() else {
                 // Nothing waits: the state is complete up to the frontier.
                 if let Some(snapshot) = snapshot {
                     save(&state, snapshot);
@@ -549,10 +546,10 @@ fn guard_operator<'scope>(
             if let Some(snapshot @ (_, at)) = snapshot
                 && bound.is_some()
             {
-                state.advance(&mut pending, &mut ready, Some(at));
+                state.advance(&mut stash.pending, &mut ready, Some(at));
                 save(&state, snapshot);
             }
-            let waiting = state.advance(&mut pending, &mut ready, bound);
+            let waiting = state.advance(&mut stash.pending, &mut ready, bound);
             if bound.is_none() {
                 if let Some(snapshot) = snapshot {
                     save(&state, snapshot);
@@ -584,12 +581,12 @@ fn guard_operator<'scope>(
             // time may be ahead of the frontier (readings sent at a later input time by a
             // worker that is ahead): then it stays where it is.
             match bound {
-                Some(bound) if !pending.is_empty() || waiting => {
+                Some(bound) if !stash.pending.is_empty() || waiting => {
                     if *cap.time() < bound {
                         cap.downgrade(&bound);
                     }
                 }
-                _ => held = None,
+                _ => stash.held = None,
             }
         }
     })

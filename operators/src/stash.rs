@@ -1,0 +1,43 @@
+//! Records held back until the frontier passes their event time, for the operators that
+//! judge in event-time order (guards, sessions, the whole-field operators).
+
+use timely::dataflow::operators::Capability;
+
+/// Pending records and the least capability they arrived under.
+pub(crate) struct Stash<D> {
+    /// Records whose event time the frontier has not passed yet.
+    pub pending: Vec<D>,
+    /// The least capability of what is pending or still to be emitted.
+    pub held: Option<Capability<u64>>,
+}
+
+impl<D> Stash<D> {
+    pub(crate) fn new() -> Self {
+        Self {
+            pending: Vec::new(),
+            held: None,
+        }
+    }
+
+    /// Holds `cap` if it is earlier than the one held.
+    pub(crate) fn hold(&mut self, cap: Option<Capability<u64>>) {
+        if let Some(cap) = cap {
+            match &self.held {
+                Some(h) if h.time() <= cap.time() => {}
+                _ => self.held = Some(cap),
+            }
+        }
+    }
+
+    /// Takes the pending records with event time before `bound` (all of them at the end of
+    /// the input, `None`).
+    pub(crate) fn ready(&mut self, bound: Option<u64>, ts: impl Fn(&D) -> i64) -> Vec<D> {
+        match bound {
+            Some(b) => self
+                .pending
+                .extract_if(.., |d| (ts(d).max(0) as u64) < b)
+                .collect(),
+            None => std::mem::take(&mut self.pending),
+        }
+    }
+}
