@@ -46,8 +46,8 @@ pub use model::alert::alert_id;
 pub use model::telemetry::{derive_event_id, series_hash};
 pub use model::{
     Alert, AlertStatus, AnomalyScore, BatchBuilder, Change, ChangeOp, ConvertError, DeadLetter,
-    Kind, Point, Reading, ReadingRef, Record, ScoreColumns, Session, SyncAction, SyncActionKind,
-    TelemetryColumns,
+    Kind, Pattern, Point, Reading, ReadingRef, Record, ScoreColumns, Session, SyncAction,
+    SyncActionKind, TelemetryColumns,
 };
 pub use sync::current_versions::CurrentVersions;
 pub use sync::sync_diff::SyncDiff;

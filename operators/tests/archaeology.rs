@@ -12,6 +12,9 @@ use timely::dataflow::operators::capture::Extract;
 use timely::dataflow::operators::{Capture, Input, Probe};
 use vigil_operators::*;
 
+mod common;
+use common::run_points;
+
 /// Seeded events in rooms: bursts of activity separated by quiet spells of varying length.
 fn room_events(seed: u64) -> Vec<SessionEvent> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -181,60 +184,6 @@ fn a_session_closes_once_the_watermark_passes_its_end_and_the_gap() {
         .map(|(_, t, _)| *t)
         .unwrap();
     assert!(closed_at < 59_000, "closed at {closed_at}");
-}
-
-/// Runs `build` over the events as points on `workers` workers, in batches sent at their
-/// watermark; returns every update of the collection it builds.
-fn run_points<T, F>(events: &[Reading], workers: usize, build: F) -> Vec<(T, isize)>
-where
-    T: differential_dataflow::ExchangeData + std::hash::Hash,
-    F: Fn(
-            timely::dataflow::Stream<'_, u64, Vec<Point>>,
-        ) -> differential_dataflow::VecCollection<'_, u64, T, isize>
-        + Send
-        + Sync
-        + 'static,
-{
-    let mut sorted = events.to_vec();
-    sorted.sort_by_key(|r| r.ts);
-    let batches: Arc<Vec<Vec<Reading>>> = Arc::new(sorted.chunks(29).map(<[_]>::to_vec).collect());
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let sink = out.clone();
-    let build = Arc::new(build);
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let probe = timely::dataflow::ProbeHandle::new();
-        let build = build.clone();
-        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, points) = scope.new_input::<Vec<Point>>();
-            let collection = build(points);
-            collection.inner.clone().probe_with(&probe);
-            (input, collection.inner.capture())
-        });
-        let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
-        for (k, batch) in mine.iter().enumerate() {
-            input.send_batch(&mut batch.iter().map(Point::from).collect());
-            if let Some(next) = mine.get(k + 1) {
-                let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
-                input.advance_to(low.max(*input.time()));
-                while probe.less_than(input.time()) {
-                    worker.step();
-                }
-            }
-        }
-        drop(input);
-        while worker.step_or_park(None) {}
-        let updates: Vec<_> = captured
-            .extract()
-            .into_iter()
-            .flat_map(|(_, d)| d)
-            .collect();
-        sink.lock()
-            .unwrap()
-            .extend(updates.into_iter().map(|(item, _, d)| (item, d)));
-    })
-    .unwrap();
-    std::mem::take(&mut *out.lock().unwrap())
 }
 
 mod field {
@@ -441,6 +390,189 @@ mod entangled {
             );
             let precision = planted.intersection(&found).count() as f64 / found.len() as f64;
             assert!(precision >= 0.75, "precision {precision}: {found:?}");
+        }
+    }
+}
+
+mod sequences {
+    use super::*;
+    use vigil_operators::archaeology::sequences::{KIND, SequenceParams, Sequences};
+
+    /// The reference: a plain PrefixSpan over each source's events in time order, growing a
+    /// pattern by the event right after each of its occurrences when it came within the gap,
+    /// and pruning as soon as a prefix lacks support (which only falls as a pattern grows).
+    fn prefix_span(events: &[Reading], params: SequenceParams) -> BTreeSet<Pattern> {
+        let mut db: BTreeMap<&str, Vec<&Reading>> = BTreeMap::new();
+        for r in events {
+            db.entry(r.source.as_str()).or_default().push(r);
+        }
+        for seq in db.values_mut() {
+            seq.sort_by(|a, b| {
+                (a.ts, &a.name)
+                    .cmp(&(b.ts, &b.name))
+                    .then(a.value.total_cmp(&b.value))
+            });
+        }
+        let mut singles: BTreeMap<&str, Vec<(&str, usize, i64)>> = BTreeMap::new();
+        for (source, seq) in &db {
+            for (i, r) in seq.iter().enumerate() {
+                singles
+                    .entry(r.name.as_str())
+                    .or_default()
+                    .push((source, i, r.ts));
+            }
+        }
+        let mut out = BTreeSet::new();
+        for (name, positions) in singles {
+            grow(&db, params, vec![name.to_string()], positions, &mut out);
+        }
+        out
+    }
+
+    fn grow(
+        db: &BTreeMap<&str, Vec<&Reading>>,
+        params: SequenceParams,
+        prefix: Vec<String>,
+        positions: Vec<(&str, usize, i64)>,
+        out: &mut BTreeSet<Pattern>,
+    ) {
+        let sources: BTreeSet<&str> = positions.iter().map(|p| p.0).collect();
+        if (sources.len() as u64) < params.min_support
+            || (positions.len() as u64) < params.min_occurrences
+        {
+            return;
+        }
+        if prefix.len() >= 2 {
+            out.insert(Pattern {
+                pattern_id: Pattern::id(KIND, None, &prefix),
+                kind: KIND.into(),
+                items: prefix.clone(),
+                support: sources.len() as u64,
+                occurrences: positions.len() as u64,
+                first_seen: positions.iter().map(|p| p.2).min().unwrap(),
+                last_seen: positions.iter().map(|p| db[p.0][p.1].ts).max().unwrap(),
+                sources: sources
+                    .iter()
+                    .take(Pattern::LISTED_SOURCES)
+                    .map(|s| s.to_string())
+                    .collect(),
+            });
+        }
+        if prefix.len() == params.max_len {
+            return;
+        }
+        let mut projected: BTreeMap<&str, Vec<(&str, usize, i64)>> = BTreeMap::new();
+        for &(source, i, start) in &positions {
+            let seq = &db[source];
+            if let Some(next) = seq.get(i + 1)
+                && next.ts - seq[i].ts <= params.max_gap_ms as i64
+            {
+                projected
+                    .entry(next.name.as_str())
+                    .or_default()
+                    .push((source, i + 1, start));
+            }
+        }
+        for (name, positions) in projected {
+            let mut longer = prefix.clone();
+            longer.push(name.to_string());
+            grow(db, params, longer, positions, out);
+        }
+    }
+
+    /// Seeded events of a few names in many sources, with ties in event time.
+    fn random_events(seed: u64) -> Vec<Reading> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let names = ["A", "B", "C", "D"];
+        let mut events = Vec::new();
+        for source in 0..30 {
+            let mut ts = rng.random_range(0..10_000i64);
+            for _ in 0..rng.random_range(20..80) {
+                ts += match rng.random_range(0..10) {
+                    0 => rng.random_range(5_000..30_000),
+                    1 => 0,
+                    _ => rng.random_range(200..2_500),
+                };
+                let name = names[rng.random_range(0..names.len())];
+                events.push(Reading::new(&format!("s-{source}"), name, ts, 1.0));
+            }
+        }
+        events
+    }
+
+    fn net(updates: &[(Pattern, isize)]) -> BTreeSet<Pattern> {
+        let mut counts: BTreeMap<&Pattern, isize> = BTreeMap::new();
+        for (p, d) in updates {
+            *counts.entry(p).or_default() += d;
+        }
+        counts
+            .into_iter()
+            .filter(|(p, c)| {
+                assert!(*c == 0 || *c == 1, "{p:?} counted {c}");
+                *c == 1
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    #[test]
+    fn sequences_equal_prefix_span_at_one_and_two_workers() {
+        let events = random_events(11);
+        for params in [
+            SequenceParams {
+                max_len: 3,
+                max_gap_ms: 2_000,
+                min_support: 5,
+                min_occurrences: 8,
+            },
+            SequenceParams {
+                max_len: 4,
+                max_gap_ms: 1_000,
+                min_support: 1,
+                min_occurrences: 1,
+            },
+        ] {
+            let expected = prefix_span(&events, params);
+            assert!(expected.len() > 10, "{} patterns", expected.len());
+            assert!(expected.iter().any(|p| p.items.len() == params.max_len));
+            for workers in [1, 2] {
+                let updates = run_points(&events, workers, move |p| p.sequences(params));
+                assert_eq!(net(&updates), expected, "{params:?} at {workers} workers");
+                let retracted = updates.iter().filter(|(_, d)| *d < 0).count();
+                assert!(retracted > 0, "records are replaced as counts grow");
+            }
+        }
+    }
+
+    #[test]
+    fn the_planted_rituals_are_found() {
+        let spec = vigil_datasets::generator::DeviceSpec {
+            devices: 40,
+            ticks: 900,
+            ..Default::default()
+        };
+        let events: Vec<Reading> = vigil_datasets::generator::device_events(&spec).collect();
+        let params = SequenceParams {
+            max_len: 3,
+            max_gap_ms: 1_000,
+            min_support: 10,
+            min_occurrences: 20,
+        };
+        let expected = prefix_span(&events, params);
+        for workers in [1, 2] {
+            let found = net(&run_points(&events, workers, move |p| p.sequences(params)));
+            assert_eq!(found, expected, "{workers} workers");
+        }
+        let items: BTreeSet<Vec<&str>> = expected
+            .iter()
+            .map(|p| p.items.iter().map(String::as_str).collect())
+            .collect();
+        for planted in [
+            vec!["BREATH", "SPIRAL"],
+            vec!["SPIRAL", "BLOOM"],
+            vec!["BREATH", "SPIRAL", "BLOOM"],
+        ] {
+            assert!(items.contains(&planted), "{planted:?} not among {items:?}");
         }
     }
 }

@@ -4,4 +4,5 @@
 pub mod entanglements;
 pub mod field;
 mod periodic;
+pub mod sequences;
 pub mod sessions;
