@@ -1,10 +1,12 @@
-//! Seeded, deterministic rocket telemetry and device events, with ground truth for the anomalies.
+//! Seeded, deterministic rocket telemetry and device events, with ground truth for the anomalies
+//! and for the planted event structures.
 //!
 //! Every value is a closed-form function of (seed, source, metric, tick): the noiseless profile
 //! is computed from the tick, and the noise and the anomalies are drawn from an xxh3 hash of
-//! (seed, source, metric, tick) or of (seed, source, metric, block of ticks). Nothing depends on
-//! what was generated before, so any partition of sources and ticks among workers yields exactly
-//! the same records, and a run with the same spec yields the same records every time.
+//! (seed, source, metric, tick) or of (seed, source, metric, block of ticks); meetings are drawn
+//! from (seed, room, block of ticks). Nothing depends on what was generated before, so any
+//! partition of sources and ticks among workers yields exactly the same records, and a run with
+//! the same spec yields the same records every time.
 //!
 //! The noise is approximately Gaussian: the Irwin–Hall sum of four uniforms, scaled to the
 //! metric's standard deviation. It uses arithmetic only, so it is bit-identical on every
@@ -25,13 +27,29 @@
 //!
 //! # Device events
 //! Each device `dev-{i}` emits at most one of the [`DEVICE_EVENTS`] per tick, its value the
-//! intensity in [0, 1]. Three structures give the pattern operators something to find:
+//! intensity in [0, 1]. Four structures give the pattern operators something to find:
 //! - rituals: in about a quarter of the blocks of 32 ticks, a device emits `BREATH`, `SPIRAL`,
 //!   `BLOOM` on three consecutive ticks;
 //! - entangled pairs: in about 30 % of the pairs (`dev-{2k}`, `dev-{2k+1}`) the odd device echoes
 //!   the even device's event one tick later, most of the time ([`device_pairs`] lists them);
 //! - otherwise a device emits with its own probability per tick (3 % to 15 %) an event drawn
-//!   with fixed weights, `SACRED_PHRASE` being rare.
+//!   with fixed weights, `SACRED_PHRASE` being rare;
+//! - meetings, when [`DeviceSpec::rooms`] is above 0: see below.
+//!
+//! # Meetings
+//! Each room `room-{r}` has [`GUESTS_PER_ROOM`] guests `guest-{r}-{j}`, which emit nothing but
+//! [`MEETING_EVENT`] (`GATHER`) events. In each block of [`MEETING_BLOCK_TICKS`] ticks a room holds
+//! a meeting with probability 0.6: 2 to 4 of its guests meet from a drawn start tick for 20 to
+//! 120 ticks, and the meeting ends at least [`MEETING_QUIET_TICKS`] ticks before the block does.
+//! During a meeting there is one event every 2 ticks, the first at the start and the last at the
+//! end, from the participants in turn (in guest order); each carries `attrs` =
+//! `{"room":"room-{r}"}`. So the events of a meeting are exactly 2 ticks apart, and two meetings
+//! of a room are more than [`MEETING_QUIET_TICKS`] ticks apart: a session window per room finds
+//! each meeting as one session. [`device_truth`] lists them, with the rituals and the pairs.
+//!
+//! Guests are source indices too, numbered after the devices: `0..devices` are the devices and
+//! `devices..`[`DeviceSpec::sources`] the guests, room by room, so [`device_tick`] generates any
+//! range of either.
 
 use std::f64::consts::{FRAC_PI_2, PI};
 use std::fmt::Write as _;
@@ -64,6 +82,20 @@ pub const ROCKET_ANOMALY_SCALE: [f64; 8] = [5000.0, 300.0, 15.0, 40.0, 30.0, 25.
 
 /// The event types a device emits.
 pub const DEVICE_EVENTS: [&str; 5] = ["BREATH", "SPIRAL", "BLOOM", "TOUCH", "SACRED_PHRASE"];
+
+/// The event type of meetings, the only one guests emit.
+pub const MEETING_EVENT: &str = "GATHER";
+
+/// Guests of each room, `guest-{r}-0` to `guest-{r}-{GUESTS_PER_ROOM-1}`.
+pub const GUESTS_PER_ROOM: usize = 4;
+
+/// Meetings are decided per (room, block of this many ticks): at most one per block, lying
+/// entirely inside it.
+pub const MEETING_BLOCK_TICKS: u64 = 300;
+
+/// A meeting's last event is followed by at least this many ticks without its room's events
+/// before its block ends, so two meetings of a room are more than this many ticks apart.
+pub const MEETING_QUIET_TICKS: u64 = 90;
 
 /// Anomalies are decided per block of this many ticks of a series; each lies inside its block.
 pub const ANOMALY_BLOCK_TICKS: u64 = 128;
@@ -98,6 +130,7 @@ const DOMAIN_DEVICE: u64 = 4;
 const DOMAIN_DEVICE_TICK: u64 = 5;
 const DOMAIN_RITUAL: u64 = 6;
 const DOMAIN_PAIR: u64 = 7;
+const DOMAIN_MEETING: u64 = 8;
 
 /// Ritual blocks of device events.
 const RITUAL_BLOCK_TICKS: u64 = 32;
@@ -107,6 +140,16 @@ const ENTANGLED_SHARE: f64 = 0.3;
 const ECHO_PROBABILITY: f64 = 0.8;
 /// Cumulative weights of [`DEVICE_EVENTS`] for spontaneous events.
 const EVENT_CUMULATIVE: [f64; 5] = [0.34, 0.59, 0.79, 0.99, 1.0];
+/// Share of (room, block) pairs with a meeting.
+const MEETING_PROBABILITY: f64 = 0.6;
+/// A meeting has one event every this many ticks.
+const MEETING_STEP_TICKS: u64 = 2;
+/// A meeting lasts from its first to its last event between these many ticks (both even).
+const MEETING_MIN_TICKS: u64 = 20;
+const MEETING_MAX_TICKS: u64 = 120;
+/// Participants of a meeting, at least and at most.
+const MEETING_MIN_GUESTS: usize = 2;
+const MEETING_MAX_GUESTS: usize = 4;
 
 /// Parameters of the rocket telemetry generator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -219,6 +262,9 @@ pub struct DeviceSpec {
     pub start_ms: i64,
     /// Seed of every draw.
     pub seed: u64,
+    /// Number of rooms holding meetings, `room-0` to `room-{rooms-1}`, each with
+    /// [`GUESTS_PER_ROOM`] guests; 0 (the default) plants no meetings and no guests.
+    pub rooms: usize,
 }
 
 impl Default for DeviceSpec {
@@ -229,22 +275,32 @@ impl Default for DeviceSpec {
             interval_ms: 1000,
             start_ms: DEFAULT_START_MS,
             seed: 42,
+            rooms: 0,
         }
     }
 }
 
 impl DeviceSpec {
     /// The keys [`DeviceSpec::parse`] accepts.
-    pub const KEYS: [&str; 5] = ["devices", "ticks", "interval_ms", "start_ms", "seed"];
+    pub const KEYS: [&str; 6] = [
+        "devices",
+        "ticks",
+        "interval_ms",
+        "start_ms",
+        "seed",
+        "rooms",
+    ];
 
-    /// Parses `devices=200&ticks=600&seed=7&interval_ms=100`; keys not given keep their
+    /// Parses `devices=200&ticks=600&seed=7&interval_ms=100&rooms=4`; keys not given keep their
     /// defaults, unknown keys are an error that lists the valid ones.
     ///
     /// # Examples
     /// ```
     /// use vigil_datasets::generator::DeviceSpec;
     /// let spec = DeviceSpec::parse("devices=200&seed=7").unwrap();
-    /// assert_eq!((spec.devices, spec.ticks, spec.seed), (200, 3600, 7));
+    /// assert_eq!((spec.devices, spec.ticks, spec.seed, spec.rooms), (200, 3600, 7, 0));
+    /// let spec = DeviceSpec::parse("devices=200&rooms=4").unwrap();
+    /// assert_eq!(spec.sources(), 200 + 4 * 4);
     /// assert!(DeviceSpec::parse("vehicles=3").is_err());
     /// ```
     pub fn parse(query: &str) -> anyhow::Result<DeviceSpec> {
@@ -255,7 +311,8 @@ impl DeviceSpec {
                 "ticks" => spec.ticks = value.parse()?,
                 "interval_ms" => spec.interval_ms = value.parse()?,
                 "start_ms" => spec.start_ms = value.parse()?,
-                _ => spec.seed = value.parse()?,
+                "seed" => spec.seed = value.parse()?,
+                _ => spec.rooms = value.parse()?,
             }
             Ok(())
         })?;
@@ -266,12 +323,28 @@ impl DeviceSpec {
     /// Checks that the spec generates something and that every event time is in vigil's range.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.devices >= 1, "gen:devices: devices must be at least 1");
+        anyhow::ensure!(
+            self.rooms
+                .checked_mul(GUESTS_PER_ROOM)
+                .and_then(|guests| guests.checked_add(self.devices))
+                .is_some(),
+            "gen:devices: {} devices and {} rooms are too many sources",
+            self.devices,
+            self.rooms
+        );
         validate_time("gen:devices", self.ticks, self.interval_ms, self.start_ms)
     }
 
     /// Event time of a tick, epoch ms.
     pub fn tick_ts(&self, tick: u64) -> i64 {
         tick_ts(self.start_ms, self.interval_ms, tick)
+    }
+
+    /// Number of sources [`device_tick`] generates: the devices, then the guests of every room.
+    /// Pass `0..spec.sources()` to generate a whole tick.
+    pub fn sources(&self) -> usize {
+        self.devices
+            .saturating_add(self.rooms.saturating_mul(GUESTS_PER_ROOM))
     }
 }
 
@@ -415,10 +488,12 @@ pub fn write_rocket_ndjson(spec: &RocketSpec, out: &mut impl Write) -> io::Resul
 }
 
 /// Writes all events of `spec` as NDJSON (tick-major, one [`Reading`] per line in its serde
-/// form) and returns the number of lines. Give it a buffered writer; it never flushes.
+/// form, except that the `attrs` of meeting events are written as the JSON object they hold,
+/// which is what the NDJSON loader reads) and returns the number of lines. Give it a buffered
+/// writer; it never flushes.
 pub fn write_device_ndjson(spec: &DeviceSpec, out: &mut impl Write) -> io::Result<u64> {
     write_ndjson(spec.ticks, out, |tick, mut emit| {
-        device_tick(spec, tick, 0..spec.devices, &mut emit)
+        device_tick(spec, tick, 0..spec.sources(), &mut emit)
     })
 }
 
@@ -434,7 +509,7 @@ fn write_ndjson<W: Write>(
             if failure.is_some() {
                 return;
             }
-            let written = serde_json::to_writer(&mut *out, &reading)
+            let written = write_line(&mut *out, &reading)
                 .map_err(io::Error::from)
                 .and_then(|()| out.write_all(b"\n"));
             match written {
@@ -449,8 +524,58 @@ fn write_ndjson<W: Write>(
     Ok(lines)
 }
 
-/// Emits the events of one tick for the devices `sources`, in device order: at most one event
-/// per device, `kind` = [`Kind::Event`], `seq` = `tick`, `value` = intensity in [0, 1].
+/// A [`Reading`] whose `attrs` is written as the JSON object it holds: the shape the NDJSON
+/// loader reads, which rejects `attrs` given as a string. The fields and their order are those
+/// of the serde form of [`Reading`].
+#[derive(Serialize)]
+struct LineWithAttrs<'a> {
+    event_id: &'a str,
+    source: &'a str,
+    kind: Kind,
+    name: &'a str,
+    ts: i64,
+    seq: Option<u64>,
+    value: f64,
+    attrs: serde_json::Value,
+    payload: Option<&'a [u8]>,
+    key_id: Option<&'a str>,
+}
+
+/// Writes one NDJSON line without its newline: the serde form of `reading`, with `attrs` as an
+/// object when it holds one.
+fn write_line(out: &mut impl Write, reading: &Reading) -> serde_json::Result<()> {
+    let attrs = reading
+        .attrs
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .filter(serde_json::Value::is_object);
+    match attrs {
+        None => serde_json::to_writer(out, reading),
+        Some(attrs) => serde_json::to_writer(
+            out,
+            &LineWithAttrs {
+                event_id: &reading.event_id,
+                source: &reading.source,
+                kind: reading.kind,
+                name: &reading.name,
+                ts: reading.ts,
+                seq: reading.seq,
+                value: reading.value,
+                attrs,
+                payload: reading.payload.as_deref(),
+                key_id: reading.key_id.as_deref(),
+            },
+        ),
+    }
+}
+
+/// Emits the events of one tick for the sources `sources`, in source order: at most one event
+/// per source, `kind` = [`Kind::Event`], `seq` = `tick`, `value` = intensity in [0, 1].
+///
+/// Sources `0..spec.devices` are the devices `dev-{i}`; the next ones, up to
+/// [`DeviceSpec::sources`], are the guests, `guest-{r}-{j}` being source
+/// `spec.devices + r * GUESTS_PER_ROOM + j`. Guests emit only [`MEETING_EVENT`], with `attrs` =
+/// `{"room":"room-{r}"}`. Indices from [`DeviceSpec::sources`] on emit nothing.
 pub fn device_tick(
     spec: &DeviceSpec,
     tick: u64,
@@ -459,25 +584,53 @@ pub fn device_tick(
 ) {
     let ts = spec.tick_ts(tick);
     let mut source = String::with_capacity(16);
-    for device in sources {
-        if let Some((event, intensity)) = device_event(spec.seed, device, tick) {
+    // The meeting of the room last looked at: its guests are consecutive sources.
+    let mut room_meeting: Option<(usize, Option<Meeting>)> = None;
+    for index in sources.start..sources.end.min(spec.sources()) {
+        if index < spec.devices {
+            if let Some((event, intensity)) = device_event(spec.seed, index, tick) {
+                source.clear();
+                // Writing into a String cannot fail.
+                let _ = write!(source, "dev-{index}");
+                let mut reading =
+                    Reading::new(&source, DEVICE_EVENTS[event], ts, intensity).with_seq(tick);
+                reading.kind = Kind::Event;
+                out(reading);
+            }
+            continue;
+        }
+        let guest = index - spec.devices;
+        let (room, seat) = (guest / GUESTS_PER_ROOM, guest % GUESTS_PER_ROOM);
+        if room_meeting
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != room)
+        {
+            room_meeting = Some((
+                room,
+                meeting_at(spec.seed, room, tick / MEETING_BLOCK_TICKS),
+            ));
+        }
+        if let Some((_, Some(meeting))) = &room_meeting
+            && meeting.speaker(tick) == Some(seat)
+        {
             source.clear();
             // Writing into a String cannot fail.
-            let _ = write!(source, "dev-{device}");
-            let mut reading =
-                Reading::new(&source, DEVICE_EVENTS[event], ts, intensity).with_seq(tick);
+            let _ = write!(source, "guest-{room}-{seat}");
+            let intensity = meeting_intensity(spec.seed, room, tick);
+            let mut reading = Reading::new(&source, MEETING_EVENT, ts, intensity).with_seq(tick);
             reading.kind = Kind::Event;
+            reading.attrs = Some(room_attrs(room));
             out(reading);
         }
     }
 }
 
-/// All events of `spec`, tick-major.
+/// All events of `spec`, tick-major: in each tick the devices, then the guests.
 pub fn device_events(spec: &DeviceSpec) -> impl Iterator<Item = Reading> + use<> {
     let spec = spec.clone();
     (0..spec.ticks).flat_map(move |tick| {
         let mut events = Vec::new();
-        device_tick(&spec, tick, 0..spec.devices, &mut |r| events.push(r));
+        device_tick(&spec, tick, 0..spec.sources(), &mut |r| events.push(r));
         events
     })
 }
@@ -489,6 +642,105 @@ pub fn device_pairs(spec: &DeviceSpec) -> Vec<(String, String)> {
         .filter(|&pair| entangled(spec.seed, pair as u64))
         .map(|pair| (format!("dev-{}", 2 * pair), format!("dev-{}", 2 * pair + 1)))
         .collect()
+}
+
+/// The ground truth of the structures planted in the device events of a spec: what the pattern,
+/// co-occurrence and session operators must find. See [`device_truth`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTruth {
+    /// The planted event sequences: the rituals' `[BREATH, SPIRAL]`, `[SPIRAL, BLOOM]` and
+    /// `[BREATH, SPIRAL, BLOOM]`, each on consecutive ticks of one device.
+    pub sequences: Vec<Vec<String>>,
+    /// The entangled device pairs, as [`device_pairs`] lists them.
+    pub pairs: Vec<(String, String)>,
+    /// Every planted meeting, by start time and then room.
+    pub sessions: Vec<TruthSession>,
+}
+
+/// One planted meeting: the session a session window over its room's events must find.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruthSession {
+    /// The room, `room-{r}`, as in the events' `attrs`.
+    pub room: String,
+    /// Event time of the meeting's first event, epoch ms.
+    pub start_ms: i64,
+    /// Event time of the meeting's last event (inclusive), epoch ms.
+    pub end_ms: i64,
+    /// The guests that emitted its events, `guest-{r}-{j}`, sorted.
+    pub participants: Vec<String>,
+    /// Number of its events.
+    pub events: u64,
+}
+
+/// The ground truth of `spec`'s device events, computed from the draws, not from the events.
+///
+/// `sessions` lists every meeting of the rooms of `spec` that starts within its ticks; a
+/// meeting that runs past the last tick is cut there, and then lists only the events generated
+/// and the guests that emitted them. In event time, the events of a meeting are exactly
+/// `2 * interval_ms` apart, and the last event of a meeting and the first of the room's next
+/// one are more than `90 * interval_ms` apart. So a session window keyed by room (the `room` of
+/// the `GATHER` events' `attrs`) with an inactivity gap from `2 * interval_ms` to
+/// `60 * interval_ms` must find exactly these sessions: same room, first and last event times,
+/// participants and event counts. (At exactly `2 * interval_ms`, an operator that closes a
+/// session when the gap *reaches* its limit splits every meeting; any larger gap up to 60 ticks
+/// is safe either way.)
+///
+/// # Examples
+/// ```
+/// use vigil_datasets::generator::{DeviceSpec, device_truth};
+/// let spec = DeviceSpec::parse("devices=10&ticks=3000&rooms=2").unwrap();
+/// let truth = device_truth(&spec);
+/// assert_eq!(truth.sequences.len(), 3);
+/// assert!(!truth.sessions.is_empty());
+/// for session in &truth.sessions {
+///     assert!((2..=4).contains(&session.participants.len()));
+///     assert_eq!((session.end_ms - session.start_ms) / 2000 + 1, session.events as i64);
+/// }
+/// ```
+pub fn device_truth(spec: &DeviceSpec) -> DeviceTruth {
+    let ritual = &DEVICE_EVENTS[..3];
+    let sequences = [&ritual[..2], &ritual[1..], ritual]
+        .iter()
+        .map(|sequence| sequence.iter().map(|&event| event.to_owned()).collect())
+        .collect();
+    let mut found = Vec::new();
+    for block in 0..spec.ticks.div_ceil(MEETING_BLOCK_TICKS) {
+        for room in 0..spec.rooms {
+            if let Some(meeting) = meeting_at(spec.seed, room, block)
+                && meeting.start < spec.ticks
+            {
+                found.push((meeting.start, room, meeting));
+            }
+        }
+    }
+    found.sort_unstable_by_key(|&(start, room, _)| (start, room));
+    let sessions = found
+        .into_iter()
+        .map(|(start, room, meeting)| {
+            let last = meeting.end().min(spec.ticks - 1);
+            let events = (last - start) / MEETING_STEP_TICKS + 1;
+            let speakers = (events as usize).min(meeting.count);
+            let mut participants: Vec<String> = meeting.guests[..speakers]
+                .iter()
+                .map(|seat| format!("guest-{room}-{seat}"))
+                .collect();
+            participants.sort_unstable();
+            TruthSession {
+                room: format!("room-{room}"),
+                start_ms: spec.tick_ts(start),
+                end_ms: spec.tick_ts(start + (events - 1) * MEETING_STEP_TICKS),
+                participants,
+                events,
+            }
+        })
+        .collect();
+    DeviceTruth {
+        sequences,
+        pairs: device_pairs(spec),
+        sessions,
+    }
 }
 
 // ----- Draws -----
@@ -819,6 +1071,90 @@ fn device_event(seed: u64, device: usize, tick: u64) -> Option<(usize, f64)> {
 fn entangled(seed: u64, pair: u64) -> bool {
     let (bits, _) = draw(seed, DOMAIN_PAIR, pair, 0, 0);
     unit(bits) < ENTANGLED_SHARE
+}
+
+// ----- Meetings -----
+
+// A meeting fits in its block with its quiet ticks, and a room has enough guests for it.
+const _: () = assert!(MEETING_MAX_TICKS + MEETING_QUIET_TICKS < MEETING_BLOCK_TICKS);
+const _: () = assert!(MEETING_MIN_GUESTS >= 1 && MEETING_MAX_GUESTS <= GUESTS_PER_ROOM);
+const _: () = assert!(
+    MEETING_MIN_TICKS.is_multiple_of(MEETING_STEP_TICKS)
+        && MEETING_MAX_TICKS.is_multiple_of(MEETING_STEP_TICKS)
+);
+
+/// A room's meeting in one block.
+struct Meeting {
+    /// Tick of the first event.
+    start: u64,
+    /// Ticks from the first to the last event, a multiple of [`MEETING_STEP_TICKS`].
+    span: u64,
+    /// The participants (seats in the room) in turn order, which is seat order; the first
+    /// `count` are used.
+    guests: [usize; MEETING_MAX_GUESTS],
+    /// Number of participants.
+    count: usize,
+}
+
+impl Meeting {
+    /// Tick of the last event.
+    fn end(&self) -> u64 {
+        self.start + self.span
+    }
+
+    /// The seat that emits at `tick`, if the meeting has an event then: the k-th event comes
+    /// from participant k mod `count`.
+    fn speaker(&self, tick: u64) -> Option<usize> {
+        let offset = tick.checked_sub(self.start)?;
+        if offset > self.span || !offset.is_multiple_of(MEETING_STEP_TICKS) {
+            return None;
+        }
+        let k = offset / MEETING_STEP_TICKS;
+        Some(self.guests[(k % self.count as u64) as usize])
+    }
+}
+
+/// The meeting of `room` in block `block`, if any.
+fn meeting_at(seed: u64, room: usize, block: u64) -> Option<Meeting> {
+    let (decide, bits) = draw(seed, DOMAIN_MEETING, room as u64, block, 0);
+    if unit(decide) >= MEETING_PROBABILITY {
+        return None;
+    }
+    let spans = (MEETING_MAX_TICKS - MEETING_MIN_TICKS) / MEETING_STEP_TICKS + 1;
+    let span = MEETING_MIN_TICKS + (bits & 0xffff) % spans * MEETING_STEP_TICKS;
+    // The last event leaves MEETING_QUIET_TICKS ticks before the block's end.
+    let starts = MEETING_BLOCK_TICKS - MEETING_QUIET_TICKS - span;
+    let start = block * MEETING_BLOCK_TICKS + ((bits >> 16) & 0xffff) % starts;
+    let sizes = (MEETING_MAX_GUESTS - MEETING_MIN_GUESTS + 1) as u64;
+    let count = MEETING_MIN_GUESTS + ((bits >> 32) & 0xff) as usize % sizes as usize;
+    // A shuffle of the seats, whose first `count` take part.
+    let mut seats: [usize; GUESTS_PER_ROOM] = std::array::from_fn(|seat| seat);
+    let mut choice = bits >> 40;
+    for i in (1..GUESTS_PER_ROOM).rev() {
+        let j = (choice % (i as u64 + 1)) as usize;
+        choice /= i as u64 + 1;
+        seats.swap(i, j);
+    }
+    let mut guests = [0; MEETING_MAX_GUESTS];
+    guests[..count].copy_from_slice(&seats[..count]);
+    guests[..count].sort_unstable();
+    Some(Meeting {
+        start,
+        span,
+        guests,
+        count,
+    })
+}
+
+/// The intensity of the meeting event of `room` at `tick`.
+fn meeting_intensity(seed: u64, room: usize, tick: u64) -> f64 {
+    let (bits, _) = draw(seed, DOMAIN_MEETING, room as u64, tick, 1);
+    round_intensity(0.3 + 0.7 * unit(bits))
+}
+
+/// The `attrs` of a meeting event of `room`.
+fn room_attrs(room: usize) -> String {
+    format!(r#"{{"room":"room-{room}"}}"#)
 }
 
 fn round_intensity(x: f64) -> f64 {

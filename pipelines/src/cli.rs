@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::JobConfig;
+use crate::archaeology_job::ArchaeologyParams;
+use crate::config::{ArchaeologyConfig, JobConfig};
 use crate::crypto::PayloadKey;
-use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
+use crate::guard_job::{AlertsOut, GuardJob, InputSpec, Program, ScoresOut};
 use crate::guards::{CATALOGUE, GuardSpec};
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
@@ -193,6 +194,102 @@ impl GuardArgs {
             job.guards = GuardSpec::parse_all(&self.guards)?;
         }
         Ok(job.guards)
+    }
+}
+
+/// Finds what keeps recurring in a dataset or the generator's events — sequential patterns,
+/// motifs, entangled sources, sessions — archives it as the `patterns`, `sessions` and
+/// `entanglements` tables, and prints the top patterns at the end.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-archaeology", version)]
+pub struct ArchaeologyArgs {
+    /// Input: NDJSON/CSV/Parquet files or directories, `gen:devices[?devices=…&ticks=…&rooms=…]`
+    /// or `gen:rocket[?…]`. Repeatable. Default: the generator's devices with rooms.
+    #[arg(long, short = 'i')]
+    pub input: Vec<String>,
+
+    /// A job configuration file (TOML): input, archive, workers and each operator's
+    /// parameters (`deploy/archaeology.toml` documents them all). Flags given as well
+    /// override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// The archive: a local directory or `s3://bucket/prefix`. Default `./vigil-data`.
+    #[arg(long, env = "VIGIL_ARCHIVE")]
+    pub archive: Option<String>,
+
+    /// Timely worker threads (default 1).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+
+    /// How far out of order a record may arrive before it is late (e.g. `10s`, the default).
+    #[arg(long)]
+    pub lateness: Option<humantime::Duration>,
+
+    /// How many patterns of each kind the end-of-run report shows.
+    #[arg(long)]
+    pub top: Option<usize>,
+
+    /// A file holding the 64-hex-character payload key (else the VIGIL_KEY variable).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+
+    /// Never show the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+
+    /// Size of the units text inputs are cut into for parallel parsing.
+    #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
+    pub chunk_bytes: u64,
+}
+
+/// The input of `vigil-archaeology` when none is given: devices in rooms, with rituals,
+/// entangled pairs and meetings planted.
+pub const ARCHAEOLOGY_DEFAULT_INPUT: &str = "gen:devices?devices=200&ticks=3600&rooms=8";
+
+impl ArchaeologyArgs {
+    /// Builds the job the arguments describe: defaults, then the config file, then flags.
+    pub fn into_job(self) -> anyhow::Result<GuardJob> {
+        let mut job = GuardJob {
+            input: InputSpec::Generator(ARCHAEOLOGY_DEFAULT_INPUT.into()),
+            alerts: AlertsOut::Off,
+            guards: Vec::new(),
+            scores: ScoresOut::Off,
+            ..GuardJob::default()
+        };
+        let mut params = ArchaeologyParams::default();
+        if let Some(path) = &self.config {
+            ArchaeologyConfig::load(path)?.apply(path, &mut job, &mut params)?;
+        }
+        if !self.input.is_empty() {
+            job.input = InputSpec::from_args(&self.input)?;
+        }
+        if matches!(job.input, InputSpec::Kafka(_)) {
+            anyhow::bail!(
+                "vigil-archaeology reads files, the built-in dataset and the generator; Kafka input is not supported yet: archive the topic with vigil-guard and point --input at the archive's telemetry"
+            );
+        }
+        if let Some(archive) = self.archive {
+            job.archive = archive;
+        }
+        if let Some(workers) = self.workers {
+            job.workers = workers.max(1);
+        }
+        if let Some(lateness) = self.lateness {
+            job.lateness_ms = lateness.as_millis() as u64;
+        }
+        if let Some(top) = self.top {
+            params.top = top;
+        }
+        job.chunk_bytes = self.chunk_bytes;
+        job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
+        job.progress = !self.no_progress && std::io::stderr().is_terminal();
+        job.program = Program::Archaeology(Box::new(params));
+        Ok(job)
     }
 }
 

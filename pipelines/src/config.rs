@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::archaeology_job::{ArchaeologyParams, SessionKey};
 use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
 use crate::guards::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
 
@@ -421,71 +422,13 @@ impl JobConfig {
     /// Sets what the file configures on `job`. `file` is where it came from: relative paths
     /// are taken from its directory, and errors name it.
     pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
-        let base = file.parent().unwrap_or(Path::new(""));
-        let at = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        let sources = [
-            self.input.generator.is_some(),
-            !self.input.paths.is_empty(),
-            !self.input.kafka.is_empty(),
-        ];
-        anyhow::ensure!(
-            sources.iter().filter(|s| **s).count() <= 1,
-            "{}: [input] has more than one of paths, generator and kafka: use one",
-            file.display()
-        );
-        if !self.input.kafka.is_empty() {
-            job.input = InputSpec::from_args(&self.input.kafka)
-                .with_context(|| format!("{}: input.kafka", file.display()))?;
-        }
-        match (&self.input.generator, self.input.paths.is_empty()) {
-            (Some(_), false) => anyhow::bail!(
-                "{}: [input] has both paths and generator: use one",
-                file.display()
-            ),
-            (Some(generator), true) => job.input = InputSpec::Generator(generator.clone()),
-            (None, false) => {
-                job.input = InputSpec::Paths(self.input.paths.iter().map(|p| at(p)).collect())
-            }
-            (None, true) => {}
-        }
-        if let Some(lateness) = &self.input.lateness {
-            let d = humantime::parse_duration(lateness).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: input.lateness = {lateness:?} is not a duration ({e}); write e.g. \"10s\"",
-                    file.display()
-                )
-            })?;
-            job.lateness_ms = d.as_millis() as u64;
-        }
-        if let Some(url) = &self.archive.url {
-            job.archive = if url.contains("://") {
-                url.clone()
-            } else {
-                at(Path::new(url)).display().to_string()
-            };
-        }
-        if let Some(rows) = self.archive.max_rows_per_file {
-            anyhow::ensure!(
-                rows > 0,
-                "{}: archive.max_rows_per_file must be positive",
-                file.display()
-            );
-            job.max_rows_per_file = rows;
-        }
+        apply_io(&self.input, &self.archive, self.workers, file, job)?;
+        let at = |p: &Path| relative_to(file, p);
         if let Some(scores) = &self.archive.scores {
             job.scores = ScoresOut::parse(scores);
         }
         if let Some(spill) = &self.alerts.spill {
             job.spill_dir = at(spill);
-        }
-        if let Some(state) = &self.input.state {
-            job.state_dir = at(state);
         }
         if let Some(output) = &self.alerts.output {
             job.alerts = match AlertsOut::parse(output)
@@ -494,14 +437,6 @@ impl JobConfig {
                 AlertsOut::File(p) => AlertsOut::File(at(&p)),
                 other => other,
             };
-        }
-        if let Some(workers) = self.workers {
-            anyhow::ensure!(
-                workers > 0,
-                "{}: workers must be at least 1",
-                file.display()
-            );
-            job.workers = workers;
         }
         if !self.guards.is_empty() {
             job.guards = self
@@ -517,6 +452,305 @@ impl JobConfig {
                 })
                 .collect::<anyhow::Result<_>>()?;
         }
+        Ok(())
+    }
+}
+
+/// `p` as written in the config file `file`: relative paths are taken from its directory.
+fn relative_to(file: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        file.parent().unwrap_or(Path::new("")).join(p)
+    }
+}
+
+/// Sets what the `[input]` and `[archive]` tables and `workers` configure on `job`: the part
+/// every job's file shares.
+pub(crate) fn apply_io(
+    input: &InputConfig,
+    archive: &ArchiveConfig,
+    workers: Option<usize>,
+    file: &Path,
+    job: &mut GuardJob,
+) -> anyhow::Result<()> {
+    let at = |p: &Path| relative_to(file, p);
+    let sources = [
+        input.generator.is_some(),
+        !input.paths.is_empty(),
+        !input.kafka.is_empty(),
+    ];
+    anyhow::ensure!(
+        sources.iter().filter(|s| **s).count() <= 1,
+        "{}: [input] has more than one of paths, generator and kafka: use one",
+        file.display()
+    );
+    if !input.kafka.is_empty() {
+        job.input = InputSpec::from_args(&input.kafka)
+            .with_context(|| format!("{}: input.kafka", file.display()))?;
+    }
+    match (&input.generator, input.paths.is_empty()) {
+        (Some(_), false) => anyhow::bail!(
+            "{}: [input] has both paths and generator: use one",
+            file.display()
+        ),
+        (Some(generator), true) => job.input = InputSpec::Generator(generator.clone()),
+        (None, false) => job.input = InputSpec::Paths(input.paths.iter().map(|p| at(p)).collect()),
+        (None, true) => {}
+    }
+    if let Some(lateness) = &input.lateness {
+        let d = humantime::parse_duration(lateness).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: input.lateness = {lateness:?} is not a duration ({e}); write e.g. \"10s\"",
+                file.display()
+            )
+        })?;
+        job.lateness_ms = d.as_millis() as u64;
+    }
+    if let Some(url) = &archive.url {
+        job.archive = if url.contains("://") {
+            url.clone()
+        } else {
+            at(Path::new(url)).display().to_string()
+        };
+    }
+    if let Some(rows) = archive.max_rows_per_file {
+        anyhow::ensure!(
+            rows > 0,
+            "{}: archive.max_rows_per_file must be positive",
+            file.display()
+        );
+        job.max_rows_per_file = rows;
+    }
+    if let Some(state) = &input.state {
+        job.state_dir = at(state);
+    }
+    if let Some(workers) = workers {
+        anyhow::ensure!(
+            workers > 0,
+            "{}: workers must be at least 1",
+            file.display()
+        );
+        job.workers = workers;
+    }
+    Ok(())
+}
+
+/// A `vigil-archaeology` job (`--config FILE.toml`). Every table is optional; what is left
+/// out keeps its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchaeologyConfig {
+    /// What the job reads (files, the dataset or a generator).
+    #[serde(default)]
+    pub input: InputConfig,
+    /// Where patterns, sessions, entanglements and dead letters are archived.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+    /// Timely worker threads.
+    pub workers: Option<usize>,
+    /// How many patterns the end-of-run report shows (default 20).
+    pub top: Option<usize>,
+    /// `[sequences]`: sequential patterns.
+    #[serde(default)]
+    pub sequences: SequencesConfig,
+    /// `[motifs]`: recurring shapes in each reading series.
+    #[serde(default)]
+    pub motifs: MotifsConfig,
+    /// `[entanglements]`: sources whose events come together more often than chance.
+    #[serde(default)]
+    pub entanglements: EntanglementsConfig,
+    /// `[sessions]`: session windows per room or per source.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    /// `[field]`: the bounded summary of all activity.
+    #[serde(default)]
+    pub field: FieldConfig,
+}
+
+/// The `[sequences]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequencesConfig {
+    /// The longest pattern, in events (2 to 8; default 3).
+    pub max_len: Option<usize>,
+    /// Events of a pattern follow each other within this much event time (default `3s`).
+    pub max_gap: Option<String>,
+    /// Distinct sources that must show a pattern (default 2).
+    pub min_support: Option<u64>,
+    /// Occurrences a pattern needs in all (default 2).
+    pub min_occurrences: Option<u64>,
+}
+
+/// The `[motifs]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MotifsConfig {
+    /// Whether motifs are looked for (default true).
+    pub enabled: Option<bool>,
+    /// Readings per subsequence (default 16).
+    pub window: Option<usize>,
+    /// PAA segments per subsequence, the SAX word's length; divides `window` (default 4).
+    pub segments: Option<usize>,
+    /// Letters of the SAX alphabet (3 to 8; default 4).
+    pub alphabet: Option<usize>,
+    /// Motifs reported per series (default 3).
+    pub top_k: Option<usize>,
+    /// Occurrences a motif needs (default 3).
+    pub min_count: Option<u64>,
+}
+
+/// The `[entanglements]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntanglementsConfig {
+    /// Two events come together when at most this far apart (default `1500ms`).
+    pub delta: Option<String>,
+    /// Counted over this much event time (default `10m`).
+    pub window: Option<String>,
+    /// Evaluated every this much event time (default `10s`).
+    pub every: Option<String>,
+    /// Events together a pair needs (default 5).
+    pub min_count: Option<u64>,
+    /// Times more than the average pair (default 1.5).
+    pub min_lift: Option<f64>,
+}
+
+/// The `[sessions]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// `room` (by an attribute of the event, default) or `source`.
+    pub by: Option<String>,
+    /// The attribute that names the room (default `room`).
+    pub room_attr: Option<String>,
+    /// A session ends after this much event time without an event (default `30s`).
+    pub gap: Option<String>,
+}
+
+/// The `[field]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Resonance and active sources are taken over this much event time (default `60s`).
+    pub window: Option<String>,
+    /// A snapshot every this much event time (default `10s`).
+    pub every: Option<String>,
+    /// Events at least this intense are kept as memory particles (default 0.8).
+    pub high_intensity: Option<f64>,
+    /// Memory particles kept (default 1000).
+    pub particles: Option<usize>,
+    /// Snapshots kept (default 10).
+    pub snapshots: Option<usize>,
+}
+
+impl ArchaeologyConfig {
+    /// Reads and checks a config file; errors name the file and the key.
+    pub fn load(path: &Path) -> anyhow::Result<ArchaeologyConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Sets what the file configures on `job` and `params`, checking every value.
+    pub fn apply(
+        &self,
+        file: &Path,
+        job: &mut GuardJob,
+        params: &mut ArchaeologyParams,
+    ) -> anyhow::Result<()> {
+        let name = file.display();
+        anyhow::ensure!(
+            self.archive.scores.is_none(),
+            "{name}: archive.scores is a vigil-guard setting; the archaeology job archives no scores"
+        );
+        apply_io(&self.input, &self.archive, self.workers, file, job)?;
+        let ms = |key: &str, value: &Option<String>, target: &mut u64| -> anyhow::Result<()> {
+            if let Some(text) = value {
+                let d = humantime::parse_duration(text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{name}: {key} = {text:?} is not a duration ({e}); write e.g. \"30s\""
+                    )
+                })?;
+                *target = d.as_millis() as u64;
+            }
+            Ok(())
+        };
+        if let Some(top) = self.top {
+            params.top = top;
+        }
+        let s = &self.sequences;
+        let seq = &mut params.sequences;
+        seq.max_len = s.max_len.unwrap_or(seq.max_len);
+        ms("sequences.max_gap", &s.max_gap, &mut seq.max_gap_ms)?;
+        seq.min_support = s.min_support.unwrap_or(seq.min_support);
+        seq.min_occurrences = s.min_occurrences.unwrap_or(seq.min_occurrences);
+        seq.validate()
+            .map_err(|e| anyhow::anyhow!("{name}: sequences: {e}"))?;
+
+        let m = &self.motifs;
+        if m.enabled == Some(false) {
+            params.motifs = None;
+        } else {
+            let mut motifs = params.motifs.unwrap_or_default();
+            motifs.window = m.window.unwrap_or(motifs.window);
+            motifs.segments = m.segments.unwrap_or(motifs.segments);
+            motifs.alphabet = m.alphabet.unwrap_or(motifs.alphabet);
+            motifs.top_k = m.top_k.unwrap_or(motifs.top_k);
+            motifs.min_count = m.min_count.unwrap_or(motifs.min_count);
+            motifs
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{name}: motifs: {e}"))?;
+            params.motifs = Some(motifs);
+        }
+
+        let e = &self.entanglements;
+        let ent = &mut params.entanglements;
+        ms("entanglements.delta", &e.delta, &mut ent.delta_ms)?;
+        ms("entanglements.window", &e.window, &mut ent.window_ms)?;
+        ms("entanglements.every", &e.every, &mut ent.every_ms)?;
+        ent.min_count = e.min_count.unwrap_or(ent.min_count);
+        ent.min_lift = e.min_lift.unwrap_or(ent.min_lift);
+        anyhow::ensure!(
+            ent.every_ms > 0 && ent.window_ms >= ent.every_ms,
+            "{name}: entanglements.every must be positive and no longer than entanglements.window"
+        );
+        anyhow::ensure!(
+            ent.min_lift.is_finite() && ent.min_lift > 0.0,
+            "{name}: entanglements.min_lift must be a positive number"
+        );
+
+        let x = &self.sessions;
+        ms("sessions.gap", &x.gap, &mut params.sessions.gap_ms)?;
+        match x.by.as_deref() {
+            None | Some("room") => {
+                let attr = x.room_attr.clone().unwrap_or_else(|| "room".into());
+                anyhow::ensure!(!attr.is_empty(), "{name}: sessions.room_attr is empty");
+                params.sessions.by = SessionKey::Room(attr);
+            }
+            Some("source") => {
+                anyhow::ensure!(
+                    x.room_attr.is_none(),
+                    "{name}: sessions.room_attr is set but sessions.by is \"source\": drop one"
+                );
+                params.sessions.by = SessionKey::Source;
+            }
+            Some(other) => {
+                anyhow::bail!("{name}: sessions.by = {other:?}: use \"room\" or \"source\"")
+            }
+        }
+
+        let f = &self.field;
+        let field = &mut params.field;
+        ms("field.window", &f.window, &mut field.window_ms)?;
+        ms("field.every", &f.every, &mut field.every_ms)?;
+        field.high_intensity = f.high_intensity.unwrap_or(field.high_intensity);
+        field.particles = f.particles.unwrap_or(field.particles);
+        field.snapshots = f.snapshots.unwrap_or(field.snapshots);
+        anyhow::ensure!(
+            field.every_ms > 0 && field.window_ms > 0,
+            "{name}: field.window and field.every must be positive"
+        );
         Ok(())
     }
 }

@@ -20,10 +20,11 @@ use vigil_datasets::loaders::{
 };
 use vigil_operators::{
     AnomalyScore, Checkpoints, DeadLetter, GuardMetrics, GuardOptions, LATE_EVENT, Point, Reading,
-    ReadingRef, SCHEMA_EVENT, SeriesGuard, SnapshotStore, TelemetryColumns,
+    ReadingRef, SCHEMA_EVENT, SeriesGuard, SessionEvent, SnapshotStore, TelemetryColumns,
 };
 
 use crate::alerts_out::{AlertCounts, AlertTarget, WriteAlerts};
+use crate::archaeology_job::{ArchaeologyParams, Findings, SessionKey};
 use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
 use crate::checkpoint::StateDir;
 use crate::crypto::PayloadKey;
@@ -179,6 +180,18 @@ pub struct GuardJob {
     /// Where the guards' state is snapshotted when the input is Kafka (a local directory), so
     /// that a restart from the committed offsets carries on with it.
     pub state_dir: PathBuf,
+    /// What the job computes: the guards, or pattern archaeology.
+    pub program: Program,
+}
+
+/// What a job computes over its input.
+#[derive(Clone, Debug, Default)]
+pub enum Program {
+    /// The anomaly guards: alerts, scores, and the telemetry archived.
+    #[default]
+    Guards,
+    /// Pattern archaeology: patterns, sessions and entanglements (telemetry is not archived).
+    Archaeology(Box<ArchaeologyParams>),
 }
 
 /// Which guards' per-reading scores are archived in `anomaly_scores`.
@@ -235,6 +248,7 @@ impl Default for GuardJob {
             scores: ScoresOut::All,
             spill_dir: PathBuf::from("vigil-spill"),
             state_dir: PathBuf::from("vigil-state"),
+            program: Program::Guards,
         }
     }
 }
@@ -287,6 +301,8 @@ pub struct Summary {
     pub peak_rss_bytes: Option<u64>,
     /// CPU time the process used (user and system), where the OS reports it.
     pub cpu_seconds: Option<f64>,
+    /// What pattern archaeology found, for an archaeology job.
+    pub findings: Option<Findings>,
 }
 
 impl Summary {
@@ -309,6 +325,7 @@ impl Summary {
             "events_per_second": self.events_per_second(),
             "peak_rss_bytes": self.peak_rss_bytes,
             "cpu_seconds": self.cpu_seconds,
+            "findings": self.findings.as_ref().map(Findings::to_json),
         })
     }
 
@@ -631,6 +648,9 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let worker_alerts = alert_counts.clone();
     let worker_source = source.clone();
     let worker_state = state.clone();
+    let findings: Arc<Mutex<Findings>> = Arc::default();
+    let worker_findings = findings.clone();
+    let program = job.program.clone();
     let guards_result = timely::execute(config, move |worker| {
         let end = end.clone();
         // Counts this worker as finished when it is, or when it unwinds from a panic, so the
@@ -649,6 +669,27 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             let (points_in, points) = scope.new_input::<Vec<Point>>();
             let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
             let (violations_in, violations) = scope.new_input::<Vec<Point>>();
+            let (sessions_in, sessions) = scope.new_input::<Vec<SessionEvent>>();
+            let inputs = Inputs {
+                readings: readings_in,
+                points: points_in,
+                errors: errors_in,
+                violations: violations_in,
+                sessions: sessions_in,
+            };
+            errors.archive(writer.clone(), index);
+            if let Program::Archaeology(params) = &program {
+                crate::archaeology_job::build(
+                    points,
+                    sessions,
+                    params,
+                    &writer,
+                    index,
+                    &worker_findings,
+                    &probe,
+                );
+                return inputs;
+            }
             readings.archive_batches(telemetry.clone(), writer.clone(), index);
             let m = GuardMetrics::default();
             if let Ok(mut all) = worker_metrics.lock() {
@@ -693,16 +734,10 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
             alerts.publish(out, worker_alerts.clone());
-            errors.archive(writer.clone(), index);
-            Inputs {
-                readings: readings_in,
-                points: points_in,
-                errors: errors_in,
-                violations: violations_in,
-            }
+            inputs
         });
 
-        let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness);
+        let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness, &program);
         let reading = ReadLoop {
             probe: &probe,
             end: &end,
@@ -813,6 +848,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         elapsed: started.elapsed(),
         peak_rss_bytes: peak_rss_bytes(),
         cpu_seconds: cpu_seconds(),
+        findings: match &job.program {
+            Program::Guards => None,
+            Program::Archaeology(params) => {
+                let mut found = findings.lock().map(|f| f.clone()).unwrap_or_default();
+                found.rank(params.top);
+                Some(found)
+            }
+        },
     })
 }
 
@@ -1103,6 +1146,8 @@ struct Inputs {
     errors: InputHandle<u64, CapacityContainerBuilder<Vec<DeadLetter>>>,
     /// Late and malformed records as events of their source, for the security guards.
     violations: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
+    /// Events as sessions see them (archaeology only).
+    sessions: InputHandle<u64, CapacityContainerBuilder<Vec<SessionEvent>>>,
 }
 
 /// Feeds one worker's inputs: decides lateness against the worker's watermark, seals clear
@@ -1127,10 +1172,19 @@ struct WorkerSink {
     kafka: Option<(Arc<str>, i32)>,
     offset: i64,
     offsets: Vec<i64>,
+    /// Whether readings go to the telemetry archive (not for archaeology).
+    archive_readings: bool,
+    /// How events are keyed for sessions, when the job has them.
+    session_key: Option<SessionKey>,
+    session_events: Vec<SessionEvent>,
 }
 
 impl WorkerSink {
-    fn new(inputs: Inputs, key: Option<PayloadKey>, lateness: u64) -> Self {
+    fn new(inputs: Inputs, key: Option<PayloadKey>, lateness: u64, program: &Program) -> Self {
+        let (archive_readings, session_key) = match program {
+            Program::Guards => (true, None),
+            Program::Archaeology(params) => (false, Some(params.sessions.by.clone())),
+        };
         Self {
             inputs,
             readings: TelemetryColumns::with_capacity(SEND_BATCH),
@@ -1148,6 +1202,9 @@ impl WorkerSink {
             kafka: None,
             offset: 0,
             offsets: Vec::new(),
+            archive_readings,
+            session_key,
+            session_events: Vec::new(),
         }
     }
 
@@ -1171,7 +1228,12 @@ impl WorkerSink {
                 }
             }
         }
+        if !self.archive_readings {
+            self.events_in += self.points.len() as u64;
+        }
         self.errors_out += self.errors.len() as u64;
+        self.inputs.sessions.send_batch(&mut self.session_events);
+        self.session_events.clear();
         self.inputs.points.send_batch(&mut self.points);
         self.inputs.errors.send_batch(&mut self.errors);
         self.inputs.violations.send_batch(&mut self.violations);
@@ -1198,6 +1260,7 @@ impl WorkerSink {
         self.inputs.points.advance_to(self.watermark);
         self.inputs.errors.advance_to(self.watermark);
         self.inputs.violations.advance_to(self.watermark);
+        self.inputs.sessions.advance_to(self.watermark);
         self.watermark
     }
 }
@@ -1259,6 +1322,21 @@ impl RecordSink for WorkerSink {
         };
         self.max_ts = self.max_ts.max(reading.ts);
         self.points.push(Point::from(&reading));
+        if let Some(by) = &self.session_key
+            && let Some(key) = by.key_of(&reading)
+        {
+            self.session_events.push(SessionEvent {
+                key,
+                participant: reading.source.to_owned(),
+                ts: reading.ts,
+            });
+        }
+        if !self.archive_readings {
+            if self.points.len() >= SEND_BATCH {
+                self.flush();
+            }
+            return;
+        }
         self.readings.push(&reading);
         if self.kafka.is_some() {
             self.offsets.push(self.offset);

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - `guard_job`: the guard job: input plan → timely workers → guards → sinks; `run`.
+//! - `archaeology_job`: the archaeology job's dataflow (patterns, sessions, entanglements, the
+//!   field) on the guard job's inputs, and what it reports.
 //! - `guards`: guard specifications as users write them, and their wiring onto a stream.
 //! - `archive`: the Parquet archive on object_store (local or S3), hive-partitioned, atomic.
 //! - `alerts_out`: alerts in event-time order, as NDJSON or to Kafka.
@@ -12,6 +14,7 @@
 //! - `cli`: the command line of the job binaries and logging set-up.
 
 pub mod alerts_out;
+pub mod archaeology_job;
 pub mod archive;
 pub mod checkpoint;
 pub mod cli;

@@ -3,7 +3,11 @@
 //! ```text
 //! vigil-datagen rocket --vehicles 1000 --ticks 250 --seed 42 --out rocket.ndjson --labels labels.json
 //! vigil-datagen devices --devices 200 --ticks 3600 --out devices.ndjson
+//! vigil-datagen devices --devices 200 --rooms 4 --ticks 3600 --out devices.ndjson --truth truth.json
 //! ```
+//!
+//! `--labels` writes the injected rocket anomalies; `--truth` writes the planted device
+//! structures (ritual sequences, entangled pairs and, with `--rooms`, the meetings as sessions).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -39,11 +43,19 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Device events (`BREATH`, `SPIRAL`, `BLOOM`, `TOUCH`, `SACRED_PHRASE`) with intensities.
+    /// Device events (`BREATH`, `SPIRAL`, `BLOOM`, `TOUCH`, `SACRED_PHRASE`) with intensities,
+    /// and with `--rooms` the guests' meetings (`GATHER`).
     Devices {
         /// Number of devices (`dev-0`, `dev-1`, …).
         #[arg(long, default_value_t = DeviceSpec::default().devices)]
         devices: usize,
+        /// Number of rooms holding meetings (`room-0`, …), each with its guests
+        /// (`guest-0-0`, …); 0 plants none.
+        #[arg(long, default_value_t = DeviceSpec::default().rooms)]
+        rooms: usize,
+        /// Also write the planted structures (sequences, pairs, sessions) to this file, as JSON.
+        #[arg(long)]
+        truth: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -106,16 +118,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ("rocket", common.out, rows)
         }
-        Command::Devices { devices, common } => {
+        Command::Devices {
+            devices,
+            rooms,
+            truth,
+            common,
+        } => {
             let spec = DeviceSpec {
                 devices,
                 ticks: common.ticks,
                 interval_ms: common.interval_ms,
                 start_ms: common.start_ms,
                 seed: common.seed,
+                rooms,
             };
             spec.validate()?;
             let rows = write_file(&common.out, |w| generator::write_device_ndjson(&spec, w))?;
+            if let Some(path) = truth {
+                write_file(&path, |w| {
+                    serde_json::to_writer_pretty(&mut *w, &generator::device_truth(&spec))?;
+                    w.write_all(b"\n")
+                })?;
+            }
             ("devices", common.out, rows)
         }
     };

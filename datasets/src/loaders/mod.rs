@@ -76,7 +76,7 @@ pub fn read_unit(unit: &Unit, buf: &mut Vec<u8>, sink: &mut impl RecordSink) {
         }
         UnitSource::Devices { spec, ticks } => {
             for tick in ticks.clone() {
-                crate::generator::device_tick(spec, tick, 0..spec.devices, &mut |r| {
+                crate::generator::device_tick(spec, tick, 0..spec.sources(), &mut |r| {
                     sink.reading(r.view(), None)
                 });
             }

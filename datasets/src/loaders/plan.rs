@@ -288,7 +288,7 @@ pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
         "devices" => {
             let spec = Arc::new(DeviceSpec::parse(query)?);
             for ticks in tick_ranges(spec.ticks) {
-                let size = (ticks.end - ticks.start) * spec.devices as u64;
+                let size = (ticks.end - ticks.start) * spec.sources() as u64;
                 plan.push(Unit {
                     source: UnitSource::Devices {
                         spec: spec.clone(),

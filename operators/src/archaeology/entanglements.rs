@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::periodic::{Periodic, periodic};
-use crate::model::Point;
+use crate::model::{Point, Record, field, ts_field};
 
 /// When two sources count as entangled.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,7 +49,27 @@ pub struct Entanglement {
     /// How many times more often than independent sources would, in thousandths.
     pub lift_milli: u64,
     /// The evaluation from which they have been entangled without a break, epoch ms.
+    #[serde(with = "crate::time::epoch_ms")]
     pub since: i64,
+}
+
+impl Record for Entanglement {
+    const TABLE: &'static str = "entanglements";
+
+    fn fields() -> Vec<arrow::datatypes::FieldRef> {
+        use arrow::datatypes::DataType;
+        vec![
+            field("a", DataType::Utf8, false),
+            field("b", DataType::Utf8, false),
+            field("together", DataType::UInt64, false),
+            field("lift_milli", DataType::UInt64, false),
+            ts_field("since", false),
+        ]
+    }
+
+    fn event_time(&self) -> i64 {
+        self.since
+    }
 }
 
 /// Finds the entangled pairs of a stream of events.

@@ -3,6 +3,7 @@
 
 pub mod entanglements;
 pub mod field;
+pub mod motifs;
 mod periodic;
 pub mod sequences;
 pub mod sessions;
