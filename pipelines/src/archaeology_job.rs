@@ -15,7 +15,7 @@ use vigil_operators::archaeology::entanglements::{EntangleParams, Entanglement, 
 use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams, FieldSnapshot};
 use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
 use vigil_operators::archaeology::sequences::{SequenceParams, Sequences};
-use vigil_operators::{Pattern, Point, ReadingRef, Session, SessionEvent, Sessions};
+use vigil_operators::{Pattern, Point, ReadingRef, Session, SessionEvent, Sessions, SnapshotStore};
 
 use crate::archive::{Archive, ArchiveWriter};
 
@@ -34,7 +34,12 @@ pub struct ArchaeologyParams {
     pub field: FieldParams,
     /// How many patterns the end-of-run report shows.
     pub top: usize,
+    /// Where sequential patterns carry their state from one run to the next (`--state`).
+    pub carry: Option<std::path::PathBuf>,
 }
+
+/// Carried state files per worker: the runs in progress and the pattern counts.
+pub(crate) const CARRIED_PER_WORKER: usize = 2;
 
 impl Default for ArchaeologyParams {
     fn default() -> Self {
@@ -45,6 +50,7 @@ impl Default for ArchaeologyParams {
             sessions: SessionParams::default(),
             field: FieldParams::default(),
             top: 20,
+            carry: None,
         }
     }
 }
@@ -203,12 +209,13 @@ pub(crate) fn build<'scope>(
     points: Stream<'scope, u64, Vec<Point>>,
     session_events: Stream<'scope, u64, Vec<SessionEvent>>,
     params: &ArchaeologyParams,
+    carry: Option<Arc<dyn SnapshotStore>>,
     writer: &ArchiveWriter,
     index: usize,
     findings: &Arc<Mutex<Findings>>,
     probe: &ProbeHandle<u64>,
 ) {
-    let mut patterns = points.clone().sequences(params.sequences);
+    let mut patterns = points.clone().sequences_carried(params.sequences, carry);
     if let Some(motifs) = params.motifs {
         patterns = patterns.concat(points.clone().motifs(motifs));
     }

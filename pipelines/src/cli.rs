@@ -242,6 +242,12 @@ pub struct ArchaeologyArgs {
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
 
+    /// Carry the sequential patterns' state in this directory from one run to the next, so
+    /// that a backfill in parts (each run given the next part, in event-time order) finds the
+    /// patterns one run over the whole would.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -284,6 +290,9 @@ impl ArchaeologyArgs {
         }
         if let Some(top) = self.top {
             params.top = top;
+        }
+        if let Some(dir) = self.state {
+            params.carry = Some(dir);
         }
         job.chunk_bytes = self.chunk_bytes;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;

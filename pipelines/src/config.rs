@@ -665,6 +665,9 @@ impl ArchaeologyConfig {
             "{name}: archive.scores is a vigil-guard setting; the archaeology job archives no scores"
         );
         apply_io(&self.input, &self.archive, self.workers, file, job)?;
+        if self.input.state.is_some() {
+            params.carry = Some(job.state_dir.clone());
+        }
         let ms = |key: &str, value: &Option<String>, target: &mut u64| -> anyhow::Result<()> {
             if let Some(text) = value {
                 let d = humantime::parse_duration(text).map_err(|e| {

@@ -589,7 +589,26 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 *resumed,
             )?))
         }
-        Source::Plan(_) => None,
+        Source::Plan(_) => match &job.program {
+            // An archaeology job with a state directory carries its patterns from the run
+            // before and on to the next: a backfill in parts finds what one run would.
+            Program::Archaeology(params) => match &params.carry {
+                Some(dir) => {
+                    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                    hasher.update(format!("{:?}", params.sequences).as_bytes());
+                    Some(Arc::new(StateDir::open(
+                        dir,
+                        &format!("archaeology-{:016x}", hasher.digest()),
+                        crate::archaeology_job::CARRIED_PER_WORKER * workers,
+                        HOUR_MS as u64,
+                        Duration::ZERO,
+                        true,
+                    )?))
+                }
+                None => None,
+            },
+            Program::Guards => None,
+        },
     };
     let continued = match &*source {
         Source::Kafka { resumed, .. } => {
@@ -683,6 +702,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                     points,
                     sessions,
                     params,
+                    worker_state.clone().map(|s| s as Arc<dyn SnapshotStore>),
                     &writer,
                     index,
                     &worker_findings,
@@ -822,6 +842,10 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 current, last
             );
         }
+    }
+    if let (Source::Plan(_), Some(state)) = (&*source, &state) {
+        // The archive is durable: the carried state may be relied on from now.
+        let _ = state.advance(i64::MAX);
     }
     let (mut series, mut state_bytes) = (0, 0);
     if let Ok(all) = metrics.lock() {

@@ -182,3 +182,89 @@ fn memory_stays_bounded_as_the_stream_grows() {
         "peak memory grew from {short} to {long} bytes with 8x the events"
     );
 }
+
+/// The sequential patterns of a run, as a set.
+fn sequences_of(summary: &Summary) -> BTreeSet<Pattern> {
+    let findings = summary.findings.as_ref().unwrap();
+    findings
+        .patterns
+        .iter()
+        .filter(|p| p.kind == "sequence")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_backfill_in_two_halves_finds_the_patterns_of_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DeviceSpec {
+        devices: 40,
+        ticks: 1_200,
+        ..DeviceSpec::default()
+    };
+    // The history, cut in two at a tick in the middle of the rituals.
+    let events: Vec<_> = vigil_datasets::generator::device_events(&spec).collect();
+    let cut = spec.tick_ts(600) + 1;
+    let write = |name: &str, keep: &dyn Fn(i64) -> bool| {
+        let path = dir.path().join(name);
+        let mut out = String::new();
+        for e in events.iter().filter(|e| keep(e.ts)) {
+            out.push_str(&serde_json::to_string(e).unwrap());
+            out.push('\n');
+        }
+        std::fs::write(&path, out).unwrap();
+        path.display().to_string()
+    };
+    let first = write("first.ndjson", &|ts| ts < cut);
+    let second = write("second.ndjson", &|ts| ts >= cut);
+    let archive = |name: &str| dir.path().join(name).display().to_string();
+    let config = dir.path().join("min.toml");
+    std::fs::write(
+        &config,
+        "[sequences]\nmin_support = 1\nmin_occurrences = 1\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+
+    let whole = run_args(&[
+        "-i",
+        &first,
+        "-i",
+        &second,
+        "--archive",
+        &archive("one"),
+        "--config",
+        &config,
+    ]);
+    let state = archive("state");
+    for workers in ["1", "2"] {
+        let state = format!("{state}-{workers}");
+        let run_half = |input: &str, name: &str| {
+            run_args(&[
+                "-i",
+                input,
+                "--archive",
+                &archive(name),
+                "--config",
+                &config,
+                "--state",
+                &state,
+                "-w",
+                workers,
+            ])
+        };
+        run_half(&first, &format!("first-{workers}"));
+        let halves = run_half(&second, &format!("second-{workers}"));
+        assert_eq!(sequences_of(&halves), sequences_of(&whole), "-w {workers}");
+    }
+    // Without the carried state the second half alone finds less: the test can tell.
+    let alone = run_args(&[
+        "-i",
+        &second,
+        "--archive",
+        &archive("alone"),
+        "--config",
+        &config,
+    ]);
+    assert_ne!(sequences_of(&alone), sequences_of(&whole));
+}

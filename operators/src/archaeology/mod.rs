@@ -1,6 +1,7 @@
 //! Pattern archaeology: what keeps recurring, who moves together, which sessions happened —
 //! maintained as events arrive, and the same after a backfill of the same history.
 
+mod carry;
 pub mod entanglements;
 pub mod field;
 pub mod motifs;

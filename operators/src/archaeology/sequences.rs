@@ -1,6 +1,7 @@
 //! Sequential patterns: runs of event names that recur, in order, in the events of sources.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -9,6 +10,8 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use super::carry;
+use crate::guards::checkpoint::SnapshotStore;
 use crate::model::{Pattern, Point};
 use crate::stash::Stash;
 
@@ -101,8 +104,29 @@ pub trait Sequences<'scope> {
     /// assert_eq!(patterns.len(), 3);
     /// assert!(patterns.iter().all(|(p, _, _)| p.support == 2 && p.sources == ["dev-0", "dev-1"]));
     /// ```
-    fn sequences(self, params: SequenceParams) -> VecCollection<'scope, u64, Pattern, isize>;
+    fn sequences(self, params: SequenceParams) -> VecCollection<'scope, u64, Pattern, isize>
+    where
+        Self: Sized,
+    {
+        self.sequences_carried(params, None)
+    }
+
+    /// [`Sequences::sequences`], carrying its state from the run before through `store` (the
+    /// runs in progress and every pattern's counts): a backfill in parts then finds what one
+    /// run over the whole would. Readings before the carried state's time are skipped.
+    fn sequences_carried(
+        self,
+        params: SequenceParams,
+        store: Option<Arc<dyn SnapshotStore>>,
+    ) -> VecCollection<'scope, u64, Pattern, isize>;
 }
+
+/// The names the operator's carried state is saved under.
+const RUNS: &str = "sequence-runs";
+const COUNTS: &str = "sequence-counts";
+
+/// A pattern's counts as carried: items, sources, occurrences, first and last seen.
+type CarriedCounts = (Vec<CompactString>, Vec<CompactString>, u64, i64, i64);
 
 /// The last events of a source: (event time, name), oldest first.
 type Tail = VecDeque<(i64, CompactString)>;
@@ -144,19 +168,54 @@ impl Counts {
 pub const KIND: &str = "sequence";
 
 impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
-    fn sequences(self, params: SequenceParams) -> VecCollection<'scope, u64, Pattern, isize> {
+    fn sequences_carried(
+        self,
+        params: SequenceParams,
+        store: Option<Arc<dyn SnapshotStore>>,
+    ) -> VecCollection<'scope, u64, Pattern, isize> {
         let params = SequenceParams {
             max_len: params.max_len.clamp(2, SequenceParams::MAX_LEN),
             ..params
         };
-        occurrences(self, params)
-            .unary(
+        let worker = {
+            let scope = self.scope();
+            (scope.index(), scope.peers())
+        };
+        occurrences(self, params, store.clone(), worker)
+            .unary_frontier(
                 Exchange::new(|o: &Occurrence| items_hash(&o.items)),
                 "SequenceCounts",
-                move |_cap, _info| {
+                move |cap, _info| {
+                    let mut store = store;
                     let mut counts: HashMap<Vec<CompactString>, Counts> = HashMap::new();
                     let mut touched: Vec<Vec<CompactString>> = Vec::new();
-                    move |input, output| {
+                    let carried = store
+                        .as_deref()
+                        .and_then(|s| carry::restore_all::<Vec<CarriedCounts>>(s, COUNTS));
+                    for (items, sources, occurrences, first_seen, last_seen) in
+                        carried.into_iter().flat_map(|(_, all)| all).flatten()
+                    {
+                        if carry::routes_to(items_hash(&items), worker) {
+                            touched.push(items.clone());
+                            let counts_of = Counts {
+                                sources: sources.into_iter().collect(),
+                                occurrences,
+                                first_seen,
+                                last_seen,
+                                emitted: None,
+                                touched: true,
+                            };
+                            counts.insert(items, counts_of);
+                        }
+                    }
+                    // Carried patterns are in the collection from the start.
+                    let mut initial = (!touched.is_empty()).then_some(cap);
+                    move |(input, frontier), output| {
+                        if let Some(cap) = initial.take() {
+                            let time = *cap.time();
+                            let mut session = output.session(&cap);
+                            emit(&mut counts, &mut touched, params, time, |u| session.give(u));
+                        }
                         input.for_each_stamp(|cap, data| {
                             // Counts are sums, minima and maxima: the order of arrival is free.
                             for occurrence in data.flat_map(|batch| batch.drain(..)) {
@@ -186,29 +245,58 @@ impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
                             };
                             let time = *cap.time();
                             let mut session = output.session(&cap);
-                            for items in touched.drain(..) {
-                                let Some(c) = counts.get_mut(&items) else {
-                                    continue;
-                                };
-                                c.touched = false;
-                                let frequent = c.sources.len() as u64 >= params.min_support
-                                    && c.occurrences >= params.min_occurrences;
-                                let now = frequent.then(|| c.record(&items));
-                                if now != c.emitted {
-                                    if let Some(old) = c.emitted.take() {
-                                        session.give((old, time, -1));
-                                    }
-                                    if let Some(new) = &now {
-                                        session.give((new.clone(), time, 1));
-                                    }
-                                    c.emitted = now;
-                                }
-                            }
+                            emit(&mut counts, &mut touched, params, time, |u| session.give(u));
                         });
+                        if frontier.is_empty()
+                            && let Some(store) = store.take()
+                        {
+                            let carried: Vec<CarriedCounts> = counts
+                                .iter()
+                                .map(|(items, c)| {
+                                    let sources = c.sources.iter().cloned().collect();
+                                    (
+                                        items.clone(),
+                                        sources,
+                                        c.occurrences,
+                                        c.first_seen,
+                                        c.last_seen,
+                                    )
+                                })
+                                .collect();
+                            carry::save_final(&*store, COUNTS, worker, &carried);
+                        }
                     }
                 },
             )
             .as_collection()
+    }
+}
+
+/// Emits the changes of the touched patterns' records at `time`.
+fn emit(
+    counts: &mut HashMap<Vec<CompactString>, Counts>,
+    touched: &mut Vec<Vec<CompactString>>,
+    params: SequenceParams,
+    time: u64,
+    mut give: impl FnMut((Pattern, u64, isize)),
+) {
+    for items in touched.drain(..) {
+        let Some(c) = counts.get_mut(&items) else {
+            continue;
+        };
+        c.touched = false;
+        let frequent =
+            c.sources.len() as u64 >= params.min_support && c.occurrences >= params.min_occurrences;
+        let now = frequent.then(|| c.record(&items));
+        if now != c.emitted {
+            if let Some(old) = c.emitted.take() {
+                give((old, time, -1));
+            }
+            if let Some(new) = &now {
+                give((new.clone(), time, 1));
+            }
+            c.emitted = now;
+        }
     }
 }
 
@@ -227,19 +315,34 @@ fn items_hash(items: &[CompactString]) -> u64 {
 fn occurrences<'scope>(
     points: Stream<'scope, u64, Vec<Point>>,
     params: SequenceParams,
+    store: Option<Arc<dyn SnapshotStore>>,
+    worker: (usize, usize),
 ) -> Stream<'scope, u64, Vec<Occurrence>> {
     let gap = i64::try_from(params.max_gap_ms).unwrap_or(i64::MAX);
     let keep = params.max_len - 1;
+    let mut store = store;
     let exchange = Exchange::new(|p: &Point| xxhash_rust::xxh3::xxh3_64(p.source.as_bytes()));
     points.unary_frontier(exchange, "SequenceOccurrences", move |_cap, _info| {
         let mut stash = Stash::new();
         let mut tails: HashMap<CompactString, Tail> = HashMap::new();
         let mut found: Vec<Occurrence> = Vec::new();
+        let carried = store
+            .as_deref()
+            .and_then(|s| carry::restore_all::<Vec<(CompactString, Tail)>>(s, RUNS));
+        // The carried runs hold every reading before the time they were saved at.
+        let skip_before = carried.as_ref().map_or(i64::MIN, |(at, _)| *at as i64);
+        for (source, tail) in carried.into_iter().flat_map(|(_, all)| all).flatten() {
+            if carry::routes_to(xxhash_rust::xxh3::xxh3_64(source.as_bytes()), worker) {
+                tails.insert(source, tail);
+            }
+        }
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 stash.hold(cap.retain_least(output.output_index()));
                 for batch in data {
-                    stash.pending.append(batch);
+                    stash
+                        .pending
+                        .extend(batch.drain(..).filter(|p| p.ts >= skip_before));
                 }
             });
             let bound = frontier.frontier().first().copied();
@@ -278,7 +381,13 @@ fn occurrences<'scope>(
                 Some(b) => {
                     tails.retain(|_, t| t.back().is_some_and(|(ts, _)| ts + gap >= b as i64))
                 }
-                None => tails.clear(),
+                None => {
+                    if let Some(store) = store.take() {
+                        let carried: Vec<(&CompactString, &Tail)> = tails.iter().collect();
+                        carry::save_final(&*store, RUNS, worker, &carried);
+                    }
+                    tails.clear();
+                }
             }
             let Some(cap) = stash.held.as_mut() else {
                 found.clear();
