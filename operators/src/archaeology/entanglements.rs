@@ -108,24 +108,81 @@ pub trait Entanglements<'scope> {
     ) -> VecCollection<'scope, u64, Entanglement, isize>;
 }
 
-type Pair = (CompactString, CompactString);
+/// Two sources by their ids, the smaller in the high half.
+type Pair = u64;
 
-/// The running counts.
+fn pair(a: u32, b: u32) -> Pair {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (u64::from(lo) << 32) | u64::from(hi)
+}
+
+/// A multiplicative hasher for pair keys, which are already well spread integers.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        self.0 ^= self.0 >> 32;
+    }
+}
+
+type PairMap<V> = HashMap<Pair, V, std::hash::BuildHasherDefault<PairHasher>>;
+
+/// The running counts. Sources are numbered as they first come.
 struct State {
     params: EntangleParams,
+    ids: HashMap<CompactString, u32>,
+    names: Vec<CompactString>,
     /// Events within `delta_ms` of the newest: (ts, source).
-    recent: VecDeque<(i64, CompactString)>,
+    recent: VecDeque<(i64, u32)>,
     /// Events of the window, and the count per source.
-    events: VecDeque<(i64, CompactString)>,
-    per_source: HashMap<CompactString, u64>,
+    events: VecDeque<(i64, u32)>,
+    per_source: Vec<u64>,
     /// Pairs that came together in the window (at the later event's time), and their counts.
     pairs: VecDeque<(i64, Pair)>,
-    together: HashMap<Pair, u64>,
+    together: PairMap<u64>,
     /// What the collection holds now.
-    current: HashMap<Pair, Entanglement>,
+    current: PairMap<Entanglement>,
 }
 
 impl State {
+    fn new(params: EntangleParams) -> Self {
+        Self {
+            params,
+            ids: HashMap::new(),
+            names: Vec::new(),
+            recent: VecDeque::new(),
+            events: VecDeque::new(),
+            per_source: Vec::new(),
+            pairs: VecDeque::new(),
+            together: PairMap::default(),
+            current: PairMap::default(),
+        }
+    }
+
+    fn id(&mut self, source: &CompactString) -> u32 {
+        if let Some(id) = self.ids.get(source) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(source.clone(), id);
+        self.names.push(source.clone());
+        self.per_source.push(0);
+        id
+    }
+
     fn record(&mut self, p: &Point) {
         let delta = self.params.delta_ms as i64;
         while self
@@ -135,45 +192,37 @@ impl State {
         {
             self.recent.pop_front();
         }
-        for (_, other) in &self.recent {
-            if *other == p.source {
+        let me = self.id(&p.source);
+        for &(_, other) in &self.recent {
+            if other == me {
                 continue;
             }
-            let pair = if *other < p.source {
-                (other.clone(), p.source.clone())
-            } else {
-                (p.source.clone(), other.clone())
-            };
-            *self.together.entry(pair.clone()).or_default() += 1;
-            self.pairs.push_back((p.ts, pair));
+            let key = pair(other, me);
+            *self.together.entry(key).or_default() += 1;
+            self.pairs.push_back((p.ts, key));
         }
-        self.recent.push_back((p.ts, p.source.clone()));
-        self.events.push_back((p.ts, p.source.clone()));
-        *self.per_source.entry(p.source.clone()).or_default() += 1;
+        self.recent.push_back((p.ts, me));
+        self.events.push_back((p.ts, me));
+        self.per_source[me as usize] += 1;
     }
 
     fn judge(&mut self, at: i64, out: &mut Vec<(Entanglement, isize)>) {
         let from = at - self.params.window_ms as i64;
-        while let Some((ts, source)) = self.events.front() {
-            if *ts >= from {
+        while let Some(&(ts, source)) = self.events.front() {
+            if ts >= from {
                 break;
             }
-            if let Some(n) = self.per_source.get_mut(source) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_source.remove(source);
-                }
-            }
+            self.per_source[source as usize] -= 1;
             self.events.pop_front();
         }
-        while let Some((ts, pair)) = self.pairs.front() {
-            if *ts >= from {
+        while let Some(&(ts, key)) = self.pairs.front() {
+            if ts >= from {
                 break;
             }
-            if let Some(n) = self.together.get_mut(pair) {
+            if let Some(n) = self.together.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.together.remove(pair);
+                    self.together.remove(&key);
                 }
             }
             self.pairs.pop_front();
@@ -181,21 +230,21 @@ impl State {
         // Chance is what the average pair of sources shows: the share of all cross-source
         // event pairs that came together. It carries the time grid and any activity all sources
         // share, which a formula from δ and the window alone would take for entanglement.
-        let total: f64 = self.per_source.values().map(|n| *n as f64).sum();
-        let squares: f64 = self.per_source.values().map(|n| (*n as f64).powi(2)).sum();
+        let total: f64 = self.per_source.iter().map(|n| *n as f64).sum();
+        let squares: f64 = self.per_source.iter().map(|n| (*n as f64).powi(2)).sum();
         let all_pairs = (total * total - squares) / 2.0;
         let chance = if all_pairs > 0.0 {
             self.pairs.len() as f64 / all_pairs
         } else {
             0.0
         };
-        let mut now: HashMap<Pair, Entanglement> = HashMap::new();
-        for (pair, &count) in &self.together {
+        let mut now: PairMap<Entanglement> = PairMap::default();
+        for (&key, &count) in &self.together {
             if count < self.params.min_count {
                 continue;
             }
-            let n = |s: &CompactString| *self.per_source.get(s).unwrap_or(&0) as f64;
-            let expected = n(&pair.0) * n(&pair.1) * chance;
+            let (a, b) = ((key >> 32) as usize, (key & 0xffff_ffff) as usize);
+            let expected = self.per_source[a] as f64 * self.per_source[b] as f64 * chance;
             let lift = if expected > 0.0 {
                 count as f64 / expected
             } else {
@@ -204,25 +253,27 @@ impl State {
             if lift < self.params.min_lift {
                 continue;
             }
-            let since = self.current.get(pair).map_or(at, |e| e.since);
+            let since = self.current.get(&key).map_or(at, |e| e.since);
+            let (a, b) = (&self.names[a], &self.names[b]);
+            let (a, b) = if a < b { (a, b) } else { (b, a) };
             now.insert(
-                pair.clone(),
+                key,
                 Entanglement {
-                    a: pair.0.to_string(),
-                    b: pair.1.to_string(),
+                    a: a.to_string(),
+                    b: b.to_string(),
                     together: count,
                     lift_milli: (lift.min(1e12) * 1000.0).round() as u64,
                     since,
                 },
             );
         }
-        for (pair, old) in &self.current {
-            if now.get(pair) != Some(old) {
+        for (key, old) in &self.current {
+            if now.get(key) != Some(old) {
                 out.push((old.clone(), -1));
             }
         }
-        for (pair, new) in &now {
-            if self.current.get(pair) != Some(new) {
+        for (key, new) in &now {
+            if self.current.get(key) != Some(new) {
                 out.push((new.clone(), 1));
             }
         }
@@ -261,15 +312,6 @@ impl<'scope> Entanglements<'scope> for Stream<'scope, u64, Vec<Point>> {
         self,
         params: EntangleParams,
     ) -> VecCollection<'scope, u64, Entanglement, isize> {
-        let state = State {
-            params,
-            recent: VecDeque::new(),
-            events: VecDeque::new(),
-            per_source: HashMap::new(),
-            pairs: VecDeque::new(),
-            together: HashMap::new(),
-            current: HashMap::new(),
-        };
-        periodic(self, "Entanglements", state)
+        periodic(self, "Entanglements", State::new(params))
     }
 }
