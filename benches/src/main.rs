@@ -130,6 +130,23 @@ enum Bench {
         #[arg(long, short = 'w', default_value_t = 2)]
         workers: usize,
     },
+    /// vigil-archaeology over generated device events with every operator on: sequential
+    /// patterns, motifs, entanglements, sessions per room and the field.
+    Archaeology {
+        /// Devices (`dev-0`, …).
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        /// Ticks; about a tenth of the devices emit per tick (100,000 ticks of 200 devices
+        /// and 8 rooms are about 2,000,000 events).
+        #[arg(long, default_value_t = 100_000)]
+        ticks: u64,
+        /// Rooms, whose guests hold meetings.
+        #[arg(long, default_value_t = 8)]
+        rooms: usize,
+        /// Timely workers (`-w`) for vigil-archaeology.
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -189,8 +206,64 @@ fn main() -> anyhow::Result<()> {
             seconds,
             workers,
         } => kafka::latency(rate, seconds, workers),
+        Bench::Archaeology {
+            devices,
+            ticks,
+            rooms,
+            workers,
+        } => archaeology(devices, ticks, rooms, workers),
         Bench::Parse { input } => parse(&input),
     }
+}
+
+/// Runs vigil-archaeology over the generator and prints events/s per core and memory.
+fn archaeology(devices: usize, ticks: u64, rooms: usize, workers: usize) -> anyhow::Result<()> {
+    let binary = sibling_binary("vigil-archaeology")?;
+    let dir = tempfile::tempdir()?;
+    let summary_path = dir.path().join("summary.json");
+    let input = format!("gen:devices?devices={devices}&ticks={ticks}&rooms={rooms}");
+    let wall = Instant::now();
+    let status = Command::new(&binary)
+        .args(["--input", &input, "--no-progress", "--top", "5"])
+        .args([
+            "--archive",
+            &dir.path().join("archive").display().to_string(),
+        ])
+        .args(["-w", &workers.to_string()])
+        .args(["--summary-json", &summary_path.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running vigil-archaeology")?;
+    let wall = wall.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "vigil-archaeology failed: {status}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
+    let number = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
+    let events = number("events_in");
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(workers) as f64;
+    let findings = &summary["findings"];
+    println!("vigil-archaeology, {input}, -w {workers}");
+    println!("  events                  {events:.0}");
+    println!("  wall                    {wall:.2} s");
+    println!("  events/s                {:.0}", events / wall);
+    println!("  events/s per core       {:.0}", events / wall / cores);
+    println!(
+        "  events per CPU-second   {:.0}",
+        events / number("cpu_seconds")
+    );
+    println!(
+        "  peak memory             {:.0} MB",
+        number("peak_rss_bytes") / 1e6
+    );
+    println!(
+        "  found                   {} sequence patterns, {} motifs, {} entangled pairs, {} sessions",
+        findings["sequence_patterns"],
+        findings["motifs"],
+        findings["entanglements"],
+        findings["sessions"]
+    );
+    Ok(())
 }
 
 /// Counts what a loader produces without keeping it.

@@ -203,15 +203,14 @@ impl Findings {
 }
 
 /// Builds one worker's archaeology dataflow: every operator over the points (and the
-/// session events), their results archived, and what is current at the end gathered into
-/// `findings`.
+/// session events), their results archived by this worker (`index`), and what is current at the
+/// end gathered into `findings`.
 pub(crate) fn build<'scope>(
     points: Stream<'scope, u64, Vec<Point>>,
     session_events: Stream<'scope, u64, Vec<SessionEvent>>,
     params: &ArchaeologyParams,
     carry: Option<Arc<dyn SnapshotStore>>,
-    writer: &ArchiveWriter,
-    index: usize,
+    (writer, index): (&ArchiveWriter, usize),
     findings: &Arc<Mutex<Findings>>,
     probe: &ProbeHandle<u64>,
 ) {

@@ -337,6 +337,20 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(found) = &self.findings {
+            return write!(
+                f,
+                "events in {}, patterns {}, entangled pairs {}, sessions {}, errors {} (late {}), elapsed {:.2}s, {:.0} ev/s",
+                self.events_in,
+                found.patterns.len(),
+                found.entanglements.len(),
+                found.sessions,
+                self.errors,
+                self.late,
+                self.elapsed.as_secs_f64(),
+                self.events_per_second()
+            );
+        }
         write!(
             f,
             "events in {}, archived {}, alerts raised {} / cleared {}, errors {} (late {}), elapsed {:.2}s, {:.0} ev/s",
@@ -703,8 +717,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                     sessions,
                     params,
                     worker_state.clone().map(|s| s as Arc<dyn SnapshotStore>),
-                    &writer,
-                    index,
+                    (&writer, index),
                     &worker_findings,
                     &probe,
                 );

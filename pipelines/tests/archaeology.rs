@@ -143,7 +143,7 @@ fn the_planted_patterns_pairs_and_sessions_are_all_found() {
     }
 }
 
-/// Peak memory of a run of the binary over `ticks` ticks of 200 devices.
+/// Peak memory of a run of the binary over `ticks` ticks of 100 devices.
 fn peak_rss(ticks: u64) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
@@ -151,7 +151,7 @@ fn peak_rss(ticks: u64) -> u64 {
         .args([
             "--no-progress",
             "-i",
-            &format!("gen:devices?devices=200&ticks={ticks}&rooms=8"),
+            &format!("gen:devices?devices=100&ticks={ticks}&rooms=4"),
             "--archive",
             &dir.path().join("archive").display().to_string(),
             "--summary-json",

@@ -204,3 +204,50 @@ fn scores_must_name_guards_of_the_job() {
         GuardArgs::try_parse_from(["vigil-guard", "--guard", "ewma", "--scores", "ewma"]).unwrap();
     assert!(args.into_job().is_ok());
 }
+
+#[test]
+fn the_archaeology_sample_parses_and_bad_keys_are_named() {
+    use vigil_pipelines::archaeology_job::{ArchaeologyParams, SessionKey};
+    use vigil_pipelines::config::ArchaeologyConfig;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-archaeology.toml");
+    let mut job = GuardJob::default();
+    let mut params = ArchaeologyParams::default();
+    ArchaeologyConfig::load(&path)
+        .unwrap()
+        .apply(&path, &mut job, &mut params)
+        .unwrap();
+    assert_eq!(job.workers, 2);
+    assert_eq!(params.sequences.max_gap_ms, 3_000);
+    assert_eq!(params.entanglements.delta_ms, 1_500);
+    assert_eq!(params.sessions.by, SessionKey::Room("room".into()));
+    assert_eq!(params.field.window_ms, 60_000);
+    // The sample shows the defaults.
+    let defaults = ArchaeologyParams::default();
+    assert_eq!(params.sequences, defaults.sequences);
+    assert_eq!(params.motifs, defaults.motifs);
+    assert_eq!(params.entanglements, defaults.entanglements);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    for (text, expected) in [
+        ("[sequences]\nmax_gapp = \"3s\"\n", "max_gapp"),
+        ("[sequences]\nmax_len = 1\n", "max_len"),
+        ("[sessions]\nby = \"hall\"\n", "sessions.by"),
+        ("[entanglements]\ndelta = \"soon\"\n", "entanglements.delta"),
+        ("[motifs]\nsegments = 5\n", "motifs"),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let err = ArchaeologyConfig::load(&bad)
+            .and_then(|c| {
+                c.apply(
+                    &bad,
+                    &mut GuardJob::default(),
+                    &mut ArchaeologyParams::default(),
+                )
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected) && err.contains("bad.toml"), "{err}");
+    }
+}
