@@ -392,6 +392,46 @@ mod entangled {
             assert!(precision >= 0.75, "precision {precision}: {found:?}");
         }
     }
+
+    #[test]
+    fn sources_that_come_and_go_are_counted_as_new() {
+        // Every 200 ticks the devices take new names: old ones leave the window for good and
+        // new ones take their place, as a fleet replaced over time.
+        let spec = vigil_datasets::generator::DeviceSpec {
+            devices: 20,
+            ticks: 1_500,
+            ..Default::default()
+        };
+        let events: Vec<Reading> = vigil_datasets::generator::device_events(&spec)
+            .map(|mut r| {
+                let epoch = r.seq.unwrap_or(0) / 200;
+                r.source = format!("{}-e{epoch}", r.source).into();
+                r
+            })
+            .collect();
+        let params = EntangleParams {
+            delta_ms: 1_000,
+            window_ms: 250_000,
+            every_ms: 10_000,
+            min_count: 3,
+            min_lift: 1.5,
+        };
+        let expected = reference(&events, params);
+        assert!(!expected.is_empty());
+        for workers in [1, 2] {
+            let updates = run_points(&events, workers, move |p| p.entanglements(params));
+            let mut net: BTreeMap<Entanglement, isize> = BTreeMap::new();
+            for (e, d) in &updates {
+                *net.entry(e.clone()).or_default() += d;
+            }
+            let now: BTreeSet<(String, String, u64, u64)> = net
+                .into_iter()
+                .filter(|(_, c)| *c == 1)
+                .map(|(e, _)| (e.a, e.b, e.together, e.lift_milli))
+                .collect();
+            assert_eq!(now, expected, "{workers} workers");
+        }
+    }
 }
 
 mod sequences {

@@ -209,7 +209,7 @@ pub struct ArchaeologyArgs {
     pub input: Vec<String>,
 
     /// A job configuration file (TOML): input, archive, workers and each operator's
-    /// parameters (`deploy/archaeology.toml` documents them all). Flags given as well
+    /// parameters (`deploy/vigil-archaeology.toml` documents them all). Flags given as well
     /// override it.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -715,8 +715,8 @@ impl ArchaeologyConfig {
         ent.min_count = e.min_count.unwrap_or(ent.min_count);
         ent.min_lift = e.min_lift.unwrap_or(ent.min_lift);
         anyhow::ensure!(
-            ent.every_ms > 0 && ent.window_ms >= ent.every_ms,
-            "{name}: entanglements.every must be positive and no longer than entanglements.window"
+            ent.every_ms > 0 && ent.window_ms >= ent.every_ms.max(ent.delta_ms),
+            "{name}: entanglements.every must be positive, and neither it nor entanglements.delta longer than entanglements.window"
         );
         anyhow::ensure!(
             ent.min_lift.is_finite() && ent.min_lift > 0.0,

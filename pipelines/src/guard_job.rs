@@ -308,7 +308,7 @@ pub struct Summary {
 impl Summary {
     /// The summary as one JSON object, for scripts and the benchmark harness.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "events_in": self.events_in,
             "archived": self.archived,
             "alerts_raised": self.alerts_raised,
@@ -325,8 +325,11 @@ impl Summary {
             "events_per_second": self.events_per_second(),
             "peak_rss_bytes": self.peak_rss_bytes,
             "cpu_seconds": self.cpu_seconds,
-            "findings": self.findings.as_ref().map(Findings::to_json),
-        })
+        });
+        if let (Some(findings), Some(object)) = (&self.findings, json.as_object_mut()) {
+            object.insert("findings".into(), findings.to_json());
+        }
+        json
     }
 
     /// Records (valid and dead letters) per second of wall-clock time.
@@ -564,6 +567,7 @@ impl Source {
 
 /// Runs the guard job to the end of its input (or until `shutdown`), and reports what it did.
 pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
+    let stopped = shutdown.clone();
     let started = Instant::now();
     let workers = job.workers.max(1);
     let source = Arc::new(Source::open(&job, workers)?);
@@ -630,7 +634,15 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         }
         Source::Plan(_) => true,
     };
-    let run_id = source.fingerprint(workers, &guard_config, continued);
+    let run_id = match &job.program {
+        Program::Guards => source.fingerprint(workers, &guard_config, continued),
+        // Runs with other parameters find other patterns: they write files of their own.
+        Program::Archaeology(params) => {
+            let base = source.fingerprint(workers, &guard_config, continued);
+            let digest = xxhash_rust::xxh3::xxh3_64(format!("{base}{params:?}").as_bytes());
+            format!("{:08x}", digest as u32)
+        }
+    };
     let (writer, archive_task) = start_writer(
         location,
         &run_id,
@@ -857,8 +869,15 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         }
     }
     if let (Source::Plan(_), Some(state)) = (&*source, &state) {
-        // The archive is durable: the carried state may be relied on from now.
-        let _ = state.advance(i64::MAX);
+        if stopped.is_triggered() {
+            // Some input was not read: a state that skipped it must not be carried on.
+            warn!(
+                message = "The run was stopped before the end of its input; the state it started from stays the one to carry on from."
+            );
+        } else {
+            // The archive is durable: the carried state may be relied on from now.
+            let _ = state.advance(i64::MAX);
+        }
     }
     let (mut series, mut state_bytes) = (0, 0);
     if let Ok(all) = metrics.lock() {

@@ -15,7 +15,7 @@ use crate::model::{Point, Record, field, ts_field};
 pub struct EntangleParams {
     /// Two events come together when at most this far apart.
     pub delta_ms: u64,
-    /// Counted over this much event time before each evaluation.
+    /// Counted over this much event time before each evaluation (at least `delta_ms`).
     pub window_ms: u64,
     /// Evaluated every this much event time.
     pub every_ms: u64,
@@ -140,11 +140,17 @@ impl std::hash::Hasher for PairHasher {
 
 type PairMap<V> = HashMap<Pair, V, std::hash::BuildHasherDefault<PairHasher>>;
 
-/// The running counts. Sources are numbered as they first come.
+/// The running counts. Sources are numbered as they come; a number is freed for reuse once
+/// the source has no event and no pair left in the window, so state follows the sources
+/// active in the window, not every source ever seen.
 struct State {
     params: EntangleParams,
     ids: HashMap<CompactString, u32>,
     names: Vec<CompactString>,
+    /// Numbers free for reuse.
+    free: Vec<u32>,
+    /// Per source, the pairs of the window it is in.
+    pair_refs: Vec<u64>,
     /// Events within `delta_ms` of the newest: (ts, source).
     recent: VecDeque<(i64, u32)>,
     /// Events of the window, and the count per source.
@@ -163,6 +169,8 @@ impl State {
             params,
             ids: HashMap::new(),
             names: Vec::new(),
+            free: Vec::new(),
+            pair_refs: Vec::new(),
             recent: VecDeque::new(),
             events: VecDeque::new(),
             per_source: Vec::new(),
@@ -176,11 +184,29 @@ impl State {
         if let Some(id) = self.ids.get(source) {
             return *id;
         }
-        let id = self.names.len() as u32;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = source.clone();
+                id
+            }
+            None => {
+                self.names.push(source.clone());
+                self.per_source.push(0);
+                self.pair_refs.push(0);
+                (self.names.len() - 1) as u32
+            }
+        };
         self.ids.insert(source.clone(), id);
-        self.names.push(source.clone());
-        self.per_source.push(0);
         id
+    }
+
+    /// Frees the number of a source with nothing left in the window.
+    fn release_if_idle(&mut self, id: u32) {
+        let i = id as usize;
+        if self.per_source[i] == 0 && self.pair_refs[i] == 0 {
+            self.ids.remove(&self.names[i]);
+            self.free.push(id);
+        }
     }
 
     fn record(&mut self, p: &Point) {
@@ -198,6 +224,8 @@ impl State {
                 continue;
             }
             let key = pair(other, me);
+            self.pair_refs[other as usize] += 1;
+            self.pair_refs[me as usize] += 1;
             *self.together.entry(key).or_default() += 1;
             self.pairs.push_back((p.ts, key));
         }
@@ -214,6 +242,7 @@ impl State {
             }
             self.per_source[source as usize] -= 1;
             self.events.pop_front();
+            self.release_if_idle(source);
         }
         while let Some(&(ts, key)) = self.pairs.front() {
             if ts >= from {
@@ -226,6 +255,10 @@ impl State {
                 }
             }
             self.pairs.pop_front();
+            for id in [(key >> 32) as u32, key as u32] {
+                self.pair_refs[id as usize] -= 1;
+                self.release_if_idle(id);
+            }
         }
         // Chance is what the average pair of sources shows: the share of all cross-source
         // event pairs that came together. It carries the time grid and any activity all sources
@@ -312,6 +345,11 @@ impl<'scope> Entanglements<'scope> for Stream<'scope, u64, Vec<Point>> {
         self,
         params: EntangleParams,
     ) -> VecCollection<'scope, u64, Entanglement, isize> {
+        // An event's pairs are counted while it is in the window.
+        let params = EntangleParams {
+            window_ms: params.window_ms.max(params.delta_ms),
+            ..params
+        };
         periodic(self, "Entanglements", State::new(params))
     }
 }

@@ -139,6 +139,8 @@ struct Counts {
     first_seen: i64,
     last_seen: i64,
     emitted: Option<Pattern>,
+    /// The time `emitted` was added at: its retraction may not come earlier.
+    emitted_at: u64,
     /// Changed since the last emission.
     touched: bool,
 }
@@ -203,6 +205,7 @@ impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
                                 first_seen,
                                 last_seen,
                                 emitted: None,
+                                emitted_at: 0,
                                 touched: true,
                             };
                             counts.insert(items, counts_of);
@@ -243,7 +246,16 @@ impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
                             let Some(cap) = cap.retain_least(output.output_index()) else {
                                 return;
                             };
-                            let time = *cap.time();
+                            // Occurrences of other workers may arrive at an earlier time than
+                            // a record they replace was added at: the change goes out no earlier.
+                            let replaced = touched
+                                .iter()
+                                .filter_map(|items| counts.get(items))
+                                .filter(|c| c.emitted.is_some())
+                                .map(|c| c.emitted_at)
+                                .max();
+                            let time = replaced.map_or(*cap.time(), |t| t.max(*cap.time()));
+                            let cap = cap.delayed(&time);
                             let mut session = output.session(&cap);
                             emit(&mut counts, &mut touched, params, time, |u| session.give(u));
                         });
@@ -296,6 +308,7 @@ fn emit(
                 give((new.clone(), time, 1));
             }
             c.emitted = now;
+            c.emitted_at = time;
         }
     }
 }
