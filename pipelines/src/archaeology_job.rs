@@ -46,7 +46,11 @@ impl Default for ArchaeologyParams {
         Self {
             sequences: SequenceParams::default(),
             motifs: Some(MotifParams::default()),
-            entanglements: EntangleParams::default(),
+            // Judged every minute: each judgement visits every pair that came together.
+            entanglements: EntangleParams {
+                every_ms: 60_000,
+                ..EntangleParams::default()
+            },
             sessions: SessionParams::default(),
             field: FieldParams::default(),
             top: 20,

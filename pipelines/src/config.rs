@@ -608,7 +608,8 @@ pub struct EntanglementsConfig {
     pub delta: Option<String>,
     /// Counted over this much event time (default `10m`).
     pub window: Option<String>,
-    /// Evaluated every this much event time (default `10s`).
+    /// Evaluated every this much event time (default `1m`); each evaluation visits every pair
+    /// that came together in the window.
     pub every: Option<String>,
     /// Events together a pair needs (default 5).
     pub min_count: Option<u64>,

@@ -14,8 +14,13 @@ use crate::generator::{DeviceSpec, RocketSpec};
 /// Text chunks are cut at the first line start at or after each multiple of this size.
 pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
 
-/// Generator inputs are cut into units of this many ticks.
+/// Generator inputs are cut into units of this many ticks (rocket telemetry: every vehicle
+/// reports 8 readings a tick).
 const GENERATOR_TICKS_PER_UNIT: u64 = 10;
+
+/// Device events come sparse (a device emits on about one tick in ten): a unit spans enough
+/// ticks for about this many sources × ticks, so that each holds a few thousand events.
+const DEVICE_SLOTS_PER_UNIT: u64 = 40_960;
 
 /// Where the bytes of a text unit live.
 #[derive(Clone, Debug)]
@@ -274,7 +279,7 @@ pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
     match kind {
         "rocket" => {
             let spec = Arc::new(RocketSpec::parse(query)?);
-            for ticks in tick_ranges(spec.ticks) {
+            for ticks in tick_ranges(spec.ticks, GENERATOR_TICKS_PER_UNIT) {
                 let size = (ticks.end - ticks.start) * spec.vehicles as u64 * 8;
                 plan.push(Unit {
                     source: UnitSource::Rocket {
@@ -287,7 +292,9 @@ pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
         }
         "devices" => {
             let spec = Arc::new(DeviceSpec::parse(query)?);
-            for ticks in tick_ranges(spec.ticks) {
+            let per_unit = (DEVICE_SLOTS_PER_UNIT / spec.sources().max(1) as u64)
+                .clamp(GENERATOR_TICKS_PER_UNIT, 1_000);
+            for ticks in tick_ranges(spec.ticks, per_unit) {
                 let size = (ticks.end - ticks.start) * spec.sources() as u64;
                 plan.push(Unit {
                     source: UnitSource::Devices {
@@ -303,9 +310,8 @@ pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
     Ok(plan)
 }
 
-fn tick_ranges(ticks: u64) -> impl Iterator<Item = Range<u64>> {
-    (0..ticks.div_ceil(GENERATOR_TICKS_PER_UNIT))
-        .map(move |i| i * GENERATOR_TICKS_PER_UNIT..((i + 1) * GENERATOR_TICKS_PER_UNIT).min(ticks))
+fn tick_ranges(ticks: u64, per_unit: u64) -> impl Iterator<Item = Range<u64>> {
+    (0..ticks.div_ceil(per_unit)).map(move |i| i * per_unit..((i + 1) * per_unit).min(ticks))
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
