@@ -191,11 +191,9 @@ impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
                     let mut store = store;
                     let mut counts: HashMap<Vec<CompactString>, Counts> = HashMap::new();
                     let mut touched: Vec<Vec<CompactString>> = Vec::new();
-                    let carried = store
-                        .as_deref()
-                        .and_then(|s| carry::restore_all::<Vec<CarriedCounts>>(s, COUNTS));
+                    let carried = store.as_deref().and_then(restore).map(|c| c.counts);
                     for (items, sources, occurrences, first_seen, last_seen) in
-                        carried.into_iter().flat_map(|(_, all)| all).flatten()
+                        carried.into_iter().flatten().flatten()
                     {
                         if carry::routes_to(items_hash(&items), worker) {
                             touched.push(items.clone());
@@ -313,6 +311,26 @@ fn emit(
     }
 }
 
+/// What the run before carried: the runs in progress and the counts, saved by every worker.
+struct Carried {
+    at: u64,
+    runs: Vec<Vec<(CompactString, Tail)>>,
+    counts: Vec<Vec<CarriedCounts>>,
+}
+
+/// Both halves of the carried state, or neither: counts without the runs' time to skip from
+/// would count replayed readings twice.
+fn restore(store: &dyn SnapshotStore) -> Option<Carried> {
+    let (at, runs) = carry::restore_all(store, RUNS)?;
+    let (counts_at, counts) = carry::restore_all(store, COUNTS)?;
+    if at != counts_at {
+        let error = format!("runs taken at {at}, counts at {counts_at}");
+        store.restore_failed(COUNTS, &error);
+        return None;
+    }
+    Some(Carried { at, runs, counts })
+}
+
 /// The hash a pattern is exchanged by.
 fn items_hash(items: &[CompactString]) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -339,12 +357,10 @@ fn occurrences<'scope>(
         let mut stash = Stash::new();
         let mut tails: HashMap<CompactString, Tail> = HashMap::new();
         let mut found: Vec<Occurrence> = Vec::new();
-        let carried = store
-            .as_deref()
-            .and_then(|s| carry::restore_all::<Vec<(CompactString, Tail)>>(s, RUNS));
-        // The carried runs hold every reading before the time they were saved at.
-        let skip_before = carried.as_ref().map_or(i64::MIN, |(at, _)| *at as i64);
-        for (source, tail) in carried.into_iter().flat_map(|(_, all)| all).flatten() {
+        let carried = store.as_deref().and_then(restore);
+        // The carried state holds every reading before the time it was saved at.
+        let skip_before = carried.as_ref().map_or(i64::MIN, |c| c.at as i64);
+        for (source, tail) in carried.into_iter().flat_map(|c| c.runs).flatten() {
             if carry::routes_to(xxhash_rust::xxh3::xxh3_64(source.as_bytes()), worker) {
                 tails.insert(source, tail);
             }
