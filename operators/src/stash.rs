@@ -29,6 +29,20 @@ impl<D> Stash<D> {
         }
     }
 
+    /// Keeps the records received under `cap` (the input capability retained for the output).
+    pub(crate) fn receive<'a>(
+        &mut self,
+        cap: Option<Capability<u64>>,
+        batches: impl Iterator<Item = &'a mut Vec<D>>,
+    ) where
+        D: 'a,
+    {
+        self.hold(cap);
+        for batch in batches {
+            self.pending.append(batch);
+        }
+    }
+
     /// Takes the pending records with event time before `bound` (all of them at the end of
     /// the input, `None`).
     pub(crate) fn ready(&mut self, bound: Option<u64>, ts: impl Fn(&D) -> i64) -> Vec<D> {

@@ -289,6 +289,7 @@ mod field {
 }
 
 mod entangled {
+    use super::common::net;
     use super::*;
     use vigil_operators::archaeology::entanglements::{
         EntangleParams, Entanglement, Entanglements,
@@ -344,6 +345,14 @@ mod entangled {
             .collect()
     }
 
+    /// The pairs the collection holds at the end: names, count and lift.
+    fn pairs_now(updates: &[(Entanglement, isize)]) -> BTreeSet<(String, String, u64, u64)> {
+        net(updates)
+            .into_iter()
+            .map(|e| (e.a, e.b, e.together, e.lift_milli))
+            .collect()
+    }
+
     #[test]
     fn the_planted_pairs_are_found_and_equal_the_reference() {
         let spec = vigil_datasets::generator::DeviceSpec {
@@ -365,19 +374,9 @@ mod entangled {
         };
         let expected = reference(&events, params);
         for workers in [1, 2] {
-            let updates = run_points(&events, workers, move |p| p.entanglements(params));
-            let mut net: BTreeMap<Entanglement, isize> = BTreeMap::new();
-            for (e, d) in &updates {
-                *net.entry(e.clone()).or_default() += d;
-            }
-            let now: BTreeSet<(String, String, u64, u64)> = net
-                .into_iter()
-                .filter(|(e, c)| {
-                    assert!(*c == 0 || *c == 1, "{e:?} counted {c}");
-                    *c == 1
-                })
-                .map(|(e, _)| (e.a, e.b, e.together, e.lift_milli))
-                .collect();
+            let now = pairs_now(&run_points(&events, workers, move |p| {
+                p.entanglements(params)
+            }));
             assert_eq!(now, expected, "{workers} workers");
             let found: BTreeSet<(String, String)> = now
                 .iter()
@@ -419,22 +418,16 @@ mod entangled {
         let expected = reference(&events, params);
         assert!(!expected.is_empty());
         for workers in [1, 2] {
-            let updates = run_points(&events, workers, move |p| p.entanglements(params));
-            let mut net: BTreeMap<Entanglement, isize> = BTreeMap::new();
-            for (e, d) in &updates {
-                *net.entry(e.clone()).or_default() += d;
-            }
-            let now: BTreeSet<(String, String, u64, u64)> = net
-                .into_iter()
-                .filter(|(_, c)| *c == 1)
-                .map(|(e, _)| (e.a, e.b, e.together, e.lift_milli))
-                .collect();
+            let now = pairs_now(&run_points(&events, workers, move |p| {
+                p.entanglements(params)
+            }));
             assert_eq!(now, expected, "{workers} workers");
         }
     }
 }
 
 mod sequences {
+    use super::common::net;
     use super::*;
     use vigil_operators::archaeology::sequences::{KIND, SequenceParams, Sequences};
 
@@ -538,21 +531,6 @@ mod sequences {
             }
         }
         events
-    }
-
-    fn net(updates: &[(Pattern, isize)]) -> BTreeSet<Pattern> {
-        let mut counts: BTreeMap<&Pattern, isize> = BTreeMap::new();
-        for (p, d) in updates {
-            *counts.entry(p).or_default() += d;
-        }
-        counts
-            .into_iter()
-            .filter(|(p, c)| {
-                assert!(*c == 0 || *c == 1, "{p:?} counted {c}");
-                *c == 1
-            })
-            .map(|(p, _)| p.clone())
-            .collect()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
 use vigil_operators::{Pattern, Reading};
 
 mod common;
-use common::run_points;
+use common::{net, run_points};
 
 /// The planted shape: four parts at levels ±3 and ±1 (±1.34 and ±0.45 standard deviations),
 /// each well inside one letter's band at 8 letters, where its word is `hafc`.
@@ -202,22 +202,6 @@ fn reference(readings: &[Reading], params: &MotifParams) -> BTreeSet<Pattern> {
         }
     }
     out
-}
-
-/// The net collection: every record's diffs summed, each sum 0 or 1.
-fn net(updates: &[(Pattern, isize)]) -> BTreeSet<Pattern> {
-    let mut counts: BTreeMap<&Pattern, isize> = BTreeMap::new();
-    for (p, d) in updates {
-        *counts.entry(p).or_default() += d;
-    }
-    counts
-        .into_iter()
-        .filter(|(p, c)| {
-            assert!(*c == 0 || *c == 1, "{p:?} counted {c}");
-            *c == 1
-        })
-        .map(|(p, _)| p.clone())
-        .collect()
 }
 
 /// Checks the operator against the reference at 1 and 2 workers; returns the reference.

@@ -62,10 +62,7 @@ pub(crate) fn periodic<'scope, P: Periodic>(
                 };
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    stash.hold(cap.retain_least(output.output_index()));
-                    for batch in data {
-                        stash.pending.append(batch);
-                    }
+                    stash.receive(cap.retain_least(output.output_index()), data)
                 });
                 let bound = frontier.frontier().first().copied();
                 let mut ready: Vec<Point> = stash.ready(bound, |e| e.ts);

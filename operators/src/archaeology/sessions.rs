@@ -71,10 +71,7 @@ impl<'scope> Sessions<'scope> for Stream<'scope, u64, Vec<SessionEvent>> {
             let mut updates: Vec<(Session, isize)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    stash.hold(cap.retain_least(output.output_index()));
-                    for batch in data {
-                        stash.pending.append(batch);
-                    }
+                    stash.receive(cap.retain_least(output.output_index()), data)
                 });
                 let bound = frontier.frontier().first().copied();
                 // Events before the frontier are complete: in event-time order per key.

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, dead_code)] // Tests fail loudly on purpose; not every test uses all.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::capture::Extract;
@@ -60,4 +61,20 @@ where
     })
     .unwrap();
     std::mem::take(&mut *out.lock().unwrap())
+}
+
+/// The net collection: every record's diffs summed, each sum 0 or 1.
+pub fn net<T: Ord + Clone + std::fmt::Debug>(updates: &[(T, isize)]) -> BTreeSet<T> {
+    let mut counts: BTreeMap<&T, isize> = BTreeMap::new();
+    for (item, d) in updates {
+        *counts.entry(item).or_default() += d;
+    }
+    counts
+        .into_iter()
+        .filter(|(item, c)| {
+            assert!(*c == 0 || *c == 1, "{item:?} counted {c}");
+            *c == 1
+        })
+        .map(|(item, _)| item.clone())
+        .collect()
 }
