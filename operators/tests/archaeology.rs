@@ -479,7 +479,7 @@ mod sequences {
             out.insert(Pattern {
                 pattern_id: Pattern::id(KIND, None, &prefix),
                 kind: KIND.into(),
-                items: prefix.clone(),
+                items: prefix.iter().map(|s| s.as_str().into()).collect(),
                 support: sources.len() as u64,
                 occurrences: positions.len() as u64,
                 first_seen: positions.iter().map(|p| p.2).min().unwrap(),
@@ -487,7 +487,7 @@ mod sequences {
                 sources: sources
                     .iter()
                     .take(Pattern::LISTED_SOURCES)
-                    .map(|s| s.to_string())
+                    .map(|s| (*s).into())
                     .collect(),
             });
         }
@@ -583,7 +583,7 @@ mod sequences {
         }
         let items: BTreeSet<Vec<&str>> = expected
             .iter()
-            .map(|p| p.items.iter().map(String::as_str).collect())
+            .map(|p| p.items.iter().map(|s| s.as_str()).collect())
             .collect();
         for planted in [
             vec!["BREATH", "SPIRAL"],

@@ -192,12 +192,12 @@ fn reference(readings: &[Reading], params: &MotifParams) -> BTreeSet<Pattern> {
             out.insert(Pattern {
                 pattern_id: Pattern::id("motif", Some(&source), &items),
                 kind: "motif".into(),
-                items,
+                items: items.iter().map(|s| s.as_str().into()).collect(),
                 support: 1,
                 occurrences,
                 first_seen,
                 last_seen,
-                sources: vec![source.clone()],
+                sources: vec![source.as_str().into()],
             });
         }
     }

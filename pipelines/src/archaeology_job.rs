@@ -273,7 +273,9 @@ pub(crate) fn build<'scope>(
         })
         .archive(writer.clone(), index);
     let found = findings.clone();
-    at_end(field).inspect(move |item: &FieldItem| {
+    // Only the newest snapshot is reported: the particles' comings and goings are not kept.
+    let snapshots = field.filter(|item| matches!(item, FieldItem::Snapshot(_)));
+    at_end(snapshots).inspect(move |item: &FieldItem| {
         if let (FieldItem::Snapshot(newest), Ok(mut f)) = (item, found.lock())
             && f.field.as_ref().is_none_or(|old| old.at < newest.at)
         {

@@ -274,16 +274,16 @@ impl Series {
 
     /// The record of a word of this series.
     fn record(&self, word: Word, seen: Seen, segments: usize) -> Pattern {
-        let items = vec![self.name.to_string(), word_string(word, segments)];
+        let items = vec![self.name.clone(), word_string(word, segments).into()];
         Pattern {
             pattern_id: Pattern::id(KIND, Some(&self.source), &items),
-            kind: KIND.to_owned(),
+            kind: KIND.into(),
             items,
             support: 1,
             occurrences: seen.occurrences,
             first_seen: seen.first_seen,
             last_seen: seen.last_seen,
-            sources: vec![self.source.to_string()],
+            sources: vec![self.source.clone()],
         }
     }
 }

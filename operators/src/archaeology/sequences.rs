@@ -147,11 +147,10 @@ struct Counts {
 
 impl Counts {
     fn record(&self, items: &[CompactString]) -> Pattern {
-        let items: Vec<String> = items.iter().map(ToString::to_string).collect();
         Pattern {
-            pattern_id: Pattern::id(KIND, None, &items),
-            kind: KIND.to_owned(),
-            items,
+            pattern_id: Pattern::id(KIND, None, items),
+            kind: KIND.into(),
+            items: items.to_vec(),
             support: self.sources.len() as u64,
             occurrences: self.occurrences,
             first_seen: self.first_seen,
@@ -160,7 +159,7 @@ impl Counts {
                 .sources
                 .iter()
                 .take(Pattern::LISTED_SOURCES)
-                .map(ToString::to_string)
+                .cloned()
                 .collect(),
         }
     }

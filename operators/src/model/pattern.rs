@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, FieldRef};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::{Record, field, ts_field};
@@ -12,11 +13,11 @@ use super::{Record, field, ts_field};
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Pattern {
     /// Stable id: a hash of the kind, the items and (for motifs) the series.
-    pub pattern_id: String,
+    pub pattern_id: CompactString,
     /// `sequence` (event names in order, per source) or `motif` (a SAX word of a series).
-    pub kind: String,
+    pub kind: CompactString,
     /// The event names in order; for a motif the series' name and its SAX word.
-    pub items: Vec<String>,
+    pub items: Vec<CompactString>,
     /// How many distinct sources show it.
     pub support: u64,
     /// How many times it occurred, over all sources.
@@ -29,7 +30,7 @@ pub struct Pattern {
     pub last_seen: i64,
     /// The sources that show it, sorted; at most the first [`Pattern::LISTED_SOURCES`] of them
     /// (`support` has the count).
-    pub sources: Vec<String>,
+    pub sources: Vec<CompactString>,
 }
 
 impl Pattern {
@@ -37,7 +38,7 @@ impl Pattern {
     pub const LISTED_SOURCES: usize = 32;
 
     /// The id of the pattern of `kind` with `items`, seen in `series` (motifs) or anywhere.
-    pub fn id(kind: &str, series: Option<&str>, items: &[impl AsRef<str>]) -> String {
+    pub fn id(kind: &str, series: Option<&str>, items: &[impl AsRef<str>]) -> CompactString {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(kind.as_bytes());
         hasher.update(&[0]);
@@ -48,7 +49,7 @@ impl Pattern {
             hasher.update(&[0]);
             hasher.update(item.as_ref().as_bytes());
         }
-        format!("{:016x}", hasher.digest())
+        compact_str::format_compact!("{:016x}", hasher.digest())
     }
 }
 
@@ -88,7 +89,7 @@ mod tests {
 
     #[test]
     fn patterns_round_trip_through_arrow() {
-        let items = vec!["BREATH".to_string(), "SPIRAL".into()];
+        let items: Vec<CompactString> = vec!["BREATH".into(), "SPIRAL".into()];
         let rows = vec![Pattern {
             pattern_id: Pattern::id("sequence", None, &items),
             kind: "sequence".into(),
