@@ -394,7 +394,7 @@ pub trait Motifs<'scope> {
     ///     .extract()
     ///     .into_iter()
     ///     .flat_map(|(_, d)| d)
-    ///     .map(|(p, _, _)| (p.items[1].clone(), p.occurrences))
+    ///     .map(|(p, _, _)| (p.items[1].to_string(), p.occurrences))
     ///     .collect();
     /// top.sort();
     /// assert_eq!(top, [("ac".to_string(), 3), ("bb".to_string(), 4)]);
