@@ -614,13 +614,16 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 Some(dir) => {
                     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
                     hasher.update(format!("{:?}", params.sequences).as_bytes());
+                    let name = format!("archaeology-{:016x}", hasher.digest());
+                    // The first run of a backfill in parts has nothing to carry on from.
+                    let carried_before = dir.join(&name).exists();
                     Some(Arc::new(StateDir::open(
                         dir,
-                        &format!("archaeology-{:016x}", hasher.digest()),
+                        &name,
                         crate::archaeology_job::CARRIED_PER_WORKER * workers,
                         HOUR_MS as u64,
                         Duration::ZERO,
-                        true,
+                        carried_before,
                     )?))
                 }
                 None => None,
