@@ -4,12 +4,9 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use timely::dataflow::operators::capture::Extract;
-use timely::dataflow::operators::{Capture, Input, Probe};
 use vigil_operators::*;
 
 mod common;
@@ -93,40 +90,12 @@ fn run(events: &[SessionEvent], gap: u64, workers: usize) -> Vec<(Session, u64, 
             batch.swap(i, rng.random_range(0..=i));
         }
     }
-    let batches = Arc::new(batches);
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let sink = out.clone();
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let probe = timely::dataflow::ProbeHandle::new();
-        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, events) = scope.new_input::<Vec<SessionEvent>>();
-            let sessions = events.sessions(gap);
-            sessions.inner.clone().probe_with(&probe);
-            (input, sessions.inner.capture())
-        });
-        let mine: Vec<&Vec<SessionEvent>> = batches.iter().skip(index).step_by(peers).collect();
-        for (k, batch) in mine.iter().enumerate() {
-            input.send_batch(&mut (*batch).clone());
-            if let Some(next) = mine.get(k + 1) {
-                let low = next.iter().map(|e| e.ts).min().unwrap_or(0).max(0) as u64;
-                input.advance_to(low.max(*input.time()));
-                while probe.less_than(input.time()) {
-                    worker.step();
-                }
-            }
-        }
-        drop(input);
-        while worker.step_or_park(None) {}
-        let updates: Vec<_> = captured
-            .extract()
-            .into_iter()
-            .flat_map(|(_, d)| d)
-            .collect();
-        sink.lock().unwrap().extend(updates);
-    })
-    .unwrap();
-    std::mem::take(&mut *out.lock().unwrap())
+    common::run_batches(
+        batches,
+        |e: &SessionEvent| e.ts,
+        workers,
+        move |events| events.sessions(gap),
+    )
 }
 
 fn net(updates: &[(Session, u64, isize)]) -> BTreeSet<Session> {

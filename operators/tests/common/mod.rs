@@ -23,7 +23,36 @@ where
 {
     let mut sorted = events.to_vec();
     sorted.sort_by_key(|r| r.ts);
-    let batches: Arc<Vec<Vec<Reading>>> = Arc::new(sorted.chunks(29).map(<[_]>::to_vec).collect());
+    let batches = sorted
+        .chunks(29)
+        .map(|chunk| chunk.iter().map(Point::from).collect())
+        .collect();
+    run_batches(batches, |p: &Point| p.ts, workers, build)
+        .into_iter()
+        .map(|(item, _, d)| (item, d))
+        .collect()
+}
+
+/// Runs `build` on `workers` workers, which take the batches in turn; each worker sends a
+/// batch, then moves its input to the next one's earliest event time (`ts`) and waits for the
+/// collection to catch up. Returns every update with its time.
+pub fn run_batches<I, T, F>(
+    batches: Vec<Vec<I>>,
+    ts: fn(&I) -> i64,
+    workers: usize,
+    build: F,
+) -> Vec<(T, u64, isize)>
+where
+    I: timely::ExchangeData + Clone + Sync,
+    T: differential_dataflow::ExchangeData + std::hash::Hash,
+    F: Fn(
+            timely::dataflow::Stream<'_, u64, Vec<I>>,
+        ) -> differential_dataflow::VecCollection<'_, u64, T, isize>
+        + Send
+        + Sync
+        + 'static,
+{
+    let batches = Arc::new(batches);
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink = out.clone();
     let build = Arc::new(build);
@@ -32,16 +61,16 @@ where
         let probe = timely::dataflow::ProbeHandle::new();
         let build = build.clone();
         let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, points) = scope.new_input::<Vec<Point>>();
-            let collection = build(points);
+            let (input, events) = scope.new_input::<Vec<I>>();
+            let collection = build(events);
             collection.inner.clone().probe_with(&probe);
             (input, collection.inner.capture())
         });
-        let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
+        let mine: Vec<&Vec<I>> = batches.iter().skip(index).step_by(peers).collect();
         for (k, batch) in mine.iter().enumerate() {
-            input.send_batch(&mut batch.iter().map(Point::from).collect());
+            input.send_batch(&mut (*batch).clone());
             if let Some(next) = mine.get(k + 1) {
-                let low = next.iter().map(|r| r.ts).min().unwrap_or(0).max(0) as u64;
+                let low = next.iter().map(ts).min().unwrap_or(0).max(0) as u64;
                 input.advance_to(low.max(*input.time()));
                 while probe.less_than(input.time()) {
                     worker.step();
@@ -55,9 +84,7 @@ where
             .into_iter()
             .flat_map(|(_, d)| d)
             .collect();
-        sink.lock()
-            .unwrap()
-            .extend(updates.into_iter().map(|(item, _, d)| (item, d)));
+        sink.lock().unwrap().extend(updates);
     })
     .unwrap();
     std::mem::take(&mut *out.lock().unwrap())
