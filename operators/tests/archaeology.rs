@@ -199,8 +199,8 @@ mod field {
             .filter(|r| r.value >= params.high_intensity)
             .map(|r| Particle {
                 ts: r.ts,
-                source: r.source.to_string(),
-                name: r.name.to_string(),
+                source: r.source.as_str().into(),
+                name: r.name.as_str().into(),
                 intensity: r.value,
             })
             .collect();
@@ -318,7 +318,7 @@ mod entangled {
     fn pairs_now(updates: &[(Entanglement, isize)]) -> BTreeSet<(String, String, u64, u64)> {
         net(updates)
             .into_iter()
-            .map(|e| (e.a, e.b, e.together, e.lift_milli))
+            .map(|e| (e.a.into(), e.b.into(), e.together, e.lift_milli))
             .collect()
     }
 

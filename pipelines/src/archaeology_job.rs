@@ -2,7 +2,6 @@
 //! over the same inputs as the guard job, archived as the `patterns`, `sessions` and
 //! `entanglements` tables.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +10,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Stream};
+use vigil_operators::archaeology::FastMap;
 use vigil_operators::archaeology::entanglements::{EntangleParams, Entanglement, Entanglements};
 use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams, FieldSnapshot};
 use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
@@ -293,7 +293,7 @@ where
     R: differential_dataflow::Data + Hash,
 {
     collection.inner.unary_frontier(Pipeline, "AtEnd", |_, _| {
-        let mut current: HashMap<R, isize> = HashMap::new();
+        let mut current: FastMap<R, isize> = FastMap::default();
         let mut held: Option<timely::dataflow::operators::Capability<u64>> = None;
         move |(input, frontier), output| {
             input.for_each(|time, data| {

@@ -96,7 +96,7 @@ fn the_planted_patterns_pairs_and_sessions_are_all_found() {
         let pairs: BTreeSet<(String, String)> = findings
             .entanglements
             .iter()
-            .map(|e| (e.a.clone(), e.b.clone()))
+            .map(|e| (e.a.to_string(), e.b.to_string()))
             .collect();
         let planted: BTreeSet<(String, String)> = truth.pairs.iter().cloned().collect();
         let missing: Vec<_> = planted.difference(&pairs).collect();

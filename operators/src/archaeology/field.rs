@@ -1,13 +1,14 @@
 //! The field: a bounded summary of all activity — the last high-intensity events ("memory
 //! particles"), the last snapshots of the whole field, its resonance and its active sources.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
-use super::periodic::{Periodic, periodic};
+use super::FastMap;
+use super::periodic::{On, Periodic, periodic};
 use crate::model::Point;
 
 /// What the field keeps, and over what time.
@@ -56,9 +57,9 @@ pub struct Particle {
     /// Event time, epoch ms.
     pub ts: i64,
     /// The device.
-    pub source: String,
+    pub source: compact_str::CompactString,
     /// The event (`BLOOM`, …).
-    pub name: String,
+    pub name: compact_str::CompactString,
     /// Its intensity.
     pub intensity: f64,
 }
@@ -144,7 +145,7 @@ struct State {
     params: FieldParams,
     /// Events of the window: (ts, source, intensity), in time order.
     window: VecDeque<(i64, compact_str::CompactString, f64)>,
-    per_source: HashMap<compact_str::CompactString, u64>,
+    per_source: FastMap<compact_str::CompactString, u64>,
     particles: VecDeque<Particle>,
     snapshots: VecDeque<FieldSnapshot>,
 }
@@ -191,8 +192,8 @@ impl State {
         if p.value >= self.params.high_intensity {
             let particle = Particle {
                 ts: p.ts,
-                source: p.source.to_string(),
-                name: p.name.to_string(),
+                source: p.source.clone(),
+                name: p.name.clone(),
                 intensity: p.value,
             };
             self.particles.push_back(particle.clone());
@@ -235,10 +236,10 @@ impl<'scope> Field<'scope> for Stream<'scope, u64, Vec<Point>> {
         let state = State {
             params,
             window: VecDeque::new(),
-            per_source: HashMap::new(),
+            per_source: FastMap::default(),
             particles: VecDeque::new(),
             snapshots: VecDeque::new(),
         };
-        periodic(self, "Field", state)
+        periodic(self, "Field", state, On::Last)
     }
 }

@@ -8,3 +8,7 @@ pub mod motifs;
 mod periodic;
 pub mod sequences;
 pub mod sessions;
+
+/// The hash map of the archaeology operators' state: keys are names and pattern items, hashed
+/// once per event, so the hasher's speed shows; the seed is random per map.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

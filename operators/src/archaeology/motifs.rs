@@ -1,7 +1,5 @@
 //! Motifs in numeric series: the SAX words of sliding windows that keep recurring per series.
 
-use std::collections::HashMap;
-
 use compact_str::CompactString;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -9,6 +7,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use super::FastMap;
 use crate::guards::zscore::is_degenerate_std;
 use crate::model::{Pattern, Point};
 use crate::stash::Stash;
@@ -174,7 +173,7 @@ struct Series {
     /// The word of the previous window, `None` after a flat window or before the first.
     previous: Option<Word>,
     /// At most `alphabet^segments` entries.
-    words: HashMap<Word, Seen>,
+    words: FastMap<Word, Seen>,
     /// The current top: at most `top_k` records.
     emitted: Vec<(Word, Seen, Pattern)>,
 }
@@ -187,7 +186,7 @@ impl Series {
             ring: Vec::with_capacity(window),
             head: 0,
             previous: None,
-            words: HashMap::new(),
+            words: FastMap::default(),
             emitted: Vec::new(),
         }
     }
@@ -292,7 +291,7 @@ impl Series {
 /// series share one), and reused buffers.
 struct MotifState {
     params: MotifParams,
-    series: HashMap<u64, Vec<Series>>,
+    series: FastMap<u64, Vec<Series>>,
     scratch: Vec<f64>,
     ranked: Vec<(Word, Seen)>,
 }
@@ -301,7 +300,7 @@ impl MotifState {
     fn new(params: MotifParams) -> Self {
         Self {
             params,
-            series: HashMap::new(),
+            series: FastMap::default(),
             scratch: Vec::with_capacity(params.window),
             ranked: Vec::new(),
         }

@@ -31,14 +31,28 @@ pub(crate) trait Periodic: 'static {
     }
 }
 
-/// Runs `state` over the points as the frontier passes them; its updates form the collection.
+/// The worker a whole-field operator runs on: two of them on different workers when there
+/// are several.
+#[derive(Clone, Copy)]
+pub(crate) enum On {
+    First,
+    Last,
+}
+
+/// Runs `state` over the points as the frontier passes them, on the worker `on`; its updates
+/// form the collection.
 pub(crate) fn periodic<'scope, P: Periodic>(
     points: Stream<'scope, u64, Vec<Point>>,
     name: &str,
     mut state: P,
+    on: On,
 ) -> VecCollection<'scope, u64, P::Out, isize> {
     // The computation is over every event: they meet on one worker.
-    let exchange = Exchange::new(|_: &Point| 0u64);
+    let worker = match on {
+        On::First => 0,
+        On::Last => points.scope().peers() as u64 - 1,
+    };
+    let exchange = Exchange::new(move |_: &Point| worker);
     let every = state.every_ms().max(1) as i64;
     points
         .unary_frontier(exchange, name, move |_cap, _info| {

@@ -1,6 +1,6 @@
 //! Sequential patterns: runs of event names that recur, in order, in the events of sources.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -10,7 +10,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use super::carry;
+use super::{FastMap, carry};
 use crate::guards::checkpoint::SnapshotStore;
 use crate::model::{Pattern, Point};
 use crate::stash::Stash;
@@ -188,7 +188,7 @@ impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
                 "SequenceCounts",
                 move |cap, _info| {
                     let mut store = store;
-                    let mut counts: HashMap<Vec<CompactString>, Counts> = HashMap::new();
+                    let mut counts: FastMap<Vec<CompactString>, Counts> = FastMap::default();
                     let mut touched: Vec<Vec<CompactString>> = Vec::new();
                     let carried = store.as_deref().and_then(restore).map(|c| c.counts);
                     for (items, sources, occurrences, first_seen, last_seen) in
@@ -283,7 +283,7 @@ impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
 
 /// Emits the changes of the touched patterns' records at `time`.
 fn emit(
-    counts: &mut HashMap<Vec<CompactString>, Counts>,
+    counts: &mut FastMap<Vec<CompactString>, Counts>,
     touched: &mut Vec<Vec<CompactString>>,
     params: SequenceParams,
     time: u64,
@@ -354,7 +354,7 @@ fn occurrences<'scope>(
     let exchange = Exchange::new(|p: &Point| xxhash_rust::xxh3::xxh3_64(p.source.as_bytes()));
     points.unary_frontier(exchange, "SequenceOccurrences", move |_cap, _info| {
         let mut stash = Stash::new();
-        let mut tails: HashMap<CompactString, Tail> = HashMap::new();
+        let mut tails: FastMap<CompactString, Tail> = FastMap::default();
         let mut found: Vec<Occurrence> = Vec::new();
         let carried = store.as_deref().and_then(restore);
         // The carried state holds every reading before the time it was saved at.
