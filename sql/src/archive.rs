@@ -11,6 +11,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -26,10 +27,20 @@ pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 const PARQUET_EXTENSION: &str = ".parquet";
 
 /// Opens the archive at `archive` (a local path, a `file://` URL or an `s3://bucket/prefix` URL)
-/// and returns a context with one table registered per archive directory.
+/// and returns a context with one table registered per archive directory, unbounded in memory.
 pub async fn open_archive(archive: &str) -> anyhow::Result<SessionContext> {
+    open_archive_in(archive, Arc::new(RuntimeEnv::default())).await
+}
+
+/// [`open_archive`] with the runtime (memory pool, spill directory) queries run in.
+pub(crate) async fn open_archive_in(
+    archive: &str,
+    runtime: Arc<RuntimeEnv>,
+) -> anyhow::Result<SessionContext> {
     // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work in the CLI.
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    let config = SessionConfig::new().with_information_schema(true);
+    // Files named in a query (`FROM 'other.parquet'`) are read too, as DuckDB does.
+    let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
     let root = resolve_root(&ctx, archive).await?;
     if root.directories.is_empty() {
         warn!(message = "Archive has no table directories.", archive);

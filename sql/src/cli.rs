@@ -1,33 +1,238 @@
 //! The `vigil-sql` command line: its arguments and what a run does.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{OutputFormat, open_archive, query, write_batches};
+use crate::session::{Limits, QueryError, Session, default_memory_limit, parse_memory};
+use crate::{OutputFormat, write_result};
 
-/// Arguments of `vigil-sql`: which archive to open, which query to run, how to print it.
+/// Arguments of `vigil-sql`: which archive to open, what to run, how to print it.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "vigil-sql",
     version,
-    about = "Ad-hoc SQL over vigil's Parquet archive."
+    about = "Ad-hoc SQL over vigil's Parquet archive: one query, a file of statements, or an interactive shell.",
+    after_help = "Without SQL and -f, vigil-sql reads statements from standard input: an interactive \
+                  shell in a terminal (\\? lists its commands), a script otherwise.\n\n\
+                  Exit codes: 0 done, 1 a statement failed, 2 bad usage (arguments, archive, output \
+                  file), 3 a statement would write (the archive is read-only), 4 a query went over \
+                  --memory-limit or --timeout."
 )]
 pub struct Args {
-    /// The archive: a local directory, a file:// URL or an s3://bucket/prefix URL.
+    /// The archive: a local directory, a file:// URL or an s3://bucket/prefix URL (credentials
+    /// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT).
     #[arg(long, env = "VIGIL_ARCHIVE", default_value = "./vigil-data")]
     pub archive: String,
-    /// How to print the result.
+    /// How to print results.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
-    /// The SQL query, e.g. "SELECT count(*) FROM telemetry WHERE hour = '01'".
+    /// Write results to this file instead of standard output (required for Parquet).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Run the statements of this file, separated by `;`, stopping at the first that fails.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "sql"
+    )]
+    pub file: Option<PathBuf>,
+    /// Memory for query execution: e.g. 512M, 4G, 25% (of RAM), or `none`. Sorts, joins and
+    /// aggregations spill to disk before a query fails. Default: half of the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_limit)]
+    pub memory_limit: Option<MemoryLimit>,
+    /// Stop a statement that runs longer than this (e.g. 30s, 5m). Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The SQL to run: one statement or several separated by `;`, e.g.
+    /// "SELECT count(*) FROM telemetry WHERE date = '2026-01-01'".
     #[arg(value_name = "SQL")]
-    pub sql: String,
+    pub sql: Option<String>,
 }
 
-/// Opens the archive, runs the query and writes the result to `out`.
-pub async fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
-    let ctx = open_archive(&args.archive).await?;
-    let batches = query(&ctx, &args.sql).await?;
-    write_batches(&batches, args.format, out)
+/// A `--memory-limit`: a number of bytes, or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit(pub Option<usize>);
+
+fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "none" | "unlimited" => Ok(MemoryLimit(None)),
+        _ => parse_memory(text).map(|bytes| MemoryLimit(Some(bytes))),
+    }
+}
+
+impl Args {
+    /// The limits the arguments ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory: self
+                .memory_limit
+                .map_or(Some(default_memory_limit()), |m| m.0),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Why a run failed, and the exit code that says so.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The arguments, the archive or the output file are not usable.
+    #[error("{0:#}")]
+    Usage(anyhow::Error),
+    /// A statement failed, was refused or went over a limit.
+    #[error("{0}")]
+    Query(#[from] QueryError),
+}
+
+impl Failure {
+    /// The process exit code: 2 for usage, else the statement's ([`QueryError::exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Query(error) => error.exit_code(),
+        }
+    }
+}
+
+/// Opens the archive, runs the statements given on the command line or in `-f FILE`, and
+/// writes each result to `out` (or to `--output`).
+///
+/// # Errors
+/// See [`Failure`]; the first failing statement stops the rest.
+pub async fn run(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
+    let sql = match (&args.sql, &args.file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+            Failure::Usage(anyhow::anyhow!(
+                "reading SQL file {}: {e}: check the path passed to -f",
+                file.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "no SQL given: pass a query, -f FILE, or statements on standard input"
+            )));
+        }
+    };
+    let session = open(args).await?;
+    let mut sink = Output::open(args, out)?;
+    run_text(&session, &sql, args.format, &mut sink).await?;
+    sink.finish()
+}
+
+/// Opens the archive with the arguments' limits.
+///
+/// # Errors
+/// [`Failure::Usage`] when the archive cannot be opened.
+pub async fn open(args: &Args) -> Result<Session, Failure> {
+    Session::open(&args.archive, args.limits())
+        .await
+        .map_err(Failure::Usage)
+}
+
+/// Runs every statement of `sql` in order, writing each result.
+///
+/// # Errors
+/// The first failing statement's, naming it when there are several.
+pub async fn run_text(
+    session: &Session,
+    sql: &str,
+    format: OutputFormat,
+    out: &mut Output<'_>,
+) -> Result<(), Failure> {
+    let statements = Session::statements(sql)?;
+    let count = statements.len();
+    if format == OutputFormat::Parquet && count > 1 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "Parquet output holds one result, and {count} statements were given: run one query per file"
+        )));
+    }
+    for (i, statement) in statements.into_iter().enumerate() {
+        let text = statement.to_string();
+        let answer = session.execute(statement).await.map_err(|error| {
+            if count > 1 {
+                name_statement(error, i + 1, &text)
+            } else {
+                error
+            }
+        })?;
+        if answer.schema.fields().is_empty() && answer.rows() == 0 {
+            continue; // SET and the like: nothing to show.
+        }
+        write_result(&answer.schema, &answer.batches, format, out.writer())
+            .map_err(Failure::Usage)?;
+    }
+    Ok(())
+}
+
+/// Says which statement of several failed.
+fn name_statement(error: QueryError, number: usize, text: &str) -> QueryError {
+    let short: String = text.chars().take(60).collect();
+    let ellipsis = if text.chars().count() > 60 { "…" } else { "" };
+    let place = format!("statement {number} ({short}{ellipsis})");
+    match error {
+        QueryError::Failed(message) => QueryError::Failed(format!("{place}: {message}")),
+        QueryError::Refused(what) => QueryError::Refused(format!("{what} in {place}")),
+        other => other,
+    }
+}
+
+/// Where results go: standard output, or the `--output` file.
+pub struct Output<'a> {
+    out: &'a mut dyn Write,
+    file: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl<'a> Output<'a> {
+    /// The `--output` file if given (created now, so a bad path fails before the query runs),
+    /// else `out`.
+    ///
+    /// # Errors
+    /// When the file cannot be created, or Parquet would go to standard output.
+    pub fn open(args: &Args, out: &'a mut dyn Write) -> Result<Self, Failure> {
+        let file = match &args.output {
+            Some(path) => {
+                let file = std::fs::File::create(path).map_err(|e| {
+                    Failure::Usage(anyhow::anyhow!(
+                        "creating output file {}: {e}: check that its directory exists and is writable",
+                        path.display()
+                    ))
+                })?;
+                Some((path.clone(), std::io::BufWriter::new(file)))
+            }
+            None if args.format == OutputFormat::Parquet => {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "Parquet output needs a file: add --output FILE.parquet"
+                )));
+            }
+            None => None,
+        };
+        Ok(Self { out, file })
+    }
+
+    /// The writer results go to.
+    pub fn writer(&mut self) -> &mut dyn Write {
+        match &mut self.file {
+            Some((_, file)) => file,
+            None => self.out,
+        }
+    }
+
+    /// Flushes the output file to disk.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn finish(self) -> Result<(), Failure> {
+        if let Some((path, file)) = self.file {
+            let file = file.into_inner().map_err(|e| {
+                Failure::Usage(anyhow::anyhow!("writing {}: {}", path.display(), e.error()))
+            })?;
+            file.sync_all()
+                .map_err(|e| Failure::Usage(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
 }

@@ -7,13 +7,22 @@
 //! # Layout
 //!
 //! - `archive`: opens an archive (local path, `file://` or `s3://`) and registers its tables.
-//! - `output`: writes query results as a table, CSV or JSON lines.
+//! - `session`: a read-only session bounded in memory and time; its errors and exit codes.
+//! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
+//! - `shell`: statements line by line, with `\d`-style commands (interactive or piped).
 //! - `cli`: the `vigil-sql` command line: arguments and `run`.
 
 mod archive;
 mod cli;
 mod output;
+mod session;
+mod shell;
 
 pub use archive::{PARTITION_COLUMNS, open_archive, query, table_names};
-pub use cli::{Args, run};
-pub use output::{OutputFormat, write_batches};
+pub use cli::{Args, Failure, MemoryLimit, Output, open, run, run_text};
+pub use output::{OutputFormat, write_batches, write_result};
+pub use session::{
+    Answer, Limits, QueryError, Session, default_memory_limit, format_bytes, parse_memory,
+    total_memory,
+};
+pub use shell::{HELP, Shell, Step};
