@@ -23,6 +23,10 @@ use url::Url;
 /// The hive partition columns of every archive table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 
+/// The SQL types of [`PARTITION_COLUMNS`]: `date=2026-01-01` is a `DATE`, `hour=07` the
+/// integer 7, so that ranges compare as dates and numbers (`hour = '07'` still matches).
+pub const PARTITION_TYPES: [DataType; 2] = [DataType::Date32, DataType::Int32];
+
 /// The file extension of the archive's data files.
 const PARQUET_EXTENSION: &str = ".parquet";
 
@@ -194,7 +198,8 @@ async fn register_table(ctx: &SessionContext, name: &str, url: Url) -> anyhow::R
     let table_url = ListingTableUrl::try_new(url, None)?;
     let partition_cols = PARTITION_COLUMNS
         .iter()
-        .map(|c| ((*c).to_owned(), DataType::Utf8))
+        .zip(PARTITION_TYPES)
+        .map(|(c, t)| ((*c).to_owned(), t))
         .collect();
     let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_enable_pruning(true)))
         .with_file_extension(PARQUET_EXTENSION)

@@ -2,7 +2,7 @@
 //!
 //! The archive written by the pipelines is laid out as
 //! `TABLE/date=YYYY-MM-DD/hour=HH/part-….parquet`; every top-level directory becomes
-//! one SQL table with the partition columns `date` and `hour`.
+//! one SQL table with the partition columns `date` (a `DATE`) and `hour` (an integer).
 //!
 //! # Layout
 //!
@@ -18,7 +18,7 @@ mod output;
 mod session;
 mod shell;
 
-pub use archive::{PARTITION_COLUMNS, open_archive, query, table_names};
+pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, open_archive, query, table_names};
 pub use cli::{Args, Failure, MemoryLimit, Output, open, run, run_text};
 pub use output::{OutputFormat, write_batches, write_result};
 pub use session::{

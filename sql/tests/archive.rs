@@ -116,8 +116,8 @@ async fn hour_filter_returns_only_that_partition() {
             "+--------+-------+------------+------+",
             "| sensor | value | date       | hour |",
             "+--------+-------+------------+------+",
-            "| d      | 4.5   | 2026-01-01 | 01   |",
-            "| e      | 5.5   | 2026-01-01 | 01   |",
+            "| d      | 4.5   | 2026-01-01 | 1    |",
+            "| e      | 5.5   | 2026-01-01 | 1    |",
             "+--------+-------+------------+------+",
         ],
         &batches
@@ -125,7 +125,7 @@ async fn hour_filter_returns_only_that_partition() {
 }
 
 #[tokio::test]
-async fn partition_columns_are_strings() {
+async fn partition_columns_are_a_date_and_an_hour_number() {
     let dir = archive();
     let ctx = open_archive(path_str(&dir)).await.expect("open archive");
     let schema = ctx
@@ -135,9 +135,34 @@ async fn partition_columns_are_strings() {
         .schema()
         .as_arrow()
         .clone();
-    for column in ["date", "hour"] {
+    for (column, expected) in [("date", DataType::Date32), ("hour", DataType::Int32)] {
         let field = schema.field_with_name(column).expect("partition column");
-        assert_eq!(field.data_type(), &DataType::Utf8, "{column}");
+        assert_eq!(field.data_type(), &expected, "{column}");
+    }
+    // Typed, they compare as dates and numbers: ranges work, and text literals still match.
+    for (sql, n) in [
+        (
+            "SELECT count(*) AS n FROM telemetry WHERE hour >= 1 AND hour < 2",
+            2,
+        ),
+        ("SELECT count(*) AS n FROM telemetry WHERE hour = '01'", 2),
+        (
+            "SELECT count(*) AS n FROM telemetry WHERE date = DATE '2026-01-01'",
+            5,
+        ),
+        (
+            "SELECT count(*) AS n FROM telemetry WHERE date > '2026-01-01'",
+            0,
+        ),
+    ] {
+        let batches = query(&ctx, sql).await.expect("query");
+        let count = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("count")
+            .value(0);
+        assert_eq!(count, n, "{sql}");
     }
 }
 
@@ -164,8 +189,8 @@ async fn writes_json_lines() {
     .await;
     assert_eq!(
         out,
-        "{\"sensor\":\"d\",\"value\":4.5,\"hour\":\"01\"}\n\
-         {\"sensor\":\"e\",\"value\":5.5,\"hour\":\"01\"}\n"
+        "{\"sensor\":\"d\",\"value\":4.5,\"hour\":1}\n\
+         {\"sensor\":\"e\",\"value\":5.5,\"hour\":1}\n"
     );
 }
 
@@ -250,8 +275,5 @@ async fn run_prints_the_result_of_the_command_line() {
     .expect("valid arguments");
     let mut out = Vec::new();
     run(&args, &mut out).await.expect("run");
-    assert_eq!(
-        String::from_utf8(out).expect("UTF-8"),
-        "hour,n\n00,3\n01,2\n"
-    );
+    assert_eq!(String::from_utf8(out).expect("UTF-8"), "hour,n\n0,3\n1,2\n");
 }

@@ -122,7 +122,7 @@ fn a_file_of_statements_stops_at_the_first_failure_and_names_it() {
         None,
     );
     assert_eq!(out.status.code(), Some(1), "a failed statement exits 1");
-    assert_eq!(text(&out.stdout), "hour,n\n00,6\n01,6\n");
+    assert_eq!(text(&out.stdout), "hour,n\n0,6\n1,6\n");
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("statement 2") && stderr.contains("nope"),
