@@ -11,12 +11,14 @@
 //!   room or source), `field` (the bounded summary: newest high-intensity events, snapshots,
 //!   resonance, active sources), `entanglements` (sources whose events come together far more
 //!   often than chance).
+//! - `crypto`: AES-256-GCM payload sealing and opening, keyed by a fingerprinted key.
 //! - `sync`: bi-directional sync of two replicas: `current_versions` of each side's rows from
 //!   its change feed, and `sync_diff`, the actions that make the sides agree.
 //!
 //! Everything a user needs is re-exported flat: `use vigil_operators::*`.
 
 pub mod archaeology;
+pub mod crypto;
 pub mod guards;
 pub mod model;
 mod stash;

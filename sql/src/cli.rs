@@ -47,6 +47,10 @@ pub struct Args {
     /// Stop a statement that runs longer than this (e.g. 30s, 5m). Default: no limit.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// The payload key (64 hex characters) that `decrypt(payload, event_id, key_id)` opens
+    /// payloads with; else VIGIL_KEY; without either, payloads stay opaque bytes.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// The SQL to run: one statement or several separated by `;`, e.g.
     /// "SELECT count(*) FROM telemetry WHERE date = '2026-01-01'".
     #[arg(value_name = "SQL")]
@@ -128,7 +132,9 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
 /// # Errors
 /// [`Failure::Usage`] when the archive cannot be opened.
 pub async fn open(args: &Args) -> Result<Session, Failure> {
-    Session::open(&args.archive, args.limits())
+    let key = vigil_operators::crypto::PayloadKey::from_env_or_file(args.key_file.as_deref())
+        .map_err(Failure::Usage)?;
+    Session::open(&args.archive, args.limits(), key)
         .await
         .map_err(Failure::Usage)
 }

@@ -8,18 +8,21 @@
 //!
 //! - `archive`: opens an archive (local path, `file://` or `s3://`) and registers its tables.
 //! - `session`: a read-only session bounded in memory and time; its errors and exit codes.
+//! - `functions`: `decrypt(payload, event_id, key_id)`, with the key only.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
 //! - `shell`: statements line by line, with `\d`-style commands (interactive or piped).
 //! - `cli`: the `vigil-sql` command line: arguments and `run`.
 
 mod archive;
 mod cli;
+mod functions;
 mod output;
 mod session;
 mod shell;
 
 pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, open_archive, query, table_names};
 pub use cli::{Args, Failure, MemoryLimit, Output, open, run, run_text};
+pub use functions::register as register_functions;
 pub use output::{OutputFormat, write_batches, write_result};
 pub use session::{
     Answer, Limits, QueryError, Session, default_memory_limit, format_bytes, parse_memory,

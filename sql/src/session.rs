@@ -161,17 +161,23 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens the archive (a local path, `file://` or `s3://` URL) with every table registered.
+    /// Opens the archive (a local path, `file://` or `s3://` URL) with every table registered;
+    /// `decrypt` opens payloads with `key` only.
     ///
     /// # Errors
     /// When the archive cannot be read, or the limits cannot be set up.
-    pub async fn open(archive: &str, limits: Limits) -> anyhow::Result<Session> {
+    pub async fn open(
+        archive: &str,
+        limits: Limits,
+        key: Option<vigil_operators::crypto::PayloadKey>,
+    ) -> anyhow::Result<Session> {
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = limits.memory {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
         }
         let runtime = runtime.build_arc()?;
         let ctx = open_archive_in(archive, runtime).await?;
+        crate::functions::register(&ctx, key);
         Ok(Session { ctx, limits })
     }
 
