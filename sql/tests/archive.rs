@@ -277,3 +277,35 @@ async fn run_prints_the_result_of_the_command_line() {
     run(&args, &mut out).await.expect("run");
     assert_eq!(String::from_utf8(out).expect("UTF-8"), "hour,n\n0,3\n1,2\n");
 }
+
+#[tokio::test]
+async fn explain_shows_only_the_files_of_the_partitions_asked_for() {
+    let dir = archive();
+    let ctx = open_archive(path_str(&dir)).await.expect("open archive");
+    let plan = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let batches = query(&ctx, sql).await.expect("explain");
+            let out = arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string();
+            out.lines()
+                .filter(|l| l.contains("DataSourceExec"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let pruned = plan("EXPLAIN SELECT sensor FROM telemetry WHERE hour = 1").await;
+    assert!(pruned.contains("hour=01/part-000.parquet"), "{pruned}");
+    assert!(!pruned.contains("hour=00"), "hour 0 is pruned: {pruned}");
+    let pruned = plan(
+        "EXPLAIN SELECT sensor FROM telemetry WHERE date BETWEEN '2025-12-01' AND '2025-12-31'",
+    )
+    .await;
+    assert!(!pruned.contains("part-000"), "no file of January: {pruned}");
+    let all = plan("EXPLAIN SELECT sensor FROM telemetry").await;
+    assert!(
+        all.contains("hour=00") && all.contains("hour=01"),
+        "without a filter both hours are read: {all}"
+    );
+}
