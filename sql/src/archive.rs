@@ -12,7 +12,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
@@ -73,11 +73,14 @@ pub(crate) async fn open_archive_in(
 /// DDL and DML (`CREATE`, `INSERT`, `COPY`) are refused: the archive is written by the
 /// pipelines, and an ad-hoc query should never change it.
 pub async fn query(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false);
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .context("planning query")?;
+    crate::session::refuse_writes(&plan)?;
     let frame = ctx
-        .sql_with_options(sql, options)
+        .execute_logical_plan(plan)
         .await
         .context("planning query")?;
     frame.collect().await.context("running query")

@@ -256,7 +256,7 @@ impl Session {
 
 /// Refuses a plan that would create, change or write anything, wherever it is in the plan
 /// (`EXPLAIN ANALYZE INSERT …` runs the insert).
-fn refuse_writes(plan: &LogicalPlan) -> Result<(), QueryError> {
+pub(crate) fn refuse_writes(plan: &LogicalPlan) -> Result<(), QueryError> {
     let mut refused = None;
     let _ = plan.apply(|node| {
         let what = match node {
