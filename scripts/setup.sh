@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building vigil needs, idempotently: a C compiler, make and pkg-config for the
 # crates that build C code (zstd, librdkafka). With --tests, also what the tests need: moto's S3
-# server, the tansu Kafka broker and pouchdb-server (a CouchDB-compatible server).
+# server, the tansu Kafka broker, pouchdb-server (a CouchDB-compatible server), and DuckDB and
+# pyarrow (Python packages) for the SQL suite.
 # Safe to run again and again.
 set -euo pipefail
 
@@ -41,6 +42,17 @@ if [ "${1:-}" = "--tests" ] && ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet 'moto[server]'
   command -v pyenv >/dev/null 2>&1 && pyenv rehash
   hash -r
+fi
+
+# The SQL suite and the SQL benchmark compare vigil-sql with DuckDB, and the interop tests read
+# the archive with pyarrow (tests/duckdb/query.py): both from PyPI.
+if [ "${1:-}" = "--tests" ] && ! python3 -c 'import duckdb, pyarrow' >/dev/null 2>&1; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "error: the SQL suite needs Python 3 with duckdb and pyarrow: install Python 3, then run: python3 -m pip install duckdb pyarrow" >&2
+    exit 1
+  fi
+  echo "setup: installing the duckdb and pyarrow Python packages (the SQL suite's reference)" >&2
+  python3 -m pip install --quiet 'duckdb>=1.1' 'pyarrow>=15'
 fi
 
 # The CouchDB listener's tests run against pouchdb-server, a CouchDB-compatible server from the

@@ -51,6 +51,21 @@ pub struct Args {
     /// payloads with; else VIGIL_KEY; without either, payloads stay opaque bytes.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Serve the archive over the PostgreSQL wire protocol instead of running statements, so
+    /// psql and PostgreSQL drivers can query it (read-only). Default address: 127.0.0.1:5433;
+    /// port 0 picks a free port.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        num_args = 0..=1,
+        default_missing_value = crate::server::DEFAULT_LISTEN,
+        conflicts_with_all = ["sql", "file", "output"]
+    )]
+    pub serve: Option<std::net::SocketAddr>,
+    /// The password server-mode clients must give (SCRAM-SHA-256), for any user name. Required
+    /// to listen on anything but loopback.
+    #[arg(long, env = "VIGIL_SQL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     /// The SQL to run: one statement or several separated by `;`, e.g.
     /// "SELECT count(*) FROM telemetry WHERE date = '2026-01-01'".
     #[arg(value_name = "SQL")]

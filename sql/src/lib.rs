@@ -11,12 +11,14 @@
 //! - `functions`: `decrypt(payload, event_id, key_id)`, with the key only.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
 //! - `shell`: statements line by line, with `\d`-style commands (interactive or piped).
+//! - `server`: the archive over the PostgreSQL wire protocol, read-only, for psql and drivers.
 //! - `cli`: the `vigil-sql` command line: arguments and `run`.
 
 mod archive;
 mod cli;
 mod functions;
 mod output;
+mod server;
 mod session;
 mod shell;
 
@@ -24,6 +26,7 @@ pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, open_archive, query, table
 pub use cli::{Args, Failure, MemoryLimit, Output, open, run, run_text};
 pub use functions::register as register_functions;
 pub use output::{OutputFormat, write_batches, write_result};
+pub use server::{DEFAULT_LISTEN, ServerOptions, bind, serve};
 pub use session::{
     Answer, Limits, QueryError, Session, default_memory_limit, format_bytes, parse_memory,
     total_memory,

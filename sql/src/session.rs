@@ -186,6 +186,11 @@ impl Session {
         &self.ctx
     }
 
+    /// The DataFusion context, for a server that plans and runs statements itself.
+    pub fn into_context(self) -> SessionContext {
+        self.ctx
+    }
+
     /// The limits queries run under.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -3,72 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
+mod common;
+
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 
-use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
+use arrow::array::{Float64Array, RecordBatch};
+use common::archive;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tempfile::TempDir;
-
-/// An archive with `readings` (12 rows over two hours) and `alerts` (2 rows).
-fn archive() -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let readings = Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]));
-    for (hour, first) in [("00", 0), ("01", 6)] {
-        let sources: Vec<String> = (first..first + 6)
-            .map(|i| format!("dev-{}", i % 3))
-            .collect();
-        let values: Vec<f64> = (first..first + 6).map(|i| i as f64).collect();
-        let batch = RecordBatch::try_new(
-            readings.clone(),
-            vec![
-                Arc::new(StringArray::from(sources)),
-                Arc::new(Float64Array::from(values)),
-            ],
-        )
-        .unwrap();
-        write(
-            &dir.path().join(format!(
-                "readings/date=2026-01-01/hour={hour}/part-0.parquet"
-            )),
-            &batch,
-        );
-    }
-    let alerts = Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("level", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        alerts,
-        vec![
-            Arc::new(StringArray::from(vec!["dev-0", "dev-2"])),
-            Arc::new(Int64Array::from(vec![2, 3])),
-        ],
-    )
-    .unwrap();
-    write(
-        &dir.path()
-            .join("alerts/date=2026-01-01/hour=00/part-0.parquet"),
-        &batch,
-    );
-    dir
-}
-
-fn write(path: &Path, batch: &RecordBatch) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut writer =
-        ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
-    writer.write(batch).unwrap();
-    writer.close().unwrap();
-}
 
 fn vigil_sql(archive: &TempDir, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-sql"))

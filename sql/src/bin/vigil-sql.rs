@@ -23,7 +23,9 @@ async fn main() -> ExitCode {
 
     // `write_result` flushes, so a failed write to stdout is reported like any other error.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let result = if args.sql.is_some() || args.file.is_some() {
+    let result = if let Some(listen) = args.serve {
+        server(&args, listen).await
+    } else if args.sql.is_some() || args.file.is_some() {
         run(&args, &mut out).await
     } else if std::io::stdin().is_terminal() {
         interactive(&args, &mut out).await
@@ -37,6 +39,33 @@ async fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// Server mode: the archive over the PostgreSQL protocol until the process is stopped.
+async fn server(args: &Args, listen: std::net::SocketAddr) -> Result<(), Failure> {
+    let options = vigil_sql::ServerOptions {
+        listen,
+        password: args.password.clone(),
+    };
+    let session = open(args).await?;
+    let listener = vigil_sql::bind(&options).await.map_err(Failure::Usage)?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failure::Usage(anyhow::anyhow!("reading the listening address: {e}")))?;
+    // The one line a script or test waits for; psql connects with it.
+    eprintln!(
+        "vigil-sql serving {} on postgresql://{address}/ (read-only{}); Ctrl-C stops",
+        args.archive,
+        if options.password.is_some() {
+            ", password required"
+        } else {
+            ""
+        }
+    );
+    tokio::select! {
+        result = vigil_sql::serve(session, listener, &options) => result.map_err(Failure::Usage),
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
