@@ -15,6 +15,7 @@ use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 mod kafka;
 mod launch;
 mod nab;
+mod sql;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,6 +148,18 @@ enum Bench {
         #[arg(long, short = 'w', default_value_t = 2)]
         workers: usize,
     },
+    /// Analytical SQL over a generated archive: vigil-sql against DuckDB on the same files.
+    Sql {
+        /// Readings in the archive (50 vehicles × 8 metrics per tick, one tick a second).
+        #[arg(long, default_value_t = 20_000_000)]
+        readings: u64,
+        /// Where the archive is generated and kept for the next run.
+        #[arg(long, default_value = "target/bench-sql")]
+        dir: PathBuf,
+        /// Runs of each query in each engine; the best time is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -212,6 +225,11 @@ fn main() -> anyhow::Result<()> {
             rooms,
             workers,
         } => archaeology(devices, ticks, rooms, workers),
+        Bench::Sql {
+            readings,
+            dir,
+            repeat,
+        } => sql::run(readings, &dir, repeat),
         Bench::Parse { input } => parse(&input),
     }
 }

@@ -20,6 +20,8 @@ use object_store::path::Path as StorePath;
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::prune::ArchiveTable;
+
 /// The hive partition columns of every archive table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 
@@ -224,7 +226,7 @@ async fn register_table(ctx: &SessionContext, name: &str, url: Url) -> anyhow::R
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(schema);
-    let table = ListingTable::try_new(config)?;
+    let table = ArchiveTable::new(Arc::new(ListingTable::try_new(config)?));
     ctx.register_table(TableReference::bare(name), Arc::new(table))?;
     info!(message = "Registered archive table.", table = name, files);
     Ok(())

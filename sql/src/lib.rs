@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - `archive`: opens an archive (local path, `file://` or `s3://`) and registers its tables.
+//! - `prune`: archive tables prune partitions on `ts` ranges and `hour` equalities.
 //! - `session`: a read-only session bounded in memory and time; its errors and exit codes.
 //! - `functions`: `decrypt(payload, event_id, key_id)`, with the key only.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
@@ -18,6 +19,7 @@ mod archive;
 mod cli;
 mod functions;
 mod output;
+mod prune;
 mod server;
 mod session;
 mod shell;

@@ -4,6 +4,8 @@
 pub mod archive;
 #[cfg(feature = "archive")]
 pub mod couchdb;
+#[cfg(feature = "archive")]
+pub mod duckdb;
 pub mod files;
 pub mod kafka;
 pub mod postgres;
