@@ -15,6 +15,7 @@ use vigil_operators::crypto::{KEY_ENV, PayloadKey};
 /// Registers vigil's functions on `ctx`; `decrypt` opens payloads only with `key`.
 pub fn register(ctx: &SessionContext, key: Option<PayloadKey>) {
     ctx.register_udf(ScalarUDF::from(Decrypt::new(key)));
+    ctx.register_udwf(crate::windows::zscore());
 }
 
 /// `decrypt(payload, event_id, key_id)`: the clear text of a payload sealed by the pipelines

@@ -10,6 +10,7 @@
 //! - `prune`: archive tables prune partitions on `ts` ranges and `hour` equalities.
 //! - `session`: a read-only session bounded in memory and time; its errors and exit codes.
 //! - `functions`: `decrypt(payload, event_id, key_id)`, with the key only.
+//! - `windows`: `zscore(value) OVER (…)`, exact where sliding variances drift.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
 //! - `shell`: statements line by line, with `\d`-style commands (interactive or piped).
 //! - `server`: the archive over the PostgreSQL wire protocol, read-only, for psql and drivers.
@@ -23,6 +24,7 @@ mod prune;
 mod server;
 mod session;
 mod shell;
+mod windows;
 
 pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, open_archive, query, table_names};
 pub use cli::{Args, Failure, MemoryLimit, Output, open, run, run_text};

@@ -43,3 +43,33 @@ FROM telemetry
 WHERE name = 'thrust_kn'
 GROUP BY source
 ORDER BY place, source;
+
+-- vigil-sql's zscore helper over a sliding frame, against DuckDB's spelling of it. Exact where
+-- the expression above drifts: a flat frame gives NULL, not noise.
+-- query: ordered
+SELECT source, ts, zscore(value) OVER w AS z
+FROM telemetry
+WHERE name = 'pressure_kpa' AND source = 'veh-3'
+WINDOW w AS (ORDER BY ts ROWS BETWEEN 29 PRECEDING AND CURRENT ROW)
+ORDER BY ts;
+-- duckdb: SELECT source, ts,
+-- duckdb:        CASE WHEN stddev_samp(value) OVER w > 1e-9
+-- duckdb:             THEN (value - avg(value) OVER w) / stddev_samp(value) OVER w END AS z
+-- duckdb: FROM telemetry
+-- duckdb: WHERE name = 'pressure_kpa' AND source = 'veh-3'
+-- duckdb: WINDOW w AS (ORDER BY ts ROWS BETWEEN 29 PRECEDING AND CURRENT ROW)
+-- duckdb: ORDER BY ts;
+
+-- zscore over a growing frame (everything so far), per vehicle.
+-- query: ordered
+SELECT source, ts, zscore(value) OVER (PARTITION BY source ORDER BY ts) AS z
+FROM telemetry
+WHERE name = 'temp_c'
+ORDER BY source, ts;
+-- duckdb: SELECT source, ts,
+-- duckdb:        CASE WHEN stddev_samp(value) OVER w > 1e-9
+-- duckdb:             THEN (value - avg(value) OVER w) / stddev_samp(value) OVER w END AS z
+-- duckdb: FROM telemetry
+-- duckdb: WHERE name = 'temp_c'
+-- duckdb: WINDOW w AS (PARTITION BY source ORDER BY ts)
+-- duckdb: ORDER BY source, ts;
