@@ -5,10 +5,10 @@
 //! cursors come from `datafusion-postgres`; this module adds what makes the server safe to
 //! leave running: every statement goes through the same write guard as the command line,
 //! an optional password (SCRAM-SHA-256, as PostgreSQL asks by default), loopback unless told
-//! otherwise, and `--timeout` as each connection's `statement_timeout` and its ceiling. The
-//! timeout bounds queries sent as simple queries (psql, most tools); over the extended
-//! protocol (prepared statements) it bounds planning only.
+//! otherwise, and `--timeout` as each connection's `statement_timeout` and its ceiling, from
+//! planning to the last row sent, over both the simple and the extended protocol.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,6 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::DfSessionService;
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
@@ -37,15 +36,15 @@ use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::cancel::DefaultCancelHandler;
-use pgwire::api::portal::Format;
+use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response};
-use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
+use pgwire::api::results::Response;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::data::DataRow;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::session::{QueryError, Session, refuse_writes};
@@ -131,7 +130,7 @@ pub async fn serve(
 /// The protocol handlers of one server: queries through `datafusion-postgres` behind the
 /// write guard, and the startup (authentication) of each connection.
 struct Handlers {
-    service: Arc<DfSessionService>,
+    service: Arc<Bounded>,
     connections: Arc<ConnectionManager>,
     /// The SCRAM verifier of the password, computed once: (salt, salted password).
     verifier: Option<Arc<Verifier>>,
@@ -141,7 +140,7 @@ struct Handlers {
 impl Handlers {
     fn new(ctx: Arc<SessionContext>, password: Option<&str>, timeout: Option<Duration>) -> Self {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(Guard { limit: timeout }),
+            Arc::new(Guard),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -152,7 +151,10 @@ impl Handlers {
             Arc::new(Verifier { salt, salted })
         });
         Self {
-            service: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            service: Arc::new(Bounded {
+                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                limit: timeout,
+            }),
             connections: Arc::new(ConnectionManager::new()),
             verifier,
             timeout,
@@ -261,13 +263,8 @@ impl StartupHandler for Startup {
 }
 
 /// Every statement's guard: refuses any whose plan would create, change or write anything,
-/// with PostgreSQL's `read_only_sql_transaction` code (25006), and runs plain queries under
-/// the connection's `statement_timeout`, capped by the server's `--timeout`, from planning to
-/// the last row sent.
-struct Guard {
-    /// The server's `--timeout`: the most any statement may take.
-    limit: Option<Duration>,
-}
+/// with PostgreSQL's `read_only_sql_transaction` code (25006).
+struct Guard;
 
 impl Guard {
     async fn plan(statement: &Statement, ctx: &SessionContext) -> Option<LogicalPlan> {
@@ -283,12 +280,20 @@ impl Guard {
     fn verdict(plan: &LogicalPlan) -> Option<PgWireResult<Response>> {
         refuse_writes(plan).err().map(|error| Err(refusal(&error)))
     }
+}
 
-    /// The time a statement of this connection may take: its `statement_timeout` (set at
-    /// startup from `--timeout`, changed by `SET`), never more than `--timeout`.
-    fn limit_of(&self, client: &dyn HookClient) -> Option<Duration> {
-        let asked = client
-            .metadata()
+/// The query handlers of `datafusion-postgres`, with each statement bounded in time from
+/// planning to its last row, over both protocols: by the connection's `statement_timeout`,
+/// never more than the server's `--timeout`. A statement over the limit ends with
+/// PostgreSQL's `query_canceled` (57014), and dropping its rows stops its execution.
+struct Bounded {
+    inner: Arc<DfSessionService>,
+    limit: Option<Duration>,
+}
+
+impl Bounded {
+    fn limit_of(&self, metadata: &HashMap<String, String>) -> Option<Duration> {
+        let asked = metadata
             .get(STATEMENT_TIMEOUT_KEY)
             .and_then(|ms| ms.parse().ok())
             .filter(|&ms| ms > 0)
@@ -298,52 +303,87 @@ impl Guard {
             (asked, limit) => asked.or(limit),
         }
     }
+}
 
-    /// Runs a query and streams its rows, stopping with PostgreSQL's `query_canceled` (57014)
-    /// when `limit` runs out.
-    async fn run_bounded(
-        ctx: &SessionContext,
-        plan: LogicalPlan,
-        limit: Duration,
-        client: &dyn HookClient,
-    ) -> PgWireResult<Response> {
-        let deadline = tokio::time::Instant::now() + limit;
-        let frame = tokio::time::timeout_at(deadline, ctx.execute_logical_plan(plan))
-            .await
-            .map_err(|_| timed_out(limit))?
-            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let fields = Arc::new(arrow_schema_to_pg_fields(
-            frame.schema().as_arrow(),
-            &Format::UnifiedText,
-            Some(options),
-        )?);
-        let batches = tokio::time::timeout_at(deadline, frame.execute_stream())
-            .await
-            .map_err(|_| timed_out(limit))?
-            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        // Each batch is awaited against the deadline; the first error ends the stream.
-        let batches = futures::stream::unfold(Some(batches), move |batches| async move {
-            let mut batches = batches?;
-            match tokio::time::timeout_at(deadline, batches.next()).await {
+/// `response` with its rows cut off at `deadline`.
+fn bound(response: Response, deadline: Instant, limit: Duration) -> Response {
+    let Response::Query(mut query) = response else {
+        return response;
+    };
+    let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    query.data_rows = Box::pin(futures::stream::unfold(
+        Some(rows),
+        move |rows| async move {
+            let mut rows = rows?;
+            match tokio::time::timeout_at(deadline, rows.next()).await {
                 Err(_) => Some((Err(timed_out(limit)), None)),
                 Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(PgWireError::ApiError(Box::new(e))), None)),
-                Ok(Some(Ok(batch))) => Some((Ok(batch), Some(batches))),
+                Ok(Some(row)) => Some((row, Some(rows))),
             }
-        });
-        let row_fields = fields.clone();
-        let rows = batches
-            .map(move |batch| {
-                let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> =
-                    match batch {
-                        Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
-                        Err(error) => Box::new(std::iter::once(Err(error))),
-                    };
-                futures::stream::iter(rows)
-            })
-            .flatten();
-        Ok(Response::Query(QueryResponse::new(fields, rows)))
+        },
+    ));
+    Response::Query(query)
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Bounded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(limit) = self.limit_of(client.metadata()) else {
+            return SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await;
+        };
+        let deadline = Instant::now() + limit;
+        let responses = tokio::time::timeout_at(
+            deadline,
+            SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
+        )
+        .await
+        .map_err(|_| timed_out(limit))??;
+        Ok(responses
+            .into_iter()
+            .map(|r| bound(r, deadline, limit))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Bounded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(limit) = self.limit_of(client.metadata()) else {
+            return ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows)
+                .await;
+        };
+        let deadline = Instant::now() + limit;
+        let response = tokio::time::timeout_at(
+            deadline,
+            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
+        )
+        .await
+        .map_err(|_| timed_out(limit))??;
+        Ok(bound(response, deadline, limit))
     }
 }
 
@@ -373,18 +413,9 @@ impl QueryHook for Guard {
         &self,
         statement: &Statement,
         ctx: &SessionContext,
-        client: &mut dyn HookClient,
+        _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let plan = Self::plan(statement, ctx).await?;
-        if let Some(refused) = Self::verdict(&plan) {
-            return Some(refused);
-        }
-        // Plain queries run here when a time limit holds; the rest take the default path.
-        if !matches!(statement, Statement::Query(_)) {
-            return None;
-        }
-        let limit = self.limit_of(client)?;
-        Some(Self::run_bounded(ctx, plan, limit, client).await)
+        Self::verdict(&Self::plan(statement, ctx).await?)
     }
 
     async fn handle_extended_parse_query(

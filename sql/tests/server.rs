@@ -228,4 +228,34 @@ fn the_server_timeout_stops_a_runaway_query() {
     // The server is still there for the next query.
     let out = server.psql("SELECT count(*) FROM readings", None);
     assert_eq!(text(&out).0, "12");
+
+    // A prepared statement (the extended protocol) is bounded the same way.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&server.url(None), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let started = std::time::Instant::now();
+        let stopped = client
+            .query(
+                "SELECT count(*) FROM range(1, 100000000000) a WHERE a.value % 7 = $1",
+                &[&3i64],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            stopped.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+            "{stopped:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM readings", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 12);
+    });
 }
