@@ -68,12 +68,14 @@ impl Server {
         })
     }
 
-    fn url(&self, password: Option<&str>) -> String {
-        let password = password.map(|p| format!(":{p}")).unwrap_or_default();
-        format!(
-            "postgres://analyst{password}@127.0.0.1:{}/archive",
-            self.port
-        )
+    /// A PostgreSQL driver's connection (tokio-postgres), without a password.
+    async fn driver(&self) -> tokio_postgres::Client {
+        let url = format!("postgres://analyst@127.0.0.1:{}/archive", self.port);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
     }
 }
 
@@ -137,11 +139,7 @@ fn a_driver_uses_parameters_and_is_refused_writes_too() {
     let server = Server::start(&archive, &[], None);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&server.url(None), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let client = server.driver().await;
         // The extended protocol: a prepared statement with a parameter.
         let rows = client
             .query(
@@ -232,11 +230,7 @@ fn the_server_timeout_stops_a_runaway_query() {
     // A prepared statement (the extended protocol) is bounded the same way.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&server.url(None), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let client = server.driver().await;
         let started = std::time::Instant::now();
         let stopped = client
             .query(
