@@ -86,6 +86,15 @@ impl Drop for Server {
     }
 }
 
+/// The archive's reading count, asked through the driver.
+async fn readings(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM readings", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).trim().to_owned(),
@@ -169,12 +178,7 @@ fn a_driver_uses_parameters_and_is_refused_writes_too() {
                 Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
             );
         }
-        let count: i64 = client
-            .query_one("SELECT count(*) FROM readings", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(count, 12);
+        assert_eq!(readings(&client).await, 12);
     });
 }
 
@@ -245,11 +249,6 @@ fn the_server_timeout_stops_a_runaway_query() {
             "{stopped:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(60));
-        let count: i64 = client
-            .query_one("SELECT count(*) FROM readings", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(count, 12);
+        assert_eq!(readings(&client).await, 12);
     });
 }
