@@ -5,6 +5,7 @@
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use crate::replica_sink::{Output, ReplicaHandle, ReplicateCollection};
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -207,14 +208,14 @@ impl Findings {
 }
 
 /// Builds one worker's archaeology dataflow: every operator over the points (and the
-/// session events), their results archived by this worker (`index`), and what is current at the
-/// end gathered into `findings`.
+/// session events), their results archived by this worker (`index`) and replicated (when a
+/// replica handle is given), and what is current at the end gathered into `findings`.
 pub(crate) fn build<'scope>(
     points: Stream<'scope, u64, Vec<Point>>,
     session_events: Stream<'scope, u64, Vec<SessionEvent>>,
     params: &ArchaeologyParams,
     carry: Option<Arc<dyn SnapshotStore>>,
-    (writer, index): (&ArchiveWriter, usize),
+    (writer, index, replica): (&ArchiveWriter, usize, Option<ReplicaHandle>),
     findings: &Arc<Mutex<Findings>>,
     probe: &ProbeHandle<u64>,
 ) {
@@ -231,6 +232,22 @@ pub(crate) fn build<'scope>(
     pairs.inner.clone().probe_with(probe);
     sessions.inner.clone().probe_with(probe);
     field.inner.clone().probe_with(probe);
+
+    // The replica follows every change: open sessions, patterns as their support moves.
+    if let Some(replica) = replica {
+        patterns
+            .inner
+            .clone()
+            .replicate_collection(replica.clone(), Output::Patterns);
+        sessions
+            .inner
+            .clone()
+            .replicate_collection(replica.clone(), Output::Sessions);
+        pairs
+            .inner
+            .clone()
+            .replicate_collection(replica, Output::Entanglements);
+    }
 
     // A session is archived once closed: then it is final.
     let closed = sessions.inner.unary(Pipeline, "ClosedSessions", |_, _| {

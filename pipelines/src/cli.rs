@@ -87,6 +87,27 @@ pub struct GuardArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
 
+    /// The SQL replica results are upserted into: `postgres://USER@HOST:PORT/DB` (PostgreSQL
+    /// or CockroachDB), `sqlite://PATH`, or `none`. Default: the embedded SQLite file
+    /// `./vigil-replica.db`.
+    #[arg(long, env = "VIGIL_REPLICA")]
+    pub replica: Option<String>,
+
+    /// A role the replica sink takes after connecting (e.g. `observer_writer`, which may write
+    /// rows but not change tables).
+    #[arg(long)]
+    pub replica_role: Option<String>,
+
+    /// Apply vigil's migrations to the replica (and set up the observer_writer role) before
+    /// running; needs a user who may create tables.
+    #[arg(long)]
+    pub replica_migrate: bool,
+
+    /// Replicate each reading's encrypted payload (opaque; never decrypted). Off by default:
+    /// only metadata leaves.
+    #[arg(long)]
+    pub replicate_payload: bool,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -95,7 +116,10 @@ pub struct GuardArgs {
 impl GuardArgs {
     /// Builds the job the arguments describe: defaults, then the config file, then flags.
     pub fn into_job(self) -> anyhow::Result<GuardJob> {
-        let mut job = GuardJob::default();
+        let mut job = GuardJob {
+            replica: Some(crate::config::default_replica()?),
+            ..GuardJob::default()
+        };
         if let Some(path) = &self.config {
             JobConfig::load(path)?.apply(path, &mut job)?;
         }
@@ -141,6 +165,13 @@ impl GuardArgs {
             );
         }
         job.chunk_bytes = self.chunk_bytes;
+        crate::config::apply_replica_flags(
+            &mut job,
+            self.replica.as_deref(),
+            self.replica_role.as_deref(),
+            self.replica_migrate,
+            self.replicate_payload,
+        )?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress
             && std::io::stderr().is_terminal()
@@ -248,6 +279,27 @@ pub struct ArchaeologyArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
 
+    /// The SQL replica results are upserted into: `postgres://USER@HOST:PORT/DB` (PostgreSQL
+    /// or CockroachDB), `sqlite://PATH`, or `none`. Default: the embedded SQLite file
+    /// `./vigil-replica.db`.
+    #[arg(long, env = "VIGIL_REPLICA")]
+    pub replica: Option<String>,
+
+    /// A role the replica sink takes after connecting (e.g. `observer_writer`, which may write
+    /// rows but not change tables).
+    #[arg(long)]
+    pub replica_role: Option<String>,
+
+    /// Apply vigil's migrations to the replica (and set up the observer_writer role) before
+    /// running; needs a user who may create tables.
+    #[arg(long)]
+    pub replica_migrate: bool,
+
+    /// Replicate each reading's encrypted payload (opaque; never decrypted). Off by default:
+    /// only metadata leaves.
+    #[arg(long)]
+    pub replicate_payload: bool,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -265,6 +317,7 @@ impl ArchaeologyArgs {
             alerts: AlertsOut::Off,
             guards: Vec::new(),
             scores: ScoresOut::Off,
+            replica: Some(crate::config::default_replica()?),
             ..GuardJob::default()
         };
         let mut params = ArchaeologyParams::default();
@@ -295,6 +348,13 @@ impl ArchaeologyArgs {
             params.carry = Some(dir);
         }
         job.chunk_bytes = self.chunk_bytes;
+        crate::config::apply_replica_flags(
+            &mut job,
+            self.replica.as_deref(),
+            self.replica_role.as_deref(),
+            self.replica_migrate,
+            self.replicate_payload,
+        )?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress && std::io::stderr().is_terminal();
         job.program = Program::Archaeology(Box::new(params));

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use crate::archaeology_job::{ArchaeologyParams, SessionKey};
 use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
 use crate::guards::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
+use crate::replica::ReplicaUrl;
+use crate::replica_sink::{DEFAULT_REPLICA, ReplicaOptions};
 
 /// A `vigil-guard` job.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +34,108 @@ pub struct JobConfig {
     /// The guards, each with its reaction: `[[guard]]` tables.
     #[serde(default, rename = "guard")]
     pub guards: Vec<GuardConfig>,
+    /// `[replica]`: the SQL replica results are upserted into.
+    #[serde(default)]
+    pub replica: ReplicaConfig,
+}
+
+/// The `[replica]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `postgres://…`, `sqlite://PATH` (relative to the config file) or `none`.
+    pub url: Option<String>,
+    /// A role to take after connecting, e.g. `observer_writer`.
+    pub role: Option<String>,
+    /// Apply vigil's migrations at start-up.
+    pub migrate: Option<bool>,
+    /// Replicate the encrypted payloads too.
+    pub replicate_payload: Option<bool>,
+    /// Rows after which a batch is written.
+    pub batch_rows: Option<usize>,
+    /// Time after which a batch is written, e.g. `"500ms"`.
+    pub batch_interval: Option<String>,
+}
+
+impl ReplicaConfig {
+    /// Sets what the table configures on `job`.
+    pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
+        if let Some(url) = &self.url {
+            let url = match url.strip_prefix("sqlite://") {
+                Some(path) if !Path::new(path).is_absolute() => {
+                    format!("sqlite://{}", relative_to(file, Path::new(path)).display())
+                }
+                _ => url.clone(),
+            };
+            set_replica_url(job, &url)
+                .with_context(|| format!("{}: replica.url", file.display()))?;
+        }
+        if let Some(options) = &mut job.replica {
+            if let Some(role) = &self.role {
+                options.role = Some(role.clone());
+            }
+            if let Some(migrate) = self.migrate {
+                options.migrate = migrate;
+            }
+            if let Some(payload) = self.replicate_payload {
+                options.replicate_payload = payload;
+            }
+            if let Some(rows) = self.batch_rows {
+                options.batch_rows = rows.max(1);
+            }
+            if let Some(interval) = &self.batch_interval {
+                options.batch_interval = humantime::parse_duration(interval).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: replica.batch_interval = {interval:?} is not a duration ({e}); \
+                         write e.g. \"500ms\"",
+                        file.display()
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The replica of a job run from the command line with none configured.
+pub fn default_replica() -> anyhow::Result<ReplicaOptions> {
+    Ok(ReplicaOptions::new(ReplicaUrl::parse(DEFAULT_REPLICA)?))
+}
+
+/// Points the job's replica at `url` (`none` turns it off), keeping its other settings.
+fn set_replica_url(job: &mut GuardJob, url: &str) -> anyhow::Result<()> {
+    job.replica = match url {
+        "none" | "off" => None,
+        url => {
+            let url = ReplicaUrl::parse(url)?;
+            Some(match job.replica.take() {
+                Some(options) => ReplicaOptions { url, ..options },
+                None => ReplicaOptions::new(url),
+            })
+        }
+    };
+    Ok(())
+}
+
+/// Applies the replica flags of the command line (after any config file).
+pub fn apply_replica_flags(
+    job: &mut GuardJob,
+    url: Option<&str>,
+    role: Option<&str>,
+    migrate: bool,
+    replicate_payload: bool,
+) -> anyhow::Result<()> {
+    if let Some(url) = url {
+        set_replica_url(job, url).context("--replica")?;
+    }
+    if let Some(options) = &mut job.replica {
+        if let Some(role) = role {
+            options.role = Some(role.to_owned());
+        }
+        options.migrate |= migrate;
+        options.replicate_payload |= replicate_payload;
+    }
+    Ok(())
 }
 
 /// The `[input]` table.
@@ -423,6 +527,7 @@ impl JobConfig {
     /// are taken from its directory, and errors name it.
     pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
         apply_io(&self.input, &self.archive, self.workers, file, job)?;
+        self.replica.apply(file, job)?;
         let at = |p: &Path| relative_to(file, p);
         if let Some(scores) = &self.archive.scores {
             job.scores = ScoresOut::parse(scores);
@@ -566,6 +671,9 @@ pub struct ArchaeologyConfig {
     /// `[field]`: the bounded summary of all activity.
     #[serde(default)]
     pub field: FieldConfig,
+    /// `[replica]`: the SQL replica patterns, sessions and entanglements are upserted into.
+    #[serde(default)]
+    pub replica: ReplicaConfig,
 }
 
 /// The `[sequences]` table.
@@ -666,6 +774,7 @@ impl ArchaeologyConfig {
             "{name}: archive.scores is a vigil-guard setting; the archaeology job archives no scores"
         );
         apply_io(&self.input, &self.archive, self.workers, file, job)?;
+        self.replica.apply(file, job)?;
         if self.input.state.is_some() {
             params.carry = Some(job.state_dir.clone());
         }

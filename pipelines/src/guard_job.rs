@@ -30,6 +30,9 @@ use crate::checkpoint::StateDir;
 use crate::crypto::PayloadKey;
 use crate::guards::{ConfiguredGuard, GuardSpec};
 use crate::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader, Watermark};
+use crate::replica_sink::{
+    Output, ReplicaHandle, ReplicaSink, ReplicateAlerts, ReplicateTelemetry,
+};
 
 /// Guard snapshots are taken at hour boundaries of event time, as archive files close.
 const HOUR_MS: i64 = 3_600_000;
@@ -182,6 +185,8 @@ pub struct GuardJob {
     pub state_dir: PathBuf,
     /// What the job computes: the guards, or pattern archaeology.
     pub program: Program,
+    /// The SQL replica the results are upserted into, if any.
+    pub replica: Option<crate::replica_sink::ReplicaOptions>,
 }
 
 /// What a job computes over its input.
@@ -249,6 +254,7 @@ impl Default for GuardJob {
             spill_dir: PathBuf::from("vigil-spill"),
             state_dir: PathBuf::from("vigil-state"),
             program: Program::Guards,
+            replica: None,
         }
     }
 }
@@ -276,6 +282,8 @@ pub struct Summary {
     pub events_in: u64,
     /// Telemetry rows made durable in the archive.
     pub archived: u64,
+    /// Rows written to the SQL replica (upserted or deleted).
+    pub replicated: u64,
     /// Alerts raised.
     pub alerts_raised: u64,
     /// Alerts cleared.
@@ -311,6 +319,7 @@ impl Summary {
         let mut json = serde_json::json!({
             "events_in": self.events_in,
             "archived": self.archived,
+            "replicated": self.replicated,
             "alerts_raised": self.alerts_raised,
             "alerts_cleared": self.alerts_cleared,
             "alert_lag_p50_ms": self.alert_lag_ms.map(|l| l.0),
@@ -653,7 +662,37 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         4 * workers,
         runtime.handle(),
     );
+    let replica = match &job.replica {
+        Some(options) => {
+            let options = crate::replica_sink::ReplicaOptions {
+                spill_dir: job.spill_dir.join("replica"),
+                ..options.clone()
+            };
+            let (name, outputs): (&str, &[Output]) = match &job.program {
+                Program::Guards => ("guard", &[Output::Telemetry, Output::Alerts]),
+                Program::Archaeology(_) => (
+                    "archaeology",
+                    &[Output::Patterns, Output::Sessions, Output::Entanglements],
+                ),
+            };
+            Some(ReplicaSink::start(
+                options,
+                &format!("{name}-{run_id}"),
+                outputs,
+                workers,
+                job.key.clone(),
+            )?)
+        }
+        None => None,
+    };
+    let replica_handles: Arc<Vec<ReplicaHandle>> = Arc::new(
+        replica
+            .as_ref()
+            .map(|r| (0..workers).filter_map(|w| r.handle(w, workers)).collect())
+            .unwrap_or_default(),
+    );
     let gate = CommitGate {
+        replica: replica.as_ref().map(|r| r.durability.clone()),
         durability: writer.durability(),
         sinks: SINKS_PER_WORKER * workers,
         alerts: kafka_alerts.clone(),
@@ -712,6 +751,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         } else {
             None
         };
+        let replica = replica_handles.get(index).cloned();
         let inputs = worker.dataflow::<u64, _, _>(|scope| {
             let (readings_in, readings) = scope.new_input::<Vec<RecordBatch>>();
             let (points_in, points) = scope.new_input::<Vec<Point>>();
@@ -732,11 +772,14 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                     sessions,
                     params,
                     worker_state.clone().map(|s| s as Arc<dyn SnapshotStore>),
-                    (&writer, index),
+                    (&writer, index, replica),
                     &worker_findings,
                     &probe,
                 );
                 return inputs;
+            }
+            if let Some(replica) = &replica {
+                readings.clone().replicate_telemetry(replica.clone());
             }
             readings.archive_batches(telemetry.clone(), writer.clone(), index);
             let m = GuardMetrics::default();
@@ -781,6 +824,9 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             scores.archive_batches(score_table.clone(), writer.clone(), index);
             alerts.clone().probe_with(&probe);
             alerts.clone().archive(writer.clone(), index);
+            if let Some(replica) = replica {
+                alerts.clone().replicate_alerts(replica);
+            }
             alerts.publish(out, worker_alerts.clone());
             inputs
         });
@@ -849,6 +895,20 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     progress.finish_and_clear();
 
     let stats = runtime.block_on(archive_task.finish())?;
+    let replicated = match replica {
+        Some(replica) => {
+            let stats = replica.finish()?;
+            info!(
+                message = "Results replicated.",
+                rows = stats.rows.load(Ordering::Relaxed),
+                transactions = stats.batches.load(Ordering::Relaxed),
+                spilled = stats.spilled.load(Ordering::Relaxed),
+                skipped = stats.skipped.load(Ordering::Relaxed)
+            );
+            stats.rows.load(Ordering::Relaxed)
+        }
+        None => 0,
+    };
     if let Some(producer) = &kafka_alerts {
         let delivered = producer.flush()?;
         info!(message = "Alerts delivered to Kafka.", delivered);
@@ -892,6 +952,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     Ok(Summary {
         events_in: counters.events_in.load(Ordering::Relaxed),
         archived: stats.telemetry_rows.load(Ordering::Relaxed),
+        replicated,
         alerts_raised: alert_counts.raised.load(Ordering::Relaxed),
         alerts_cleared: alert_counts.cleared.load(Ordering::Relaxed),
         alert_lag_ms: match &*source {
@@ -927,6 +988,7 @@ struct CommitGate {
     durability: Arc<crate::archive::Durability>,
     sinks: usize,
     alerts: Option<Arc<KafkaAlerts>>,
+    replica: Option<Arc<crate::replica_sink::ReplicaDurability>>,
     state: Option<Arc<StateDir>>,
 }
 
@@ -937,6 +999,9 @@ impl CommitGate {
         let mut safe = self.durability.durable_before(self.sinks)?;
         if let Some(alerts) = &self.alerts {
             safe = safe.min(alerts.delivered_before()?);
+        }
+        if let Some(replica) = &self.replica {
+            safe = safe.min(replica.durable_before()?);
         }
         if let Some(state) = &self.state {
             safe = safe.min(state.advance(safe)?);

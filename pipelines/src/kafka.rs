@@ -991,7 +991,9 @@ impl KafkaAlerts {
         if !undelivered.is_empty() {
             info!(message = "Sending alerts a previous run left in the spill.", count = undelivered.len(), spill = %spill_dir.display());
         }
-        for (seq, json) in &undelivered {
+        for (seq, bytes) in &undelivered {
+            let json = String::from_utf8_lossy(bytes);
+            let json = json.as_ref();
             match serde_json::from_str::<Alert>(json) {
                 Ok(alert) => {
                     let headers = [
@@ -1050,7 +1052,7 @@ impl KafkaAlerts {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let seq = match spill.append(json) {
+        let seq = match spill.append(json.as_bytes()) {
             Ok(seq) => seq,
             Err(error) => {
                 error!(message = "An alert could not be spilled; sending it unspilled.", error = %format!("{error:#}"));

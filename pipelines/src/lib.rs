@@ -9,7 +9,8 @@
 //! - `alerts_out`: alerts in event-time order, as NDJSON or to Kafka.
 //! - `kafka`: the Kafka consumer source and the alert producer.
 //! - `couchdb`: the CouchDB `_changes` listener (metadata only, to Kafka or NDJSON).
-//! - `spill`: the local write-ahead spill of outgoing alerts while a broker is away.
+//! - `replica_sink`: every job's results upserted into a SQL replica, exactly once.
+//! - `spill`: the local write-ahead spill of outgoing alerts (and replica batches) while a peer is away.
 //! - `crypto`: AES-256-GCM payload encryption with key ids.
 //! - `cli`: the command line of the job binaries and logging set-up.
 
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod pg_capture;
 pub mod replica;
+pub mod replica_sink;
 pub mod spill;
 pub mod sync_follow;
 pub mod sync_job;

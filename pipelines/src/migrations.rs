@@ -66,6 +66,74 @@ pub const MIGRATIONS: &[Migration] = &[
                  remote_row TEXT, remote_updated_at INTEGER, winner TEXT NOT NULL, \
                  decided_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
     },
+    Migration {
+        id: 3,
+        name: "replica tables: telemetry_meta, alerts, alert_history, patterns, sessions, \
+               entanglements, and vigil_progress, each job's position",
+        postgres: "CREATE TABLE IF NOT EXISTS vigil_progress (\
+                   job TEXT NOT NULL, part TEXT NOT NULL, position BIGINT NOT NULL, \
+                   updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (job, part));\n\
+                   CREATE TABLE IF NOT EXISTS telemetry_meta (\
+                   event_id TEXT NOT NULL PRIMARY KEY, source TEXT NOT NULL, name TEXT NOT NULL, \
+                   ts TIMESTAMPTZ NOT NULL, value DOUBLE PRECISION NOT NULL, key_id TEXT, \
+                   payload BYTEA);\n\
+                   CREATE TABLE IF NOT EXISTS alerts (\
+                   alert_id TEXT NOT NULL PRIMARY KEY, guard TEXT NOT NULL, \
+                   severity TEXT NOT NULL, source TEXT NOT NULL, name TEXT NOT NULL, \
+                   ts TIMESTAMPTZ NOT NULL, window_start TIMESTAMPTZ NOT NULL, \
+                   window_end TIMESTAMPTZ NOT NULL, observed DOUBLE PRECISION NOT NULL, \
+                   expected DOUBLE PRECISION NOT NULL, score DOUBLE PRECISION NOT NULL, \
+                   status TEXT NOT NULL, reaction TEXT NOT NULL);\n\
+                   CREATE TABLE IF NOT EXISTS alert_history (\
+                   alert_id TEXT NOT NULL, guard TEXT NOT NULL, \
+                   severity TEXT NOT NULL, source TEXT NOT NULL, name TEXT NOT NULL, \
+                   ts TIMESTAMPTZ NOT NULL, window_start TIMESTAMPTZ NOT NULL, \
+                   window_end TIMESTAMPTZ NOT NULL, observed DOUBLE PRECISION NOT NULL, \
+                   expected DOUBLE PRECISION NOT NULL, score DOUBLE PRECISION NOT NULL, \
+                   status TEXT NOT NULL, reaction TEXT NOT NULL, PRIMARY KEY (alert_id, status));\n\
+                   CREATE TABLE IF NOT EXISTS patterns (\
+                   pattern_id TEXT NOT NULL PRIMARY KEY, kind TEXT NOT NULL, items JSONB NOT NULL, \
+                   support BIGINT NOT NULL, occurrences BIGINT NOT NULL, \
+                   first_seen TIMESTAMPTZ NOT NULL, last_seen TIMESTAMPTZ NOT NULL, \
+                   sources JSONB NOT NULL);\n\
+                   CREATE TABLE IF NOT EXISTS sessions (\
+                   \"key\" TEXT NOT NULL, \"start\" TIMESTAMPTZ NOT NULL, \
+                   \"end\" TIMESTAMPTZ NOT NULL, participants JSONB NOT NULL, \
+                   events BIGINT NOT NULL, \"open\" BOOLEAN NOT NULL, \
+                   PRIMARY KEY (\"key\", \"start\"));\n\
+                   CREATE TABLE IF NOT EXISTS entanglements (\
+                   a TEXT NOT NULL, b TEXT NOT NULL, together BIGINT NOT NULL, \
+                   lift_milli BIGINT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (a, b))",
+        sqlite: "CREATE TABLE IF NOT EXISTS vigil_progress (\
+                 job TEXT NOT NULL, part TEXT NOT NULL, position INTEGER NOT NULL, \
+                 updated_at TEXT NOT NULL, PRIMARY KEY (job, part));\n\
+                 CREATE TABLE IF NOT EXISTS telemetry_meta (\
+                 event_id TEXT NOT NULL PRIMARY KEY, source TEXT NOT NULL, name TEXT NOT NULL, \
+                 ts INTEGER NOT NULL, value REAL NOT NULL, key_id TEXT, payload BLOB);\n\
+                 CREATE TABLE IF NOT EXISTS alerts (\
+                 alert_id TEXT NOT NULL PRIMARY KEY, guard TEXT NOT NULL, severity TEXT NOT NULL, \
+                 source TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, \
+                 window_start INTEGER NOT NULL, window_end INTEGER NOT NULL, \
+                 observed REAL NOT NULL, expected REAL NOT NULL, score REAL NOT NULL, \
+                 status TEXT NOT NULL, reaction TEXT NOT NULL);\n\
+                 CREATE TABLE IF NOT EXISTS alert_history (\
+                 alert_id TEXT NOT NULL, guard TEXT NOT NULL, severity TEXT NOT NULL, \
+                 source TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, \
+                 window_start INTEGER NOT NULL, window_end INTEGER NOT NULL, \
+                 observed REAL NOT NULL, expected REAL NOT NULL, score REAL NOT NULL, \
+                 status TEXT NOT NULL, reaction TEXT NOT NULL, PRIMARY KEY (alert_id, status));\n\
+                 CREATE TABLE IF NOT EXISTS patterns (\
+                 pattern_id TEXT NOT NULL PRIMARY KEY, kind TEXT NOT NULL, items TEXT NOT NULL, \
+                 support INTEGER NOT NULL, occurrences INTEGER NOT NULL, \
+                 first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, sources TEXT NOT NULL);\n\
+                 CREATE TABLE IF NOT EXISTS sessions (\
+                 \"key\" TEXT NOT NULL, \"start\" INTEGER NOT NULL, \"end\" INTEGER NOT NULL, \
+                 participants TEXT NOT NULL, events INTEGER NOT NULL, \"open\" INTEGER NOT NULL, \
+                 PRIMARY KEY (\"key\", \"start\"));\n\
+                 CREATE TABLE IF NOT EXISTS entanglements (\
+                 a TEXT NOT NULL, b TEXT NOT NULL, together INTEGER NOT NULL, \
+                 lift_milli INTEGER NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (a, b))",
+    },
 ];
 
 const TRACKING: &str = "CREATE TABLE IF NOT EXISTS vigil_migrations (\
@@ -169,25 +237,13 @@ pub fn ensure_roles(replica: &mut Replica, synced: &[String]) -> anyhow::Result<
     if replica.dialect() != Dialect::Postgres {
         return Ok(false);
     }
-    let may = replica.query_text(
-        "SELECT CASE WHEN rolsuper OR rolcreaterole THEN 'yes' ELSE 'no' END \
-           FROM pg_roles WHERE rolname = current_user",
-        &[],
-    )?;
     let tables: Vec<String> = synced
         .iter()
         .map(|t| quote(t))
         .chain(["sync_agreed".into(), "sync_state".into()])
         .collect();
     let sql = roles_sql(&tables);
-    if may
-        .first()
-        .and_then(|r| r.first())
-        .cloned()
-        .flatten()
-        .as_deref()
-        != Some("yes")
-    {
+    if !may_create_roles(replica)? {
         warn!(
             message = "The connecting user may not create roles; observer_writer and replicator were not created. An administrator can run the statements printed here.",
             replica = %replica.name(),
@@ -198,6 +254,55 @@ pub fn ensure_roles(replica: &mut Replica, synced: &[String]) -> anyhow::Result<
     replica.execute_batch(&sql)?;
     info!(message = "Roles observer_writer and replicator are in place.", replica = %replica.name());
     Ok(true)
+}
+
+/// The role the replica sink may connect as, on PostgreSQL: `observer_writer` reads and writes
+/// the replica tables' rows and `vigil_progress`, and has no right to create, alter or drop
+/// anything. Created (if missing) and granted only when the connecting user may; otherwise a
+/// notice says what an administrator must run. Returns whether it is in place.
+pub fn ensure_observer_writer(replica: &mut Replica) -> anyhow::Result<bool> {
+    if replica.dialect() != Dialect::Postgres {
+        return Ok(false);
+    }
+    let tables: Vec<&str> = crate::replica_sink::ReplicaTable::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain(["vigil_progress"])
+        .collect();
+    let sql = format!(
+        "DO $$ BEGIN CREATE ROLE observer_writer NOLOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;\n\
+         GRANT USAGE ON SCHEMA public TO observer_writer;\n\
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO observer_writer;\n",
+        tables.join(", ")
+    );
+    if !may_create_roles(replica)? {
+        warn!(
+            message = "The connecting user may not create roles; observer_writer was not set up. An administrator can run the statements printed here.",
+            replica = %replica.name(),
+            sql = %sql
+        );
+        return Ok(false);
+    }
+    replica.execute_batch(&sql)?;
+    info!(message = "Role observer_writer is in place.", replica = %replica.name());
+    Ok(true)
+}
+
+/// Whether the connecting user is a superuser or may create roles.
+fn may_create_roles(replica: &mut Replica) -> anyhow::Result<bool> {
+    let may = replica.query_text(
+        "SELECT CASE WHEN rolsuper OR rolcreaterole THEN 'yes' ELSE 'no' END \
+           FROM pg_roles WHERE rolname = current_user",
+        &[],
+    )?;
+    Ok(may
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .flatten()
+        .as_deref()
+        == Some("yes"))
 }
 
 /// The statements that create the roles (if missing) and grant them what they need.

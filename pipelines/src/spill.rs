@@ -40,7 +40,7 @@ pub struct Spill {
 }
 
 /// What a reopened spill still has to send: (sequence number, message), in order.
-pub type Undelivered = Vec<(u64, String)>;
+pub type Undelivered = Vec<(u64, Vec<u8>)>;
 
 impl Spill {
     /// Opens (or creates) the spill in `dir`, sealing with `key` when given; returns the
@@ -98,7 +98,7 @@ impl Spill {
                     crate::crypto::KEY_ENV
                 ),
             };
-            undelivered.push((seq, String::from_utf8_lossy(&clear).into_owned()));
+            undelivered.push((seq, clear));
             sizes.push_back((seq, 13 + len as u64));
         }
         // Drop a torn tail, so that new records follow whole ones.
@@ -129,15 +129,12 @@ impl Spill {
     }
 
     /// Appends a message; returns its sequence number. Durable after [`Spill::sync`].
-    pub fn append(&mut self, message: &str) -> anyhow::Result<u64> {
+    pub fn append(&mut self, message: &[u8]) -> anyhow::Result<u64> {
         let seq = self.next;
         self.next += 1;
         let (flag, body) = match &self.key {
-            Some(key) => (
-                1u8,
-                key.seal(&spill_aad(seq), message.as_bytes(), &mut rand::rng()),
-            ),
-            None => (0u8, message.as_bytes().to_vec()),
+            Some(key) => (1u8, key.seal(&spill_aad(seq), message, &mut rand::rng())),
+            None => (0u8, message.to_vec()),
         };
         self.log.write_all(&seq.to_le_bytes())?;
         self.log.write_all(&[flag])?;
@@ -221,7 +218,7 @@ mod tests {
         let (mut spill, again) = Spill::open(dir.path(), Some(key.clone()), 1 << 30)?;
         assert!(again.is_empty());
         for i in 0..5 {
-            spill.append(&format!("{{\"alert\":{i}}}"))?;
+            spill.append(format!("{{\"alert\":{i}}}").as_bytes())?;
         }
         spill.sync()?;
         spill.drained(2)?;
@@ -236,12 +233,12 @@ mod tests {
         assert_eq!(
             again,
             [
-                (3, "{\"alert\":2}".to_owned()),
-                (4, "{\"alert\":3}".into()),
-                (5, "{\"alert\":4}".into())
+                (3, b"{\"alert\":2}".to_vec()),
+                (4, b"{\"alert\":3}".to_vec()),
+                (5, b"{\"alert\":4}".to_vec())
             ]
         );
-        assert_eq!(spill.append("next")?, 6);
+        assert_eq!(spill.append(b"next")?, 6);
         spill.sync()?;
         drop(spill);
 
@@ -266,7 +263,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let (mut spill, _) = Spill::open(dir.path(), None, 100)?;
         while !spill.full() {
-            spill.append("0123456789")?;
+            spill.append(b"0123456789")?;
         }
         assert_eq!(spill.pending(), 5);
         let last = spill.next - 1;

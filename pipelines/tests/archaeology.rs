@@ -150,6 +150,8 @@ fn peak_rss(ticks: u64) -> u64 {
     let status = Command::new(env!("CARGO_BIN_EXE_vigil-archaeology"))
         .args([
             "--no-progress",
+            "--replica",
+            "none",
             "-i",
             &format!("gen:devices?devices=100&ticks={ticks}&rooms=4"),
             "--archive",

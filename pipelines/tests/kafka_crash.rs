@@ -33,7 +33,15 @@ fn guard(input: &str, dir: &Path, alerts: &str) -> Command {
         .arg(dir.join("state"))
         .arg("--spill")
         .arg(dir.join("spill"))
-        .args(["--alerts", alerts, "--no-progress", "-w", "2"])
+        .args([
+            "--alerts",
+            alerts,
+            "--no-progress",
+            "-w",
+            "2",
+            "--replica",
+            "none",
+        ])
         .args(GUARDS.iter().flat_map(|g| ["--guard", g]))
         .stdout(Stdio::null())
         .stderr(Stdio::null());

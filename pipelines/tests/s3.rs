@@ -98,6 +98,8 @@ fn guard_archives_to_s3() {
             "s3://vigil-archive/runs/nab",
             "--alerts",
             "none",
+            "--replica",
+            "none",
             "-w",
             "2",
         ])
@@ -152,7 +154,14 @@ fn unreachable_s3_is_a_clear_error() {
     let moto = MotoServer::start();
     // No bucket: every write is refused, and the job says which file and what to check.
     let output = Command::new(env!("CARGO_BIN_EXE_vigil-guard"))
-        .args(["--archive", "s3://no-such-bucket/x", "--alerts", "none"])
+        .args([
+            "--archive",
+            "s3://no-such-bucket/x",
+            "--alerts",
+            "none",
+            "--replica",
+            "none",
+        ])
         .envs(moto.env())
         .output()
         .unwrap();
