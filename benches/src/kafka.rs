@@ -48,7 +48,15 @@ pub fn throughput(
     let status = Command::new(crate::sibling_binary("vigil-guard")?)
         .args(["--input", &url, "--archive"])
         .arg(tmp.path().join("archive"))
-        .args(["--alerts", "none", "--no-progress", "--scores", "none"])
+        .args([
+            "--alerts",
+            "none",
+            "--no-progress",
+            "--scores",
+            "none",
+            "--replica",
+            "none",
+        ])
         .arg("--state")
         .arg(tmp.path().join("state"))
         .args(guards.iter().flat_map(|g| ["--guard", g.as_str()]))
@@ -139,6 +147,8 @@ pub fn latency(rate: u64, seconds: u64, workers: usize) -> anyhow::Result<()> {
             "--scores",
             "none",
             "--no-progress",
+            "--replica",
+            "none",
             "-w",
             &workers.to_string(),
         ])

@@ -15,6 +15,7 @@ use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 mod kafka;
 mod launch;
 mod nab;
+mod replica;
 mod sql;
 
 #[derive(Debug, Parser)]
@@ -160,6 +161,23 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Rows per second into the SQL replica: telemetry metadata through the replica sink's
+    /// writers into PostgreSQL (new rows, then all conflicts) and SQLite, and optionally the
+    /// whole guard job with the replica on and off.
+    Replica {
+        /// Telemetry rows (50 vehicles × 8 metrics per tick).
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        /// Writers, one per worker, as a job with `-w N` has.
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+        /// The PostgreSQL server; a database `vigil_bench_replica` is created there.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        server: String,
+        /// Also time vigil-guard over the same readings with the replica on and off.
+        #[arg(long)]
+        end_to_end: bool,
+    },
     /// Parsing alone: how fast the loaders turn a file into readings, on one thread.
     Parse {
         /// The file or directory to parse.
@@ -230,6 +248,12 @@ fn main() -> anyhow::Result<()> {
             dir,
             repeat,
         } => sql::run(readings, &dir, repeat),
+        Bench::Replica {
+            rows,
+            workers,
+            server,
+            end_to_end,
+        } => replica::run(rows, workers, &server, end_to_end),
         Bench::Parse { input } => parse(&input),
     }
 }
@@ -242,7 +266,15 @@ fn archaeology(devices: usize, ticks: u64, rooms: usize, workers: usize) -> anyh
     let input = format!("gen:devices?devices={devices}&ticks={ticks}&rooms={rooms}");
     let wall = Instant::now();
     let status = Command::new(&binary)
-        .args(["--input", &input, "--no-progress", "--top", "5"])
+        .args([
+            "--input",
+            &input,
+            "--no-progress",
+            "--top",
+            "5",
+            "--replica",
+            "none",
+        ])
         .args([
             "--archive",
             &dir.path().join("archive").display().to_string(),
@@ -406,6 +438,7 @@ fn guard(
                 &archive.display().to_string(),
             ])
             .args(["--alerts", "none", "--no-progress", "--scores", &run.scores])
+            .args(["--replica", "none"])
             .args(run.guards.iter().flat_map(|g| ["--guard", g.as_str()]))
             .args([
                 "-w",

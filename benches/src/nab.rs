@@ -183,7 +183,13 @@ fn through_binary(
         .arg(tmp.path().join("archive"))
         .arg("--alerts")
         .arg(&alerts_path)
-        .args(["--no-progress", "-w", &workers.to_string()])
+        .args([
+            "--no-progress",
+            "--replica",
+            "none",
+            "-w",
+            &workers.to_string(),
+        ])
         .status()
         .context("running vigil-guard")?;
     anyhow::ensure!(status.success(), "vigil-guard failed: {status}");

@@ -415,6 +415,20 @@ pub struct SyncArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub interval: std::time::Duration,
 
+    /// The SQL replica applied actions are also upserted into, as the `sync_actions` table:
+    /// `postgres://…`, `sqlite://PATH` or `none`. Default: the embedded SQLite file
+    /// `./vigil-replica.db`.
+    #[arg(long, env = "VIGIL_REPLICA")]
+    pub replica: Option<String>,
+
+    /// A role the replica sink takes after connecting (e.g. `observer_writer`).
+    #[arg(long)]
+    pub replica_role: Option<String>,
+
+    /// Apply vigil's migrations to the replica before writing to it.
+    #[arg(long)]
+    pub replica_migrate: bool,
+
     /// Where applied actions are archived as the `sync_actions` table (`none` for nowhere).
     #[arg(long, default_value = "./vigil-data")]
     pub archive: String,

@@ -69,7 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         id: 3,
         name: "replica tables: telemetry_meta, alerts, alert_history, patterns, sessions, \
-               entanglements, and vigil_progress, each job's position",
+               entanglements, sync_actions, and vigil_progress, each job's position",
         postgres: "CREATE TABLE IF NOT EXISTS vigil_progress (\
                    job TEXT NOT NULL, part TEXT NOT NULL, position BIGINT NOT NULL, \
                    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (job, part));\n\
@@ -103,7 +103,12 @@ pub const MIGRATIONS: &[Migration] = &[
                    PRIMARY KEY (\"key\", \"start\"));\n\
                    CREATE TABLE IF NOT EXISTS entanglements (\
                    a TEXT NOT NULL, b TEXT NOT NULL, together BIGINT NOT NULL, \
-                   lift_milli BIGINT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (a, b))",
+                   lift_milli BIGINT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (a, b));\n\
+                   CREATE TABLE IF NOT EXISTS sync_actions (\
+                   \"table\" TEXT NOT NULL, \"key\" TEXT NOT NULL, action TEXT NOT NULL, \
+                   winner_origin TEXT NOT NULL, winner_updated_at TIMESTAMPTZ NOT NULL, \
+                   conflict BOOLEAN NOT NULL, reason TEXT NOT NULL, \"row\" TEXT, \
+                   PRIMARY KEY (\"table\", \"key\", winner_updated_at, winner_origin, action))",
         sqlite: "CREATE TABLE IF NOT EXISTS vigil_progress (\
                  job TEXT NOT NULL, part TEXT NOT NULL, position INTEGER NOT NULL, \
                  updated_at TEXT NOT NULL, PRIMARY KEY (job, part));\n\
@@ -132,7 +137,12 @@ pub const MIGRATIONS: &[Migration] = &[
                  PRIMARY KEY (\"key\", \"start\"));\n\
                  CREATE TABLE IF NOT EXISTS entanglements (\
                  a TEXT NOT NULL, b TEXT NOT NULL, together INTEGER NOT NULL, \
-                 lift_milli INTEGER NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (a, b))",
+                 lift_milli INTEGER NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (a, b));\n\
+                 CREATE TABLE IF NOT EXISTS sync_actions (\
+                 \"table\" TEXT NOT NULL, \"key\" TEXT NOT NULL, action TEXT NOT NULL, \
+                 winner_origin TEXT NOT NULL, winner_updated_at INTEGER NOT NULL, \
+                 conflict INTEGER NOT NULL, reason TEXT NOT NULL, \"row\" TEXT, \
+                 PRIMARY KEY (\"table\", \"key\", winner_updated_at, winner_origin, action))",
     },
 ];
 

@@ -116,6 +116,8 @@ pub struct SyncJob {
     pub archive: Option<String>,
     /// How a followed replica's changes are read.
     pub capture: Capture,
+    /// The SQL replica the applied actions are also upserted into (`sync_actions`).
+    pub replica: Option<crate::replica_sink::ReplicaOptions>,
 }
 
 impl SyncJob {
@@ -141,6 +143,7 @@ impl SyncJob {
             batch_rows: 1000,
             archive: None,
             capture: Capture::Auto,
+            replica: None,
         }
     }
 }
@@ -271,16 +274,43 @@ pub(crate) fn archive_actions(
     runtime: &tokio::runtime::Runtime,
     actions: &[SyncAction],
 ) -> anyhow::Result<()> {
-    let Some(archive) = &job.archive else {
-        return Ok(());
-    };
     if actions.is_empty() {
         return Ok(());
     }
+    replicate_actions(job, actions)?;
+    let Some(archive) = &job.archive else {
+        return Ok(());
+    };
     let location = crate::archive::ArchiveLocation::parse(archive)?;
     let run = format!("sync-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
     let files = runtime.block_on(crate::archive::write_records(&location, actions, &run))?;
     info!(message = "Sync actions archived.", files, archive = %location);
+    Ok(())
+}
+
+/// Upserts applied actions into the replica's `sync_actions` table, if the job has a
+/// replica; each pass is one transaction, its position the pass's wall-clock time.
+fn replicate_actions(job: &SyncJob, actions: &[SyncAction]) -> anyhow::Result<()> {
+    let Some(options) = &job.replica else {
+        return Ok(());
+    };
+    use crate::replica_sink::{Batch, Output, ReplicaSink, ReplicaTable, TableChange};
+    let sink = ReplicaSink::start(options.clone(), "sync", &[Output::SyncActions], 1, None)?;
+    sink.send(Batch {
+        part: "sync_actions/0of1".into(),
+        before: chrono::Utc::now().timestamp_millis(),
+        changes: vec![TableChange {
+            table: ReplicaTable::SyncActions,
+            deletes: Vec::new(),
+            upserts: vec![SyncAction::to_batch(actions)?],
+        }],
+    })?;
+    let stats = sink.finish()?;
+    info!(
+        message = "Sync actions replicated.",
+        rows = stats.rows.load(std::sync::atomic::Ordering::Relaxed),
+        spilled = stats.spilled.load(std::sync::atomic::Ordering::Relaxed)
+    );
     Ok(())
 }
 
@@ -760,6 +790,15 @@ impl SyncJob {
             workers: args.workers.max(1),
             batch_rows: args.batch_rows.max(1),
             archive: (args.archive != "none").then(|| args.archive.clone()),
+            replica: match args.replica.as_deref() {
+                None => Some(crate::config::default_replica()?),
+                Some("none" | "off") => None,
+                Some(url) => Some(crate::replica_sink::ReplicaOptions {
+                    role: args.replica_role.clone(),
+                    migrate: args.replica_migrate,
+                    ..crate::replica_sink::ReplicaOptions::new(ReplicaUrl::parse(url)?)
+                }),
+            },
             ..SyncJob::new(local, remote, tables)
         })
     }

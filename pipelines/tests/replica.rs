@@ -493,3 +493,49 @@ fn observer_writer_writes_rows_and_cannot_drop_or_alter_tables() {
         );
     }
 }
+
+#[test]
+fn sync_actions_are_replicated_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    vigil_pipelines::sync_job::prepare_demo(&dir.path().join("demo")).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("replica.db").display());
+    let job = vigil_pipelines::sync_job::SyncJob {
+        replica: Some(options(&url)),
+        ..vigil_pipelines::sync_job::SyncJob::new(
+            ReplicaUrl::Sqlite(dir.path().join("demo").join("local.db")),
+            ReplicaUrl::Sqlite(dir.path().join("demo").join("remote.db")),
+            vec![vigil_pipelines::sync_job::DEMO_TABLE.into()],
+        )
+    };
+    let (_, actions) = vigil_pipelines::sync_job::run_once(&job).unwrap();
+    assert!(
+        actions.len() >= 4,
+        "the demonstration has edits on both sides"
+    );
+    let expected: BTreeSet<(String, String, String, String)> = actions
+        .iter()
+        .map(|a| {
+            let kind = a.action.as_str().to_owned();
+            (
+                a.table.clone(),
+                a.key.clone(),
+                kind,
+                a.winner_updated_at.to_string(),
+            )
+        })
+        .collect();
+    let replicated = || -> BTreeSet<(String, String, String, String)> {
+        rows(
+            &url,
+            "SELECT \"table\", \"key\", action, CAST(winner_updated_at AS TEXT) FROM sync_actions",
+        )
+        .iter()
+        .map(|r| (text(&r[0]), text(&r[1]), text(&r[2]), text(&r[3])))
+        .collect()
+    };
+    assert_eq!(replicated(), expected);
+    // A second pass finds the replicas equal: nothing new, nothing twice.
+    let (_, again) = vigil_pipelines::sync_job::run_once(&job).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(replicated(), expected);
+}

@@ -18,6 +18,11 @@ fn sync(local: &str, remote: &str, archive: &std::path::Path) -> Command {
         ])
         .args(["--batch-rows", "200", "--archive"])
         .arg(archive)
+        .arg("--replica")
+        .arg(format!(
+            "sqlite://{}",
+            archive.with_file_name("replica.db").display()
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command

@@ -145,6 +145,8 @@ pub enum Output {
     Sessions,
     /// `entanglements`.
     Entanglements,
+    /// `sync_actions`.
+    SyncActions,
 }
 
 impl Output {
@@ -155,6 +157,7 @@ impl Output {
             Output::Patterns => "patterns",
             Output::Sessions => "sessions",
             Output::Entanglements => "entanglements",
+            Output::SyncActions => "sync_actions",
         }
     }
 }
@@ -288,6 +291,15 @@ impl ReplicaSink {
         })
     }
 
+    /// Hands a batch to worker 0's writer, outside any dataflow (vigil-sync's actions).
+    pub fn send(&self, batch: Batch) -> anyhow::Result<()> {
+        self.senders
+            .first()
+            .context("the replica has no writer")?
+            .send(ToWriter::Batch(batch))
+            .map_err(|_| anyhow::anyhow!("the replica writer has stopped"))
+    }
+
     /// Waits until every batch handed over is written (or spilled, when the replica stayed
     /// away), after the dataflow has finished.
     pub fn finish(self) -> anyhow::Result<Arc<ReplicaStats>> {
@@ -375,7 +387,8 @@ impl Writer {
                 .build()
                 .context("starting the replica's I/O runtime")?,
         );
-        let spill_dir = options.spill_dir.join(format!("w{worker}"));
+        // A spill of the job's own: another job's batches carry other positions.
+        let spill_dir = options.spill_dir.join(&job).join(format!("w{worker}"));
         let spill = match spill_dir.exists() {
             true => Some(Spill::open(&spill_dir, key.clone(), SPILL_MAX_BYTES)?.0),
             false => None,
@@ -912,6 +925,7 @@ where
             Output::Entanglements => ReplicaTable::Entanglements,
             Output::Telemetry => ReplicaTable::TelemetryMeta,
             Output::Alerts => ReplicaTable::Alerts,
+            Output::SyncActions => ReplicaTable::SyncActions,
         };
         let exchange = Exchange::new(|u: &(R, u64, isize)| {
             xxhash_rust::xxh3::xxh3_64(u.0.replica_key().as_bytes())

@@ -3,7 +3,7 @@
 
 use arrow::datatypes::{DataType, FieldRef, TimeUnit};
 use vigil_operators::archaeology::entanglements::Entanglement;
-use vigil_operators::model::{Alert, Pattern, Reading, Record, Session};
+use vigil_operators::model::{Alert, Pattern, Reading, Record, Session, SyncAction};
 
 /// A table vigil keeps in a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,6 +20,8 @@ pub enum ReplicaTable {
     Sessions,
     /// Entangled source pairs as they stand.
     Entanglements,
+    /// The actions vigil-sync applied, each once.
+    SyncActions,
 }
 
 /// How a column is stored in SQL.
@@ -113,13 +115,14 @@ const TELEMETRY_META: &[&str] = &["event_id", "source", "name", "ts", "value", "
 
 impl ReplicaTable {
     /// Every table.
-    pub const ALL: [ReplicaTable; 6] = [
+    pub const ALL: [ReplicaTable; 7] = [
         ReplicaTable::TelemetryMeta,
         ReplicaTable::Alerts,
         ReplicaTable::AlertHistory,
         ReplicaTable::Patterns,
         ReplicaTable::Sessions,
         ReplicaTable::Entanglements,
+        ReplicaTable::SyncActions,
     ];
 
     /// The table's name in the replica.
@@ -131,6 +134,7 @@ impl ReplicaTable {
             ReplicaTable::Patterns => "patterns",
             ReplicaTable::Sessions => "sessions",
             ReplicaTable::Entanglements => "entanglements",
+            ReplicaTable::SyncActions => "sync_actions",
         }
     }
 
@@ -143,6 +147,13 @@ impl ReplicaTable {
             ReplicaTable::Patterns => &["pattern_id"],
             ReplicaTable::Sessions => &["key", "start"],
             ReplicaTable::Entanglements => &["a", "b"],
+            ReplicaTable::SyncActions => &[
+                "table",
+                "key",
+                "winner_updated_at",
+                "winner_origin",
+                "action",
+            ],
         }
     }
 
@@ -155,6 +166,7 @@ impl ReplicaTable {
             ReplicaTable::Patterns => 3,
             ReplicaTable::Sessions => 4,
             ReplicaTable::Entanglements => 5,
+            ReplicaTable::SyncActions => 6,
         }
     }
 
@@ -178,6 +190,7 @@ impl ReplicaTable {
             ReplicaTable::Patterns => Pattern::fields(),
             ReplicaTable::Sessions => Session::fields(),
             ReplicaTable::Entanglements => Entanglement::fields(),
+            ReplicaTable::SyncActions => SyncAction::fields(),
         }
     }
 
