@@ -11,7 +11,7 @@ use anyhow::Context;
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
 use vigil_operators::{Reading, Record};
 use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::replica_sink::{Batch, ReplicaTable, TableChange, Target};
+use vigil_pipelines::replica_sink::{Batch, Bulk, ReplicaTable, TableChange, Target};
 
 /// Readings per batch the generator's rows are cut into (as the job's sink cuts them).
 const BATCH_ROWS: usize = 100_000;
@@ -24,29 +24,30 @@ pub fn run(rows: u64, workers: usize, server: &str, end_to_end: bool) -> anyhow:
     println!("replica sink, {total} telemetry_meta rows, batches of {BATCH_ROWS}, -w {workers}");
 
     let database = "vigil_bench_replica";
-    let url = fresh_database(server, database)?;
-    let insert = write_all(&url, &batches, workers, "first")?;
-    let update = write_all(&url, &batches, workers, "again")?;
-    let count = count_rows(&url)?;
-    anyhow::ensure!(
-        count == total as i64,
-        "PostgreSQL holds {count} rows, not {total}"
-    );
-    println!(
-        "  PostgreSQL, new rows        {:>9.0} rows/s ({:.2} s)",
-        total as f64 / insert,
-        insert
-    );
-    println!(
-        "  PostgreSQL, all conflicts   {:>9.0} rows/s ({:.2} s)",
-        total as f64 / update,
-        update
-    );
+    for bulk in [Bulk::Copy, Bulk::Arrays] {
+        let url = fresh_database(server, database)?;
+        let insert = write_all(&url, &batches, workers, bulk, "first")?;
+        let update = write_all(&url, &batches, workers, bulk, "again")?;
+        let count = count_rows(&url)?;
+        anyhow::ensure!(
+            count == total as i64,
+            "PostgreSQL holds {count} rows, not {total}"
+        );
+        let mode = format!("{bulk:?}").to_lowercase();
+        println!(
+            "  PostgreSQL ({mode:<6}), new rows        {:>9.0} rows/s ({insert:.2} s)",
+            total as f64 / insert
+        );
+        println!(
+            "  PostgreSQL ({mode:<6}), all conflicts   {:>9.0} rows/s ({update:.2} s)",
+            total as f64 / update
+        );
+    }
 
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite://{}", dir.path().join("replica.db").display());
     migrate(&sqlite)?;
-    let lite = write_all(&sqlite, &batches, 1, "first")?;
+    let lite = write_all(&sqlite, &batches, 1, Bulk::Auto, "first")?;
     anyhow::ensure!(count_rows(&sqlite)? == total as i64, "SQLite lost rows");
     println!(
         "  SQLite, new rows (1 writer) {:>9.0} rows/s ({:.2} s)",
@@ -137,6 +138,7 @@ fn write_all(
     url: &str,
     batches: &[arrow::record_batch::RecordBatch],
     writers: usize,
+    bulk: Bulk,
     label: &str,
 ) -> anyhow::Result<f64> {
     let url = ReplicaUrl::parse(url)?;
@@ -151,7 +153,7 @@ fn write_all(
                             .enable_all()
                             .build()?,
                     );
-                    let mut target = Target::connect(&url, None, &runtime)?;
+                    let mut target = Target::connect(&url, None, bulk, &runtime)?;
                     for (i, rows) in batches.iter().enumerate().skip(w).step_by(writers) {
                         let batch = Batch {
                             part: format!("telemetry/{w}of{writers}"),

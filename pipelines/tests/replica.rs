@@ -21,7 +21,7 @@ use vigil_operators::{Alert, AlertStatus, Pattern, Reading, Record, Session};
 use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
 use vigil_pipelines::guards::GuardSpec;
 use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::replica_sink::ReplicaOptions;
+use vigil_pipelines::replica_sink::{Bulk, ReplicaOptions};
 use vigil_tests::files::parquet_files;
 use vigil_tests::postgres::{PgCluster, PgDatabase};
 
@@ -234,12 +234,36 @@ fn guard_backfill_into_postgres_equals_the_archive() {
     assert_guard_tables_match(&db.url, dir.path());
 }
 
+/// The array-parameter path (CockroachDB's) on PostgreSQL: the same rows as `COPY`.
 #[test]
-fn archaeology_backfill_equals_the_archive_in_both_replicas() {
-    let db = PgDatabase::create("replica_arch");
+fn guard_backfill_into_postgres_with_array_parameters_equals_the_archive() {
+    let db = PgDatabase::create("replica_arrays");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = ReplicaOptions {
+        migrate: true,
+        bulk: Bulk::Arrays,
+        ..options(&db.url)
+    };
+    run(
+        guard_job(&rocket(6, 3_000), dir.path(), replica, 2),
+        Shutdown::default(),
+    )
+    .unwrap();
+    assert_guard_tables_match(&db.url, dir.path());
+}
+
+#[test]
+fn archaeology_backfill_equals_the_archive_in_every_replica() {
+    let copy = PgDatabase::create("replica_arch");
+    let arrays = PgDatabase::create("replica_arch_arrays");
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("replica.db").display());
-    for (i, url) in [sqlite.as_str(), db.url.as_str()].into_iter().enumerate() {
+    let replicas = [
+        (sqlite.as_str(), Bulk::Auto),
+        (copy.url.as_str(), Bulk::Copy),
+        (arrays.url.as_str(), Bulk::Arrays),
+    ];
+    for (i, (url, bulk)) in replicas.into_iter().enumerate() {
         let run_dir = dir.path().join(format!("run{i}"));
         let args = vigil_pipelines::cli::ArchaeologyArgs {
             input: vec!["gen:devices?devices=60&ticks=900&rooms=4".into()],
@@ -251,6 +275,9 @@ fn archaeology_backfill_equals_the_archive_in_both_replicas() {
         };
         let mut job = args.into_job().unwrap();
         job.spill_dir = run_dir.join("spill");
+        if let Some(replica) = &mut job.replica {
+            replica.bulk = bulk;
+        }
         run(job, Shutdown::default()).unwrap();
         let archive = run_dir.join("archive");
 

@@ -43,7 +43,7 @@ use vigil_operators::archaeology::entanglements::Entanglement;
 use vigil_operators::model::{Alert, AlertStatus, Pattern, Record, Session};
 
 pub use tables::{Column, ReplicaTable, SqlKind};
-pub use write::{Batch, TableChange, Target};
+pub use write::{Batch, Bulk, TableChange, Target};
 
 use crate::crypto::PayloadKey;
 use crate::replica::ReplicaUrl;
@@ -78,6 +78,8 @@ pub struct ReplicaOptions {
     pub batch_interval: Duration,
     /// Where batches wait while the replica is away.
     pub spill_dir: PathBuf,
+    /// How rows reach a PostgreSQL-protocol replica.
+    pub bulk: Bulk,
 }
 
 impl ReplicaOptions {
@@ -91,6 +93,7 @@ impl ReplicaOptions {
             batch_rows: 100_000,
             batch_interval: Duration::from_millis(500),
             spill_dir: PathBuf::from("vigil-spill").join("replica"),
+            bulk: Bulk::Auto,
         }
     }
 }
@@ -329,7 +332,7 @@ fn prepare(
             crate::migrations::ensure_observer_writer(&mut replica)?;
         }
     }
-    Target::connect(&options.url, options.role.as_deref(), runtime).map_err(|error| {
+    Target::connect(&options.url, options.role.as_deref(), options.bulk, runtime).map_err(|error| {
         let text = format!("{error:#}");
         if text.contains("does not exist") && !is_unreachable(&error) {
             error.context(format!(
@@ -511,6 +514,7 @@ impl Writer {
             match Target::connect(
                 &self.options.url,
                 self.options.role.as_deref(),
+                self.options.bulk,
                 &self.runtime,
             ) {
                 Ok(target) => self.target = Some(target),

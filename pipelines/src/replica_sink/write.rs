@@ -224,6 +224,31 @@ fn last_per_key(batches: &[RecordBatch], key: &str) -> Option<Vec<Vec<bool>>> {
     repeated.then_some(keep)
 }
 
+/// How rows reach a PostgreSQL-protocol replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bulk {
+    /// Binary `COPY` on PostgreSQL, arrays on CockroachDB (where `COPY` needs the admin role
+    /// and temporary tables are experimental).
+    #[default]
+    Auto,
+    /// Binary `COPY` into session-local staging tables, then `INSERT … SELECT`.
+    Copy,
+    /// Each column as one array parameter: `INSERT … SELECT … FROM unnest($1, …)`.
+    Arrays,
+}
+
+impl Bulk {
+    /// `auto`, `copy` or `arrays`.
+    pub fn parse(text: &str) -> anyhow::Result<Bulk> {
+        Ok(match text {
+            "auto" => Bulk::Auto,
+            "copy" => Bulk::Copy,
+            "arrays" => Bulk::Arrays,
+            other => anyhow::bail!("replica bulk mode {other:?}: use auto, copy or arrays"),
+        })
+    }
+}
+
 /// Which kind of server a PostgreSQL-protocol replica is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
@@ -249,6 +274,8 @@ pub struct PgTarget {
     statements: HashMap<ReplicaTable, PgStatements>,
     /// The server's kind.
     pub server: Server,
+    /// Whether rows travel as array parameters rather than through `COPY`.
+    arrays: bool,
 }
 
 struct PgStatements {
@@ -271,6 +298,7 @@ impl Target {
     pub fn connect(
         url: &ReplicaUrl,
         role: Option<&str>,
+        bulk: Bulk,
         runtime: &Arc<tokio::runtime::Runtime>,
     ) -> anyhow::Result<Target> {
         match url {
@@ -288,6 +316,7 @@ impl Target {
                     runtime: runtime.clone(),
                     statements: HashMap::new(),
                     server: Server::Postgres,
+                    arrays: bulk == Bulk::Arrays,
                 };
                 target.prepare(role)?;
                 Ok(Target::Postgres(target))
@@ -385,15 +414,18 @@ impl PgTarget {
             .try_get(0)?;
         if version.contains("CockroachDB") {
             self.server = Server::Cockroach;
+            self.arrays = true;
         }
         let mut setup = String::new();
         if let Some(role) = role {
             setup.push_str(&format!("SET ROLE {};\n", quote_column(role)));
         }
-        if self.server == Server::Cockroach {
-            setup.push_str("SET experimental_enable_temp_tables = 'on';\n");
-        }
         for table in ReplicaTable::ALL {
+            if self.arrays {
+                // The tables must be there, even though no staging table is made.
+                setup.push_str(&format!("SELECT 1 FROM {} LIMIT 0;\n", table.name()));
+                continue;
+            }
             let name = table.name();
             let all = table.columns();
             let columns: Vec<&Column> = all.iter().collect();
@@ -451,11 +483,16 @@ impl PgTarget {
         let runtime = self.runtime.clone();
         let client = &mut self.client;
         let statements = &self.statements;
+        let arrays = self.arrays;
         runtime.block_on(async {
             let tx = client.transaction().await?;
             let mut buf = BytesMut::new();
             let mut scratch = Vec::new();
             for change in &batch.changes {
+                if arrays {
+                    write_arrays(&tx, change).await?;
+                    continue;
+                }
                 let sql = statements
                     .get(&change.table)
                     .context("a table the connection was not set up for")?;
@@ -514,6 +551,157 @@ impl PgTarget {
             anyhow::Ok(())
         })
     }
+}
+
+/// One column of rows as an array parameter.
+fn array_param<'a>(
+    values: &'a Values<'a>,
+    rows: &[usize],
+) -> Box<dyn tokio_postgres::types::ToSql + Sync + 'a> {
+    match values {
+        Values::Text(a) => Box::new(
+            rows.iter()
+                .map(|&r| a.is_valid(r).then(|| a.value(r)))
+                .collect::<Vec<_>>(),
+        ),
+        Values::Float(a) => Box::new(
+            rows.iter()
+                .map(|&r| a.is_valid(r).then(|| a.value(r)))
+                .collect::<Vec<_>>(),
+        ),
+        Values::Int(a) => Box::new(
+            rows.iter()
+                .map(|&r| a.is_valid(r).then(|| a.value(r)))
+                .collect::<Vec<_>>(),
+        ),
+        Values::Bool(a) => Box::new(
+            rows.iter()
+                .map(|&r| a.is_valid(r).then(|| a.value(r)))
+                .collect::<Vec<_>>(),
+        ),
+        Values::Timestamp(a) => Box::new(
+            rows.iter()
+                .map(|&r| {
+                    a.is_valid(r).then(|| {
+                        let ms = a.value(r);
+                        let at = std::time::Duration::from_millis(ms.unsigned_abs());
+                        if ms >= 0 {
+                            std::time::UNIX_EPOCH + at
+                        } else {
+                            std::time::UNIX_EPOCH - at
+                        }
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Values::Bytes(a) => Box::new(
+            rows.iter()
+                .map(|&r| a.is_valid(r).then(|| a.value(r)))
+                .collect::<Vec<_>>(),
+        ),
+        Values::Json(a) => Box::new(
+            rows.iter()
+                .map(|&r| {
+                    a.is_valid(r).then(|| {
+                        let mut text = Vec::new();
+                        json_list(a, r, &mut text);
+                        String::from_utf8_lossy(&text).into_owned()
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// `unnest($1::T[], …) AS u(c1, …)` and the select list that reads it as the columns' types.
+fn unnest(columns: &[&Column]) -> (String, String) {
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let kind = match c.kind {
+                SqlKind::Json => "TEXT",
+                other => other.postgres(),
+            };
+            format!("${}::{kind}[]", i + 1)
+        })
+        .collect();
+    let names: Vec<String> = (1..=columns.len()).map(|i| format!("c{i}")).collect();
+    let select: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.kind {
+            SqlKind::Json => format!("CAST(u.c{} AS JSONB)", i + 1),
+            _ => format!("u.c{}", i + 1),
+        })
+        .collect();
+    (
+        format!("unnest({}) AS u({})", arrays.join(", "), names.join(", ")),
+        select.join(", "),
+    )
+}
+
+/// Applies one table's change with array parameters: SQL that PostgreSQL and CockroachDB
+/// both accept, and no staging table.
+async fn write_arrays(
+    tx: &tokio_postgres::Transaction<'_>,
+    change: &TableChange,
+) -> anyhow::Result<()> {
+    let table = change.table;
+    let keys = key_columns(table);
+    let keys: Vec<&Column> = keys.iter().collect();
+    for rows in &change.deletes {
+        let arrays = project(rows, &keys)?;
+        let values = values(&arrays, &keys)?;
+        let all: Vec<usize> = (0..rows.num_rows()).collect();
+        let params: Vec<_> = values.iter().map(|v| array_param(v, &all)).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let (from, select) = unnest(&keys);
+        let sql = format!(
+            "DELETE FROM {} WHERE ({}) IN (SELECT {select} FROM {from})",
+            table.name(),
+            column_list(&keys)
+        );
+        tx.execute(&sql, &refs).await?;
+    }
+    if change.upserts.is_empty() {
+        return Ok(());
+    }
+    let all = table.columns();
+    let present: Vec<&Column> = all
+        .iter()
+        .filter(|c| !c.nullable || change.upserts[0].column_by_name(&c.name).is_some())
+        .collect();
+    let keep = match table.key() {
+        [key] => last_per_key(&change.upserts, key),
+        _ => None,
+    };
+    let set = set_list(table, &present, "EXCLUDED");
+    let action = if set.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!("UPDATE SET {set}")
+    };
+    let (from, select) = unnest(&present);
+    let sql = format!(
+        "INSERT INTO {} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO {action}",
+        table.name(),
+        column_list(&present),
+        column_list(&keys)
+    );
+    for (b, rows) in change.upserts.iter().enumerate() {
+        let arrays = project(rows, &present)?;
+        let values = values(&arrays, &present)?;
+        let kept: Vec<usize> = (0..rows.num_rows())
+            .filter(|r| keep.as_ref().is_none_or(|k| k[b][*r]))
+            .collect();
+        let params: Vec<_> = values.iter().map(|v| array_param(v, &kept)).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        tx.execute(&sql, &refs).await?;
+    }
+    Ok(())
 }
 
 /// Sends the rows' `columns` through `COPY … FROM STDIN (FORMAT binary)`, in chunks.
