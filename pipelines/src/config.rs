@@ -55,6 +55,9 @@ pub struct ReplicaConfig {
     pub batch_rows: Option<usize>,
     /// Time after which a batch is written, e.g. `"500ms"`.
     pub batch_interval: Option<String>,
+    /// How rows reach a PostgreSQL-protocol replica: `auto` (binary COPY on PostgreSQL,
+    /// array parameters on CockroachDB), `copy` or `arrays`.
+    pub bulk: Option<String>,
 }
 
 impl ReplicaConfig {
@@ -70,6 +73,24 @@ impl ReplicaConfig {
             set_replica_url(job, &url)
                 .with_context(|| format!("{}: replica.url", file.display()))?;
         }
+        // Every value is checked, whether or not the job has a replica to set it on.
+        let interval = match &self.batch_interval {
+            Some(text) => Some(humantime::parse_duration(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: replica.batch_interval = {text:?} is not a duration ({e}); write e.g. \
+                     \"500ms\"",
+                    file.display()
+                )
+            })?),
+            None => None,
+        };
+        let bulk = match &self.bulk {
+            Some(text) => Some(
+                crate::replica_sink::Bulk::parse(text)
+                    .with_context(|| format!("{}: replica.bulk", file.display()))?,
+            ),
+            None => None,
+        };
         if let Some(options) = &mut job.replica {
             if let Some(role) = &self.role {
                 options.role = Some(role.clone());
@@ -83,14 +104,11 @@ impl ReplicaConfig {
             if let Some(rows) = self.batch_rows {
                 options.batch_rows = rows.max(1);
             }
-            if let Some(interval) = &self.batch_interval {
-                options.batch_interval = humantime::parse_duration(interval).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: replica.batch_interval = {interval:?} is not a duration ({e}); \
-                         write e.g. \"500ms\"",
-                        file.display()
-                    )
-                })?;
+            if let Some(interval) = interval {
+                options.batch_interval = interval;
+            }
+            if let Some(bulk) = bulk {
+                options.bulk = bulk;
             }
         }
         Ok(())

@@ -370,6 +370,30 @@ mod tests {
         assert!(err.contains("other SQL"), "{err}");
     }
 
+    /// The replica tables the migration makes are the ones the writer fills: same columns,
+    /// same order, on SQLite (the PostgreSQL text is checked by the replica tests' writes).
+    #[test]
+    fn the_replica_tables_have_the_writers_columns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
+        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        migrate(&mut replica, false).unwrap();
+        for table in crate::replica_sink::ReplicaTable::ALL {
+            let names: Vec<String> = replica
+                .query_text(
+                    &format!("SELECT name FROM pragma_table_info('{}')", table.name()),
+                    &[],
+                )
+                .unwrap()
+                .into_iter()
+                .map(|row| row.into_iter().flatten().collect())
+                .collect();
+            let expected: Vec<String> = table.columns().into_iter().map(|c| c.name).collect();
+            assert_eq!(names, expected, "{}", table.name());
+        }
+    }
+
     #[test]
     fn checksums_are_stable_and_ids_increase() {
         for pair in MIGRATIONS.windows(2) {

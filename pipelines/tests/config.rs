@@ -44,6 +44,19 @@ fn the_sample_config_parses_into_a_job() {
         ]
     );
     assert_eq!(job.guards[1].reaction.severity, Severity::Critical);
+    // The replica is the embedded SQLite file beside the archive, relative to the file.
+    let replica = job
+        .replica
+        .as_ref()
+        .expect("the sample configures a replica");
+    assert_eq!(
+        replica.url,
+        vigil_pipelines::replica::ReplicaUrl::Sqlite(
+            path.parent().unwrap().join("../vigil-replica.db")
+        )
+    );
+    assert_eq!(replica.batch_rows, 100_000);
+    assert!(!replica.replicate_payload && !replica.migrate);
     assert!(
         job.guards
             .iter()
@@ -222,6 +235,7 @@ fn the_archaeology_sample_parses_and_bad_keys_are_named() {
     assert_eq!(params.entanglements.delta_ms, 1_500);
     assert_eq!(params.sessions.by, SessionKey::Room("room".into()));
     assert_eq!(params.field.window_ms, 60_000);
+    assert!(job.replica.is_some(), "the sample configures a replica");
     // The sample shows the defaults.
     let defaults = ArchaeologyParams::default();
     assert_eq!(params.sequences, defaults.sequences);
@@ -236,6 +250,8 @@ fn the_archaeology_sample_parses_and_bad_keys_are_named() {
         ("[sessions]\nby = \"hall\"\n", "sessions.by"),
         ("[entanglements]\ndelta = \"soon\"\n", "entanglements.delta"),
         ("[motifs]\nsegments = 5\n", "motifs"),
+        ("[replica]\nurl = \"mysql://x\"\n", "replica.url"),
+        ("[replica]\nbulk = \"fast\"\n", "replica.bulk"),
     ] {
         std::fs::write(&bad, text).unwrap();
         let err = ArchaeologyConfig::load(&bad)

@@ -941,3 +941,191 @@ where
         replicate(self, exchange, handle, output, fold);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use compact_str::format_compact;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+
+    /// Applies cut changes to a model of the table: deletes, then upserts, by key.
+    fn apply<R: Keyed>(model: &mut BTreeMap<String, R>, changes: Vec<TableChange>) {
+        for change in changes {
+            for batch in &change.deletes {
+                for record in R::from_batch(batch).unwrap() {
+                    model.remove(&record.replica_key());
+                }
+            }
+            for batch in &change.upserts {
+                for record in R::from_batch(batch).unwrap() {
+                    model.insert(record.replica_key(), record);
+                }
+            }
+        }
+    }
+
+    /// A collection of pairs changed at random over time, its updates shuffled within each
+    /// time, cut into batches at random frontiers: the table the cuts build equals the
+    /// collection's final content, and equals its content at every frontier cut at.
+    #[test]
+    fn collection_folds_equal_a_sequential_reference() {
+        for seed in 0..20 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut current: BTreeMap<String, Entanglement> = BTreeMap::new();
+            let mut updates: Vec<(Entanglement, u64, isize)> = Vec::new();
+            let mut snapshots: Vec<BTreeMap<String, Entanglement>> = Vec::new();
+            for time in 0..200u64 {
+                let mut at_time = Vec::new();
+                for _ in 0..rng.random_range(0..4) {
+                    let a = format_compact!("dev-{}", rng.random_range(0..6));
+                    let pair = Entanglement {
+                        a: a.clone(),
+                        b: "hub".into(),
+                        together: rng.random_range(1..50),
+                        lift_milli: 1_500,
+                        since: time as i64,
+                    };
+                    let key = pair.replica_key();
+                    if let Some(old) = current.remove(&key) {
+                        at_time.push((old, time, -1));
+                    }
+                    if rng.random_bool(0.7) {
+                        current.insert(key, pair.clone());
+                        at_time.push((pair, time, 1));
+                    }
+                }
+                // A record inserted and retracted at the same time nets to nothing.
+                if rng.random_bool(0.2) {
+                    let ghost = Entanglement {
+                        a: "ghost".into(),
+                        b: "hub".into(),
+                        together: 1,
+                        lift_milli: 1,
+                        since: 0,
+                    };
+                    at_time.push((ghost.clone(), time, 1));
+                    at_time.push((ghost, time, -1));
+                }
+                for i in (1..at_time.len()).rev() {
+                    at_time.swap(i, rng.random_range(0..=i));
+                }
+                updates.extend(at_time);
+                snapshots.push(current.clone());
+            }
+            let mut fold = CollectionFold {
+                table: ReplicaTable::Entanglements,
+                pending: Vec::new(),
+            };
+            let mut model = BTreeMap::new();
+            let mut frontier = 0u64;
+            for chunk in updates.chunks(7) {
+                let mut items = chunk.to_vec();
+                fold.receive(chunk[0].1, &mut items, i64::MIN);
+                let seen = chunk.last().map_or(0, |u| u.1);
+                if rng.random_bool(0.3) && seen > frontier {
+                    frontier = rng.random_range(frontier + 1..=seen);
+                    apply(&mut model, fold.cut(Some(frontier)));
+                    assert_eq!(model, snapshots[frontier as usize - 1], "seed {seed}");
+                }
+            }
+            apply(&mut model, fold.cut(None));
+            assert_eq!(model, current, "seed {seed}");
+        }
+    }
+
+    /// Raises and clears of many alerts, cut at random frontiers: `alerts` ends with the
+    /// alerts still open, `alert_history` with every raise and clear once.
+    #[test]
+    fn alert_folds_equal_a_sequential_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut fold = AlertFold::default();
+        let (mut open, mut history) = (BTreeMap::new(), BTreeMap::new());
+        let (mut expected_open, mut expected_history) = (BTreeSet::new(), BTreeSet::new());
+        let mut raised: Vec<String> = Vec::new();
+        let mut frontier = 0;
+        for time in 0..500u64 {
+            let alert = if !raised.is_empty() && rng.random_bool(0.4) {
+                let id = raised.swap_remove(rng.random_range(0..raised.len()));
+                expected_open.remove(&id);
+                alert(&id, time, AlertStatus::Cleared)
+            } else {
+                let id = format!("a{time}");
+                raised.push(id.clone());
+                expected_open.insert(id.clone());
+                alert(&id, time, AlertStatus::Raised)
+            };
+            expected_history.insert((alert.alert_id.to_string(), alert.status));
+            fold.receive(time, &mut vec![alert], i64::MIN);
+            if rng.random_bool(0.1) {
+                frontier = rng.random_range(frontier..=time + 1);
+                for change in fold.cut(Some(frontier)) {
+                    let target = match change.table {
+                        ReplicaTable::Alerts => &mut open,
+                        _ => &mut history,
+                    };
+                    for batch in &change.deletes {
+                        for a in Alert::from_batch(batch).unwrap() {
+                            target.remove(&(a.alert_id.to_string(), a.status));
+                            target.remove(&(a.alert_id.to_string(), AlertStatus::Raised));
+                        }
+                    }
+                    for batch in &change.upserts {
+                        for a in Alert::from_batch(batch).unwrap() {
+                            let key = (a.alert_id.to_string(), a.status);
+                            assert!(
+                                change.table == ReplicaTable::Alerts || !target.contains_key(&key),
+                                "history written twice: {key:?}"
+                            );
+                            target.insert(key, a);
+                        }
+                    }
+                }
+            }
+        }
+        for change in fold.cut(None) {
+            let target = match change.table {
+                ReplicaTable::Alerts => &mut open,
+                _ => &mut history,
+            };
+            for batch in &change.deletes {
+                for a in Alert::from_batch(batch).unwrap() {
+                    target.remove(&(a.alert_id.to_string(), AlertStatus::Raised));
+                }
+            }
+            for batch in &change.upserts {
+                for a in Alert::from_batch(batch).unwrap() {
+                    target.insert((a.alert_id.to_string(), a.status), a);
+                }
+            }
+        }
+        let open: BTreeSet<String> = open.into_keys().map(|(id, _)| id).collect();
+        assert_eq!(open, expected_open);
+        assert_eq!(
+            history.into_keys().collect::<BTreeSet<_>>(),
+            expected_history
+        );
+    }
+
+    fn alert(id: &str, ts: u64, status: AlertStatus) -> Alert {
+        Alert {
+            alert_id: id.into(),
+            guard: "zscore".into(),
+            severity: "warning".into(),
+            source: "veh-0".into(),
+            name: "altitude_m".into(),
+            ts: ts as i64,
+            window_start: ts as i64,
+            window_end: ts as i64,
+            observed: 1.0,
+            expected: 0.0,
+            score: 4.0,
+            status,
+            reaction: "telemetry-alerts".into(),
+        }
+    }
+}
