@@ -566,3 +566,21 @@ fn sync_actions_are_replicated_once_each() {
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(replicated(), expected);
 }
+
+#[test]
+fn a_replica_without_the_tables_is_an_error_that_says_what_to_run() {
+    let db = PgDatabase::create("replica_bare");
+    let dir = tempfile::tempdir().unwrap();
+    let error = run(
+        guard_job(&rocket(2, 100), dir.path(), options(&db.url), 1),
+        Shutdown::default(),
+    )
+    .err()
+    .map(|e| format!("{e:#}"))
+    .expect("the job refuses to start");
+    assert!(error.contains("--replica-migrate"), "{error}");
+    assert!(
+        db.try_execute("SELECT 1 FROM telemetry_meta").is_err(),
+        "nothing was created without being asked"
+    );
+}
