@@ -104,8 +104,9 @@ fn fresh_database(server: &str, name: &str) -> anyhow::Result<String> {
     let runtime = Arc::new(tokio::runtime::Runtime::new()?);
     let mut admin = Replica::connect(&ReplicaUrl::parse(server)?, &runtime)
         .context("the benchmark needs a PostgreSQL server whose user may create databases")?;
-    admin.execute_batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-    admin.execute_batch(&format!("CREATE DATABASE {name}"))?;
+    // Outside a transaction, which CREATE and DROP DATABASE refuse.
+    admin.query_text(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])?;
+    admin.query_text(&format!("CREATE DATABASE {name}"), &[])?;
     let url = match server.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => anyhow::bail!("{server} names no database"),

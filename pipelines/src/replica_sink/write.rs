@@ -276,6 +276,24 @@ pub struct PgTarget {
     pub server: Server,
     /// Whether rows travel as array parameters rather than through `COPY`.
     arrays: bool,
+    /// Per table: whether the next rows are tried straight into the table (they were new
+    /// last time).
+    fresh: HashMap<ReplicaTable, bool>,
+    /// Batches written.
+    batches: u64,
+}
+
+/// Batches after which a table whose rows were not all new is tried on the direct path again.
+const FRESH_RETRY: u64 = 16;
+
+/// Whether the error is a unique-key violation.
+fn is_unique_violation(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    })
 }
 
 struct PgStatements {
@@ -317,6 +335,8 @@ impl Target {
                     statements: HashMap::new(),
                     server: Server::Postgres,
                     arrays: bulk == Bulk::Arrays,
+                    fresh: HashMap::new(),
+                    batches: 0,
                 };
                 target.prepare(role)?;
                 Ok(Target::Postgres(target))
@@ -484,6 +504,9 @@ impl PgTarget {
         let client = &mut self.client;
         let statements = &self.statements;
         let arrays = self.arrays;
+        let fresh = &mut self.fresh;
+        self.batches += 1;
+        let batch_number = self.batches;
         runtime.block_on(async {
             let tx = client.transaction().await?;
             let mut buf = BytesMut::new();
@@ -524,7 +547,40 @@ impl PgTarget {
                         [key] => last_per_key(&change.upserts, key),
                         _ => None,
                     };
-                    let stage = format!("vigil_stage_{}", change.table.name());
+                    // Rows written for the first time (the usual case) go straight into the
+                    // table; a key that is there already (a run after a crash, an update)
+                    // undoes that and takes the staged upsert.
+                    let name = change.table.name();
+                    if *fresh.get(&change.table).unwrap_or(&true) {
+                        tx.batch_execute("SAVEPOINT vigil_fresh").await?;
+                        let copy = format!("COPY {name} ({cols}) FROM STDIN (FORMAT binary)");
+                        match copy_in(
+                            &tx,
+                            &copy,
+                            &change.upserts,
+                            &present,
+                            keep.as_deref(),
+                            &mut buf,
+                            &mut scratch,
+                        )
+                        .await
+                        {
+                            Ok(()) => {
+                                tx.batch_execute("RELEASE SAVEPOINT vigil_fresh").await?;
+                                continue;
+                            }
+                            Err(error) if is_unique_violation(&error) => {
+                                tx.batch_execute("ROLLBACK TO SAVEPOINT vigil_fresh")
+                                    .await?;
+                                fresh.insert(change.table, false);
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    } else if batch_number.is_multiple_of(FRESH_RETRY) {
+                        // Try the direct path again now and then: updates come in spells.
+                        fresh.insert(change.table, true);
+                    }
+                    let stage = format!("vigil_stage_{name}");
                     let copy = format!("COPY {stage} ({cols}) FROM STDIN (FORMAT binary)");
                     copy_in(
                         &tx,
