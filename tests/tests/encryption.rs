@@ -162,3 +162,78 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The replica gets the ciphertext only when asked, and never the clear payload.
+#[test]
+fn the_replica_holds_the_ciphertext_only_when_asked_and_never_the_clear_text() {
+    use vigil_pipelines::replica::{Replica, ReplicaUrl};
+    use vigil_pipelines::replica_sink::ReplicaOptions;
+
+    let key = PayloadKey::from_hex(KEY).unwrap();
+    for replicate_payload in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let expected = write_input(&tmp.path().join("in"));
+        let db = tmp.path().join("replica.db");
+        let url = ReplicaUrl::Sqlite(db.clone());
+        let summary = run(
+            GuardJob {
+                spill_dir: tmp.path().join("spill"),
+                replica: Some(ReplicaOptions {
+                    replicate_payload,
+                    ..ReplicaOptions::new(url.clone())
+                }),
+                ..job(
+                    &tmp.path().join("in"),
+                    &tmp.path().join("archive"),
+                    Some(key.clone()),
+                )
+            },
+            Shutdown::default(),
+        )
+        .unwrap();
+        assert_eq!(summary.events_in, 50);
+        for suffix in ["", "-wal"] {
+            let path = format!("{}{suffix}", db.display());
+            if let Ok(raw) = std::fs::read(&path) {
+                assert!(
+                    !raw.windows(10).any(|w| w == b"crew note ")
+                        && !raw.windows(10).any(|w| w == b"flight-dir"),
+                    "clear payload text in {path}"
+                );
+            }
+        }
+        let runtime = std::sync::Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        let rows = replica
+            .query_text(
+                "SELECT event_id, key_id, hex(payload) FROM telemetry_meta ORDER BY event_id",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 50);
+        let mut opened = Vec::new();
+        for row in rows {
+            let [Some(id), Some(key_id), hex_payload] = &row[..] else {
+                panic!("a row without id or key id: {row:?}")
+            };
+            assert_eq!(key_id, key.key_id().as_str());
+            match (replicate_payload, hex_payload) {
+                (true, Some(hex_text)) => {
+                    let sealed = hex::decode(hex_text).unwrap();
+                    opened.push((id.clone(), key.open(id, key_id, &sealed).expect("opens")));
+                }
+                (false, None) => {}
+                (false, Some(text)) if text.is_empty() => {}
+                other => {
+                    panic!("payload column {other:?} with replicate_payload {replicate_payload}")
+                }
+            }
+        }
+        if replicate_payload {
+            opened.sort();
+            let mut expected = expected;
+            expected.sort();
+            assert_eq!(opened, expected);
+        }
+    }
+}
