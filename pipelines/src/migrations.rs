@@ -114,7 +114,7 @@ pub const MIGRATIONS: &[Migration] = &[
                  updated_at TEXT NOT NULL, PRIMARY KEY (job, part));\n\
                  CREATE TABLE IF NOT EXISTS telemetry_meta (\
                  event_id TEXT NOT NULL PRIMARY KEY, source TEXT NOT NULL, name TEXT NOT NULL, \
-                 ts INTEGER NOT NULL, value REAL NOT NULL, key_id TEXT, payload BLOB);\n\
+                 ts INTEGER NOT NULL, value REAL NOT NULL, key_id TEXT, payload BLOB) WITHOUT ROWID;\n\
                  CREATE TABLE IF NOT EXISTS alerts (\
                  alert_id TEXT NOT NULL PRIMARY KEY, guard TEXT NOT NULL, severity TEXT NOT NULL, \
                  source TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, \

@@ -352,6 +352,8 @@ impl Target {
                 // Every commit is on disk before it returns: its position may be relied on.
                 conn.pragma_update(None, "synchronous", "FULL")?;
                 conn.busy_timeout(std::time::Duration::from_secs(30))?;
+                // The key index of a large table stays in memory: 64 MiB of page cache.
+                conn.pragma_update(None, "cache_size", -65_536)?;
                 Ok(Target::Sqlite(SqliteTarget { conn }))
             }
         }
