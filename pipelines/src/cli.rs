@@ -87,26 +87,9 @@ pub struct GuardArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
 
-    /// The SQL replica results are upserted into: `postgres://USER@HOST:PORT/DB` (PostgreSQL
-    /// or CockroachDB), `sqlite://PATH`, or `none`. Default: the embedded SQLite file
-    /// `./vigil-replica.db`.
-    #[arg(long, env = "VIGIL_REPLICA")]
-    pub replica: Option<String>,
-
-    /// A role the replica sink takes after connecting (e.g. `observer_writer`, which may write
-    /// rows but not change tables).
-    #[arg(long)]
-    pub replica_role: Option<String>,
-
-    /// Apply vigil's migrations to the replica (and set up the observer_writer role) before
-    /// running; needs a user who may create tables.
-    #[arg(long)]
-    pub replica_migrate: bool,
-
-    /// Replicate each reading's encrypted payload (opaque; never decrypted). Off by default:
-    /// only metadata leaves.
-    #[arg(long)]
-    pub replicate_payload: bool,
+    /// The SQL replica and how results are written to it.
+    #[command(flatten)]
+    pub replica: ReplicaArgs,
 
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
@@ -165,13 +148,7 @@ impl GuardArgs {
             );
         }
         job.chunk_bytes = self.chunk_bytes;
-        crate::config::apply_replica_flags(
-            &mut job,
-            self.replica.as_deref(),
-            self.replica_role.as_deref(),
-            self.replica_migrate,
-            self.replicate_payload,
-        )?;
+        self.replica.apply(&mut job)?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress
             && std::io::stderr().is_terminal()
@@ -279,26 +256,9 @@ pub struct ArchaeologyArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
 
-    /// The SQL replica results are upserted into: `postgres://USER@HOST:PORT/DB` (PostgreSQL
-    /// or CockroachDB), `sqlite://PATH`, or `none`. Default: the embedded SQLite file
-    /// `./vigil-replica.db`.
-    #[arg(long, env = "VIGIL_REPLICA")]
-    pub replica: Option<String>,
-
-    /// A role the replica sink takes after connecting (e.g. `observer_writer`, which may write
-    /// rows but not change tables).
-    #[arg(long)]
-    pub replica_role: Option<String>,
-
-    /// Apply vigil's migrations to the replica (and set up the observer_writer role) before
-    /// running; needs a user who may create tables.
-    #[arg(long)]
-    pub replica_migrate: bool,
-
-    /// Replicate each reading's encrypted payload (opaque; never decrypted). Off by default:
-    /// only metadata leaves.
-    #[arg(long)]
-    pub replicate_payload: bool,
+    /// The SQL replica and how results are written to it.
+    #[command(flatten)]
+    pub replica: ReplicaArgs,
 
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
@@ -348,17 +308,49 @@ impl ArchaeologyArgs {
             params.carry = Some(dir);
         }
         job.chunk_bytes = self.chunk_bytes;
-        crate::config::apply_replica_flags(
-            &mut job,
-            self.replica.as_deref(),
-            self.replica_role.as_deref(),
-            self.replica_migrate,
-            self.replicate_payload,
-        )?;
+        self.replica.apply(&mut job)?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress && std::io::stderr().is_terminal();
         job.program = Program::Archaeology(Box::new(params));
         Ok(job)
+    }
+}
+
+/// The replica flags `vigil-guard` and `vigil-archaeology` share.
+#[derive(Debug, Default, clap::Args)]
+pub struct ReplicaArgs {
+    /// The SQL replica results are upserted into: `postgres://USER@HOST:PORT/DB` (PostgreSQL
+    /// or CockroachDB), `sqlite://PATH`, or `none`. Default: the embedded SQLite file
+    /// `./vigil-replica.db`.
+    #[arg(long = "replica", env = "VIGIL_REPLICA")]
+    pub url: Option<String>,
+
+    /// A role the replica sink takes after connecting (e.g. `observer_writer`, which may write
+    /// rows but not change tables).
+    #[arg(long)]
+    pub replica_role: Option<String>,
+
+    /// Apply vigil's migrations to the replica (and set up the observer_writer role) before
+    /// running; needs a user who may create tables.
+    #[arg(long)]
+    pub replica_migrate: bool,
+
+    /// Replicate each reading's encrypted payload (opaque; never decrypted). Off by default:
+    /// only metadata leaves.
+    #[arg(long)]
+    pub replicate_payload: bool,
+}
+
+impl ReplicaArgs {
+    /// Sets the flags given on `job` (after any config file).
+    pub fn apply(&self, job: &mut GuardJob) -> anyhow::Result<()> {
+        crate::config::apply_replica_flags(
+            job,
+            self.url.as_deref(),
+            self.replica_role.as_deref(),
+            self.replica_migrate,
+            self.replicate_payload,
+        )
     }
 }
 

@@ -32,7 +32,7 @@ fn read_table<R: Record>(archive: &Path) -> Vec<R> {
 }
 
 fn run_args(args: &[&str]) -> Summary {
-    let mut argv = vec!["vigil-archaeology", "--no-progress"];
+    let mut argv = vec!["vigil-archaeology", "--no-progress", "--replica", "none"];
     argv.extend_from_slice(args);
     let job = ArchaeologyArgs::try_parse_from(argv)
         .unwrap()

@@ -38,6 +38,7 @@ fn unreadable_input_exits_non_zero_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("bad.ndjson"), "garbage\n").unwrap();
     let output = guard()
+        .current_dir(tmp.path())
         .args([
             "--input",
             &tmp.path().join("bad.ndjson").display().to_string(),
@@ -54,7 +55,9 @@ fn bad_flags_are_usage_errors() {
     let output = guard().args(["--guard", "median:k=3"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown guard `median`"));
+    let tmp = tempfile::tempdir().unwrap();
     let output = guard()
+        .current_dir(tmp.path())
         .args(["--input", "/nonexistent/x.ndjson"])
         .output()
         .unwrap();

@@ -268,8 +268,11 @@ fn archaeology_backfill_equals_the_archive_in_every_replica() {
         let args = vigil_pipelines::cli::ArchaeologyArgs {
             input: vec!["gen:devices?devices=60&ticks=900&rooms=4".into()],
             archive: Some(run_dir.join("archive").display().to_string()),
-            replica: Some(url.to_owned()),
-            replica_migrate: true,
+            replica: vigil_pipelines::cli::ReplicaArgs {
+                url: Some(url.to_owned()),
+                replica_migrate: true,
+                ..Default::default()
+            },
             no_progress: true,
             ..clap::Parser::parse_from(["vigil-archaeology"])
         };

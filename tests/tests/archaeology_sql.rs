@@ -14,6 +14,8 @@ fn the_archaeology_tables_answer_sql() {
     let job = ArchaeologyArgs::try_parse_from([
         "vigil-archaeology",
         "--no-progress",
+        "--replica",
+        "none",
         "-i",
         "gen:devices?devices=40&ticks=1200&rooms=3",
         "--archive",

@@ -420,6 +420,31 @@ fn set_list(table: ReplicaTable, columns: &[&Column], excluded: &str) -> String 
     set.join(", ")
 }
 
+/// What an upsert of a change writes: the table's columns its rows have (a nullable one they
+/// lack stays as it is), which rows to keep so that each key comes once, and what a conflict
+/// does (`excluded` names the proposed row: `EXCLUDED` or SQLite's `excluded`).
+fn upsert_plan<'a>(
+    change: &TableChange,
+    all: &'a [Column],
+    excluded: &str,
+) -> (Vec<&'a Column>, Option<Vec<Vec<bool>>>, String) {
+    let present: Vec<&Column> = all
+        .iter()
+        .filter(|c| !c.nullable || change.upserts[0].column_by_name(&c.name).is_some())
+        .collect();
+    let keep = match change.table.key() {
+        [key] => last_per_key(&change.upserts, key),
+        _ => None,
+    };
+    let set = set_list(change.table, &present, excluded);
+    let action = if set.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!("UPDATE SET {set}")
+    };
+    (present, keep, action)
+}
+
 fn key_columns(table: ReplicaTable) -> Vec<Column> {
     table
         .columns()
@@ -538,17 +563,8 @@ impl PgTarget {
                 }
                 if !change.upserts.is_empty() {
                     let all = change.table.columns();
-                    let present: Vec<&Column> = all
-                        .iter()
-                        .filter(|c| {
-                            !c.nullable || change.upserts[0].column_by_name(&c.name).is_some()
-                        })
-                        .collect();
+                    let (present, keep, _) = upsert_plan(change, &all, "EXCLUDED");
                     let cols = column_list(&present);
-                    let keep = match change.table.key() {
-                        [key] => last_per_key(&change.upserts, key),
-                        _ => None,
-                    };
                     // Rows written for the first time (the usual case) go straight into the
                     // table; a key that is there already (a run after a crash, an update)
                     // undoes that and takes the staged upsert.
@@ -727,20 +743,7 @@ async fn write_arrays(
         return Ok(());
     }
     let all = table.columns();
-    let present: Vec<&Column> = all
-        .iter()
-        .filter(|c| !c.nullable || change.upserts[0].column_by_name(&c.name).is_some())
-        .collect();
-    let keep = match table.key() {
-        [key] => last_per_key(&change.upserts, key),
-        _ => None,
-    };
-    let set = set_list(table, &present, "EXCLUDED");
-    let action = if set.is_empty() {
-        "NOTHING".to_owned()
-    } else {
-        format!("UPDATE SET {set}")
-    };
+    let (present, keep, action) = upsert_plan(change, &all, "EXCLUDED");
     let (from, select) = unnest(&present);
     let sql = format!(
         "INSERT INTO {} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO {action}",
@@ -836,20 +839,7 @@ impl SqliteTarget {
                 continue;
             }
             let all = table.columns();
-            let present: Vec<&Column> = all
-                .iter()
-                .filter(|c| !c.nullable || change.upserts[0].column_by_name(&c.name).is_some())
-                .collect();
-            let keep = match table.key() {
-                [key] => last_per_key(&change.upserts, key),
-                _ => None,
-            };
-            let set = set_list(table, &present, "excluded");
-            let action = if set.is_empty() {
-                "NOTHING".to_owned()
-            } else {
-                format!("UPDATE SET {set}")
-            };
+            let (present, keep, action) = upsert_plan(change, &all, "excluded");
             let one = format!("({})", vec!["?"; present.len()].join(", "));
             let statement_for = |rows: usize| {
                 format!(
