@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, ListArray,
-    RecordBatch, StringArray, TimestampMillisecondArray,
+    Array, ArrayAccessor, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array,
+    ListArray, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
@@ -627,32 +627,23 @@ impl PgTarget {
     }
 }
 
+/// The values of `rows` of a column, null where the column is null.
+fn picked<A: ArrayAccessor>(array: A, rows: &[usize]) -> Vec<Option<A::Item>> {
+    rows.iter()
+        .map(|&r| array.is_valid(r).then(|| array.value(r)))
+        .collect()
+}
+
 /// One column of rows as an array parameter.
 fn array_param<'a>(
     values: &'a Values<'a>,
     rows: &[usize],
 ) -> Box<dyn tokio_postgres::types::ToSql + Sync + 'a> {
     match values {
-        Values::Text(a) => Box::new(
-            rows.iter()
-                .map(|&r| a.is_valid(r).then(|| a.value(r)))
-                .collect::<Vec<_>>(),
-        ),
-        Values::Float(a) => Box::new(
-            rows.iter()
-                .map(|&r| a.is_valid(r).then(|| a.value(r)))
-                .collect::<Vec<_>>(),
-        ),
-        Values::Int(a) => Box::new(
-            rows.iter()
-                .map(|&r| a.is_valid(r).then(|| a.value(r)))
-                .collect::<Vec<_>>(),
-        ),
-        Values::Bool(a) => Box::new(
-            rows.iter()
-                .map(|&r| a.is_valid(r).then(|| a.value(r)))
-                .collect::<Vec<_>>(),
-        ),
+        Values::Text(a) => Box::new(picked(*a, rows)),
+        Values::Float(a) => Box::new(picked(*a, rows)),
+        Values::Int(a) => Box::new(picked(*a, rows)),
+        Values::Bool(a) => Box::new(picked(*a, rows)),
         Values::Timestamp(a) => Box::new(
             rows.iter()
                 .map(|&r| {
@@ -668,11 +659,7 @@ fn array_param<'a>(
                 })
                 .collect::<Vec<_>>(),
         ),
-        Values::Bytes(a) => Box::new(
-            rows.iter()
-                .map(|&r| a.is_valid(r).then(|| a.value(r)))
-                .collect::<Vec<_>>(),
-        ),
+        Values::Bytes(a) => Box::new(picked(*a, rows)),
         Values::Json(a) => Box::new(
             rows.iter()
                 .map(|&r| {
