@@ -35,18 +35,38 @@ const PARQUET_EXTENSION: &str = ".parquet";
 /// Opens the archive at `archive` (a local path, a `file://` URL or an `s3://bucket/prefix` URL)
 /// and returns a context with one table registered per archive directory, unbounded in memory.
 pub async fn open_archive(archive: &str) -> anyhow::Result<SessionContext> {
-    open_archive_in(archive, Arc::new(RuntimeEnv::default())).await
+    open_archive_in(
+        archive,
+        Arc::new(RuntimeEnv::default()),
+        Reach::ArchiveAndFiles,
+    )
+    .await
 }
 
-/// [`open_archive`] with the runtime (memory pool, spill directory) queries run in.
+/// What the queries of a context may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The archive's tables, and any file or URL a query names in `FROM` (`FROM
+    /// 'other.parquet'`), as DuckDB does: for the command line, which runs as its user anyway.
+    ArchiveAndFiles,
+    /// The archive's tables only: for the server, whose clients must not read the files of
+    /// the account it runs as.
+    ArchiveOnly,
+}
+
+/// [`open_archive`] with the runtime (memory pool, spill directory) queries run in, and what
+/// they may read.
 pub(crate) async fn open_archive_in(
     archive: &str,
     runtime: Arc<RuntimeEnv>,
+    reach: Reach,
 ) -> anyhow::Result<SessionContext> {
     // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work in the CLI.
     let config = SessionConfig::new().with_information_schema(true);
-    // Files named in a query (`FROM 'other.parquet'`) are read too, as DuckDB does.
-    let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+    if reach == Reach::ArchiveAndFiles {
+        ctx = ctx.enable_url_table();
+    }
     let root = resolve_root(&ctx, archive).await?;
     if root.directories.is_empty() {
         warn!(message = "Archive has no table directories.", archive);

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use vigil_operators::crypto::PayloadKey;
+
+use crate::archive::Reach;
 use crate::session::{Limits, QueryError, Session, default_memory_limit, parse_memory};
 use crate::{OutputFormat, write_result};
 
@@ -44,16 +47,18 @@ pub struct Args {
     /// aggregations spill to disk before a query fails. Default: half of the machine's memory.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory_limit)]
     pub memory_limit: Option<MemoryLimit>,
-    /// Stop a statement that runs longer than this (e.g. 30s, 5m). Default: no limit.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
+    /// Stop a statement that runs longer than this (e.g. 30s, 5m), or `none`. Default: no
+    /// limit on the command line; 5 minutes in server mode.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Timeout>,
     /// The payload key (64 hex characters) that `decrypt(payload, event_id, key_id)` opens
-    /// payloads with; else VIGIL_KEY; without either, payloads stay opaque bytes.
+    /// payloads with; else VIGIL_KEY (not in server mode, which opens payloads only with a
+    /// key file given here); without either, payloads stay opaque bytes.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// Serve the archive over the PostgreSQL wire protocol instead of running statements, so
-    /// psql and PostgreSQL drivers can query it (read-only). Default address: 127.0.0.1:5433;
-    /// port 0 picks a free port.
+    /// psql and PostgreSQL drivers can query it (read-only, the archive's tables only).
+    /// Default address: 127.0.0.1:5433; port 0 picks a free port.
     #[arg(
         long,
         value_name = "HOST:PORT",
@@ -62,15 +67,47 @@ pub struct Args {
         conflicts_with_all = ["sql", "file", "output"]
     )]
     pub serve: Option<std::net::SocketAddr>,
-    /// The password server-mode clients must give (SCRAM-SHA-256), for any user name. Required
-    /// to listen on anything but loopback.
-    #[arg(long, env = "VIGIL_SQL_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    /// A file holding the password server-mode clients must give (SCRAM-SHA-256), for any
+    /// user name; else VIGIL_SQL_PASSWORD. Required to listen on anything but loopback.
+    #[arg(long, value_name = "FILE", requires = "serve")]
+    pub password_file: Option<PathBuf>,
+    /// The server's TLS certificate chain (PEM). With it, clients must connect over TLS
+    /// (`sslmode=require` or `verify-full`).
+    #[arg(long, value_name = "FILE", requires_all = ["serve", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires_all = ["serve", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+    /// The most clients the server serves at once; one more is told `too many clients` and
+    /// disconnected.
+    #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// The SQL to run: one statement or several separated by `;`, e.g.
     /// "SELECT count(*) FROM telemetry WHERE date = '2026-01-01'".
     #[arg(value_name = "SQL")]
     pub sql: Option<String>,
 }
+
+/// A `--timeout`: a duration, or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "none" | "unlimited" => Ok(Timeout(None)),
+        _ => match humantime::parse_duration(text.trim()) {
+            Ok(limit) if !limit.is_zero() => Ok(Timeout(Some(limit))),
+            Ok(_) => Err(
+                "a timeout of zero would stop every statement: give e.g. 30s, 5m, or none".into(),
+            ),
+            Err(error) => Err(format!("{error}: give e.g. 30s, 5m, or none")),
+        },
+    }
+}
+
+/// The environment variable the server's password may come from.
+pub const PASSWORD_ENV: &str = "VIGIL_SQL_PASSWORD";
 
 /// A `--memory-limit`: a number of bytes, or none at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +121,56 @@ fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
 }
 
 impl Args {
-    /// The limits the arguments ask for.
+    /// The limits the arguments ask for: the server's statements stop after 5 minutes
+    /// unless told otherwise, the command line's run as long as they take.
     pub fn limits(&self) -> Limits {
+        let default_timeout = self
+            .serve
+            .is_some()
+            .then_some(crate::server::DEFAULT_TIMEOUT);
         Limits {
             memory: self
                 .memory_limit
                 .map_or(Some(default_memory_limit()), |m| m.0),
-            timeout: self.timeout,
+            timeout: self.timeout.map_or(default_timeout, |t| t.0),
         }
+    }
+
+    /// The server's password: from `--password-file`, else from `VIGIL_SQL_PASSWORD`, else
+    /// none. One trailing line break of the file is not part of it.
+    ///
+    /// # Errors
+    /// When the file cannot be read, or the password is empty: an empty password would
+    /// look like protection and be none.
+    pub fn password(&self) -> anyhow::Result<Option<String>> {
+        let (password, from) = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "reading the password file {}: {e}: check the path given to --password-file",
+                        path.display()
+                    )
+                })?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                (
+                    text.to_owned(),
+                    format!("the password file {}", path.display()),
+                )
+            }
+            None => match std::env::var(PASSWORD_ENV) {
+                Ok(text) => (text, PASSWORD_ENV.to_owned()),
+                Err(std::env::VarError::NotPresent) => return Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    anyhow::bail!("{PASSWORD_ENV} is not valid UTF-8: set a UTF-8 password")
+                }
+            },
+        };
+        anyhow::ensure!(
+            !password.trim().is_empty(),
+            "{from} holds an empty password, which would let anyone in: set a password, or unset it to serve loopback without one"
+        );
+        Ok(Some(password))
     }
 }
 
@@ -147,9 +226,24 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
 /// # Errors
 /// [`Failure::Usage`] when the archive cannot be opened.
 pub async fn open(args: &Args) -> Result<Session, Failure> {
-    let key = vigil_operators::crypto::PayloadKey::from_env_or_file(args.key_file.as_deref())
-        .map_err(Failure::Usage)?;
-    Session::open(&args.archive, args.limits(), key)
+    // The server opens payloads only with a key given to it by name: a key in the
+    // environment of whoever started it is not meant for every client that connects.
+    let (key, reach) = match args.serve {
+        None => (
+            PayloadKey::from_env_or_file(args.key_file.as_deref()),
+            Reach::ArchiveAndFiles,
+        ),
+        Some(_) => (
+            args.key_file
+                .as_deref()
+                .map(|path| PayloadKey::from_env_or_file(Some(path)))
+                .transpose()
+                .map(Option::flatten),
+            Reach::ArchiveOnly,
+        ),
+    };
+    let key = key.map_err(Failure::Usage)?;
+    Session::open_with(&args.archive, args.limits(), key, reach)
         .await
         .map_err(Failure::Usage)
 }

@@ -13,7 +13,8 @@
 //! - `windows`: `zscore(value) OVER (…)`, exact where sliding variances drift.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
 //! - `shell`: statements line by line, with `\d`-style commands (interactive or piped).
-//! - `server`: the archive over the PostgreSQL wire protocol, read-only, for psql and drivers.
+//! - `server`: the archive over the PostgreSQL wire protocol, read-only, for psql and drivers;
+//!   `server/policy` is what a client may run, `server/tls` its TLS.
 //! - `cli`: the `vigil-sql` command line: arguments and `run`.
 
 mod archive;
@@ -26,11 +27,14 @@ mod session;
 mod shell;
 mod windows;
 
-pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, open_archive, query, table_names};
-pub use cli::{Args, Failure, MemoryLimit, Output, open, run, run_text};
+pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, Reach, open_archive, query, table_names};
+pub use cli::{Args, Failure, MemoryLimit, Output, PASSWORD_ENV, Timeout, open, run, run_text};
 pub use functions::register as register_functions;
 pub use output::{OutputFormat, write_batches, write_result};
-pub use server::{DEFAULT_LISTEN, ServerOptions, bind, serve};
+pub use server::{
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, Listener, ServerOptions, TlsFiles,
+    bind, serve,
+};
 pub use session::{
     Answer, Limits, QueryError, Session, default_memory_limit, format_bytes, parse_memory,
     total_memory,

@@ -15,7 +15,7 @@ use datafusion::prelude::{SQLOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
-use crate::archive::open_archive_in;
+use crate::archive::{Reach, open_archive_in};
 
 /// How much a query may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +162,8 @@ pub struct Session {
 
 impl Session {
     /// Opens the archive (a local path, `file://` or `s3://` URL) with every table registered;
-    /// `decrypt` opens payloads with `key` only.
+    /// `decrypt` opens payloads with `key` only. Queries may also name files and URLs in
+    /// `FROM`, as on the command line.
     ///
     /// # Errors
     /// When the archive cannot be read, or the limits cannot be set up.
@@ -171,12 +172,26 @@ impl Session {
         limits: Limits,
         key: Option<vigil_operators::crypto::PayloadKey>,
     ) -> anyhow::Result<Session> {
+        Self::open_with(archive, limits, key, Reach::ArchiveAndFiles).await
+    }
+
+    /// [`Session::open`] with what queries may read: the server opens the archive's tables
+    /// and nothing else.
+    ///
+    /// # Errors
+    /// When the archive cannot be read, or the limits cannot be set up.
+    pub async fn open_with(
+        archive: &str,
+        limits: Limits,
+        key: Option<vigil_operators::crypto::PayloadKey>,
+        reach: Reach,
+    ) -> anyhow::Result<Session> {
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = limits.memory {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
         }
         let runtime = runtime.build_arc()?;
-        let ctx = open_archive_in(archive, runtime).await?;
+        let ctx = open_archive_in(archive, runtime, reach).await?;
         crate::functions::register(&ctx, key);
         Ok(Session { ctx, limits })
     }

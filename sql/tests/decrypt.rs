@@ -3,62 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::fs::File;
-use std::process::Command;
-use std::sync::Arc;
+mod common;
 
-use arrow::array::{BinaryArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
+use std::process::Command;
+
+use common::{KEY, sealed_archive as archive};
 use vigil_operators::crypto::PayloadKey;
 
-const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 const OTHER: &str = "7777777777777777777777777777777777777777777777777777777777777777";
-
-/// An archive whose `telemetry` holds two sealed payloads and one without a payload.
-fn archive(key: &PayloadKey) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = rand::rng();
-    let ids = ["veh-1-temp-1", "veh-1-temp-2", "veh-2-temp-1"];
-    let clear = [
-        Some(r#"{"crew":"alpha"}"#),
-        Some(r#"{"crew":"beta"}"#),
-        None,
-    ];
-    let payloads: Vec<Option<Vec<u8>>> = ids
-        .iter()
-        .zip(clear)
-        .map(|(id, c)| c.map(|c| key.seal(id, c.as_bytes(), &mut rng)))
-        .collect();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("event_id", DataType::Utf8, false),
-        Field::new("key_id", DataType::Utf8, true),
-        Field::new("payload", DataType::Binary, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from(ids.to_vec())),
-            Arc::new(StringArray::from(vec![
-                Some(key.key_id().as_str()),
-                Some(key.key_id().as_str()),
-                None,
-            ])),
-            Arc::new(BinaryArray::from(
-                payloads.iter().map(Option::as_deref).collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .unwrap();
-    let path = dir
-        .path()
-        .join("telemetry/date=2026-01-01/hour=00/part-0.parquet");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    dir
-}
 
 fn vigil_sql(dir: &tempfile::TempDir, key: Option<&str>, sql: &str) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil-sql"));

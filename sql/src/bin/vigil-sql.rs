@@ -46,7 +46,13 @@ async fn main() -> ExitCode {
 async fn server(args: &Args, listen: std::net::SocketAddr) -> Result<(), Failure> {
     let options = vigil_sql::ServerOptions {
         listen,
-        password: args.password.clone(),
+        password: args.password().map_err(Failure::Usage)?,
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| vigil_sql::TlsFiles { cert, key }),
+        max_connections: args.max_connections as usize,
     };
     let session = open(args).await?;
     let listener = vigil_sql::bind(&options).await.map_err(Failure::Usage)?;
@@ -54,14 +60,24 @@ async fn server(args: &Args, listen: std::net::SocketAddr) -> Result<(), Failure
         .local_addr()
         .map_err(|e| Failure::Usage(anyhow::anyhow!("reading the listening address: {e}")))?;
     // The one line a script or test waits for; psql connects with it.
+    let mut terms = vec!["read-only, the archive's tables only".to_owned()];
+    if options.password.is_some() {
+        terms.push("password required".to_owned());
+    }
+    if options.tls.is_some() {
+        terms.push("TLS required".to_owned());
+    }
+    terms.push(match args.limits().timeout {
+        Some(limit) => format!(
+            "statements stop after {}",
+            humantime::format_duration(limit)
+        ),
+        None => "no statement time limit".to_owned(),
+    });
     eprintln!(
-        "vigil-sql serving {} on postgresql://{address}/ (read-only{}); Ctrl-C stops",
+        "vigil-sql serving {} on postgresql://{address}/ ({}); Ctrl-C stops",
         args.archive,
-        if options.password.is_some() {
-            ", password required"
-        } else {
-            ""
-        }
+        terms.join(", ")
     );
     tokio::select! {
         result = vigil_sql::serve(session, listener, &options) => result.map_err(Failure::Usage),

@@ -3,10 +3,17 @@
 //!
 //! The protocol, the `pg_catalog` tables that clients inspect, `SET`/`SHOW`, transactions and
 //! cursors come from `datafusion-postgres`; this module adds what makes the server safe to
-//! leave running: every statement goes through the same write guard as the command line,
-//! an optional password (SCRAM-SHA-256, as PostgreSQL asks by default), loopback unless told
-//! otherwise, and `--timeout` as each connection's `statement_timeout` and its ceiling, from
-//! planning to the last row sent, over both the simple and the extended protocol.
+//! leave running: every statement passes the [`policy`] first (an allowlist of read-only
+//! statements over the archive's tables only, `SET` of client settings only), an optional
+//! password (SCRAM-SHA-256, as PostgreSQL asks by default), TLS when given a certificate,
+//! loopback unless told otherwise, a connection limit, and `--timeout` as each connection's
+//! `statement_timeout` and its ceiling, from planning to the last row sent, over both the
+//! simple and the extended protocol.
+
+mod policy;
+mod tls;
+
+pub use tls::TlsFiles;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -16,17 +23,14 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use async_trait::async_trait;
-use datafusion::common::ParamValues;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
 use futures::{Sink, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -44,47 +48,109 @@ use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServer
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use crate::session::{QueryError, Session, refuse_writes};
+use crate::session::Session;
 
 /// The address `--serve` listens on when none is given: loopback, next to PostgreSQL's 5432.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 
+/// The most clients served at once unless `--max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+
+/// How long a server statement may run unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// The key under which `datafusion-postgres` keeps a connection's `statement_timeout`.
 const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+/// How long a client over the connection limit may take to be told so, and how many such
+/// clients are told at once; beyond that their connections are closed without a word.
+const REFUSAL_TIME: Duration = Duration::from_secs(5);
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// The pause after a failed `accept` (out of file descriptors, say), so that the loop waits
+/// for the condition to pass instead of spinning on it.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// PBKDF2 rounds of the SCRAM verifier, PostgreSQL's default.
 const SCRAM_ITERATIONS: usize = 4096;
 
 /// How the server listens and whom it lets in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Where to listen; port 0 picks a free port (the log line says which).
     pub listen: SocketAddr,
     /// The password every user name must give; `None` lets anyone who can connect in, which
     /// is allowed on loopback only.
     pub password: Option<String>,
+    /// The certificate and key of TLS; with them, every client must use TLS.
+    pub tls: Option<TlsFiles>,
+    /// The most clients served at once.
+    pub max_connections: usize,
 }
 
-/// Binds the listening socket. Refuses a non-loopback address without a password.
+impl Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("listen", &self.listen)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("tls", &self.tls)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// A bound server socket, with the TLS it speaks.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Listener {
+    /// The address the server listens on.
+    ///
+    /// # Errors
+    /// When the socket cannot say.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Reads the TLS files and binds the listening socket. Refuses a non-loopback address
+/// without a password, an empty password and a limit of no connections.
 ///
 /// # Errors
-/// When the address is taken or not allowed.
-pub async fn bind(options: &ServerOptions) -> anyhow::Result<TcpListener> {
+/// When the address is taken or not allowed, or the TLS files are not usable.
+pub async fn bind(options: &ServerOptions) -> anyhow::Result<Listener> {
     ensure!(
         options.listen.ip().is_loopback() || options.password.is_some(),
         "listening on {} without a password would let anyone on the network read the archive: \
-         set VIGIL_SQL_PASSWORD (or --password), or listen on 127.0.0.1",
+         set VIGIL_SQL_PASSWORD (or --password-file FILE), or listen on 127.0.0.1",
         options.listen
     );
-    TcpListener::bind(options.listen).await.with_context(|| {
+    ensure!(
+        options
+            .password
+            .as_ref()
+            .is_none_or(|p| !p.trim().is_empty()),
+        "an empty password would let anyone in: set a password, or none to serve loopback only"
+    );
+    ensure!(
+        options.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    let tls = options.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tcp = TcpListener::bind(options.listen).await.with_context(|| {
         format!(
             "listening on {}: is another server on that port? choose another with --serve HOST:PORT",
             options.listen
         )
-    })
+    })?;
+    Ok(Listener { tcp, tls })
 }
 
 /// Serves `session`'s archive on `listener` until the process ends.
@@ -93,7 +159,7 @@ pub async fn bind(options: &ServerOptions) -> anyhow::Result<TcpListener> {
 /// When the PostgreSQL catalogue cannot be set up.
 pub async fn serve(
     session: Session,
-    listener: TcpListener,
+    listener: Listener,
     options: &ServerOptions,
 ) -> anyhow::Result<()> {
     let timeout = session.limits().timeout;
@@ -101,30 +167,108 @@ pub async fn serve(
     // The pg_catalog tables psql's `\d` and drivers' metadata calls read.
     setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("setting up the PostgreSQL catalogue: {e}"))?;
-    let handlers = Arc::new(Handlers::new(ctx, options.password.as_deref(), timeout));
-    let address = listener
-        .local_addr()
-        .context("reading the listening address")?;
+    let Listener { tcp, tls } = listener;
+    let handlers = Arc::new(Handlers::new(
+        ctx,
+        options.password.as_deref(),
+        timeout,
+        tls.is_some(),
+    ));
+    let address = tcp.local_addr().context("reading the listening address")?;
     info!(
         message = "Serving the archive over the PostgreSQL protocol.",
         %address,
         password = options.password.is_some(),
+        tls = tls.is_some(),
+        max_connections = options.max_connections,
     );
+    let served = Arc::new(Semaphore::new(options.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let limit = options.max_connections;
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let (socket, peer) = match tcp.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                warn!(message = "Accepting a connection failed.", %error);
+                warn!(message = "Accepting a connection failed; pausing before the next.", %error);
+                tokio::time::sleep(ACCEPT_PAUSE).await;
                 continue;
             }
         };
-        let handlers = handlers.clone();
+        let tls = tls.clone();
+        if let Ok(permit) = served.clone().try_acquire_owned() {
+            let handlers = handlers.clone();
+            tokio::spawn(async move {
+                if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    warn!(message = "Connection ended with an error.", %peer, %error);
+                }
+                drop(permit);
+            });
+            continue;
+        }
+        warn!(message = "Refused a connection: the server is at --max-connections.", %peer, limit);
+        // The client is told why, as PostgreSQL tells it, within a short time; when too many
+        // are waiting to be told, the connection is closed at once.
+        let Ok(permit) = refusing.clone().try_acquire_owned() else {
+            continue;
+        };
         tokio::spawn(async move {
-            if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                warn!(message = "Connection ended with an error.", %peer, %error);
-            }
+            let full = Arc::new(Full { limit });
+            let _ = tokio::time::timeout(
+                REFUSAL_TIME,
+                pgwire::tokio::process_socket(socket, tls, full),
+            )
+            .await;
+            drop(permit);
         });
     }
+}
+
+/// The handlers of a connection over the limit: its startup ends with PostgreSQL's
+/// `too_many_connections` (53300).
+struct Full {
+    limit: usize,
+}
+
+impl PgWireServerHandlers for Full {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Refuse {
+            code: "53300",
+            message: format!(
+                "sorry, too many clients already: the server serves {} at once (--max-connections); try again later",
+                self.limit
+            ),
+        })
+    }
+}
+
+/// A startup that ends with an error.
+struct Refuse {
+    code: &'static str,
+    message: String,
+}
+
+#[async_trait]
+impl StartupHandler for Refuse {
+    async fn on_startup<C>(
+        &self,
+        _client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(fatal(self.code, self.message.clone()))
+    }
+}
+
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_owned(),
+        code.to_owned(),
+        message,
+    )))
 }
 
 /// The protocol handlers of one server: queries through `datafusion-postgres` behind the
@@ -135,12 +279,19 @@ struct Handlers {
     /// The SCRAM verifier of the password, computed once: (salt, salted password).
     verifier: Option<Arc<Verifier>>,
     timeout: Option<Duration>,
+    /// Whether clients must use TLS.
+    tls: bool,
 }
 
 impl Handlers {
-    fn new(ctx: Arc<SessionContext>, password: Option<&str>, timeout: Option<Duration>) -> Self {
+    fn new(
+        ctx: Arc<SessionContext>,
+        password: Option<&str>,
+        timeout: Option<Duration>,
+        tls: bool,
+    ) -> Self {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(Guard),
+            Arc::new(policy::Policy { limit: timeout }),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -158,6 +309,7 @@ impl Handlers {
             connections: Arc::new(ConnectionManager::new()),
             verifier,
             timeout,
+            tls,
         }
     }
 }
@@ -192,6 +344,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Startup {
             auth,
             timeout: self.timeout,
+            tls: self.tls,
         })
     }
 
@@ -230,11 +383,12 @@ enum Auth {
     Password(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
 }
 
-/// A connection's startup: authentication, then the server's `--timeout` as the
-/// connection's `statement_timeout`.
+/// A connection's startup: TLS required when the server has it, authentication, then the
+/// server's `--timeout` as the connection's `statement_timeout`.
 struct Startup {
     auth: Auth,
     timeout: Option<Duration>,
+    tls: bool,
 }
 
 #[async_trait]
@@ -249,6 +403,13 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // The password and every row would otherwise cross the network in the clear.
+        if self.tls && !client.is_secure() {
+            return Err(fatal(
+                "28000",
+                "the server requires TLS: connect with sslmode=require (or verify-full)".to_owned(),
+            ));
+        }
         if let Some(limit) = self.timeout {
             client
                 .metadata_mut()
@@ -259,26 +420,6 @@ impl StartupHandler for Startup {
             Auth::Open(open) => open.on_startup(client, message).await,
             Auth::Password(sasl) => sasl.on_startup(client, message).await,
         }
-    }
-}
-
-/// Every statement's guard: refuses any whose plan would create, change or write anything,
-/// with PostgreSQL's `read_only_sql_transaction` code (25006).
-struct Guard;
-
-impl Guard {
-    async fn plan(statement: &Statement, ctx: &SessionContext) -> Option<LogicalPlan> {
-        // Planned from its text as the default path runs it (`SessionContext::sql`), so that
-        // DataFusion's own statements (`COPY … TO`, `CREATE EXTERNAL TABLE`) are seen too.
-        // Statements DataFusion cannot plan (SET, cursors, …) are left to the other hooks.
-        ctx.state()
-            .create_logical_plan(&statement.to_string())
-            .await
-            .ok()
-    }
-
-    fn verdict(plan: &LogicalPlan) -> Option<PgWireResult<Response>> {
-        refuse_writes(plan).err().map(|error| Err(refusal(&error)))
     }
 }
 
@@ -387,14 +528,6 @@ impl ExtendedQueryHandler for Bounded {
     }
 }
 
-fn refusal(error: &QueryError) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_owned(),
-        "25006".to_owned(),
-        error.to_string(),
-    )))
-}
-
 fn timed_out(limit: Duration) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_owned(),
@@ -405,36 +538,4 @@ fn timed_out(limit: Duration) -> PgWireError {
             humantime::format_duration(limit)
         ),
     )))
-}
-
-#[async_trait]
-impl QueryHook for Guard {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        Self::verdict(&Self::plan(statement, ctx).await?)
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        _statement: &Statement,
-        _ctx: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        None
-    }
-
-    async fn handle_extended_query(
-        &self,
-        _statement: &Statement,
-        plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        Self::verdict(plan)
-    }
 }
