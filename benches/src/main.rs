@@ -345,7 +345,7 @@ fn parse(input: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan = vigil_datasets::loaders::plan_paths(
         &[input.to_path_buf()],
-        vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
+        vigil_datasets::loaders::TextLimits::default(),
     )?;
     let planned = started.elapsed().as_secs_f64();
     let mut count = Count::default();

@@ -213,7 +213,11 @@ fn replay(
     let specs = vigil_pipelines::guards::GuardSpec::parse_all(guards)?;
     let mut detections = BTreeMap::new();
     for (name, path) in files {
-        let plan = vigil_datasets::loaders::plan_paths(std::slice::from_ref(path), 1 << 30)?;
+        let limits = vigil_datasets::loaders::TextLimits {
+            chunk_bytes: 1 << 30,
+            ..Default::default()
+        };
+        let plan = vigil_datasets::loaders::plan_paths(std::slice::from_ref(path), limits)?;
         let loaded = vigil_datasets::loaders::load_all(&plan);
         let mut points: Vec<Point> = loaded
             .readings

@@ -24,7 +24,7 @@ pub mod embedded {
         include_bytes!("../nab/machine_temperature_system_failure.csv");
 
     /// Plans the default dataset.
-    pub fn default_plan(chunk_bytes: u64) -> crate::loaders::InputPlan {
-        crate::loaders::plan_embedded(DEFAULT_NAME, DEFAULT_BYTES, chunk_bytes)
+    pub fn default_plan(limits: crate::loaders::TextLimits) -> crate::loaders::InputPlan {
+        crate::loaders::plan_embedded(DEFAULT_NAME, DEFAULT_BYTES, limits)
     }
 }

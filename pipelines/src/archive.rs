@@ -4,9 +4,11 @@
 //! of the input and the worker count, so replaying the same input with the same settings
 //! (`-w`, `--max-rows-per-file`) rewrites the same files instead of adding duplicates, while a
 //! different input never overwrites them; a replay with other settings writes its files beside
-//! the earlier run's. Each file is one `put`, which
-//! object stores make visible atomically (the local store writes a temporary file and renames
-//! it), so no reader ever sees half a file.
+//! the earlier run's. Each file is one `put`, which object stores make visible atomically, so
+//! no reader ever sees half a file. A local archive is written here rather than through
+//! object_store's local store, which does not sync: each file goes to a temporary name, is
+//! synced, renamed into place, and its directory (and any partition directory created for it)
+//! synced, all before the file counts as durable and input positions may move past it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use vigil_operators::{BatchBuilder, Record, time::partition_of};
 
+use crate::durable::{Fsync, Syncer};
+
 const HOUR_MS: i64 = 3_600_000;
 
 /// Files written to the store at the same time.
@@ -44,6 +48,78 @@ pub struct ArchiveLocation {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     display: String,
+    /// For a local archive: how files are written and synced.
+    local: Option<Arc<LocalArchive>>,
+}
+
+/// The local directory an archive location names, or `None` for an object-store URL.
+pub fn local_dir(location: &str) -> Option<std::path::PathBuf> {
+    if location.starts_with("s3://") {
+        return None;
+    }
+    Some(location.strip_prefix("file://").unwrap_or(location).into())
+}
+
+/// A local archive's root, and the directories already known to be durable in it.
+struct LocalArchive {
+    root: std::path::PathBuf,
+    syncer: Arc<dyn Syncer>,
+    /// Partition directories created (or found) and synced into their parents by this
+    /// process: each needs that only once.
+    durable_dirs: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+impl std::fmt::Debug for LocalArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalArchive")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Numbers temporary file names, so that two writes of one file never share one.
+static TEMPORARY: AtomicU64 = AtomicU64::new(0);
+
+impl LocalArchive {
+    /// Writes `relative` under the root durably: a temporary file (hidden, and not named
+    /// `*.parquet`, so readers never see it), synced, renamed into place, the directory synced.
+    fn write(&self, relative: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.root.join(relative);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(std::io::Error::other(format!(
+                "{relative} is not a file path"
+            )));
+        };
+        self.ensure_dir(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.{}-{}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            TEMPORARY.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = std::fs::File::create(&tmp).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, bytes)?;
+            self.syncer.file(&file, &tmp)
+        });
+        let renamed = written.and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(error) = renamed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
+        }
+        self.syncer.dir(dir)
+    }
+
+    /// Creates a partition directory if missing, with each new directory synced into its
+    /// parent, once per process.
+    fn ensure_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let mut known = self.durable_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(dir) {
+            return Ok(());
+        }
+        crate::durable::create_dir_all_with(dir, self.syncer.as_ref())?;
+        known.insert(dir.to_path_buf());
+        Ok(())
+    }
 }
 
 impl ArchiveLocation {
@@ -66,20 +142,49 @@ impl ArchiveLocation {
                 store: Arc::new(store),
                 prefix: ObjectPath::from(prefix.trim_matches('/')),
                 display: location.to_owned(),
+                local: None,
             });
         }
         let path = location.strip_prefix("file://").unwrap_or(location);
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("creating the archive directory {path}"))?;
+        Self::local(std::path::Path::new(path), Arc::new(Fsync))
+    }
+
+    /// A local archive at `path` (created if missing), its files made durable by `syncer`.
+    fn local(path: &std::path::Path, syncer: Arc<dyn Syncer>) -> anyhow::Result<Self> {
+        crate::durable::create_dir_all_with(path, syncer.as_ref())
+            .with_context(|| format!("creating the archive directory {}", path.display()))?;
         let root = std::fs::canonicalize(path)
-            .with_context(|| format!("opening the archive directory {path}"))?;
+            .with_context(|| format!("opening the archive directory {}", path.display()))?;
         let store = LocalFileSystem::new_with_prefix(&root)
             .with_context(|| format!("opening the archive directory {}", root.display()))?;
         Ok(Self {
             store: Arc::new(store),
             prefix: ObjectPath::default(),
             display: root.display().to_string(),
+            local: Some(Arc::new(LocalArchive {
+                root,
+                syncer,
+                durable_dirs: Default::default(),
+            })),
         })
+    }
+
+    /// Writes a file given relative to the archive root, atomically and durably.
+    async fn put(&self, relative: &str, bytes: Bytes) -> anyhow::Result<()> {
+        match &self.local {
+            Some(local) => {
+                let (local, relative) = (local.clone(), relative.to_owned());
+                tokio::task::spawn_blocking(move || local.write(&relative, &bytes))
+                    .await
+                    .context("the archive write task failed")??;
+            }
+            None => {
+                self.store
+                    .put(&self.path(relative), PutPayload::from(bytes))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// The object store the archive is on.
@@ -304,15 +409,10 @@ pub fn start_writer(
 async fn put_with_retry(location: &ArchiveLocation, request: &PutRequest) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        let path = location.path(&request.path);
-        match location
-            .store
-            .put(&path, PutPayload::from(request.bytes.clone()))
-            .await
-        {
+        match location.put(&request.path, request.bytes.clone()).await {
             Ok(_) => return Ok(()),
             Err(error) if attempt < 5 => {
-                warn!(message = "Archive write failed; retrying.", path = %request.path, attempt, %error);
+                warn!(message = "Archive write failed; retrying.", path = %request.path, attempt, error = %format!("{error:#}"));
                 // Jitter keeps retries of several writers from hitting the store in lockstep.
                 let jitter =
                     Duration::from_millis(rand::random_range(0..=delay.as_millis() as u64 / 2));
@@ -755,4 +855,133 @@ pub async fn write_records<R: Record>(
         put_with_retry(location, &request).await?;
     }
     Ok(by_hour.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Syncs for real, and records each path synced with how far the archive counted as
+    /// durable at that moment.
+    #[derive(Default)]
+    struct Recorder {
+        durability: Mutex<Option<Arc<Durability>>>,
+        synced: Mutex<Vec<(PathBuf, Option<i64>)>>,
+    }
+
+    impl Recorder {
+        fn note(&self, path: &Path) {
+            let durable = self
+                .durability
+                .lock()
+                .ok()
+                .and_then(|d| d.as_ref().and_then(|d| d.durable_before(1)));
+            if let Ok(mut synced) = self.synced.lock() {
+                synced.push((path.to_path_buf(), durable));
+            }
+        }
+    }
+
+    impl Syncer for Recorder {
+        fn file(&self, file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+            file.sync_all()?;
+            self.note(path);
+            Ok(())
+        }
+
+        fn dir(&self, dir: &Path) -> std::io::Result<()> {
+            crate::durable::sync_dir(dir)?;
+            self.note(dir);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_local_file_and_its_new_directories_are_synced_before_it_counts_as_durable()
+    -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let recorder = Arc::new(Recorder::default());
+        let location = ArchiveLocation::local(&tmp.path().join("archive"), recorder.clone())?;
+        let root = std::fs::canonicalize(tmp.path().join("archive"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let (writer, task) = start_writer(location, "run", 10, 4, runtime.handle());
+        if let Ok(mut durability) = recorder.durability.lock() {
+            *durability = Some(writer.durability());
+        }
+        let mut marks = writer.marks();
+        let relative = "telemetry/date=2026-01-01/hour=00/part-a.parquet";
+        let bytes = Bytes::from_static(b"a whole file");
+        writer.tx.blocking_send(WriterMessage::Put(PutRequest {
+            path: relative.into(),
+            bytes: bytes.clone(),
+            rows: 1,
+            table: "telemetry",
+        }))?;
+        marks.after_flush(&writer, Some(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while writer.durability().durable_before(1) != Some(HOUR_MS) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the archive never became durable"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Whole, in place, when it counts as durable.
+        assert_eq!(std::fs::read(root.join(relative))?, bytes);
+
+        let synced = recorder
+            .synced
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .clone();
+        assert!(
+            synced.iter().all(|(_, d)| d.is_none_or(|d| d < HOUR_MS)),
+            "something was synced after the file counted as durable: {synced:?}"
+        );
+        let paths: Vec<&PathBuf> = synced.iter().map(|(p, _)| p).collect();
+        let hour = root.join("telemetry/date=2026-01-01/hour=00");
+        // The file (under its temporary name), each new directory in its parent, and the
+        // directory that holds the file, last.
+        assert!(
+            paths.iter().any(|p| p.parent() == Some(hour.as_path())
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".part-a.parquet."))),
+            "{paths:?}"
+        );
+        for dir in [
+            root.clone(),
+            root.join("telemetry"),
+            root.join("telemetry/date=2026-01-01"),
+        ] {
+            assert!(
+                paths.contains(&&dir),
+                "{} not synced: {paths:?}",
+                dir.display()
+            );
+        }
+        assert_eq!(paths.last(), Some(&&hour));
+        drop(writer);
+        runtime.block_on(task.finish())?;
+        let left: Vec<_> = std::fs::read_dir(&hour)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(left, ["part-a.parquet"], "no temporary file is left");
+        Ok(())
+    }
+
+    #[test]
+    fn only_local_locations_name_a_directory() {
+        assert_eq!(
+            local_dir("./vigil-data"),
+            Some(PathBuf::from("./vigil-data"))
+        );
+        assert_eq!(local_dir("file:///srv/a"), Some(PathBuf::from("/srv/a")));
+        assert_eq!(local_dir("s3://bucket/prefix"), None);
+    }
 }

@@ -12,11 +12,11 @@
 //! kept elsewhere, so it is never needed again. Offsets are committed only up to `CURRENT`
 //! (through [`crate::kafka::KafkaReader::commit_durable`]), so a restart replays from a
 //! position at or before the snapshot and the operators skip the replayed readings the
-//! snapshot already holds. Files are written to a temporary name, synced and renamed, so a
-//! crash leaves either the old snapshot or the new one, never half of one.
+//! snapshot already holds. Files are written to a temporary name, synced and renamed, and their
+//! directories synced (new ones into their parents too), so a crash leaves either the old
+//! snapshot or the new one, never half of one, and never a `CURRENT` naming files that are gone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tracing::{info, warn};
 use vigil_operators::SnapshotStore;
+
+use crate::durable::write_atomically;
 
 /// What starts every snapshot file.
 const MAGIC: &[u8; 8] = b"VGLSNAP1";
@@ -77,7 +79,7 @@ impl StateDir {
         resume: bool,
     ) -> anyhow::Result<StateDir> {
         let root = dir.join(fingerprint);
-        std::fs::create_dir_all(&root).with_context(|| {
+        crate::durable::create_dir_all(&root).with_context(|| {
             format!(
                 "creating the guard state directory {}: choose a writable one with --state",
                 root.display()
@@ -234,7 +236,9 @@ impl SnapshotStore for StateDir {
         framed.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         framed.extend_from_slice(&bytes);
         let started = Instant::now();
-        let written = std::fs::create_dir_all(&dir)
+        // The snapshot's directory is synced into the state directory when created, so that
+        // a snapshot made current later is found after a crash.
+        let written = crate::durable::create_dir_all(&dir)
             .map_err(anyhow::Error::from)
             .and_then(|()| write_atomically(&dir, &name, &framed));
         match written {
@@ -353,23 +357,6 @@ fn unframe(file: &[u8]) -> anyhow::Result<Vec<u8>> {
         "checksum mismatch: the file is damaged"
     );
     Ok(bytes.to_vec())
-}
-
-/// Writes `name` in `dir` so that it is either wholly there or not at all: a temporary file,
-/// synced, renamed, and the directory synced.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name))
-        .with_context(|| format!("renaming {} into place", tmp.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

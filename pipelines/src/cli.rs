@@ -10,6 +10,7 @@ use crate::config::{ArchaeologyConfig, JobConfig};
 use crate::crypto::PayloadKey;
 use crate::guard_job::{AlertsOut, GuardJob, InputSpec, Program, ScoresOut};
 use crate::guards::{CATALOGUE, GuardSpec};
+use crate::secrets::SecretUrl;
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
 /// telemetry, alerts and dead letters as Parquet, and prints alerts as NDJSON.
@@ -91,6 +92,12 @@ pub struct GuardArgs {
     #[command(flatten)]
     pub replica: ReplicaArgs,
 
+    /// The longest line (or Kafka message) read, in bytes (default 1048576, 1 MiB). A longer
+    /// one becomes an `oversize` dead letter that keeps only its first bytes, and is skipped
+    /// without being held in memory whole.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: Option<u64>,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -148,6 +155,9 @@ impl GuardArgs {
             );
         }
         job.chunk_bytes = self.chunk_bytes;
+        if let Some(max) = self.max_line_bytes {
+            job.max_line_bytes = max;
+        }
         self.replica.apply(&mut job)?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress
@@ -256,9 +266,19 @@ pub struct ArchaeologyArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
 
+    /// Where results wait, on local disk, while the replica is away (default `./vigil-spill`).
+    #[arg(long)]
+    pub spill: Option<PathBuf>,
+
     /// The SQL replica and how results are written to it.
     #[command(flatten)]
     pub replica: ReplicaArgs,
+
+    /// The longest line (or Kafka message) read, in bytes (default 1048576, 1 MiB). A longer
+    /// one becomes an `oversize` dead letter that keeps only its first bytes, and is skipped
+    /// without being held in memory whole.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: Option<u64>,
 
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
@@ -307,7 +327,13 @@ impl ArchaeologyArgs {
         if let Some(dir) = self.state {
             params.carry = Some(dir);
         }
+        if let Some(dir) = self.spill {
+            job.spill_dir = dir;
+        }
         job.chunk_bytes = self.chunk_bytes;
+        if let Some(max) = self.max_line_bytes {
+            job.max_line_bytes = max;
+        }
         self.replica.apply(&mut job)?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress && std::io::stderr().is_terminal();
@@ -322,8 +348,8 @@ pub struct ReplicaArgs {
     /// The SQL replica results are upserted into: `postgres://USER@HOST:PORT/DB` (PostgreSQL
     /// or CockroachDB), `sqlite://PATH`, or `none`. Default: the embedded SQLite file
     /// `./vigil-replica.db`.
-    #[arg(long = "replica", env = "VIGIL_REPLICA")]
-    pub url: Option<String>,
+    #[arg(long = "replica", env = "VIGIL_REPLICA", hide_env_values = true)]
+    pub url: Option<SecretUrl>,
 
     /// A role the replica sink takes after connecting (e.g. `observer_writer`, which may write
     /// rows but not change tables).
@@ -367,12 +393,12 @@ impl ReplicaArgs {
 pub struct SyncArgs {
     /// The local replica: `postgres://USER@HOST:PORT/DB` (PostgreSQL or CockroachDB) or
     /// `sqlite://PATH`.
-    #[arg(long, env = "VIGIL_SYNC_LOCAL")]
-    pub local: Option<String>,
+    #[arg(long, env = "VIGIL_SYNC_LOCAL", hide_env_values = true)]
+    pub local: Option<SecretUrl>,
 
     /// The remote replica, the durable primary (same forms as --local).
-    #[arg(long, env = "VIGIL_SYNC_REMOTE")]
-    pub remote: Option<String>,
+    #[arg(long, env = "VIGIL_SYNC_REMOTE", hide_env_values = true)]
+    pub remote: Option<SecretUrl>,
 
     /// A table to sync (repeatable; `schema.table` allowed). It needs a primary key, and
     /// `updated_at` and `origin` columns for last-writer-wins and echo suppression.
@@ -410,8 +436,8 @@ pub struct SyncArgs {
     /// The SQL replica applied actions are also upserted into, as the `sync_actions` table:
     /// `postgres://…`, `sqlite://PATH` or `none`. Default: the embedded SQLite file
     /// `./vigil-replica.db`.
-    #[arg(long, env = "VIGIL_REPLICA")]
-    pub replica: Option<String>,
+    #[arg(long, env = "VIGIL_REPLICA", hide_env_values = true)]
+    pub replica: Option<SecretUrl>,
 
     /// A role the replica sink takes after connecting (e.g. `observer_writer`).
     #[arg(long)]
@@ -420,6 +446,11 @@ pub struct SyncArgs {
     /// Apply vigil's migrations to the replica before writing to it.
     #[arg(long)]
     pub replica_migrate: bool,
+
+    /// Where actions wait, on local disk, while the replica is away (default `./vigil-spill`;
+    /// its `replica` subdirectory is used).
+    #[arg(long)]
+    pub spill: Option<PathBuf>,
 
     /// Where applied actions are archived as the `sync_actions` table (`none` for nowhere).
     #[arg(long, default_value = "./vigil-data")]

@@ -15,6 +15,7 @@ use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
 use crate::guards::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
 use crate::replica::ReplicaUrl;
 use crate::replica_sink::{DEFAULT_REPLICA, ReplicaOptions};
+use crate::secrets::SecretUrl;
 
 /// A `vigil-guard` job.
 #[derive(Debug, Default, Deserialize)]
@@ -43,8 +44,9 @@ pub struct JobConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
-    /// `postgres://…`, `sqlite://PATH` (relative to the config file) or `none`.
-    pub url: Option<String>,
+    /// `postgres://…`, `sqlite://PATH` (relative to the config file) or `none`; shown with its
+    /// password hidden.
+    pub url: Option<SecretUrl>,
     /// A role to take after connecting, e.g. `observer_writer`.
     pub role: Option<String>,
     /// Apply vigil's migrations at start-up.
@@ -68,7 +70,7 @@ impl ReplicaConfig {
                 Some(path) if !Path::new(path).is_absolute() => {
                     format!("sqlite://{}", relative_to(file, Path::new(path)).display())
                 }
-                _ => url.clone(),
+                _ => url.expose().to_owned(),
             };
             set_replica_url(job, &url)
                 .with_context(|| format!("{}: replica.url", file.display()))?;
@@ -174,6 +176,9 @@ pub struct InputConfig {
     /// With Kafka: where the guards' state is snapshotted, relative to the config file
     /// (default `./vigil-state`).
     pub state: Option<PathBuf>,
+    /// The longest line (or Kafka message) read, in bytes (default 1048576); a longer one is
+    /// an `oversize` dead letter.
+    pub max_line_bytes: Option<u64>,
 }
 
 /// The `[archive]` table.
@@ -647,6 +652,14 @@ pub(crate) fn apply_io(
     }
     if let Some(state) = &input.state {
         job.state_dir = at(state);
+    }
+    if let Some(max) = input.max_line_bytes {
+        anyhow::ensure!(
+            max > 0,
+            "{}: input.max_line_bytes must be at least 1",
+            file.display()
+        );
+        job.max_line_bytes = max;
     }
     if let Some(workers) = workers {
         anyhow::ensure!(

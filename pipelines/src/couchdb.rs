@@ -230,16 +230,11 @@ impl Checkpoint {
         }
     }
 
-    /// Stores `seq`: written to a temporary file, synced, and renamed over the old one.
+    /// Stores `seq`: written to a temporary file, synced, renamed over the old one, and the
+    /// directory synced, so that a position once stored survives a crash.
     pub fn store(&self, seq: &str) -> anyhow::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)
-            .with_context(|| format!("writing the checkpoint {}", tmp.display()))?;
-        file.write_all(seq.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing the checkpoint {}", self.path.display()))?;
-        Ok(())
+        crate::durable::replace_file(&self.path, seq.as_bytes())
+            .with_context(|| format!("replacing the checkpoint {}", self.path.display()))
     }
 }
 
@@ -336,7 +331,7 @@ impl Listener {
         let mut stats = ListenerStats::default();
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut since = self.checkpoint.load()?;
-        info!(message = "Following the CouchDB changes.", server = %redact(&self.server), db = %self.db, since = %since);
+        info!(message = "Following the CouchDB changes.", server = %crate::secrets::redact(&self.server), db = %self.db, since = %since);
         while !shutdown.is_triggered() {
             let result = match (self.feed, self.once) {
                 (Feed::Continuous, false) => {
@@ -479,16 +474,6 @@ impl Listener {
     }
 }
 
-/// The server URL without a password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -513,12 +498,6 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(redact("http://admin:s3cret@db:5984"), "http://…@db:5984");
-        assert_eq!(redact("http://db:5984"), "http://db:5984");
     }
 
     #[test]

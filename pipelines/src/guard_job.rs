@@ -15,9 +15,10 @@ use timely::dataflow::operators::{Concat, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use tracing::{info, warn};
 use vigil_datasets::loaders::{
-    InputPlan, RecordSink, TextFormat, TextSource, UnitSource, plan_generator, plan_paths,
-    read_range, read_unit,
+    InputPlan, RecordSink, TextFormat, TextLimits, TextSource, UnitSource, plan_generator,
+    plan_paths, read_range, read_unit, strip_json_payload,
 };
+use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
 use vigil_operators::{
     AnomalyScore, Checkpoints, DeadLetter, GuardMetrics, GuardOptions, LATE_EVENT, Point, Reading,
     ReadingRef, SCHEMA_EVENT, SeriesGuard, SessionEvent, SnapshotStore, TelemetryColumns,
@@ -82,10 +83,10 @@ impl InputSpec {
     }
 
     /// Cuts the input into units of work.
-    pub fn plan(&self, chunk_bytes: u64) -> anyhow::Result<InputPlan> {
+    pub fn plan(&self, limits: TextLimits) -> anyhow::Result<InputPlan> {
         match self {
-            InputSpec::Default => Ok(vigil_datasets::embedded::default_plan(chunk_bytes)),
-            InputSpec::Paths(paths) => plan_paths(paths, chunk_bytes),
+            InputSpec::Default => Ok(vigil_datasets::embedded::default_plan(limits)),
+            InputSpec::Paths(paths) => plan_paths(paths, limits),
             InputSpec::Generator(spec) => plan_generator(spec),
             InputSpec::Kafka(input) => anyhow::bail!(
                 "{} is a stream of messages, not a plan of units",
@@ -174,6 +175,8 @@ pub struct GuardJob {
     pub progress: bool,
     /// Size of the units text files are cut into.
     pub chunk_bytes: u64,
+    /// The longest line or Kafka message read; a longer one is an `oversize` dead letter.
+    pub max_line_bytes: u64,
     /// Rows per archive file before a partition is cut into another file.
     pub max_rows_per_file: usize,
     /// Which guards write their per-reading scores to the `anomaly_scores` table.
@@ -249,6 +252,7 @@ impl Default for GuardJob {
             key: None,
             progress: false,
             chunk_bytes: vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
+            max_line_bytes: vigil_datasets::loaders::DEFAULT_MAX_LINE_BYTES,
             max_rows_per_file: 1_000_000,
             scores: ScoresOut::All,
             spill_dir: PathBuf::from("vigil-spill"),
@@ -256,6 +260,31 @@ impl Default for GuardJob {
             program: Program::Guards,
             replica: None,
         }
+    }
+}
+
+impl GuardJob {
+    /// Locks the local directories the job writes for as long as the locks are held: the
+    /// archive, the state directory when it snapshots (Kafka input, or archaeology carrying
+    /// its patterns), and the spill when alerts go to Kafka or results to a replica. A second
+    /// job on one of them fails with [`crate::dir_lock::DirectoryInUse`].
+    pub fn lock_directories(&self) -> anyhow::Result<Vec<crate::dir_lock::DirLock>> {
+        let mut dirs = Vec::new();
+        if let Some(dir) = crate::archive::local_dir(&self.archive) {
+            dirs.push((dir, "archive directory", "--archive"));
+        }
+        let state = match (&self.input, &self.program) {
+            (InputSpec::Kafka(_), _) => Some(self.state_dir.clone()),
+            (_, Program::Archaeology(params)) => params.carry.clone(),
+            _ => None,
+        };
+        if let Some(dir) = state {
+            dirs.push((dir, "state directory", "--state"));
+        }
+        if matches!(self.alerts, AlertsOut::Kafka(_)) || self.replica.is_some() {
+            dirs.push((self.spill_dir.clone(), "spill directory", "--spill"));
+        }
+        crate::dir_lock::lock_all(&dirs)
     }
 }
 
@@ -446,6 +475,9 @@ fn clear_payload_in(unit: &vigil_datasets::loaders::Unit, buf: &mut Vec<u8>) -> 
         format: TextFormat::Ndjson,
         start,
         end,
+        max_line_bytes,
+        starts_mid_line,
+        ends_mid_line,
     } = &unit.source
     else {
         return None;
@@ -470,6 +502,13 @@ fn clear_payload_in(unit: &vigil_datasets::loaders::Unit, buf: &mut Vec<u8>) -> 
         }
         let line_start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
         let line_end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+        // A line over the limit, or a piece of one where the unit was cut inside it, is a
+        // dead letter, never read as a reading.
+        let cut =
+            (*starts_mid_line && line_start == 0) || (*ends_mid_line && line_end == bytes.len());
+        if cut || (line_end - line_start) as u64 > *max_line_bytes {
+            continue;
+        }
         let line: serde_json::Result<serde_json::Value> =
             serde_json::from_slice(&bytes[line_start..line_end]);
         if let Ok(value) = line
@@ -527,7 +566,11 @@ impl Source {
                 })
             }
             other => {
-                let plan = other.plan(job.chunk_bytes)?;
+                let limits = TextLimits {
+                    chunk_bytes: job.chunk_bytes,
+                    max_line_bytes: job.max_line_bytes,
+                };
+                let plan = other.plan(limits)?;
                 check_payloads(&plan, job.key.as_ref(), workers)?;
                 Ok(Source::Plan(plan))
             }
@@ -579,7 +622,11 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let stopped = shutdown.clone();
     let started = Instant::now();
     let workers = job.workers.max(1);
+    // Opening the source checks the input (a payload without a key, say) before anything,
+    // even a lock file, is written.
     let source = Arc::new(Source::open(&job, workers)?);
+    // Held until the run has finished with its directories, whichever way it returns.
+    let _locks = job.lock_directories()?;
     let location = ArchiveLocation::parse(&job.archive)?;
     let mut topics: Vec<String> = job
         .guards
@@ -722,6 +769,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let key = Arc::new(job.key.clone());
     let guards = Arc::new(job.guards.clone());
     let lateness = job.lateness_ms;
+    let max_line_bytes = job.max_line_bytes;
     let telemetry = Table::of::<Reading>("ts")?;
     let score_table = Table::of::<AnomalyScore>("ts")?;
     let scores_out = job.scores.clone();
@@ -831,7 +879,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             inputs
         });
 
-        let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness, &program);
+        let mut sink = WorkerSink::new(inputs, (*key).clone(), lateness, max_line_bytes, &program);
         let reading = ReadLoop {
             probe: &probe,
             end: &end,
@@ -1289,6 +1337,8 @@ struct WorkerSink {
     watermark: u64,
     max_ts: i64,
     lateness: u64,
+    /// The longest Kafka message read; a longer one is an `oversize` dead letter.
+    max_line_bytes: u64,
     key: Option<PayloadKey>,
     rng: rand::rngs::ThreadRng,
     /// Reading Kafka: the partition the buffered rows come from, the offset of the message
@@ -1304,7 +1354,13 @@ struct WorkerSink {
 }
 
 impl WorkerSink {
-    fn new(inputs: Inputs, key: Option<PayloadKey>, lateness: u64, program: &Program) -> Self {
+    fn new(
+        inputs: Inputs,
+        key: Option<PayloadKey>,
+        lateness: u64,
+        max_line_bytes: u64,
+        program: &Program,
+    ) -> Self {
         let (archive_readings, session_key) = match program {
             Program::Guards => (true, None),
             Program::Archaeology(params) => (false, Some(params.sessions.by.clone())),
@@ -1321,6 +1377,7 @@ impl WorkerSink {
             watermark: 0,
             max_ts: 0,
             lateness,
+            max_line_bytes,
             key,
             rng: rand::rng(),
             kafka: None,
@@ -1479,7 +1536,7 @@ impl RecordSink for WorkerSink {
         raw: Option<&[u8]>,
     ) {
         let ts = ts.unwrap_or(self.max_ts).max(0);
-        if matches!(kind, "parse" | "schema") {
+        if matches!(kind, "parse" | "schema" | "oversize") {
             // The input the record came from stands for its source, which may be unreadable.
             let input = origin
                 .rsplit_once(':')
@@ -1490,9 +1547,6 @@ impl RecordSink for WorkerSink {
             .push(DeadLetter::new(ts, origin, kind, reason, raw));
     }
 }
-
-/// Kafka messages larger than this are dead-lettered instead of parsed.
-const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 impl WorkerSink {
     /// Parses one Kafka message into readings and dead letters (named by topic, partition and
@@ -1518,12 +1572,17 @@ impl WorkerSink {
                 "the message has no value (a tombstone)".into(),
                 None,
             ),
-            Some(bytes) if bytes.len() > MAX_MESSAGE_BYTES => {
+            Some(bytes) if bytes.len() as u64 > self.max_line_bytes => {
                 let reason = format!(
-                    "the message is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit for one record",
-                    bytes.len()
+                    "the message is {} bytes, over the {}-byte limit for one record: raise \
+                     --max-line-bytes (max_line_bytes in the [input] table of a job file) to read it",
+                    bytes.len(),
+                    self.max_line_bytes
                 );
-                self.dead_letter(None, origin(), "parse", reason, Some(&bytes[..4096]));
+                // Only the head is kept, and not parsed: its payload is masked to the cut.
+                let head = &bytes[..bytes.len().min(MAX_RAW_BYTES)];
+                let raw = strip_json_payload(head);
+                self.dead_letter(None, origin(), "oversize", reason, Some(&raw));
             }
             Some(bytes) => vigil_datasets::loaders::parse_message(bytes, &origin, self),
         }

@@ -26,6 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use vigil_operators::Alert;
 
+use crate::couchdb::Backoff;
 use crate::spill::Spill;
 
 /// The environment variable a SASL password is read from (unless `password_file` is given).
@@ -111,6 +112,15 @@ const SECURITY_PARAMS: &str = "security, ca, cert, key, user, mechanism, passwor
 /// A `kafka://BROKERS[/PATH][?QUERY]` URL cut into its brokers, its path (topics; empty when
 /// none) and its query.
 fn split_url(url: &str) -> anyhow::Result<(&str, &str, Query)> {
+    // The SASL password comes from the environment or a file, never from the URL: a URL that
+    // carries one is refused here, shown redacted, so that no message after this one (they
+    // all repeat the URL) can show it.
+    let shown = crate::secrets::redact(url);
+    anyhow::ensure!(
+        shown == url,
+        "{shown}: a kafka:// URL carries no password; give user=NAME and the password in \
+         {PASSWORD_ENV} or password_file=FILE"
+    );
     let rest = url
         .strip_prefix("kafka://")
         .with_context(|| format!("{url} is not a kafka:// URL"))?;
@@ -774,7 +784,7 @@ impl KafkaReader {
 }
 
 /// Counts deliveries the broker refused or that timed out, and which tracked messages (those
-/// sent with a spill sequence number) were delivered.
+/// sent with a spill sequence number) were delivered or failed.
 #[derive(Clone, Default)]
 struct DeliveryReport {
     failed: Arc<AtomicU64>,
@@ -782,11 +792,30 @@ struct DeliveryReport {
     acks: Arc<std::sync::Mutex<Acks>>,
 }
 
-/// Delivered sequence numbers: the contiguous prefix and those beyond it.
-#[derive(Default)]
+/// Delivered sequence numbers: the contiguous prefix and those beyond it; and the tracked
+/// messages that failed, to dead-letter or to send again.
 struct Acks {
     upto: u64,
     beyond: std::collections::BTreeSet<u64>,
+    /// Refused for good: (sequence number, reason, message), for the dead-letter file.
+    dead: Vec<(u64, String, Vec<u8>)>,
+    /// Failed for now: (sequence number, message), sent again at `retry_at`.
+    retry: Vec<(u64, Vec<u8>)>,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Default for Acks {
+    fn default() -> Self {
+        Self {
+            upto: 0,
+            beyond: std::collections::BTreeSet::new(),
+            dead: Vec::new(),
+            retry: Vec::new(),
+            retry_at: None,
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+        }
+    }
 }
 
 impl Acks {
@@ -799,6 +828,47 @@ impl Acks {
             self.upto += 1;
         }
     }
+
+    /// A tracked message failed: a permanent error sends it to the dead-letter file, any
+    /// other to the queue that sends it again after a backoff.
+    fn failed(&mut self, seq: u64, error: &KafkaError, message: &[u8]) {
+        if permanent(error) {
+            self.dead.push((
+                seq,
+                format!("Kafka refuses it for good: {error}"),
+                message.to_vec(),
+            ));
+        } else {
+            self.retry.push((seq, message.to_vec()));
+            if self.retry_at.is_none() {
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+            }
+        }
+    }
+
+    /// The messages whose retry is due.
+    fn due(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        if self.retry_at.is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        self.retry_at = None;
+        std::mem::take(&mut self.retry)
+    }
+}
+
+/// Whether a delivery error means the message can never be delivered as it is: too large, or
+/// refused as malformed. Anything else (a broker away, a leader moving) may pass.
+fn permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::BadMessage
+        )
+    )
 }
 
 impl ClientContext for DeliveryReport {}
@@ -814,12 +884,20 @@ impl ProducerContext for DeliveryReport {
                     && let Ok(mut acks) = self.acks.lock()
                 {
                     acks.delivered(seq as u64);
+                    if acks.retry.is_empty() {
+                        acks.backoff.reset();
+                    }
                 }
             }
             Err((error, message)) => {
                 let failed = self.failed.fetch_add(1, Ordering::Relaxed);
                 if failed < 10 {
                     error!(message = "A message could not be delivered to Kafka.", topic = message.topic(), %error);
+                }
+                if seq > 0
+                    && let Ok(mut acks) = self.acks.lock()
+                {
+                    acks.failed(seq as u64, error, message.payload().unwrap_or_default());
                 }
             }
         }
@@ -920,6 +998,11 @@ impl TopicProducer {
                 Err((error, _)) => {
                     self.report.failed.fetch_add(1, Ordering::Relaxed);
                     error!(message = "A message could not be queued for Kafka.", topic, %error);
+                    if seq > 0
+                        && let Ok(mut acks) = self.report.acks.lock()
+                    {
+                        acks.failed(seq as u64, &error, payload.as_bytes());
+                    }
                     return;
                 }
             }
@@ -984,33 +1067,20 @@ impl KafkaAlerts {
                 break;
             }
         }
-        let (spill, undelivered) = Spill::open(spill_dir, key, SPILL_MAX_BYTES)?;
+        let (mut spill, undelivered) = Spill::open(spill_dir, key, SPILL_MAX_BYTES)?;
         if let Ok(mut acks) = producer.report.acks.lock() {
             acks.upto = spill.drained_upto();
+            // Messages lost to damage or dead-lettered while opening count as delivered.
+            for seq in spill.settled() {
+                acks.delivered(seq);
+            }
         }
         if !undelivered.is_empty() {
             info!(message = "Sending alerts a previous run left in the spill.", count = undelivered.len(), spill = %spill_dir.display());
         }
         for (seq, bytes) in &undelivered {
-            let json = String::from_utf8_lossy(bytes);
-            let json = json.as_ref();
-            match serde_json::from_str::<Alert>(json) {
-                Ok(alert) => {
-                    let headers = [
-                        ("guard", alert.guard.as_str()),
-                        ("alert_id", alert.alert_id.as_str()),
-                    ];
-                    producer.send_tracked(
-                        alert.reaction.as_str(),
-                        alert.source.as_str(),
-                        json,
-                        &headers,
-                        *seq as usize,
-                    );
-                }
-                Err(error) => {
-                    warn!(message = "A spilled alert is unreadable; skipped.", seq, %error)
-                }
+            if let Err(reason) = send_alert(&producer, *seq, bytes) {
+                dead_letter(&producer.report, &mut spill, *seq, &reason, bytes);
             }
         }
         Ok(Self {
@@ -1021,18 +1091,12 @@ impl KafkaAlerts {
         })
     }
 
-    /// The delivered prefix, folded into the spill.
+    /// Settles what the broker answered: dead-letters what it refused for good, sends again
+    /// what is due for a retry, and folds the delivered prefix into the spill.
     fn drain(&self, spill: &mut Spill) {
-        let upto = self
-            .producer
-            .report
-            .acks
-            .lock()
-            .map(|a| a.upto)
-            .unwrap_or(0);
-        if let Err(error) = spill.drained(upto) {
-            warn!(message = "The spill's drained mark could not be written.", error = %format!("{error:#}"));
-        }
+        settle_deliveries(&self.producer.report, spill, |seq, bytes| {
+            send_alert(&self.producer, seq, bytes)
+        });
     }
 
     /// Spills one alert (its JSON in `json`) and queues it: to its reaction's topic, keyed by
@@ -1103,11 +1167,80 @@ impl KafkaAlerts {
         };
         self.drain(&mut spill);
         spill.sync()?;
+        spill.flush_mark()?;
         let pending = spill.pending();
         if pending > 0 {
             warn!(message = "Alerts wait in the spill; they are sent when the job next starts.", pending, spill = %self.spill_dir.display());
         }
         Ok(self.producer.report.delivered.load(Ordering::Relaxed))
+    }
+}
+
+/// Queues spilled alert `seq` (its JSON in `bytes`) to its reaction's topic, keyed by source,
+/// with the guard and the alert id in headers; fails when it is not an alert.
+fn send_alert(producer: &TopicProducer, seq: u64, bytes: &[u8]) -> Result<(), String> {
+    let json =
+        std::str::from_utf8(bytes).map_err(|e| format!("the spilled alert is not text: {e}"))?;
+    let alert = serde_json::from_str::<Alert>(json)
+        .map_err(|e| format!("the spilled alert is unreadable: {e}"))?;
+    let headers = [
+        ("guard", alert.guard.as_str()),
+        ("alert_id", alert.alert_id.as_str()),
+    ];
+    producer.send_tracked(
+        alert.reaction.as_str(),
+        alert.source.as_str(),
+        json,
+        &headers,
+        seq as usize,
+    );
+    Ok(())
+}
+
+/// Puts message `seq` in the spill's dead-letter file and counts it as delivered; if the file
+/// cannot be written, it waits for the next try.
+fn dead_letter(report: &DeliveryReport, spill: &mut Spill, seq: u64, reason: &str, bytes: &[u8]) {
+    let Ok(mut acks) = report.acks.lock() else {
+        return;
+    };
+    match spill.dead_letter(seq, reason, bytes) {
+        Ok(()) => acks.delivered(seq),
+        Err(error) => {
+            error!(message = "A message that cannot be delivered could not be dead-lettered; trying again later.", seq, error = %format!("{error:#}"));
+            acks.dead.push((seq, reason.to_owned(), bytes.to_vec()));
+        }
+    }
+}
+
+/// Settles what the broker answered for a spill's messages: dead-letters those refused for
+/// good, sends those due for a retry again through `resend` (which fails for a message that
+/// cannot be sent at all), and moves the spill's drained mark over the delivered prefix.
+fn settle_deliveries(
+    report: &DeliveryReport,
+    spill: &mut Spill,
+    mut resend: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) {
+    let (dead, due) = match report.acks.lock() {
+        Ok(mut acks) => (std::mem::take(&mut acks.dead), acks.due(Instant::now())),
+        Err(_) => return,
+    };
+    for (seq, reason, bytes) in dead {
+        dead_letter(report, spill, seq, &reason, &bytes);
+    }
+    if !due.is_empty() {
+        warn!(
+            message = "Sending alerts again that the broker did not take.",
+            count = due.len()
+        );
+    }
+    for (seq, bytes) in due {
+        if let Err(reason) = resend(seq, &bytes) {
+            dead_letter(report, spill, seq, &reason, &bytes);
+        }
+    }
+    let upto = report.acks.lock().map(|a| a.upto).unwrap_or(0);
+    if let Err(error) = spill.drained(upto) {
+        warn!(message = "The spill's drained mark could not be written.", error = %format!("{error:#}"));
     }
 }
 
@@ -1144,6 +1277,66 @@ mod tests {
     }
 
     #[test]
+    fn refused_alerts_are_dead_lettered_and_failed_ones_sent_again() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (mut spill, _) = Spill::open(dir.path(), None, 1 << 30)?;
+        for i in 1..=5 {
+            spill.append(format!("alert {i}").as_bytes())?;
+        }
+        let report = DeliveryReport::default();
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let not_leader = KafkaError::MessageProduction(RDKafkaErrorCode::NotLeaderForPartition);
+        {
+            let mut acks = report.acks.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+            acks.delivered(1);
+            acks.failed(2, &too_large, b"alert 2");
+            acks.delivered(3);
+            acks.failed(4, &not_leader, b"alert 4");
+            acks.delivered(5);
+        }
+        let mut resent = Vec::new();
+        settle_deliveries(&report, &mut spill, |seq, _| {
+            resent.push(seq);
+            Ok(())
+        });
+        // 2 is refused for good: dead-lettered, and the prefix moves past it; 4 waits for
+        // its retry, which is not due yet.
+        assert_eq!(spill.drained_upto(), 3);
+        assert!(resent.is_empty());
+        let letters = std::fs::read_to_string(dir.path().join(crate::spill::DEAD_LETTERS))?;
+        let letter: serde_json::Value = serde_json::from_str(letters.trim())?;
+        assert_eq!(letter["seq"], 2);
+        assert_eq!(letter["message"], "alert 2");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("too large")),
+            "{letter}"
+        );
+
+        // Once due, 4 is sent again; when the broker takes it, everything is drained.
+        report
+            .acks
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .retry_at = Some(Instant::now());
+        settle_deliveries(&report, &mut spill, |seq, _| {
+            resent.push(seq);
+            Ok(())
+        });
+        assert_eq!(resent, [4]);
+        report
+            .acks
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .delivered(4);
+        settle_deliveries(&report, &mut spill, |_, _| Ok(()));
+        assert_eq!(spill.drained_upto(), 5);
+        assert_eq!(spill.pending(), 0);
+        Ok(())
+    }
+
+    #[test]
     fn sasl_password_comes_from_a_file_and_is_never_shown() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("pw");
@@ -1161,5 +1354,21 @@ mod tests {
         assert!(!format!("{endpoint:?}").contains("s3cret"));
         assert!(!endpoint.to_string().contains("s3cret"));
         Ok(())
+    }
+
+    #[test]
+    fn a_password_in_a_kafka_url_is_refused_without_being_shown() {
+        for url in [
+            "kafka://vigil:TOPSECRET@b:9093/t",
+            "kafka://b:9093/t?user=vigil&password=TOPSECRET",
+            "kafka://b:9093/t?sasl.password=TOPSECRET",
+        ] {
+            let message = match KafkaInput::parse(url) {
+                Ok(input) => panic!("{url} was accepted as {input:?}"),
+                Err(error) => format!("{error:#}"),
+            };
+            assert!(message.contains(PASSWORD_ENV), "{message}");
+            assert!(!message.contains("TOPSECRET"), "{message}");
+        }
     }
 }

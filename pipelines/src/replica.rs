@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use tracing::info;
 
 /// Where a replica is: `postgres://…` / `postgresql://…` (also CockroachDB) or
-/// `sqlite://PATH`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `sqlite://PATH`. `Debug` shows it with its password hidden.
+#[derive(Clone, PartialEq, Eq)]
 pub enum ReplicaUrl {
     /// A PostgreSQL connection string.
     Postgres(String),
@@ -28,15 +28,23 @@ impl ReplicaUrl {
     /// Parses a replica URL.
     pub fn parse(url: &str) -> anyhow::Result<ReplicaUrl> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            crate::pg_tls::check(url).with_context(|| {
+                format!(
+                    "{} is not a PostgreSQL URL vigil can use",
+                    crate::secrets::redact(url)
+                )
+            })?;
             return Ok(ReplicaUrl::Postgres(url.to_owned()));
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             anyhow::ensure!(!path.is_empty(), "{url} names no file: use sqlite://PATH");
             return Ok(ReplicaUrl::Sqlite(PathBuf::from(path)));
         }
+        // The refused text is shown redacted: a mistyped scheme still carries its password.
         anyhow::bail!(
-            "{url} is not a replica URL: use postgres://USER@HOST:PORT/DB (PostgreSQL or \
-             CockroachDB) or sqlite://PATH"
+            "{} is not a replica URL: use postgres://USER@HOST:PORT/DB (PostgreSQL or \
+             CockroachDB) or sqlite://PATH",
+            crate::secrets::redact(url)
         )
     }
 
@@ -44,13 +52,16 @@ impl ReplicaUrl {
     pub fn redacted(&self) -> String {
         match self {
             ReplicaUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-            ReplicaUrl::Postgres(url) => match url::Url::parse(url) {
-                Ok(mut parsed) if parsed.password().is_some() => {
-                    let _ = parsed.set_password(Some("***"));
-                    parsed.to_string()
-                }
-                _ => url.clone(),
-            },
+            ReplicaUrl::Postgres(url) => crate::secrets::redact(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplicaUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaUrl::Postgres(_) => f.debug_tuple("Postgres").field(&self.redacted()).finish(),
+            ReplicaUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
         }
     }
 }
@@ -130,7 +141,7 @@ impl Replica {
         let conn = match url {
             ReplicaUrl::Postgres(text) => {
                 let (client, connection) = runtime
-                    .block_on(tokio_postgres::connect(text, tokio_postgres::NoTls))
+                    .block_on(crate::pg_tls::connect(text))
                     .with_context(|| {
                         format!(
                             "connecting to {}: check that the server runs, the database exists \
@@ -741,9 +752,30 @@ mod tests {
             ReplicaUrl::Sqlite("data/local.db".into())
         );
         let pg = ReplicaUrl::parse("postgres://sync:secret@db:5432/app").unwrap();
-        assert!(!pg.redacted().contains("secret"), "{}", pg.redacted());
+        assert_eq!(pg.redacted(), "postgres://sync:***@db:5432/app");
+        assert_eq!(
+            format!("{pg:?}"),
+            "Postgres(\"postgres://sync:***@db:5432/app\")"
+        );
         let err = ReplicaUrl::parse("mysql://x").unwrap_err().to_string();
         assert!(err.contains("postgres://"), "{err}");
+        // Refused URLs are shown redacted, whether or not they parse.
+        for (url, reason) in [
+            ("mysql://u:secret@db/app", "is not a replica URL"),
+            (
+                "postgres://u:secret@[bad",
+                "invalid value for option `host`",
+            ),
+            (
+                "postgres://u:secret@db/app?sslmode=verify",
+                "sslmode=verify is not one of",
+            ),
+        ] {
+            let err = format!("{:#}", ReplicaUrl::parse(url).unwrap_err());
+            assert!(err.contains("u:***@"), "{err}");
+            assert!(err.contains(reason), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
         assert_eq!(quote("public.my \"t\""), "\"public\".\"my \"\"t\"\"\"");
     }
 

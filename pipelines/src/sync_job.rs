@@ -24,6 +24,7 @@ use vigil_operators::{
     Change, CurrentVersions, Record, RowKey, Side, SyncAction, SyncActionKind, SyncDiff, Version,
 };
 
+use crate::column_type::ColumnType;
 use crate::migrations;
 use crate::replica::{Dialect, Replica, ReplicaUrl, TableInfo, quote, quote_column};
 
@@ -346,13 +347,20 @@ fn restore_table(
         .columns
         .iter()
         .map(|(name, kind)| {
-            format!(
-                "{} {}",
-                quote_column(name),
-                portable_type(kind, local.dialect())
-            )
+            let kind = portable_type(kind, local.dialect()).with_context(|| {
+                format!(
+                    "--restore cannot create {table} on {}: column {name:?} has type {kind:?} \
+                     on {}, which is not one it maps (integer kinds, numeric, real, double \
+                     precision, text, varchar, char, boolean, timestamp, date, time, interval, \
+                     bytea, json, jsonb, uuid, arrays and enums as text): create the table, \
+                     empty, on the local replica, then restore again",
+                    local.name(),
+                    remote.name()
+                )
+            })?;
+            Ok(format!("{} {kind}", quote_column(name)))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let key: Vec<String> = info.key.iter().map(|k| quote_column(k)).collect();
     let sql = format!(
         "CREATE TABLE {} ({}, PRIMARY KEY ({}))",
@@ -369,21 +377,31 @@ fn restore_table(
     Ok(())
 }
 
-/// A column type of the remote as the local dialect declares it.
-fn portable_type(kind: &str, dialect: Dialect) -> String {
-    match (dialect, kind) {
-        (Dialect::Postgres, "ARRAY" | "USER-DEFINED") => "text".into(),
-        (Dialect::Postgres, kind) => kind.into(),
-        // SQLite takes any declared type; these keep its affinities right.
-        (Dialect::Sqlite, k) if k.contains("int") || k.contains("INT") => "INTEGER".into(),
-        (Dialect::Sqlite, k)
-            if ["double", "real", "numeric", "REAL", "NUMERIC"]
+/// A column type of the remote as the local dialect declares it; `None` for a type PostgreSQL
+/// would be given that vigil does not know. The remote's text never reaches the statement:
+/// PostgreSQL gets the canonical spelling of an allowlisted type, SQLite one of three
+/// affinities.
+fn portable_type(kind: &str, dialect: Dialect) -> Option<String> {
+    match dialect {
+        // An unknown type is an error rather than text: a restore builds the twin of the
+        // durable replica, and a column quietly changed to text would compare, sort and
+        // constrain differently from the remote's without anyone having chosen that.
+        Dialect::Postgres => ColumnType::parse(kind).map(ColumnType::postgres),
+        // SQLite stores any value under any declared type; the affinity only keeps numbers
+        // numbers, so an unknown type is text there, as it always was.
+        Dialect::Sqlite => Some(
+            if kind.contains("int") || kind.contains("INT") {
+                "INTEGER"
+            } else if ["double", "real", "numeric", "REAL", "NUMERIC"]
                 .iter()
-                .any(|t| k.contains(t)) =>
-        {
-            "REAL".into()
-        }
-        (Dialect::Sqlite, _) => "TEXT".into(),
+                .any(|t| kind.contains(t))
+            {
+                "REAL"
+            } else {
+                "TEXT"
+            }
+            .into(),
+        ),
     }
 }
 
@@ -798,9 +816,30 @@ impl SyncJob {
                     migrate: args.replica_migrate,
                     ..crate::replica_sink::ReplicaOptions::new(ReplicaUrl::parse(url)?)
                 }),
-            },
+            }
+            .map(|options| match &args.spill {
+                Some(dir) => crate::replica_sink::ReplicaOptions {
+                    spill_dir: dir.join("replica"),
+                    ..options
+                },
+                None => options,
+            }),
             ..SyncJob::new(local, remote, tables)
         })
+    }
+}
+
+impl SyncJob {
+    /// Locks the spill directory the job's replica writer uses, for as long as the lock is
+    /// held: two sync jobs spilling into one directory would interleave their batches. A dry
+    /// run writes nothing and locks nothing. The archive is not locked: the sync job only adds
+    /// files of its own, named by the time of each pass, beside those other jobs write.
+    pub fn lock_directories(&self) -> anyhow::Result<Vec<crate::dir_lock::DirLock>> {
+        let mut dirs = Vec::new();
+        if let Some(options) = self.replica.as_ref().filter(|_| !self.dry_run) {
+            dirs.push((options.spill_dir.clone(), "spill directory", "--spill"));
+        }
+        crate::dir_lock::lock_all(&dirs)
     }
 }
 

@@ -64,3 +64,57 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 }
+
+#[test]
+fn a_second_job_on_a_directory_in_use_exits_2_naming_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("in.ndjson"),
+        "{\"source\":\"s\",\"name\":\"m\",\"ts\":1767225600000,\"value\":1.0}\n",
+    )
+    .unwrap();
+    let archive = tmp.path().join("archive");
+    let spill = tmp.path().join("spill");
+    let second_job = || {
+        guard()
+            .current_dir(tmp.path())
+            .args(["--input", "in.ndjson", "--alerts", "none"])
+            .arg("--archive")
+            .arg(&archive)
+            .arg("--spill")
+            .arg(&spill)
+            .args(["--replica", "sqlite://replica.db"])
+            .env_remove("VIGIL_ARCHIVE")
+            .env_remove("VIGIL_REPLICA")
+            .output()
+            .unwrap()
+    };
+    // This process plays the first job: it holds the spill directory, then the archive.
+    for (held, what) in [(&spill, "spill directory"), (&archive, "archive directory")] {
+        let lock = vigil_pipelines::dir_lock::DirLock::acquire(held, what, "--flag").unwrap();
+        let output = second_job();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("pid {}", std::process::id())),
+            "the message names the process holding it: {stderr}"
+        );
+        assert!(stderr.contains(what), "{stderr}");
+        assert!(
+            !tmp.path().join("replica.db").exists(),
+            "the second job stopped before writing anything"
+        );
+        drop(lock);
+    }
+    // Once the first has let go, the job runs.
+    let output = second_job();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        archive.join(vigil_pipelines::dir_lock::LOCK_FILE).is_file(),
+        "the lock file stays at the archive root, beside the tables"
+    );
+}

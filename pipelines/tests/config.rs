@@ -267,3 +267,22 @@ fn the_archaeology_sample_parses_and_bad_keys_are_named() {
         assert!(err.contains(expected) && err.contains("bad.toml"), "{err}");
     }
 }
+
+#[test]
+fn the_line_limit_comes_from_the_config_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, "[input]\nmax_line_bytes = 4096\n").unwrap();
+    let job = |flags: &[&str]| {
+        let mut args = vec!["vigil-guard", "--config", path.to_str().unwrap()];
+        args.extend(flags);
+        GuardArgs::try_parse_from(args).unwrap().into_job().unwrap()
+    };
+    assert_eq!(GuardJob::default().max_line_bytes, 1 << 20);
+    assert_eq!(job(&[]).max_line_bytes, 4096);
+    assert_eq!(job(&["--max-line-bytes", "100"]).max_line_bytes, 100);
+    assert!(GuardArgs::try_parse_from(["vigil-guard", "--max-line-bytes", "0"]).is_err());
+
+    let err = error_of("[input]\nmax_line_bytes = 0\n");
+    assert!(err.contains("input.max_line_bytes"), "{err}");
+}

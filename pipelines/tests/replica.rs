@@ -269,7 +269,7 @@ fn archaeology_backfill_equals_the_archive_in_every_replica() {
             input: vec!["gen:devices?devices=60&ticks=900&rooms=4".into()],
             archive: Some(run_dir.join("archive").display().to_string()),
             replica: vigil_pipelines::cli::ReplicaArgs {
-                url: Some(url.to_owned()),
+                url: Some(url.into()),
                 replica_migrate: true,
                 ..Default::default()
             },

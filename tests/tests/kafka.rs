@@ -338,7 +338,17 @@ fn alerts_wait_in_the_spill_while_the_broker_is_away() {
     let first = run_job(offline.clone());
     // The job archived everything meanwhile, and kept the alerts, sealed, on local disk.
     assert_eq!(first.archived, readings.len() as u64);
-    let log = std::fs::read(archive.with_extension("spill").join("spill.log")).unwrap();
+    // The spill's segment files, together.
+    let mut log = Vec::new();
+    for entry in std::fs::read_dir(archive.with_extension("spill")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
+        {
+            log.extend(std::fs::read(path).unwrap());
+        }
+    }
     assert!(log.len() > 100);
     assert!(!String::from_utf8_lossy(&log).contains("alert_id"));
     alerts.resume();

@@ -4,13 +4,25 @@ use std::path::Path;
 
 use vigil_operators::{Reading, derive_event_id, time::parse_ts};
 
-use super::RecordSink;
 use super::plan::TextSource;
+use super::redact::csv_row_without_payload;
+use super::{RecordSink, oversize_reason};
+
+/// The column of a CSV file that holds clear payloads: vigil does not read it, and keeps it out
+/// of the raw text of dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadColumn {
+    /// Its index.
+    pub column: usize,
+    /// How many columns the header has: only in a row with as many can the payload be found.
+    pub columns: usize,
+}
 
 /// How the columns of a CSV file map to readings, decided from its header.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CsvShape {
-    /// Columns `source`, `name`, `ts`, `value` (any order), optionally `event_id` and `seq`.
+    /// Columns `source`, `name`, `ts`, `value` (any order), optionally `event_id`, `seq` and
+    /// `payload` (not read, and kept out of dead letters).
     Telemetry {
         /// Column of `source`.
         source: usize,
@@ -24,6 +36,8 @@ pub enum CsvShape {
         event_id: Option<usize>,
         /// Column of `seq`, if any.
         seq: Option<usize>,
+        /// Column of `payload`, if any.
+        payload: Option<PayloadColumn>,
     },
     /// A time column and one or more metric columns: one reading per metric per row.
     /// NAB's `timestamp,value` is the case of a single `value` column: the series is named after
@@ -33,6 +47,8 @@ pub enum CsvShape {
         ts: usize,
         /// `(column, source, name)` of every metric column.
         metrics: Vec<(usize, String, String)>,
+        /// Column of `payload`, if any: never a metric.
+        payload: Option<PayloadColumn>,
     },
 }
 
@@ -46,6 +62,10 @@ impl CsvShape {
             .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
             .collect();
         let find = |name: &str| columns.iter().position(|c| c == name);
+        let payload = find("payload").map(|column| PayloadColumn {
+            column,
+            columns: columns.len(),
+        });
         if let (Some(source), Some(name), Some(ts), Some(value)) =
             (find("source"), find("name"), find("ts"), find("value"))
         {
@@ -56,6 +76,7 @@ impl CsvShape {
                 value,
                 event_id: find("event_id"),
                 seq: find("seq"),
+                payload,
             });
         }
         let stem = path
@@ -74,12 +95,13 @@ impl CsvShape {
             .or_else(|| find("time"))
         {
             let others: Vec<usize> = (0..columns.len())
-                .filter(|&c| c != ts && !columns[c].is_empty())
+                .filter(|&c| c != ts && !columns[c].is_empty() && columns[c] != "payload")
                 .collect();
             if others.len() == 1 && columns[others[0]] == "value" {
                 return Ok(CsvShape::Wide {
                     ts,
                     metrics: vec![(others[0], parent, stem)],
+                    payload,
                 });
             }
             if !others.is_empty() {
@@ -87,7 +109,11 @@ impl CsvShape {
                     .into_iter()
                     .map(|c| (c, stem.clone(), columns[c].clone()))
                     .collect();
-                return Ok(CsvShape::Wide { ts, metrics });
+                return Ok(CsvShape::Wide {
+                    ts,
+                    metrics,
+                    payload,
+                });
             }
         }
         Err(format!(
@@ -96,14 +122,23 @@ impl CsvShape {
             text.trim_end()
         ))
     }
+
+    /// The payload column, if the header has one.
+    pub fn payload(&self) -> Option<PayloadColumn> {
+        match self {
+            CsvShape::Telemetry { payload, .. } | CsvShape::Wide { payload, .. } => *payload,
+        }
+    }
 }
 
-/// Parses the rows of one chunk, which starts at byte `start` of its source.
+/// Parses the rows of one chunk, which starts at byte `start` of its source. A row longer than
+/// `max_line` bytes is an `oversize` dead letter, not parsed.
 pub(super) fn parse(
     bytes: &[u8],
     source: &TextSource,
     start: u64,
     shape: &CsvShape,
+    max_line: u64,
     sink: &mut impl RecordSink,
 ) {
     let mut reader = csv::ReaderBuilder::new()
@@ -115,11 +150,25 @@ pub(super) fn parse(
     let mut line = 0;
     loop {
         let start_line = line;
+        let from = reader.position().byte() as usize;
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
                 line = reader.position().line() - 1;
                 if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+                    continue;
+                }
+                // The row's bytes, not counting the newline that ends it.
+                let to = reader.position().byte() as usize;
+                let len = to - from - usize::from(bytes.get(to.wrapping_sub(1)) == Some(&b'\n'));
+                if len as u64 > max_line {
+                    sink.dead_letter(
+                        None,
+                        source.origin_at(start, start_line),
+                        "oversize",
+                        oversize_reason(Some(len), max_line),
+                        csv_row_without_payload(&record, shape.payload()).as_deref(),
+                    );
                     continue;
                 }
                 parse_record(&record, shape, source, (start, start_line), sink);
@@ -166,7 +215,8 @@ fn parse_record(
     sink: &mut impl RecordSink,
 ) {
     let dead = |sink: &mut dyn RecordSinkDyn, ts: Option<i64>, reason: String| {
-        sink.dead(ts, source.origin_at(start, line), reason, record.as_slice());
+        let raw = csv_row_without_payload(record, shape.payload());
+        sink.dead(ts, source.origin_at(start, line), reason, raw.as_deref());
     };
     match shape {
         CsvShape::Telemetry {
@@ -176,6 +226,7 @@ fn parse_record(
             value,
             event_id,
             seq,
+            payload: _,
         } => {
             let parsed = (|| {
                 let ts_text = field(record, *ts).map_err(|e| (None, e))?;
@@ -217,7 +268,7 @@ fn parse_record(
                 Err((ts, reason)) => dead(sink, ts, reason),
             }
         }
-        CsvShape::Wide { ts, metrics } => {
+        CsvShape::Wide { ts, metrics, .. } => {
             let ts_text = match field(record, *ts) {
                 Ok(text) => text,
                 Err(reason) => return dead(sink, None, reason),
@@ -252,11 +303,11 @@ fn parse_record(
 
 /// The dead-letter half of a [`RecordSink`], as a trait object for the row parser's helper.
 trait RecordSinkDyn {
-    fn dead(&mut self, ts: Option<i64>, origin: String, reason: String, raw: &[u8]);
+    fn dead(&mut self, ts: Option<i64>, origin: String, reason: String, raw: Option<&[u8]>);
 }
 
 impl<S: RecordSink> RecordSinkDyn for S {
-    fn dead(&mut self, ts: Option<i64>, origin: String, reason: String, raw: &[u8]) {
-        self.dead_letter(ts, origin, "schema", reason, Some(raw));
+    fn dead(&mut self, ts: Option<i64>, origin: String, reason: String, raw: Option<&[u8]>) {
+        self.dead_letter(ts, origin, "schema", reason, raw);
     }
 }

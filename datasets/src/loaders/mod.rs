@@ -4,19 +4,29 @@
 //! [`Unit`]s: byte ranges of text files cut at line boundaries, Parquet row groups, or tick
 //! ranges of a generator. Units are independent, so workers parse them in parallel, and the
 //! plan is deterministic, so the same input always gives the same units.
+//!
+//! Input is hostile until read: a line longer than [`TextLimits::max_line_bytes`] becomes an
+//! `oversize` dead letter without ever being held in memory whole, and the raw text of every
+//! dead letter has its clear payload taken out ([`strip_json_payload`]).
 
 mod csv;
 mod fast_line;
 mod ndjson;
 mod parquet;
 mod plan;
+mod redact;
 
+pub use csv::PayloadColumn;
 pub use ndjson::parse_message;
 pub use plan::{
-    DEFAULT_CHUNK_BYTES, InputPlan, TextFile, TextFormat, TextSource, Unit, UnitSource,
-    plan_embedded, plan_generator, plan_paths, read_range,
+    DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, InputPlan, TextFile, TextFormat, TextLimits,
+    TextSource, Unit, UnitSource, plan_embedded, plan_generator, plan_paths, read_range,
 };
+pub use redact::{PAYLOAD_REMOVED, strip_json_payload};
 
+use std::borrow::Cow;
+
+use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
 use vigil_operators::{Reading, ReadingRef};
 
 /// Receives what a loader reads: readings (with their clear payload kept apart, so that it can
@@ -28,7 +38,8 @@ pub trait RecordSink {
     fn reading(&mut self, reading: ReadingRef<'_>, payload: Option<&[u8]>);
 
     /// Input that could not be used: where it came from, the class of problem, why, and the
-    /// raw input. `ts` is the record's event time when it could be read.
+    /// raw input, from which the loaders have already taken any clear payload out. `ts` is the
+    /// record's event time when it could be read.
     fn dead_letter(
         &mut self,
         ts: Option<i64>,
@@ -48,6 +59,9 @@ pub fn read_unit(unit: &Unit, buf: &mut Vec<u8>, sink: &mut impl RecordSink) {
             format,
             start,
             end,
+            max_line_bytes,
+            starts_mid_line,
+            ends_mid_line,
         } => {
             let bytes: &[u8] = match source {
                 TextSource::Embedded { bytes, .. } => &bytes[*start as usize..*end as usize],
@@ -61,10 +75,12 @@ pub fn read_unit(unit: &Unit, buf: &mut Vec<u8>, sink: &mut impl RecordSink) {
                     }
                 },
             };
-            match format {
-                TextFormat::Ndjson => ndjson::parse(bytes, source, *start, sink),
-                TextFormat::Csv(shape) => csv::parse(bytes, source, *start, shape, sink),
-            }
+            let text = TextUnit {
+                source,
+                format,
+                max_line: *max_line_bytes,
+            };
+            text.read(bytes, *start, (*starts_mid_line, *ends_mid_line), sink);
         }
         UnitSource::Parquet { path, row_group } => parquet::read_row_group(path, *row_group, sink),
         UnitSource::Rocket { spec, ticks } => {
@@ -87,13 +103,81 @@ pub fn read_unit(unit: &Unit, buf: &mut Vec<u8>, sink: &mut impl RecordSink) {
     }
 }
 
+/// A text unit's bytes and how to read them.
+struct TextUnit<'a> {
+    source: &'a TextSource,
+    format: &'a TextFormat,
+    max_line: u64,
+}
+
+impl TextUnit<'_> {
+    /// Parses the unit's lines, which start at byte `start` of the source. A unit cut inside a
+    /// line too long to read skips that line's rest at its start, and reports its head at its
+    /// end as an `oversize` dead letter.
+    fn read(
+        &self,
+        bytes: &[u8],
+        start: u64,
+        (starts_mid_line, ends_mid_line): (bool, bool),
+        sink: &mut impl RecordSink,
+    ) {
+        let (mut body, mut body_start) = (bytes, start);
+        if starts_mid_line {
+            let Some(newline) = memchr::memchr(b'\n', body) else {
+                return;
+            };
+            body = &body[newline + 1..];
+            body_start += newline as u64 + 1;
+        }
+        let mut head: &[u8] = &[];
+        if ends_mid_line {
+            let cut = memchr::memrchr(b'\n', body).map_or(0, |i| i + 1);
+            (body, head) = body.split_at(cut);
+        }
+        match self.format {
+            TextFormat::Ndjson => ndjson::parse(body, self.source, body_start, self.max_line, sink),
+            TextFormat::Csv(shape) => {
+                csv::parse(body, self.source, body_start, shape, self.max_line, sink)
+            }
+        }
+        if !head.is_empty() {
+            let line = memchr::memchr_iter(b'\n', body).count() as u64;
+            let origin = self.source.origin_at(body_start, line);
+            let head = &head[..head.len().min(MAX_RAW_BYTES)];
+            let raw = match self.format {
+                TextFormat::Ndjson => Some(strip_json_payload(head)),
+                // The head of a CSV row is cut off somewhere in its cells: with a payload
+                // column, the cut may fall inside the payload, which then cannot be found.
+                TextFormat::Csv(shape) => shape.payload().is_none().then_some(Cow::Borrowed(head)),
+            };
+            let reason = oversize_reason(None, self.max_line);
+            sink.dead_letter(None, origin, "oversize", reason, raw.as_deref());
+        }
+    }
+}
+
+/// Why a line longer than `max_line` bytes (`len` of them, when known) is a dead letter.
+fn oversize_reason(len: Option<usize>, max_line: u64) -> String {
+    let length = match len {
+        Some(len) => format!("is {len} bytes"),
+        None => "runs on".to_owned(),
+    };
+    format!(
+        "the line {length}, over the {max_line}-byte limit for one line: raise --max-line-bytes \
+         (max_line_bytes in the [input] table of a job file) to read it"
+    )
+}
+
+/// A dead letter as [`Collected`] keeps it: (ts, origin, kind, reason, raw).
+pub type CollectedDeadLetter = (Option<i64>, String, &'static str, String, Option<Vec<u8>>);
+
 /// Collects everything a loader reads, for tests and small tools.
 #[derive(Debug, Default)]
 pub struct Collected {
     /// The valid readings, each with its clear payload.
     pub readings: Vec<(Reading, Option<Vec<u8>>)>,
-    /// The dead letters: (ts, origin, kind, reason).
-    pub dead_letters: Vec<(Option<i64>, String, &'static str, String)>,
+    /// The dead letters.
+    pub dead_letters: Vec<CollectedDeadLetter>,
 }
 
 impl RecordSink for Collected {
@@ -108,9 +192,10 @@ impl RecordSink for Collected {
         origin: String,
         kind: &'static str,
         reason: String,
-        _raw: Option<&[u8]>,
+        raw: Option<&[u8]>,
     ) {
-        self.dead_letters.push((ts, origin, kind, reason));
+        self.dead_letters
+            .push((ts, origin, kind, reason, raw.map(<[u8]>::to_vec)));
     }
 }
 

@@ -3,10 +3,12 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
 use vigil_operators::{Kind, Reading, derive_event_id};
 
-use super::RecordSink;
 use super::plan::TextSource;
+use super::redact::strip_json_payload;
+use super::{RecordSink, oversize_reason};
 
 /// One input line as written by a producer, borrowing from the line where it can.
 #[derive(Deserialize)]
@@ -30,25 +32,58 @@ struct Line<'a> {
     payload: Option<serde_json::Value>,
 }
 
-/// Parses the lines of one chunk, which starts at byte `start` of its source.
-pub(super) fn parse(bytes: &[u8], source: &TextSource, start: u64, sink: &mut impl RecordSink) {
+/// Parses the lines of one chunk, which starts at byte `start` of its source. A line longer
+/// than `max_line` bytes is an `oversize` dead letter, not parsed.
+pub(super) fn parse(
+    bytes: &[u8],
+    source: &TextSource,
+    start: u64,
+    max_line: u64,
+    sink: &mut impl RecordSink,
+) {
     // One UTF-8 check for the whole chunk lets serde_json skip checking every string again;
     // only a chunk with invalid bytes is checked line by line, to find the bad lines.
     match std::str::from_utf8(bytes) {
         Ok(text) => {
             for (number, line) in (0..).zip(text.split('\n')) {
                 let origin = || source.origin_at(start, number);
-                parse_one(Some(line), line.as_bytes(), &origin, sink);
+                if !oversize(line.as_bytes(), max_line, &origin, sink) {
+                    parse_one(Some(line), line.as_bytes(), &origin, sink);
+                }
             }
         }
         Err(_) => {
             for (number, line) in (0..).zip(bytes.split(|b| *b == b'\n')) {
-                let text = std::str::from_utf8(line).ok();
                 let origin = || source.origin_at(start, number);
-                parse_one(text, line, &origin, sink);
+                if !oversize(line, max_line, &origin, sink) {
+                    parse_one(std::str::from_utf8(line).ok(), line, &origin, sink);
+                }
             }
         }
     }
+}
+
+/// Reports `line` as an `oversize` dead letter if it is longer than `max_line` bytes, keeping
+/// only its first bytes, without their payload.
+fn oversize(
+    line: &[u8],
+    max_line: u64,
+    origin: &dyn Fn() -> String,
+    sink: &mut impl RecordSink,
+) -> bool {
+    if line.len() as u64 <= max_line {
+        return false;
+    }
+    let head = &line[..line.len().min(MAX_RAW_BYTES)];
+    let reason = oversize_reason(Some(line.len()), max_line);
+    sink.dead_letter(
+        None,
+        origin(),
+        "oversize",
+        reason,
+        Some(&strip_json_payload(head)),
+    );
+    true
 }
 
 /// Parses one message of a message stream (a Kafka record's value, say): a JSON object in the
@@ -80,7 +115,10 @@ fn parse_one(
     };
     match parsed {
         Ok((reading, payload)) => sink.reading(reading.view(), payload.as_deref()),
-        Err((ts, kind, reason)) => sink.dead_letter(ts, origin(), kind, reason, Some(raw)),
+        Err((ts, kind, reason)) => {
+            let raw = strip_json_payload(raw);
+            sink.dead_letter(ts, origin(), kind, reason, Some(&raw));
+        }
     }
 }
 

@@ -14,6 +14,29 @@ use crate::generator::{DeviceSpec, RocketSpec};
 /// Text chunks are cut at the first line start at or after each multiple of this size.
 pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
 
+/// The longest line (or message) read by default; a longer one is an `oversize` dead letter.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// How text inputs are cut into units, and the longest line they may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextLimits {
+    /// Chunks are cut at the first line start at or after each multiple of this size.
+    pub chunk_bytes: u64,
+    /// The longest line read, not counting its newline. A longer line becomes an `oversize`
+    /// dead letter, and is skipped without being held in memory whole: a unit spans at most
+    /// `chunk_bytes + max_line_bytes` bytes.
+    pub max_line_bytes: u64,
+}
+
+impl Default for TextLimits {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
 /// Generator inputs are cut into units of this many ticks (rocket telemetry: every vehicle
 /// reports 8 readings a tick).
 const GENERATOR_TICKS_PER_UNIT: u64 = 10;
@@ -136,7 +159,8 @@ pub enum TextFormat {
 /// What one unit of work reads.
 #[derive(Clone, Debug)]
 pub enum UnitSource {
-    /// Bytes `[start, end)` of a text file, cut at line starts.
+    /// Bytes `[start, end)` of a text file, cut at line starts, or inside a line too long
+    /// to read.
     Text {
         /// The file or embedded bytes.
         source: TextSource,
@@ -146,6 +170,14 @@ pub enum UnitSource {
         start: u64,
         /// One past the last byte of the unit.
         end: u64,
+        /// The longest line read; a longer one is an `oversize` dead letter.
+        max_line_bytes: u64,
+        /// The unit starts inside a line too long to read, which the unit before reported:
+        /// its bytes up to the first newline are skipped.
+        starts_mid_line: bool,
+        /// The unit ends inside a line too long to read: the planner found no newline within
+        /// the limit, so the bytes after the unit's last newline are the head of that line.
+        ends_mid_line: bool,
     },
     /// One row group of a Parquet file.
     Parquet {
@@ -223,7 +255,7 @@ impl Unit {
 /// Plans files and directories (walked recursively, in name order). Files whose type vigil does
 /// not read, empty files and CSV files with an unknown header become one dead letter each.
 /// A path that does not exist is an error.
-pub fn plan_paths(paths: &[PathBuf], chunk_bytes: u64) -> anyhow::Result<InputPlan> {
+pub fn plan_paths(paths: &[PathBuf], limits: TextLimits) -> anyhow::Result<InputPlan> {
     let mut files = Vec::new();
     for path in paths {
         anyhow::ensure!(
@@ -243,26 +275,20 @@ pub fn plan_paths(paths: &[PathBuf], chunk_bytes: u64) -> anyhow::Result<InputPl
         ..InputPlan::default()
     };
     for file in files {
-        plan_file(&file, chunk_bytes, &mut plan);
+        plan_file(&file, limits, &mut plan);
     }
     Ok(plan)
 }
 
 /// Plans a dataset compiled into the binary.
-pub fn plan_embedded(name: &'static str, bytes: &'static [u8], chunk_bytes: u64) -> InputPlan {
+pub fn plan_embedded(name: &'static str, bytes: &'static [u8], limits: TextLimits) -> InputPlan {
     let mut plan = InputPlan {
         total_is_bytes: true,
         description: name.to_owned(),
         ..InputPlan::default()
     };
     let source = TextSource::Embedded { name, bytes };
-    plan_text(
-        source,
-        bytes,
-        format_of(Path::new(name)),
-        chunk_bytes,
-        &mut plan,
-    );
+    plan_text(source, bytes, format_of(Path::new(name)), limits, &mut plan);
     plan
 }
 
@@ -356,7 +382,7 @@ fn format_of(path: &Path) -> FileFormat {
     }
 }
 
-fn plan_file(path: &Path, chunk_bytes: u64, plan: &mut InputPlan) {
+fn plan_file(path: &Path, limits: TextLimits, plan: &mut InputPlan) {
     let origin = path.display().to_string();
     let problem = |plan: &mut InputPlan, reason: String| {
         plan.push(Unit {
@@ -398,7 +424,7 @@ fn plan_file(path: &Path, chunk_bytes: u64, plan: &mut InputPlan) {
     }
     let source = TextSource::File(Arc::new(TextFile::new(path)));
     match File::open(path) {
-        Ok(file) => plan_text(source, file, format, chunk_bytes, plan),
+        Ok(file) => plan_text(source, file, format, limits, plan),
         Err(e) => problem(plan, format!("could not read the file: {e}")),
     }
 }
@@ -444,11 +470,15 @@ const PROBE_BYTES: usize = 64 << 10;
 /// Cuts a text input into chunks at line starts. Reads only the head of the input and a little
 /// around each chunk boundary, so planning a large file costs next to nothing; line numbers are
 /// worked out later, and only if a dead letter needs one ([`TextSource::origin_at`]).
+///
+/// The search for the newline after a boundary stops after the longest line allowed: a line
+/// that runs past it is too long to read, and the chunk is cut inside it rather than grown to
+/// hold it, so that no unit is longer than the chunk size and the line limit together.
 fn plan_text(
     source: TextSource,
     mut input: impl ReadAt,
     format: FileFormat,
-    chunk_bytes: u64,
+    limits: TextLimits,
     plan: &mut InputPlan,
 ) {
     let origin = source.origin(1);
@@ -483,15 +513,21 @@ fn plan_text(
         Ok(false) => return problem(plan, "the file is empty".to_owned()),
         Err(e) => return problem(plan, format!("could not read the file: {e}")),
     }
-    let chunk = chunk_bytes.max(1);
+    let chunk = limits.chunk_bytes.max(1);
+    let max_line = limits.max_line_bytes.max(1);
     let mut probe = vec![0u8; PROBE_BYTES];
     let mut start = start;
+    let mut starts_mid_line = false;
     while start < len {
-        // The chunk ends after the first newline at or past `start + chunk - 1`.
-        let mut at = start + chunk - 1;
+        // The chunk ends after the first newline at or past `start + chunk - 1`, looked for
+        // over `max_line + 1` bytes: a line with none in them is longer than `max_line`.
+        let boundary = start + chunk - 1;
+        let give_up = boundary.saturating_add(max_line.saturating_add(1)).min(len);
+        let mut at = boundary;
         let mut end = len;
-        while at < len {
-            let n = match input.read_at(at, &mut probe) {
+        while at < give_up {
+            let want = (give_up - at).min(PROBE_BYTES as u64) as usize;
+            let n = match input.read_at(at, &mut probe[..want]) {
                 Ok(n) => n,
                 Err(e) => return problem(plan, format!("could not read the file: {e}")),
             };
@@ -504,16 +540,24 @@ fn plan_text(
             }
             at += n as u64;
         }
+        let ends_mid_line = at >= give_up && give_up < len;
+        if ends_mid_line {
+            end = give_up;
+        }
         plan.push(Unit {
             source: UnitSource::Text {
                 source: source.clone(),
                 format: format.clone(),
                 start,
                 end,
+                max_line_bytes: max_line,
+                starts_mid_line,
+                ends_mid_line,
             },
             size: end - start,
         });
         start = end;
+        starts_mid_line = ends_mid_line;
     }
 }
 
@@ -558,6 +602,8 @@ pub fn read_range(path: &Path, start: u64, end: u64, buf: &mut Vec<u8>) -> std::
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(start))?;
     buf.clear();
+    // The buffer is reused unit after unit: sized to the largest unit, not to twice it.
+    buf.reserve_exact((end - start) as usize);
     file.take(end - start).read_to_end(buf)?;
     if (buf.len() as u64) < end - start {
         return Err(std::io::Error::new(

@@ -17,11 +17,13 @@ pub struct DeadLetter {
     pub ts: i64,
     /// Where the record came from: `path:line`, `gen:rocket`, a topic and offset.
     pub origin: String,
-    /// The class of problem: `parse`, `schema`, `late`, `file`.
+    /// The class of problem: `parse`, `schema`, `oversize` (a line over the length limit),
+    /// `late`, `file`.
     pub kind: CompactString,
     /// What is wrong, in words a user can act on.
     pub reason: String,
-    /// The offending input (at most [`MAX_RAW_BYTES`]), when there is one.
+    /// The offending input (at most [`MAX_RAW_BYTES`]), when there is one, with any clear
+    /// payload taken out before the dead letter is built: it is stored and replicated as is.
     pub raw: Option<String>,
 }
 

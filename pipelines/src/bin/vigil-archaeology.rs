@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vigil_pipelines::cli::{ArchaeologyArgs, init_logging, on_stop_signal};
+use vigil_pipelines::dir_lock::exit_code;
 use vigil_pipelines::guard_job::{Program, Shutdown, run};
 
 fn main() -> ExitCode {
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
         Ok(summary) => summary,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit_code(&e));
         }
     };
     if let Some(path) = &summary_json

@@ -9,14 +9,20 @@ use clap::{Parser, ValueEnum};
 use vigil_pipelines::cli::{init_logging, on_stop_signal};
 use vigil_pipelines::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
 use vigil_pipelines::guard_job::Shutdown;
+use vigil_pipelines::secrets::SecretUrl;
 
 /// Follows a CouchDB database's changes and forwards their metadata, checkpointing its position.
 #[derive(Debug, Parser)]
 #[command(name = "vigil-couchdb", version)]
 struct Args {
     /// The CouchDB (or PouchDB) server; a user and password may be given in the URL.
-    #[arg(long, default_value = "http://127.0.0.1:5984", env = "VIGIL_COUCHDB")]
-    server: String,
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:5984",
+        env = "VIGIL_COUCHDB",
+        hide_env_values = true
+    )]
+    server: SecretUrl,
     /// The database whose changes to follow.
     #[arg(long)]
     db: String,
@@ -57,7 +63,7 @@ fn main() -> ExitCode {
         }
     };
     let listener = Listener {
-        server: args.server,
+        server: args.server.expose().to_owned(),
         db: args.db,
         feed: match args.feed {
             FeedArg::Longpoll => Feed::Longpoll,

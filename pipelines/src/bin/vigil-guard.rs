@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vigil_pipelines::cli::{GuardArgs, init_logging, on_stop_signal};
+use vigil_pipelines::dir_lock::exit_code;
 use vigil_pipelines::guard_job::{Shutdown, run};
 
 fn main() -> ExitCode {
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e))
         }
     }
 }

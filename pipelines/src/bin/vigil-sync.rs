@@ -18,6 +18,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Held for the life of the job: another job on the same spill stops here with code 2.
+    let _locks = match job.lock_directories() {
+        Ok(locks) => locks,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(vigil_pipelines::dir_lock::exit_code(&error));
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     if let Err(error) = on_stop_signal(move || flag.store(true, Ordering::SeqCst)) {

@@ -349,11 +349,40 @@ fn prepare(
 
 /// Whether an error means the replica could not be reached (rather than refused something).
 fn is_unreachable(error: &anyhow::Error) -> bool {
+    // A server that refused the TLS asked for did answer: waiting will not change its
+    // certificate, so the job stops with the reason instead of spilling.
+    if error
+        .chain()
+        .any(|cause| cause.is::<crate::pg_tls::TlsRefused>())
+    {
+        return false;
+    }
     error.chain().any(|cause| {
         if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
             return pg.code().is_none() || pg.is_closed();
         }
         cause.downcast_ref::<std::io::Error>().is_some()
+    })
+}
+
+/// Whether the replica refused a batch for the data it holds, so that writing it again can
+/// never succeed: a PostgreSQL data exception (SQLSTATE class 22: a NUL byte in text, a value
+/// out of range), or on SQLite a value too big or of the wrong type. Constraint violations are
+/// not: a migration can fix those, and the batch then goes through.
+fn refused_for_good(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            return pg.code().is_some_and(|c| c.code().starts_with("22"));
+        }
+        if let Some(rusqlite::Error::SqliteFailure(failure, _)) =
+            cause.downcast_ref::<rusqlite::Error>()
+        {
+            return matches!(
+                failure.code,
+                rusqlite::ErrorCode::TooBig | rusqlite::ErrorCode::TypeMismatch
+            );
+        }
+        false
     })
 }
 
@@ -508,6 +537,23 @@ impl Writer {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
+    /// Puts spilled batch `seq`, which can never be written, in the spill's dead-letter file,
+    /// so that the batches after it go on. Returns false (and retries later) when that fails.
+    fn dead_letter(&mut self, seq: u64, reason: &str, bytes: &[u8]) -> bool {
+        let written = match self.spill.as_mut() {
+            Some(spill) => spill.dead_letter(seq, reason, bytes),
+            None => Err(anyhow::anyhow!("the replica spill is not open")),
+        };
+        match written {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(message = "A replica batch that cannot be written could not be dead-lettered; trying again later.", seq, error = %format!("{error:#}"));
+                self.schedule_retry();
+                false
+            }
+        }
+    }
+
     /// Connects when not connected, then sends what waits in the spill, in order.
     fn reconnect(&mut self) {
         if self.target.is_none() {
@@ -529,6 +575,10 @@ impl Writer {
             }
         }
         if self.waiting() > 0 {
+            // The spill is read again from disk: its mark must say what was sent already.
+            if let Some(Err(error)) = self.spill.as_mut().map(Spill::flush_mark) {
+                warn!(message = "The replica spill's drained mark could not be written.", error = %format!("{error:#}"));
+            }
             let waiting = match Spill::open(&self.spill_dir, self.key.clone(), SPILL_MAX_BYTES) {
                 Ok((spill, waiting)) => {
                     self.spill = Some(spill);
@@ -545,9 +595,9 @@ impl Writer {
                 let batch = match write::decode_batch(&bytes) {
                     Ok(batch) => batch,
                     Err(error) => {
-                        warn!(message = "A spilled replica batch is unreadable; skipped.", seq, error = %format!("{error:#}"));
-                        if let Some(spill) = self.spill.as_mut() {
-                            let _ = spill.drained(seq);
+                        let reason = format!("the spilled batch is unreadable: {error:#}");
+                        if !self.dead_letter(seq, &reason, &bytes) {
+                            return;
                         }
                         continue;
                     }
@@ -561,6 +611,12 @@ impl Writer {
                         let drained = self.spill.as_mut().map(|s| s.drained(seq));
                         if let Some(Err(error)) = drained {
                             warn!(message = "The replica spill's drained mark could not be written.", error = %format!("{error:#}"));
+                        }
+                    }
+                    Err(error) if refused_for_good(&error) => {
+                        let reason = format!("the replica refuses it for good: {error:#}");
+                        if !self.dead_letter(seq, &reason, &bytes) {
+                            return;
                         }
                     }
                     Err(error) => {

@@ -322,7 +322,7 @@ impl Target {
         match url {
             ReplicaUrl::Postgres(text) => {
                 let (client, connection) = runtime
-                    .block_on(tokio_postgres::connect(text, tokio_postgres::NoTls))
+                    .block_on(crate::pg_tls::connect(text))
                     .with_context(|| format!("connecting to the replica {}", url.redacted()))?;
                 runtime.spawn(async move {
                     if let Err(error) = connection.await {
