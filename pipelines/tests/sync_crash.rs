@@ -23,6 +23,8 @@ fn sync(local: &str, remote: &str, archive: &std::path::Path) -> Command {
             "sqlite://{}",
             archive.with_file_name("replica.db").display()
         ))
+        // The replica's spill (./vigil-spill) goes beside the archive, not into the source tree.
+        .current_dir(archive.parent().unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
