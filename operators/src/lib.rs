@@ -38,8 +38,8 @@ pub use guards::registry::Registry;
 pub use guards::seasonal::Seasonal;
 pub use guards::sequence::Sequence;
 pub use guards::series_guard::{
-    ALL_NAMES, Guard, GuardLabel, GuardMetrics, GuardOptions, Hysteresis, SeriesGuard, SeriesLogic,
-    Verdict, distance_score,
+    ALL_NAMES, Guard, GuardLabel, GuardMetrics, GuardOptions, Hysteresis, SeriesGuard,
+    SeriesLimits, SeriesLogic, Verdict, distance_score,
 };
 pub use guards::silence::Silence;
 pub use guards::threshold::Threshold;

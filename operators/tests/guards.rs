@@ -1143,6 +1143,7 @@ fn restored_from_a_snapshot_the_guards_go_on_as_if_never_stopped() {
             store: store.clone(),
             operator: "series",
         }),
+        ..GuardOptions::default()
     };
     let options = checkpoints(&store);
     let (full, _) = run_dataflow_paced(&readings, 2, true, move |s| {
@@ -1210,6 +1211,7 @@ fn a_snapshot_of_other_guards_is_refused_and_the_state_starts_empty() {
             store: store.clone(),
             operator: "series",
         }),
+        ..GuardOptions::default()
     };
     let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
     run_dataflow(&readings, 1, move |s| s.guards(zscore(), options.clone()));
@@ -1224,6 +1226,7 @@ fn a_snapshot_of_other_guards_is_refused_and_the_state_starts_empty() {
             store: restoring.clone(),
             operator: "series",
         }),
+        ..GuardOptions::default()
     };
     let ewma = || vec![Guard::new(GuardLabel::new("ewma"), Ewma::default())];
     let (alerts, _) = run_dataflow(&readings, 1, move |s| s.guards(ewma(), options.clone()));
@@ -1236,4 +1239,111 @@ fn a_snapshot_of_other_guards_is_refused_and_the_state_starts_empty() {
         "{} alerts",
         alerts.len()
     );
+}
+
+/// A series of steady readings every second from `from`, then a spike at `spike`.
+fn steady_then_spike(source: &str, from: i64, count: i64, spike: i64) -> Vec<Reading> {
+    let mut readings: Vec<Reading> = (0..count)
+        .map(|i| {
+            Reading::new(
+                source,
+                "temp_c",
+                from + i * 1000,
+                20.0 + (i % 5) as f64 * 0.1,
+            )
+        })
+        .collect();
+    readings.push(Reading::new(source, "temp_c", spike, 95.0));
+    readings
+}
+
+#[test]
+fn random_series_stay_bounded_and_a_watched_series_keeps_its_alert() {
+    // 20,000 sources seen once each (random names, say), and one real series with a spike.
+    let mut readings = steady_then_spike("veh-1", 1_000_000, 200, 1_250_000);
+    readings.extend(
+        (0..20_000)
+            .map(|i| Reading::new(&format!("random-{i}"), "temp_c", 1_000_000 + i * 10, 1.0)),
+    );
+    let limits = SeriesLimits {
+        max_series: Some(1_000),
+        idle_ms: None,
+    };
+    let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
+    let metrics = GuardMetrics::default();
+    let options = GuardOptions {
+        metrics: Some(metrics.clone()),
+        limits,
+        ..GuardOptions::default()
+    };
+    let (alerts, _) = run_dataflow(&readings, 1, move |s| s.guards(zscore(), options.clone()));
+    use std::sync::atomic::Ordering::Relaxed;
+    let held = metrics.series.load(Relaxed);
+    assert!(held <= 1_000, "{held} series held past the limit of 1,000");
+    assert!(metrics.evicted.load(Relaxed) >= 19_000);
+    assert_eq!(metrics.refused.load(Relaxed), 0);
+    // The spike of the watched series is still caught, as without a limit.
+    let (unbounded, _) = run_dataflow(&readings, 1, move |s| {
+        s.guards(zscore(), GuardOptions::default())
+    });
+    let spikes = |alerts: &[Alert]| -> Vec<(String, i64)> {
+        alerts
+            .iter()
+            .filter(|a| a.source == "veh-1")
+            .map(|a| (a.alert_id.to_string(), a.ts))
+            .collect()
+    };
+    assert!(!spikes(&unbounded).is_empty());
+    assert_eq!(spikes(&alerts), spikes(&unbounded));
+    // At two workers the same alerts.
+    let (two, _) = run_dataflow(&readings, 2, move |s| {
+        s.guards(
+            zscore(),
+            GuardOptions {
+                limits,
+                ..GuardOptions::default()
+            },
+        )
+    });
+    assert_eq!(spikes(&two), spikes(&alerts));
+}
+
+#[test]
+fn a_series_quiet_past_the_idle_time_starts_afresh_at_any_worker_count() {
+    // A steady series, a gap of an hour, then a spike: with a state of an hour ago the spike
+    // is an anomaly; forgotten after 10 minutes of quiet, the series starts afresh and the
+    // z-score guard is still warming up at the spike.
+    let mut readings = steady_then_spike("veh-1", 1_000_000, 200, 1_000_000 + 199_000 + 3_600_000);
+    // Other series keep the frontier moving through the gap, so sweeps run too.
+    readings.extend((0..400).map(|i| Reading::new("veh-2", "temp_c", 1_000_000 + i * 10_000, 5.0)));
+    let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
+    let forgetting = GuardOptions {
+        limits: SeriesLimits {
+            max_series: None,
+            idle_ms: Some(600_000),
+        },
+        ..GuardOptions::default()
+    };
+    let spike_alerts = |alerts: &[Alert]| alerts.iter().filter(|a| a.source == "veh-1").count();
+    let (kept, _) = run_dataflow(&readings, 1, move |s| {
+        s.guards(zscore(), GuardOptions::default())
+    });
+    assert!(
+        spike_alerts(&kept) > 0,
+        "without idle forgetting the spike is caught"
+    );
+    let mut seen = Vec::new();
+    for workers in [1, 2] {
+        for paced in [false, true] {
+            let options = forgetting.clone();
+            let (alerts, _) = run_dataflow_paced(&readings, workers, paced, move |s| {
+                s.guards(zscore(), options.clone())
+            });
+            assert_eq!(spike_alerts(&alerts), 0, "workers {workers}, paced {paced}");
+            let mut ids: Vec<String> = alerts.iter().map(|a| a.alert_id.to_string()).collect();
+            ids.sort();
+            seen.push(ids);
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
 }

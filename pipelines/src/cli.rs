@@ -98,6 +98,16 @@ pub struct GuardArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line_bytes: Option<u64>,
 
+    /// The most series the guards keep (default 1000000, or `none`). At the limit the
+    /// longest-quiet series without an open alert are forgotten to make room.
+    #[arg(long, value_name = "N", value_parser = parse_max_series)]
+    pub max_series: Option<Limit<usize>>,
+
+    /// Forget a series with no reading for this long in event time, no open alert and no
+    /// verdict due (default 7d, or `none`); its next reading starts it afresh.
+    #[arg(long, value_name = "DURATION", value_parser = parse_series_idle)]
+    pub series_idle: Option<Limit<i64>>,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -157,6 +167,12 @@ impl GuardArgs {
         job.chunk_bytes = self.chunk_bytes;
         if let Some(max) = self.max_line_bytes {
             job.max_line_bytes = max;
+        }
+        if let Some(Limit(max)) = self.max_series {
+            job.series_limits.max_series = max;
+        }
+        if let Some(Limit(idle)) = self.series_idle {
+            job.series_limits.idle_ms = idle;
         }
         self.replica.apply(&mut job)?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
@@ -484,11 +500,39 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Calls `on_interrupt` on the first Ctrl-C or SIGTERM, from a small thread with its own runtime.
+/// Calls `on_interrupt` on the first Ctrl-C or SIGTERM, from a small thread with its own runtime;
+/// a second one ends the process at once, with exit code 130 (SIGINT) or 143 (SIGTERM), for an
+/// operator who cannot wait for the graceful stop (a flush to a replica that hangs, say).
 ///
 /// # Errors
 /// When the signal thread cannot be started.
 pub fn on_stop_signal(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+
+    /// The next SIGINT or SIGTERM: its name and the exit code a shell gives a process it ends.
+    async fn next(
+        interrupt: &mut Option<Signal>,
+        terminate: &mut Option<Signal>,
+    ) -> (&'static str, i32) {
+        // A signal that could not be hooked never arrives here; the other one still does.
+        let interrupted = async {
+            match interrupt {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let terminated = async {
+            match terminate {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupted => ("SIGINT", 130),
+            _ = terminated => ("SIGTERM", 143),
+        }
+    }
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -496,22 +540,14 @@ pub fn on_stop_signal(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::
         .name("vigil-signal".into())
         .spawn(move || {
             runtime.block_on(async {
-                // SIGTERM (a service manager stopping the job) finishes the same way.
-                let terminate = async {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut signal) => signal.recv().await,
-                        Err(_) => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    result = tokio::signal::ctrl_c() => {
-                        if result.is_ok() {
-                            on_interrupt();
-                        }
-                    }
-                    _ = terminate => on_interrupt(),
-                }
+                // SIGTERM (a service manager stopping the job) finishes the same way as Ctrl-C.
+                let mut interrupt = signal(SignalKind::interrupt()).ok();
+                let mut terminate = signal(SignalKind::terminate()).ok();
+                next(&mut interrupt, &mut terminate).await;
+                on_interrupt();
+                let (name, code) = next(&mut interrupt, &mut terminate).await;
+                eprintln!("vigil: second {name}; exiting now without finishing the graceful stop");
+                std::process::exit(code);
             });
         })?;
     Ok(())
@@ -556,5 +592,35 @@ mod tests {
             .expect("parses");
         let err = args.into_job().expect_err("unknown parameter").to_string();
         assert!(err.contains("windw"), "{err}");
+    }
+}
+
+/// A limit that may be lifted: `Limit(None)` for `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit<T>(pub Option<T>);
+
+fn parse_max_series(text: &str) -> Result<Limit<usize>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    match text.trim().replace('_', "").parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Limit(Some(n))),
+        _ => Err(format!(
+            "{text:?} is not a number of series: give a positive number, or none"
+        )),
+    }
+}
+
+fn parse_series_idle(text: &str) -> Result<Limit<i64>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    let idle = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?}: {e}: give a duration such as 1h or 7d, or none"))?;
+    match i64::try_from(idle.as_millis()) {
+        Ok(ms) if ms > 0 => Ok(Limit(Some(ms))),
+        _ => Err(format!(
+            "{text:?}: give a duration of at least 1ms, or none"
+        )),
     }
 }

@@ -169,14 +169,7 @@ impl ChangeOut {
             return Ok(ChangeOut::Lines(Box::new(std::io::stdout())));
         }
         if target.starts_with("kafka://") {
-            let (endpoint, topic): (KafkaEndpoint, String) =
-                KafkaEndpoint::parse_with_topic(target)?;
-            let producer =
-                TopicProducer::connect(&endpoint, std::slice::from_ref(&topic), "changes")?;
-            return Ok(ChangeOut::Kafka {
-                producer: Box::new(producer),
-                topic,
-            });
+            return ChangeOut::kafka(target, crate::kafka::DELIVERY_TIMEOUT);
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -184,6 +177,22 @@ impl ChangeOut {
             .open(target)
             .with_context(|| format!("opening {target} for the changes"))?;
         Ok(ChangeOut::Lines(Box::new(std::io::BufWriter::new(file))))
+    }
+
+    /// `kafka://HOST:PORT/TOPIC[?security…]`, a change failing when the broker has not taken
+    /// it within `delivery_timeout`; the batch it is in is then sent again.
+    pub fn kafka(target: &str, delivery_timeout: Duration) -> anyhow::Result<ChangeOut> {
+        let (endpoint, topic): (KafkaEndpoint, String) = KafkaEndpoint::parse_with_topic(target)?;
+        let producer = TopicProducer::connect_with_timeout(
+            &endpoint,
+            std::slice::from_ref(&topic),
+            "changes",
+            delivery_timeout,
+        )?;
+        Ok(ChangeOut::Kafka {
+            producer: Box::new(producer),
+            topic,
+        })
     }
 
     fn send(&mut self, change: &ChangeMeta) -> anyhow::Result<()> {
@@ -201,7 +210,15 @@ impl ChangeOut {
     fn commit(&mut self) -> anyhow::Result<()> {
         match self {
             ChangeOut::Lines(out) => out.flush().context("flushing the changes"),
-            ChangeOut::Kafka { producer, .. } => producer.flush("changes").map(|_| ()),
+            ChangeOut::Kafka { producer, .. } => {
+                let flushed = producer.flush("changes").map(|_| ());
+                if flushed.is_err() {
+                    // The batch is sent again from the checkpoint, through a producer the
+                    // broker has not fenced.
+                    producer.renew("changes")?;
+                }
+                flushed
+            }
         }
     }
 }
@@ -364,7 +381,9 @@ impl Listener {
                 Err(error) => {
                     stats.retries += 1;
                     let delay = backoff.next_delay();
-                    warn!(message = "CouchDB is not answering; retrying.", error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64);
+                    // The checkpoint stays where it was: the changes since are read and sent
+                    // again, so that a batch the broker did not take is not lost.
+                    warn!(message = "Reading or forwarding the changes failed; retrying from the checkpoint.", error = %format!("{error:#}"), since = %since, retry_in_ms = delay.as_millis() as u64);
                     tokio::time::sleep(delay).await;
                 }
             }

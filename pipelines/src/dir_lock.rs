@@ -29,6 +29,28 @@ pub struct DirLock {
     _file: File,
     /// The directory, canonical.
     dir: PathBuf,
+    /// Whether taking the lock created the directory: then a directory the job left empty
+    /// (a spill nothing waited in) is removed again when the lock is let go, so that a run
+    /// leaves on disk only what it wrote.
+    created: bool,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        let only_the_lock = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .all(|entry| entry.file_name() == LOCK_FILE)
+        });
+        if only_the_lock {
+            let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+            // Fails, harmlessly, when something was written in the meantime.
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// Another process holds a directory a job needs.
@@ -64,6 +86,7 @@ impl DirLock {
     /// Creates `dir` if missing and locks it for this process. `what` and `flag` name the
     /// directory and the flag that chooses another in the error a held directory gives.
     pub fn acquire(dir: &Path, what: &str, flag: &str) -> anyhow::Result<DirLock> {
+        let created = !dir.exists();
         crate::durable::create_dir_all(dir).with_context(|| {
             format!(
                 "creating the {what} {}: choose a writable one with {flag}",
@@ -102,7 +125,11 @@ impl DirLock {
         file.set_len(0)
             .and_then(|()| file.write_all(holder.as_bytes()))
             .with_context(|| format!("writing {}", path.display()))?;
-        Ok(DirLock { _file: file, dir })
+        Ok(DirLock {
+            _file: file,
+            dir,
+            created,
+        })
     }
 
     /// The locked directory, canonical.
@@ -153,32 +180,9 @@ fn read_holder(path: &Path) -> (Option<u32>, Option<String>) {
 /// whoever can read the directory.
 fn command_line() -> String {
     std::env::args_os()
-        .map(|arg| redact_password(&arg.to_string_lossy()))
+        .map(|arg| crate::secrets::redact(&arg.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// `scheme://user:secret@host…` as `scheme://user:***@host…`; anything else unchanged.
-fn redact_password(arg: &str) -> String {
-    let Some(scheme_end) = arg.find("://") else {
-        return arg.to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &arg[authority_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return arg.to_owned();
-    };
-    let Some(colon) = authority[..at].find(':') else {
-        return arg.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &arg[..authority_start],
-        &authority[..colon],
-        &arg[authority_start + at..]
-    )
 }
 
 #[cfg(test)]
@@ -220,19 +224,21 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_are_hidden() {
-        assert_eq!(
-            redact_password("postgres://app:s3cret@db:5432/fleet"),
-            "postgres://app:***@db:5432/fleet"
-        );
-        assert_eq!(redact_password("--spill"), "--spill");
-        assert_eq!(
-            redact_password("kafka://b:9092/t?group=g"),
-            "kafka://b:9092/t?group=g"
-        );
-        assert_eq!(
-            redact_password("postgres://app@db/fleet"),
-            "postgres://app@db/fleet"
-        );
+    fn a_directory_the_lock_created_and_nothing_used_is_removed_again() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let unused = tmp.path().join("spill");
+        drop(DirLock::acquire(&unused, "spill directory", "--spill")?);
+        assert!(!unused.exists(), "an unused spill directory is left behind");
+        let used = tmp.path().join("archive");
+        let lock = DirLock::acquire(&used, "archive directory", "--archive")?;
+        std::fs::write(used.join("data"), b"kept")?;
+        drop(lock);
+        assert!(used.join("data").is_file());
+        // A directory that was there before is left as it was found, lock file and all.
+        let existing = tmp.path().join("state");
+        std::fs::create_dir(&existing)?;
+        drop(DirLock::acquire(&existing, "state directory", "--state")?);
+        assert!(existing.is_dir());
+        Ok(())
     }
 }

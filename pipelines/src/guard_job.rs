@@ -21,7 +21,8 @@ use vigil_datasets::loaders::{
 use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
 use vigil_operators::{
     AnomalyScore, Checkpoints, DeadLetter, GuardMetrics, GuardOptions, LATE_EVENT, Point, Reading,
-    ReadingRef, SCHEMA_EVENT, SeriesGuard, SessionEvent, SnapshotStore, TelemetryColumns,
+    ReadingRef, SCHEMA_EVENT, SeriesGuard, SeriesLimits, SessionEvent, SnapshotStore,
+    TelemetryColumns,
 };
 
 use crate::alerts_out::{AlertCounts, AlertTarget, WriteAlerts};
@@ -177,6 +178,8 @@ pub struct GuardJob {
     pub chunk_bytes: u64,
     /// The longest line or Kafka message read; a longer one is an `oversize` dead letter.
     pub max_line_bytes: u64,
+    /// How many series the guards keep, and for how long a quiet one.
+    pub series_limits: SeriesLimits,
     /// Rows per archive file before a partition is cut into another file.
     pub max_rows_per_file: usize,
     /// Which guards write their per-reading scores to the `anomaly_scores` table.
@@ -253,6 +256,7 @@ impl Default for GuardJob {
             progress: false,
             chunk_bytes: vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
             max_line_bytes: vigil_datasets::loaders::DEFAULT_MAX_LINE_BYTES,
+            series_limits: DEFAULT_SERIES_LIMITS,
             max_rows_per_file: 1_000_000,
             scores: ScoresOut::All,
             spill_dir: PathBuf::from("vigil-spill"),
@@ -287,6 +291,13 @@ impl GuardJob {
         crate::dir_lock::lock_all(&dirs)
     }
 }
+
+/// The guards' series limits unless told otherwise: a million series per job, and a series
+/// quiet for a week (in event time) forgotten.
+pub const DEFAULT_SERIES_LIMITS: SeriesLimits = SeriesLimits {
+    max_series: Some(1_000_000),
+    idle_ms: Some(7 * 24 * 3_600_000),
+};
 
 /// A flag that asks a running job to stop reading and finish what it has.
 #[derive(Clone, Debug, Default)]
@@ -332,6 +343,10 @@ pub struct Summary {
     pub series: u64,
     /// Bytes of guard state (summed over guards and workers).
     pub guard_state_bytes: u64,
+    /// Series forgotten: quiet past `--series-idle`, or to make room under `--max-series`.
+    pub series_forgotten: u64,
+    /// Readings not judged because every series held had an open alert at `--max-series`.
+    pub series_refused: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
     /// Peak resident memory of the process, where the OS reports it.
@@ -359,6 +374,8 @@ impl Summary {
             "bytes": self.bytes,
             "series": self.series,
             "guard_state_bytes": self.guard_state_bytes,
+            "series_forgotten": self.series_forgotten,
+            "series_refused": self.series_refused,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "events_per_second": self.events_per_second(),
             "peak_rss_bytes": self.peak_rss_bytes,
@@ -770,6 +787,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let guards = Arc::new(job.guards.clone());
     let lateness = job.lateness_ms;
     let max_line_bytes = job.max_line_bytes;
+    let series_limits = job.series_limits;
     let telemetry = Table::of::<Reading>("ts")?;
     let score_table = Table::of::<AnomalyScore>("ts")?;
     let scores_out = job.scores.clone();
@@ -854,6 +872,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                 let options = GuardOptions {
                     metrics: None,
                     checkpoints: checkpoints("source"),
+                    limits: series_limits,
                 };
                 points
                     .clone()
@@ -863,6 +882,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             let options = GuardOptions {
                 metrics: Some(m),
                 checkpoints: checkpoints("series"),
+                limits: series_limits,
             };
             let (alerts, scores) = points.guards_with_scores(per_series, options);
             let alerts = match source_alerts {
@@ -990,12 +1010,20 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             let _ = state.advance(i64::MAX);
         }
     }
-    let (mut series, mut state_bytes) = (0, 0);
+    let (mut series, mut state_bytes, mut forgotten, mut refused) = (0, 0, 0, 0);
     if let Ok(all) = metrics.lock() {
         for m in all.iter() {
             series += m.series.load(Ordering::Relaxed);
             state_bytes += m.state_bytes.load(Ordering::Relaxed);
+            forgotten += m.evicted.load(Ordering::Relaxed);
+            refused += m.refused.load(Ordering::Relaxed);
         }
+    }
+    if refused > 0 {
+        warn!(
+            message = "Readings of new series were not judged: every series held had an open alert at --max-series; raise it.",
+            readings = refused
+        );
     }
     Ok(Summary {
         events_in: counters.events_in.load(Ordering::Relaxed),
@@ -1013,6 +1041,8 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
         bytes: stats.bytes.load(Ordering::Relaxed),
         series,
         guard_state_bytes: state_bytes,
+        series_forgotten: forgotten,
+        series_refused: refused,
         elapsed: started.elapsed(),
         peak_rss_bytes: peak_rss_bytes(),
         cpu_seconds: cpu_seconds(),

@@ -909,7 +909,12 @@ pub struct TopicProducer {
     producer: ThreadedProducer<DeliveryReport>,
     report: DeliveryReport,
     endpoint: KafkaEndpoint,
+    /// How long a message may take to be delivered before it fails; zero for no limit.
+    delivery_timeout: Duration,
 }
+
+/// How long a message of [`TopicProducer::connect`] may take to be delivered before it fails.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl TopicProducer {
     /// Connects and checks that every topic in `topics` exists, so that a missing topic is
@@ -919,27 +924,58 @@ impl TopicProducer {
         topics: &[String],
         what: &str,
     ) -> anyhow::Result<Self> {
-        let producer = Self::create(endpoint, what, "120000")?;
+        Self::connect_with_timeout(endpoint, topics, what, DELIVERY_TIMEOUT)
+    }
+
+    /// As [`TopicProducer::connect`], with messages failing after `delivery_timeout` (not
+    /// zero) instead of [`DELIVERY_TIMEOUT`].
+    pub fn connect_with_timeout(
+        endpoint: &KafkaEndpoint,
+        topics: &[String],
+        what: &str,
+        delivery_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !delivery_timeout.is_zero(),
+            "a delivery timeout of zero would wait for the broker forever"
+        );
+        let producer = Self::create(endpoint, what, delivery_timeout)?;
         for topic in topics {
             producer.check_topic(topic, what)?;
         }
         Ok(producer)
     }
 
-    fn create(endpoint: &KafkaEndpoint, what: &str, timeout_ms: &str) -> anyhow::Result<Self> {
+    /// A producer whose messages fail after `delivery_timeout`, or never with zero.
+    fn create(
+        endpoint: &KafkaEndpoint,
+        what: &str,
+        delivery_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let report = DeliveryReport::default();
-        let producer: ThreadedProducer<DeliveryReport> = endpoint
-            .client_config()
+        let mut config = endpoint.client_config();
+        let timeout_ms = delivery_timeout.as_millis().to_string();
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", timeout_ms)
+            .set("message.timeout.ms", &timeout_ms);
+        // A message already sent to a broker that stopped answering fails only when its
+        // request times out (30 s and more by default): that must not outlast the delivery
+        // timeout.
+        if !delivery_timeout.is_zero() && delivery_timeout < Duration::from_secs(30) {
+            config
+                .set("request.timeout.ms", &timeout_ms)
+                .set("socket.timeout.ms", &timeout_ms);
+        }
+        let producer: ThreadedProducer<DeliveryReport> = config
             .create_with_context(report.clone())
             .with_context(|| format!("creating the Kafka producer for {what} at {endpoint}"))?;
         Ok(Self {
             producer,
             report,
             endpoint: endpoint.clone(),
+            delivery_timeout,
         })
     }
 
@@ -1009,14 +1045,31 @@ impl TopicProducer {
         }
     }
 
-    /// Waits until every queued message is delivered (or has failed); fails if any failed.
+    /// Replaces the producer with a new one, under a new producer id, dropping what the old one
+    /// still holds. After a failed delivery an idempotent producer's sequence numbers may be out
+    /// of step with the broker's, which some brokers answer by fencing it for good; a caller
+    /// that sends the batch again wants a producer the broker takes.
+    pub fn renew(&mut self, what: &str) -> anyhow::Result<()> {
+        *self = Self::create(&self.endpoint, what, self.delivery_timeout)?;
+        Ok(())
+    }
+
+    /// Waits until every queued message is delivered (or has failed); fails if any failed
+    /// since the last flush, so that after an outage the messages sent again can succeed.
     /// Returns how many were delivered in all.
     pub fn flush(&self, what: &str) -> anyhow::Result<u64> {
+        // Every message is delivered or has failed by its delivery timeout (and the request
+        // that carries it by then): waiting that long, and a margin, means nothing queued
+        // now can still arrive after a caller sent it again.
+        let wait = match self.delivery_timeout.is_zero() {
+            true => DELIVERY_TIMEOUT,
+            false => self.delivery_timeout + Duration::from_secs(30),
+        };
         self.producer
-            .flush(Duration::from_secs(120))
+            .flush(wait)
             .map_err(|e| explain(e, &self.endpoint))
             .with_context(|| format!("delivering the {what} to Kafka"))?;
-        let failed = self.report.failed.load(Ordering::Relaxed);
+        let failed = self.report.failed.swap(0, Ordering::Relaxed);
         anyhow::ensure!(
             failed == 0,
             "{failed} {what} could not be delivered to {}",
@@ -1053,7 +1106,7 @@ impl KafkaAlerts {
         key: Option<crate::crypto::PayloadKey>,
     ) -> anyhow::Result<Self> {
         // No delivery timeout: librdkafka retries until the broker is back.
-        let producer = TopicProducer::create(endpoint, "alert", "0")?;
+        let producer = TopicProducer::create(endpoint, "alert", Duration::ZERO)?;
         for topic in topics {
             if let Err(error) = producer.check_topic(topic, "alert") {
                 let away = error

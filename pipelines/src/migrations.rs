@@ -214,6 +214,10 @@ pub fn migrate(replica: &mut Replica, dry_run: bool) -> anyhow::Result<Vec<&'sta
     if dry_run {
         return Ok(pending.iter().map(|m| m.name).collect());
     }
+    if !pending.is_empty() {
+        // An index over a large table may rightly take longer than a statement usually may.
+        replica.bounded(false)?;
+    }
     replica.execute_batch(TRACKING)?;
     for m in &pending {
         let record = format!(
@@ -235,6 +239,9 @@ pub fn migrate(replica: &mut Replica, dry_run: bool) -> anyhow::Result<Vec<&'sta
                 )
             })?;
         info!(message = "Migration applied.", id = m.id, name = m.name, replica = %replica.name());
+    }
+    if !pending.is_empty() {
+        replica.bounded(true)?;
     }
     Ok(pending.iter().map(|m| m.name).collect())
 }

@@ -21,10 +21,40 @@
 //!
 //! The TLS itself is OpenSSL through native-tls, as libpq's is, so that a certificate libpq
 //! accepts or refuses is accepted or refused here for the same reason.
+//!
+//! # Timeouts
+//! A server that stops answering must not hold a job forever, so every connection gets, unless
+//! its string says otherwise: `connect_timeout=10` (which here bounds the whole handshake, not
+//! only the TCP connect), TCP keepalives after 30 s idle, every 10 s, 3 tries (`keepalives_idle`,
+//! `keepalives_interval`, `keepalives_retries`), and [`STATEMENT_TIMEOUT`] per statement on the
+//! server (`options=-c statement_timeout=…` overrides it). Callers also bound each wait for an
+//! answer on the client side with [`answer`], since a frozen server's kernel keeps the
+//! connection alive and no server-side timeout fires.
+
+use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::conninfo;
+
+/// How long connecting may take when the connection string does not say (`connect_timeout`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle time before the first TCP keepalive probe (`keepalives_idle`).
+pub const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+
+/// Time between keepalive probes (`keepalives_interval`).
+pub const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Unanswered probes before the connection is dropped (`keepalives_retries`).
+pub const KEEPALIVES_RETRIES: u32 = 3;
+
+/// The server's limit on one statement, set per session.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client's limit on one wait for the server: the statement timeout and a margin for the
+/// network and for the few statements of a batch write.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A connection's I/O half, to be spawned on the runtime that drives it.
 pub type Connection = tokio_postgres::Connection<
@@ -186,12 +216,44 @@ pub fn split_tls(text: &str) -> anyhow::Result<(String, TlsSettings)> {
     Ok((rest, settings))
 }
 
+/// The keys the connection string gives (TLS parameters already taken out).
+fn given_keys(text: &str) -> Vec<String> {
+    if conninfo::scheme_prefix(text).is_some() {
+        conninfo::split_query(text)
+            .1
+            .into_iter()
+            .map(|param| conninfo::decode_query_param(param).0)
+            .collect()
+    } else {
+        conninfo::key_values(text)
+            .into_iter()
+            .filter(|param| param.assigned)
+            .map(|param| text[param.key].to_owned())
+            .collect()
+    }
+}
+
 /// The connection string as tokio-postgres reads it, TLS parameters taken out and checked.
 /// Its parse errors name the option at fault, never its value.
 fn config(text: &str) -> anyhow::Result<(tokio_postgres::Config, TlsSettings)> {
     let (rest, settings) = split_tls(text)?;
     let mut config: tokio_postgres::Config =
         rest.parse().context("reading the connection string")?;
+    // A value the user gave wins over vigil's default, as the module documentation says.
+    let given = given_keys(&rest);
+    let unset = |key: &str| !given.iter().any(|k| k == key);
+    if unset("connect_timeout") {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if unset("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if unset("keepalives_interval") {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if unset("keepalives_retries") {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
     config.ssl_mode(match settings.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -223,7 +285,23 @@ pub struct TlsRefused {
 pub async fn connect(text: &str) -> anyhow::Result<(tokio_postgres::Client, Connection)> {
     let (config, settings) = config(text)?;
     let tls = settings.connector()?;
-    config.connect(tls).await.map_err(|error| {
+    // tokio-postgres bounds only the TCP connect to each host; a server that accepts and then
+    // says nothing (frozen, or half of a dropped connection) would hold the handshake forever.
+    let connecting = config.connect(tls);
+    let connected = match config.get_connect_timeout() {
+        Some(limit) => {
+            let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+            tokio::time::timeout(limit.saturating_mul(hosts), connecting)
+                .await
+                .map_err(|_| {
+                    timed_out(format!(
+                        "the server did not complete the connection within {limit:?}"
+                    ))
+                })?
+        }
+        None => connecting.await,
+    };
+    connected.map_err(|error| {
         // tokio-postgres keeps its error kinds private; its message is the stable part.
         if error.to_string() != "error performing TLS handshake" {
             return anyhow::Error::new(error);
@@ -255,9 +333,79 @@ pub async fn connect(text: &str) -> anyhow::Result<(tokio_postgres::Client, Conn
     })
 }
 
+/// A timeout as an I/O error, so that it reads as an unreachable server to whoever tells
+/// outages from refusals.
+fn timed_out(message: String) -> anyhow::Error {
+    anyhow::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, message))
+}
+
+/// The statement that sets [`STATEMENT_TIMEOUT`] for a session, unless the connection string's
+/// `options` set one already (which then stands).
+pub fn session_setup(text: &str) -> anyhow::Result<Option<String>> {
+    let (config, _) = config(text)?;
+    if config
+        .get_options()
+        .is_some_and(|options| options.contains("statement_timeout"))
+    {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "SET statement_timeout = {}",
+        STATEMENT_TIMEOUT.as_millis()
+    )))
+}
+
+/// Waits at most `limit` for the server's answer to `request`. Running out is an I/O error
+/// (the server is taken as unreachable), and the connection must be dropped: the answer may
+/// still come and would be taken for the next request's.
+pub async fn answer<T, E>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(timed_out(format!(
+            "the server did not answer within {limit:?}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_have_defaults_a_connection_string_overrides() -> anyhow::Result<()> {
+        let (parsed, _) = config("postgres://u@db/app")?;
+        assert_eq!(parsed.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(parsed.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(parsed.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+        assert_eq!(parsed.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
+        assert!(session_setup("postgres://u@db/app")?.is_some_and(|sql| sql.contains("60000")));
+
+        let (parsed, _) =
+            config("postgres://u@db/app?connect_timeout=3&keepalives_idle=7&keepalives_retries=9")?;
+        assert_eq!(parsed.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(parsed.get_keepalives_idle(), Duration::from_secs(7));
+        assert_eq!(parsed.get_keepalives_retries(), Some(9));
+        assert_eq!(parsed.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+
+        // libpq's `connect_timeout=0` waits forever; so does vigil then.
+        let (parsed, _) = config("host=db connect_timeout=0 keepalives_interval=2")?;
+        assert_eq!(parsed.get_connect_timeout(), None);
+        assert_eq!(
+            parsed.get_keepalives_interval(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            session_setup("host=db options='-c statement_timeout=5s'")?,
+            None
+        );
+        Ok(())
+    }
 
     fn settings(mode: SslMode, root: Option<&str>) -> TlsSettings {
         TlsSettings {

@@ -109,6 +109,8 @@ impl TableInfo {
 pub struct Replica {
     conn: Conn,
     url: ReplicaUrl,
+    /// How long a PostgreSQL request may wait for its answer (see [`crate::pg_tls::answer`]).
+    limit: std::time::Duration,
 }
 
 enum Conn {
@@ -154,6 +156,16 @@ impl Replica {
                         tracing::warn!(message = "The PostgreSQL connection ended.", %error);
                     }
                 });
+                if let Some(sql) = crate::pg_tls::session_setup(text)? {
+                    runtime
+                        .block_on(crate::pg_tls::answer(
+                            crate::pg_tls::ANSWER_TIMEOUT,
+                            client.batch_execute(&sql),
+                        ))
+                        .with_context(|| {
+                            format!("setting the statement timeout on {}", url.redacted())
+                        })?;
+                }
                 Conn::Postgres {
                     client,
                     runtime: runtime.clone(),
@@ -176,7 +188,35 @@ impl Replica {
         Ok(Replica {
             conn,
             url: url.clone(),
+            limit: crate::pg_tls::ANSWER_TIMEOUT,
         })
+    }
+
+    /// Lifts the statement timeouts, server and client side, for work that may rightly take
+    /// long, such as building an index over a large table in a migration (`false`), or puts
+    /// them back (`true`).
+    pub fn bounded(&mut self, bounded: bool) -> anyhow::Result<()> {
+        let (Conn::Postgres { client, runtime }, ReplicaUrl::Postgres(text)) =
+            (&mut self.conn, &self.url)
+        else {
+            return Ok(());
+        };
+        let sql = match (bounded, crate::pg_tls::session_setup(text)?) {
+            (false, _) => "SET statement_timeout = 0".to_owned(),
+            (true, Some(sql)) => sql,
+            // The connection string's own timeout is the session's default.
+            (true, None) => "RESET statement_timeout".to_owned(),
+        };
+        runtime.block_on(crate::pg_tls::answer(
+            crate::pg_tls::ANSWER_TIMEOUT,
+            client.batch_execute(&sql),
+        ))?;
+        self.limit = if bounded {
+            crate::pg_tls::ANSWER_TIMEOUT
+        } else {
+            std::time::Duration::MAX
+        };
+        Ok(())
     }
 
     /// The SQL the replica speaks.
@@ -195,11 +235,13 @@ impl Replica {
     /// Runs statements that return nothing, in one transaction.
     pub fn execute_batch(&mut self, sql: &str) -> anyhow::Result<()> {
         match &mut self.conn {
-            Conn::Postgres { client, runtime } => runtime.block_on(async {
-                let tx = client.transaction().await?;
-                tx.batch_execute(sql).await?;
-                tx.commit().await
-            })?,
+            Conn::Postgres { client, runtime } => {
+                runtime.block_on(crate::pg_tls::answer(self.limit, async {
+                    let tx = client.transaction().await?;
+                    tx.batch_execute(sql).await?;
+                    tx.commit().await
+                }))?;
+            }
             Conn::Sqlite(conn) => {
                 let tx = conn.transaction()?;
                 tx.execute_batch(sql)?;
@@ -221,7 +263,10 @@ impl Replica {
                     .iter()
                     .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
-                let rows = runtime.block_on(client.query(sql, &params))?;
+                let rows = runtime.block_on(crate::pg_tls::answer(
+                    self.limit,
+                    client.query(sql, &params),
+                ))?;
                 rows.iter()
                     .map(|row| {
                         (0..row.len())
@@ -346,7 +391,7 @@ impl Replica {
             Conn::Postgres { client, runtime } => {
                 let sql = format!("SELECT row_to_json(t)::text FROM {} t", quote(&table.name));
                 let rows = runtime
-                    .block_on(client.query(&sql, &[]))
+                    .block_on(crate::pg_tls::answer(self.limit, client.query(&sql, &[])))
                     .with_context(|| format!("reading {}", table.name))?;
                 json_rows(&rows)
             }
@@ -414,8 +459,12 @@ impl Replica {
                     listed("t.")
                 );
                 let rows = match &mark {
-                    Some(mark) => runtime.block_on(client.query(&sql, &[mark]))?,
-                    None => runtime.block_on(client.query(&sql, &[]))?,
+                    Some(mark) => runtime.block_on(crate::pg_tls::answer(
+                        self.limit,
+                        client.query(&sql, &[mark]),
+                    ))?,
+                    None => runtime
+                        .block_on(crate::pg_tls::answer(self.limit, client.query(&sql, &[])))?,
                 };
                 json_rows(&rows)
             }
@@ -458,7 +507,10 @@ impl Replica {
         match &mut self.conn {
             Conn::Postgres { client, runtime } => {
                 let sql = format!("SELECT row_to_json(k)::text FROM (SELECT {keys} FROM {name}) k");
-                json_rows(&runtime.block_on(client.query(&sql, &[]))?)
+                json_rows(
+                    &runtime
+                        .block_on(crate::pg_tls::answer(self.limit, client.query(&sql, &[])))?,
+                )
             }
             Conn::Sqlite(_) => Ok(self
                 .scan(table)?
@@ -497,7 +549,10 @@ impl Replica {
                 );
                 let keys =
                     Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
-                let rows = runtime.block_on(client.query(&sql, &[&keys]))?;
+                let rows = runtime.block_on(crate::pg_tls::answer(
+                    self.limit,
+                    client.query(&sql, &[&keys]),
+                ))?;
                 json_rows(&rows)
             }
             Conn::Sqlite(_) => {
@@ -558,7 +613,7 @@ impl Replica {
             )
         };
         match &mut self.conn {
-            Conn::Postgres { client, runtime } => runtime.block_on(async {
+            Conn::Postgres { client, runtime } => runtime.block_on(crate::pg_tls::answer(self.limit, async {
                 let tx = client.transaction().await?;
                 if !upserts.is_empty() {
                     let rows = Value::Array(upserts.iter().cloned().map(Value::Object).collect()).to_string();
@@ -581,7 +636,7 @@ impl Replica {
                     tx.execute(&sql, &[&keys]).await?;
                 }
                 tx.commit().await
-            })
+            }))
             .with_context(|| format!("writing {} on {}", table.name, self.url.redacted()))?,
             Conn::Sqlite(conn) => {
                 let tx = conn.transaction()?;
@@ -641,7 +696,10 @@ impl Replica {
                 let sql = format!(
                     "INSERT INTO {name} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{name}, $1::text::json)"
                 );
-                runtime.block_on(client.execute(&sql, &[&rows]))?;
+                runtime.block_on(crate::pg_tls::answer(
+                    self.limit,
+                    client.execute(&sql, &[&rows]),
+                ))?;
             }
             Conn::Sqlite(conn) => {
                 let tx = conn.transaction()?;

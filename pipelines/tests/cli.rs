@@ -118,3 +118,141 @@ fn a_second_job_on_a_directory_in_use_exits_2_naming_the_first() {
         "the lock file stays at the archive root, beside the tables"
     );
 }
+
+#[test]
+fn random_series_names_keep_the_guards_state_under_max_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Every reading a new series, as a hostile or broken producer would send.
+    let lines: String = (0..5_000)
+        .map(|i| {
+            format!(
+                "{{\"source\":\"rnd-{i}\",\"name\":\"m\",\"ts\":{},\"value\":1.0}}\n",
+                1_767_225_600_000_i64 + i * 1_000
+            )
+        })
+        .collect();
+    std::fs::write(tmp.path().join("in.ndjson"), lines).unwrap();
+    let run = |extra: &[&str]| {
+        guard()
+            .current_dir(tmp.path())
+            .args([
+                "--input",
+                "in.ndjson",
+                "--alerts",
+                "none",
+                "--replica",
+                "none",
+            ])
+            .args(["--archive", "archive", "--summary-json", "summary.json"])
+            .args(extra)
+            .env_remove("VIGIL_ARCHIVE")
+            .env_remove("VIGIL_REPLICA")
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--max-series", "100"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("summary.json")).unwrap()).unwrap();
+    let held = summary["series"].as_u64().unwrap();
+    assert!(
+        held <= 100 * 8,
+        "{held} series held at --max-series 100 (per guard, over guards)"
+    );
+    assert!(
+        summary["series_forgotten"].as_u64().unwrap() >= 4_000,
+        "{summary}"
+    );
+
+    for bad in ["0", "many", "-5"] {
+        let output = run(&["--max-series", bad]);
+        assert_eq!(output.status.code(), Some(2), "--max-series {bad}");
+    }
+    let output = run(&["--series-idle", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// `vigil-couchdb` following a server that never answers, so that it runs until stopped.
+fn endless_follower(dir: &std::path::Path) -> std::process::Child {
+    // A port nothing listens on: the listener it was bound by is dropped at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil-couchdb"))
+        .current_dir(dir)
+        .args([
+            "--server",
+            &server,
+            "--db",
+            "nowhere",
+            "--to",
+            "changes.ndjson",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The signal thread is up well before this; a signal before it would kill the process
+    // outright and the test would not tell the two stops apart.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child
+}
+
+fn send(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+/// Waits for the child to exit within `bound`; kills it and fails the test otherwise.
+fn exit_within(
+    mut child: std::process::Child,
+    bound: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            return (status, stderr);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the job did not exit within {bound:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_stop_signal_exits_at_once_with_the_signals_code() {
+    for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = endless_follower(tmp.path());
+        send(&child, signal);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        send(&child, signal);
+        let (status, stderr) = exit_within(child, std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("exiting now"), "{stderr}");
+    }
+}
+
+#[test]
+fn one_stop_signal_stops_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = endless_follower(tmp.path());
+    send(&child, "-TERM");
+    let (status, stderr) = exit_within(child, std::time::Duration::from_secs(40));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("changes forwarded 0"), "{stderr}");
+    assert!(!stderr.contains("exiting now"), "{stderr}");
+}

@@ -464,6 +464,60 @@ fn postgres_stopped_mid_run_loses_nothing() {
 }
 
 #[test]
+fn a_frozen_postgres_does_not_hold_the_job_and_its_rows_arrive_later() {
+    let cluster = PgCluster::start_logical();
+    let dir = tempfile::tempdir().unwrap();
+    // Short limits so that the test is quick; the connection string's `connect_timeout`
+    // overrides vigil's default.
+    let url = format!("{}?connect_timeout=2", cluster.url);
+    let replica = ReplicaOptions {
+        migrate: true,
+        batch_interval: Duration::from_millis(100),
+        write_timeout: Duration::from_secs(2),
+        ..options(&url)
+    };
+    let job = || GuardJob {
+        lateness_ms: 1_000,
+        ..guard_job(&rocket(16, 6_000), dir.path(), replica.clone(), 2)
+    };
+    let first = job();
+    let worker = std::thread::spawn(move || run(first, Shutdown::default()));
+    let started = Instant::now();
+    // Until the job has made the tables, asking fails; that counts as no rows yet.
+    let written = || {
+        std::panic::catch_unwind(|| rows(&url, "SELECT CAST(count(*) AS TEXT) FROM telemetry_meta"))
+            .ok()
+            .is_some_and(|r| number(&r[0][0]) > 0.0)
+    };
+    while !written() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server stops answering mid-write and stays so: the job must still end, its
+    // results in the spill.
+    cluster.pause();
+    let paused = Instant::now();
+    while !worker.is_finished() {
+        if paused.elapsed() > Duration::from_secs(120) {
+            cluster.resume();
+            panic!("the job waited for the frozen replica");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summary = worker.join().unwrap().unwrap();
+    cluster.resume();
+    let spill = dir.path().join("spill").join("replica");
+    assert!(spill.exists(), "batches waited in the spill: {summary}");
+
+    // The next run sends the spill first; the replica then holds exactly the archive.
+    run(job(), Shutdown::default()).unwrap();
+    assert_guard_tables_match(&url, dir.path());
+}
+
+#[test]
 fn observer_writer_writes_rows_and_cannot_drop_or_alter_tables() {
     let db = PgDatabase::create("replica_roles");
     let dir = tempfile::tempdir().unwrap();

@@ -256,6 +256,52 @@ impl PgCluster {
     pub fn stop(&self) {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
+
+    /// Freezes the server (SIGSTOP to it and every process it started): connections stay
+    /// open and the kernel still takes what is sent, but nothing is answered, as when a
+    /// server hangs or a connection is half-open.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid_file = std::path::Path::new(&self.data()).join("postmaster.pid");
+        let postmaster = std::fs::read_to_string(pid_file).expect("the server's postmaster.pid");
+        let postmaster = postmaster
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // The parent's pid is the second field after the command name, which ends at ')'.
+            let parent = stat
+                .rfind(')')
+                .and_then(|end| stat.get(end + 2..))
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            if parent == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for pid in pids {
+            let status = std::process::Command::new("kill")
+                .args([signal, &pid])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("running kill");
+            // A backend may have ended since it was listed; the postmaster may not.
+            assert!(status.success() || pid != postmaster, "kill {signal} {pid}");
+        }
+    }
 }
 
 impl Drop for PgCluster {

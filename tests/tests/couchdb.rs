@@ -150,3 +150,100 @@ fn an_unreachable_couchdb_is_retried_until_it_answers() {
     let lines = std::fs::read_to_string(&out_path).unwrap();
     assert_eq!(lines.lines().count(), 3);
 }
+
+/// Waits until `done` holds, failing the test after `bound`.
+fn wait_for(bound: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How many times each document id reached the topic.
+fn deliveries(broker: &Broker, topic: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for message in broker.consume_all(topic) {
+        *counts.entry(message.key.unwrap_or_default()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_batch_the_broker_did_not_take_is_sent_again_and_later_ones_follow() {
+    let couch = PouchServer::start();
+    couch.create_db("fleet");
+    let broker = Broker::start();
+    broker.create_topic("fleet-changes", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let checkpoint = tmp.path().join("fleet.seq");
+    let to = format!("kafka://{}/fleet-changes", broker.address());
+    let shutdown = Shutdown::default();
+    let following = std::thread::spawn({
+        let (checkpoint, shutdown, server) = (checkpoint.clone(), shutdown.clone(), couch.url());
+        move || {
+            let mut out = ChangeOut::kafka(&to, Duration::from_secs(2)).unwrap();
+            let listener = Listener {
+                once: false,
+                ..listener(&server, "fleet", &checkpoint)
+            };
+            listener.run(&mut out, &shutdown)
+        }
+    });
+    let put = |range: std::ops::Range<i32>| {
+        for i in range {
+            couch.put(
+                "fleet",
+                &format!("car-{i:02}"),
+                None,
+                serde_json::json!({"n": i}),
+            );
+        }
+    };
+    put(0..5);
+    wait_for(
+        Duration::from_secs(30),
+        "the first changes reach Kafka",
+        || deliveries(&broker, "fleet-changes").len() == 5,
+    );
+    let before = std::fs::read_to_string(&checkpoint).unwrap();
+
+    // The broker hangs while changes come in: their delivery times out, and the checkpoint
+    // must not pass them.
+    broker.pause();
+    put(5..10);
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), before);
+    broker.resume();
+
+    // Once the broker answers, the batch goes through and so does every later one.
+    wait_for(
+        Duration::from_secs(60),
+        "the held-back changes reach Kafka",
+        || deliveries(&broker, "fleet-changes").len() == 10,
+    );
+    put(10..13);
+    wait_for(Duration::from_secs(60), "later changes reach Kafka", || {
+        deliveries(&broker, "fleet-changes").len() == 13
+    });
+    wait_for(Duration::from_secs(10), "the checkpoint moves on", || {
+        std::fs::read_to_string(&checkpoint).unwrap() != before
+    });
+    shutdown.trigger();
+    // A change ends the long poll the listener waits in, so that it sees the stop at once.
+    put(13..14);
+    let stats = following.join().unwrap().unwrap();
+    assert!(stats.retries > 0, "the outage was retried: {stats:?}");
+
+    // Exactly once, except that the batch sent during the outage may have arrived twice.
+    for (id, count) in deliveries(&broker, "fleet-changes") {
+        let n: i32 = id.trim_start_matches("car-").parse().unwrap();
+        match n {
+            5..10 => assert!((1..=2).contains(&count), "{id} arrived {count} times"),
+            _ => assert_eq!(count, 1, "{id} arrived {count} times"),
+        }
+    }
+}

@@ -77,6 +77,8 @@ pub(crate) struct SeriesSnapshot {
     pub hash: u64,
     pub source: CompactString,
     pub name: CompactString,
+    /// Event time of the series' latest reading.
+    pub last_seen: i64,
     pub slots: Vec<SlotSnapshot>,
 }
 
@@ -87,8 +89,28 @@ pub(crate) struct SlotSnapshot {
     pub state: Vec<u8>,
 }
 
-/// The snapshot format this build writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The snapshot format this build writes and reads; it reads [`VERSION_1`] too.
+pub(crate) const VERSION: u32 = 2;
+
+/// The format before series kept the time of their latest reading.
+const VERSION_1: u32 = 1;
+
+/// A snapshot of [`VERSION_1`].
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    version: u32,
+    guards: Vec<CompactString>,
+    at: u64,
+    series: Vec<SeriesSnapshotV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeriesSnapshotV1 {
+    hash: u64,
+    source: CompactString,
+    name: CompactString,
+    slots: Vec<SlotSnapshot>,
+}
 
 impl Snapshot {
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -97,6 +119,31 @@ impl Snapshot {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+        // The version leads either format.
+        let version: u32 =
+            bincode::deserialize(bytes).map_err(|e| format!("undecodable snapshot: {e}"))?;
+        if version == VERSION_1 {
+            let old: SnapshotV1 =
+                bincode::deserialize(bytes).map_err(|e| format!("undecodable snapshot: {e}"))?;
+            // The series were seen no later than the snapshot was taken.
+            let at = old.at;
+            return Ok(Snapshot {
+                version: old.version,
+                guards: old.guards,
+                at,
+                series: old
+                    .series
+                    .into_iter()
+                    .map(|s| SeriesSnapshot {
+                        hash: s.hash,
+                        source: s.source,
+                        name: s.name,
+                        last_seen: at.min(i64::MAX as u64) as i64,
+                        slots: s.slots,
+                    })
+                    .collect(),
+            });
+        }
         let snapshot: Snapshot =
             bincode::deserialize(bytes).map_err(|e| format!("undecodable snapshot: {e}"))?;
         if snapshot.version != VERSION {
@@ -106,5 +153,37 @@ impl Snapshot {
             ));
         }
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_of_the_format_before_reads_with_the_series_seen_at_its_time() {
+        let old = SnapshotV1 {
+            version: VERSION_1,
+            guards: vec!["zscore".into()],
+            at: 5_000,
+            series: vec![SeriesSnapshotV1 {
+                hash: 7,
+                source: "veh-1".into(),
+                name: "temp_c".into(),
+                slots: vec![SlotSnapshot {
+                    open: None,
+                    state: vec![1, 2, 3],
+                }],
+            }],
+        };
+        let bytes = bincode::serialize(&old).unwrap_or_default();
+        let read = Snapshot::decode(&bytes).expect("a version 1 snapshot reads");
+        assert_eq!(read.at, 5_000);
+        assert_eq!(read.series[0].last_seen, 5_000);
+        assert_eq!(read.series[0].slots[0].state, vec![1, 2, 3]);
+        // A snapshot of a later format than this build knows is refused.
+        let mut newer = Snapshot::decode(&bytes).expect("reads");
+        newer.version = VERSION + 1;
+        assert!(Snapshot::decode(&newer.encode()).is_err());
     }
 }

@@ -287,6 +287,36 @@ struct GuardSlot {
     open: Option<CompactString>,
 }
 
+/// Every guard's memory of one series, and the event time of its latest reading.
+struct Series {
+    slots: Vec<GuardSlot>,
+    last_seen: i64,
+}
+
+impl Series {
+    /// Whether the series can be forgotten without losing anything a user would see: no
+    /// alert is open on it (its clear would never come) and no guard awaits its next reading
+    /// (a silence guard's verdict would never come).
+    fn idle(&self, guards: &[Guard]) -> bool {
+        guards.iter().zip(&self.slots).all(|(guard, slot)| {
+            slot.open.is_none() && !(guard.watches_time && guard.logic.due(&*slot.state).is_some())
+        })
+    }
+}
+
+/// How many series a guard operator keeps, and when a quiet one is forgotten, so that state
+/// stays bounded when sources or names are random.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// The most series held, split evenly over the workers; `None` for no limit. At the
+    /// limit, the longest-quiet series without an open alert are forgotten to make room; when
+    /// every series has one, a new series is not judged (and counted as refused).
+    pub max_series: Option<usize>,
+    /// A series with no reading for this long in event time (milliseconds), no open alert and
+    /// no verdict due is forgotten: its next reading starts it afresh. `None`: never.
+    pub idle_ms: Option<i64>,
+}
+
 /// Runs guards' [`SeriesLogic`] over a telemetry stream and turns their verdicts into alerts
 /// that are raised when the score reaches the guard's raise level and cleared when it falls
 /// below its clear level.
@@ -356,6 +386,8 @@ pub struct GuardOptions {
     pub metrics: Option<GuardMetrics>,
     /// Snapshots of the guards' state, and the one to start from.
     pub checkpoints: Option<Checkpoints>,
+    /// How many series are kept, and for how long a quiet one.
+    pub limits: SeriesLimits,
 }
 
 impl GuardOptions {
@@ -363,7 +395,7 @@ impl GuardOptions {
     pub fn with_metrics(metrics: GuardMetrics) -> Self {
         Self {
             metrics: Some(metrics),
-            checkpoints: None,
+            ..Self::default()
         }
     }
 }
@@ -409,6 +441,10 @@ pub struct GuardMetrics {
     pub series: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of guard state on this worker (slots, map entries and the logics' own state).
     pub state_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Series forgotten, quiet for longer than the idle time or to make room at the limit.
+    pub evicted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Readings not judged because every held series had an open alert at the limit.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
@@ -467,6 +503,7 @@ fn guard_operator<'scope>(
     let GuardOptions {
         metrics,
         checkpoints,
+        limits,
     } = options;
     points.unary_frontier(exchange, &name, move |cap, _info| {
         let mut state = GuardState {
@@ -476,6 +513,11 @@ fn guard_operator<'scope>(
             series: HashMap::default(),
             out: Vec::new(),
             scores: ScoreColumns::default(),
+            max_series: limits.max_series.map(|max| max.div_ceil(peers).max(1)),
+            idle_ms: limits.idle_ms,
+            swept_at: 0,
+            evicted: 0,
+            refused: 0,
         };
         let mut stash: Stash<Point> = Stash::new();
         let mut ready: Vec<Point> = Vec::new();
@@ -539,7 +581,7 @@ fn guard_operator<'scope>(
                     save(&state, snapshot);
                 }
                 if bound.is_none() {
-                    report_metrics(metrics.as_ref(), &state.guards, &state.series);
+                    report_metrics(metrics.as_ref(), &state);
                 }
                 return;
             };
@@ -555,7 +597,7 @@ fn guard_operator<'scope>(
                     save(&state, snapshot);
                 }
                 // State sizes are summed once, at the end of the input, not every step.
-                report_metrics(metrics.as_ref(), &state.guards, &state.series);
+                report_metrics(metrics.as_ref(), &state);
             }
             // The step's scores go out at the held time, which no reading of this step
             // precedes.
@@ -597,9 +639,18 @@ struct GuardState {
     guards: Vec<Guard>,
     keying: Keying,
     watches_time: bool,
-    series: HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher>,
+    series: HashMap<SeriesKey, Series, BuildSeriesHasher>,
     out: Vec<Alert>,
     scores: ScoreColumns,
+    /// The most series this worker holds.
+    max_series: Option<usize>,
+    /// After how long in event time a quiet series is forgotten.
+    idle_ms: Option<i64>,
+    /// The bound of the last sweep for quiet series.
+    swept_at: u64,
+    /// Series forgotten, and readings not judged at the limit, so far.
+    evicted: u64,
+    refused: u64,
 }
 
 impl GuardState {
@@ -649,8 +700,14 @@ impl GuardState {
                     },
                 };
                 let key_name = key.name.clone();
+                let (first_ts, last_ts) = (first.ts, ready[end - 1].ts);
+                if !self.series.contains_key(&key) && !self.make_room() {
+                    self.refused += (end - start) as u64;
+                    start = end;
+                    continue;
+                }
                 let guards = &self.guards;
-                let slots = self.series.entry(key).or_insert_with(|| {
+                let new_slots = || -> Vec<GuardSlot> {
                     guards
                         .iter()
                         .map(|g| GuardSlot {
@@ -658,13 +715,28 @@ impl GuardState {
                             open: None,
                         })
                         .collect()
+                };
+                let series = self.series.entry(key).or_insert_with(|| Series {
+                    slots: new_slots(),
+                    last_seen: first_ts,
                 });
-                for (guard, slot) in guards.iter().zip(slots.iter_mut()) {
+                // A series quiet for longer than the idle time starts afresh, whether or not
+                // a sweep has forgotten it yet: so the alerts do not depend on when sweeps ran.
+                if self
+                    .idle_ms
+                    .is_some_and(|idle| first_ts - series.last_seen > idle)
+                    && series.idle(guards)
+                {
+                    series.slots = new_slots();
+                    self.evicted += 1;
+                }
+                for (guard, slot) in guards.iter().zip(series.slots.iter_mut()) {
                     for reading in &ready[start..end] {
                         let scores = guard.scores.then_some(&mut self.scores);
                         step(guard, slot, reading, &key_name, &mut self.out, scores);
                     }
                 }
+                series.last_seen = series.last_seen.max(last_ts);
                 start = end;
             }
             ready.clear();
@@ -675,8 +747,8 @@ impl GuardState {
         if self.watches_time
             && let Some(bound) = bound
         {
-            for (key, slots) in self.series.iter_mut() {
-                for (guard, slot) in self.guards.iter().zip(slots.iter_mut()) {
+            for (key, series) in self.series.iter_mut() {
+                for (guard, slot) in self.guards.iter().zip(series.slots.iter_mut()) {
                     if !guard.watches_time {
                         continue;
                     }
@@ -695,7 +767,60 @@ impl GuardState {
                 }
             }
         }
+        if let Some(bound) = bound {
+            self.sweep(bound);
+        }
         waiting
+    }
+
+    /// Forgets the series quiet since before `bound` less the idle time, a few times per
+    /// idle time (each sweep visits every series).
+    fn sweep(&mut self, bound: u64) {
+        let Some(idle) = self.idle_ms else { return };
+        let every = (idle / 4).max(1) as u64;
+        if bound < self.swept_at.saturating_add(every) {
+            return;
+        }
+        self.swept_at = bound;
+        let before = self.series.len();
+        let guards = &self.guards;
+        self.series
+            .retain(|_, series| !(bound as i64 - series.last_seen > idle && series.idle(guards)));
+        self.evicted += (before - self.series.len()) as u64;
+    }
+
+    /// Makes room for one more series under the limit: forgets the longest-quiet eighth of
+    /// the series that can be forgotten (at least one), so that the cost of a full scan is
+    /// shared by many new series. Returns whether there is room.
+    fn make_room(&mut self) -> bool {
+        let Some(max) = self.max_series else {
+            return true;
+        };
+        if self.series.len() < max {
+            return true;
+        }
+        let guards = &self.guards;
+        let mut quiet: Vec<i64> = self
+            .series
+            .values()
+            .filter(|series| series.idle(guards))
+            .map(|series| series.last_seen)
+            .collect();
+        if quiet.is_empty() {
+            return false;
+        }
+        let take = (max / 8).clamp(1, quiet.len());
+        let (_, cut, _) = quiet.select_nth_unstable(take - 1);
+        let cut = *cut;
+        let before = self.series.len();
+        let mut left = take;
+        self.series.retain(|_, series| {
+            let forget = left > 0 && series.last_seen <= cut && series.idle(guards);
+            left -= usize::from(forget);
+            !forget
+        });
+        self.evicted += (before - self.series.len()) as u64;
+        true
     }
 
     fn labels(&self) -> Vec<CompactString> {
@@ -707,14 +832,15 @@ impl GuardState {
         let series = self
             .series
             .iter()
-            .map(|(key, slots)| SeriesSnapshot {
+            .map(|(key, series)| SeriesSnapshot {
                 hash: key.hash,
                 source: key.source.clone(),
                 name: key.name.clone(),
+                last_seen: series.last_seen,
                 slots: self
                     .guards
                     .iter()
-                    .zip(slots)
+                    .zip(&series.slots)
                     .map(|(guard, slot)| SlotSnapshot {
                         open: slot.open.clone(),
                         state: guard.logic.save(&*slot.state),
@@ -776,7 +902,13 @@ impl GuardState {
                         source: entry.source,
                         name: entry.name,
                     };
-                    series.insert(key, slots);
+                    series.insert(
+                        key,
+                        Series {
+                            slots,
+                            last_seen: entry.last_seen,
+                        },
+                    );
                 }
                 Ok(())
             });
@@ -790,23 +922,20 @@ impl GuardState {
     }
 }
 
-/// Stores the number of series and the guards' state bytes into `metrics`.
-fn report_metrics(
-    metrics: Option<&GuardMetrics>,
-    guards: &[Guard],
-    series: &HashMap<SeriesKey, Vec<GuardSlot>, BuildSeriesHasher>,
-) {
+/// Stores the number of series, the guards' state bytes and the evictions into `metrics`.
+fn report_metrics(metrics: Option<&GuardMetrics>, state: &GuardState) {
     let Some(metrics) = metrics else { return };
+    let (guards, series) = (&state.guards, &state.series);
     let per_series = std::mem::size_of::<SeriesKey>()
-        + std::mem::size_of::<Vec<GuardSlot>>()
+        + std::mem::size_of::<Series>()
         + guards.len() * std::mem::size_of::<GuardSlot>();
     let bytes: usize = series
         .values()
-        .map(|slots| {
+        .map(|series| {
             per_series
                 + guards
                     .iter()
-                    .zip(slots)
+                    .zip(&series.slots)
                     .map(|(g, s)| g.logic.state_bytes(&*s.state))
                     .sum::<usize>()
         })
@@ -814,6 +943,8 @@ fn report_metrics(
     use std::sync::atomic::Ordering::Relaxed;
     metrics.series.store(series.len() as u64, Relaxed);
     metrics.state_bytes.store(bytes as u64, Relaxed);
+    metrics.evicted.store(state.evicted, Relaxed);
+    metrics.refused.store(state.refused, Relaxed);
 }
 
 /// One reading through one guard: first, if the series was due before the reading came, the

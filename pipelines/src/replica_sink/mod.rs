@@ -80,6 +80,9 @@ pub struct ReplicaOptions {
     pub spill_dir: PathBuf,
     /// How rows reach a PostgreSQL-protocol replica.
     pub bulk: Bulk,
+    /// How long a batch write may wait for a PostgreSQL replica before the replica is taken as
+    /// away and the batch spilled.
+    pub write_timeout: Duration,
 }
 
 impl ReplicaOptions {
@@ -94,6 +97,7 @@ impl ReplicaOptions {
             batch_interval: Duration::from_millis(500),
             spill_dir: PathBuf::from("vigil-spill").join("replica"),
             bulk: Bulk::Auto,
+            write_timeout: crate::pg_tls::ANSWER_TIMEOUT,
         }
     }
 }
@@ -332,7 +336,8 @@ fn prepare(
             crate::migrations::ensure_observer_writer(&mut replica)?;
         }
     }
-    Target::connect(&options.url, options.role.as_deref(), options.bulk, runtime).map_err(|error| {
+    let target = Target::connect(&options.url, options.role.as_deref(), options.bulk, runtime);
+    let mut target = target.map_err(|error| {
         let text = format!("{error:#}");
         if text.contains("does not exist") && !is_unreachable(&error) {
             error.context(format!(
@@ -344,7 +349,9 @@ fn prepare(
         } else {
             error
         }
-    })
+    })?;
+    target.set_timeout(options.write_timeout);
+    Ok(target)
 }
 
 /// Whether an error means the replica could not be reached (rather than refused something).
@@ -563,7 +570,10 @@ impl Writer {
                 self.options.bulk,
                 &self.runtime,
             ) {
-                Ok(target) => self.target = Some(target),
+                Ok(mut target) => {
+                    target.set_timeout(self.options.write_timeout);
+                    self.target = Some(target);
+                }
                 Err(error) => {
                     if !self.away {
                         warn!(message = "The replica does not answer; results wait in the local spill.", replica = %self.options.url.redacted(), error = %format!("{error:#}"));

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arrow::array::{
@@ -281,6 +282,8 @@ pub struct PgTarget {
     fresh: HashMap<ReplicaTable, bool>,
     /// Batches written.
     batches: u64,
+    /// How long a request may wait for the server's answer before the replica is taken as away.
+    limit: Duration,
 }
 
 /// Batches after which a table whose rows were not all new is tried on the direct path again.
@@ -337,7 +340,16 @@ impl Target {
                     arrays: bulk == Bulk::Arrays,
                     fresh: HashMap::new(),
                     batches: 0,
+                    limit: crate::pg_tls::ANSWER_TIMEOUT,
                 };
+                if let Some(sql) = crate::pg_tls::session_setup(text)? {
+                    runtime
+                        .block_on(crate::pg_tls::answer(
+                            target.limit,
+                            target.client.batch_execute(&sql),
+                        ))
+                        .context("setting the replica's statement timeout")?;
+                }
                 target.prepare(role)?;
                 Ok(Target::Postgres(target))
             }
@@ -359,12 +371,23 @@ impl Target {
         }
     }
 
+    /// Sets how long a request (a whole batch write included) may wait for a PostgreSQL
+    /// replica's answer; after that the write fails as if the replica were away.
+    pub fn set_timeout(&mut self, limit: Duration) {
+        if let Target::Postgres(pg) = self {
+            pg.limit = limit;
+        }
+    }
+
     /// Every part's position of `job`.
     pub fn progress(&mut self, job: &str) -> anyhow::Result<Vec<(String, i64)>> {
         const SQL: &str = "SELECT part, position FROM vigil_progress WHERE job = $1";
         match self {
             Target::Postgres(pg) => {
-                let rows = pg.runtime.block_on(pg.client.query(SQL, &[&job]))?;
+                let rows = pg.runtime.block_on(crate::pg_tls::answer(
+                    pg.limit,
+                    pg.client.query(SQL, &[&job]),
+                ))?;
                 rows.iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect()
@@ -457,7 +480,10 @@ impl PgTarget {
     fn prepare(&mut self, role: Option<&str>) -> anyhow::Result<()> {
         let version: String = self
             .runtime
-            .block_on(self.client.query_one("SELECT version()", &[]))?
+            .block_on(crate::pg_tls::answer(
+                self.limit,
+                self.client.query_one("SELECT version()", &[]),
+            ))?
             .try_get(0)?;
         if version.contains("CockroachDB") {
             self.server = Server::Cockroach;
@@ -517,7 +543,10 @@ impl PgTarget {
             );
         }
         self.runtime
-            .block_on(self.client.batch_execute(&setup))
+            .block_on(crate::pg_tls::answer(
+                self.limit,
+                self.client.batch_execute(&setup),
+            ))
             .context(
                 "setting up the replica connection: the vigil tables must exist (apply the \
                  migrations with --replica-migrate, as a user who may create tables) and the \
@@ -534,7 +563,9 @@ impl PgTarget {
         let fresh = &mut self.fresh;
         self.batches += 1;
         let batch_number = self.batches;
-        runtime.block_on(async {
+        // The whole transaction is bounded: a replica that stops answering half-way (frozen,
+        // or a connection dropped without a word) fails the write, and the batch is spilled.
+        runtime.block_on(crate::pg_tls::answer(self.limit, async {
             let tx = client.transaction().await?;
             let mut buf = BytesMut::new();
             let mut scratch = Vec::new();
@@ -623,7 +654,7 @@ impl PgTarget {
             .await?;
             tx.commit().await?;
             anyhow::Ok(())
-        })
+        }))
     }
 }
 
