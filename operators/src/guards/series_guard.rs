@@ -701,7 +701,9 @@ impl GuardState {
                 };
                 let key_name = key.name.clone();
                 let (first_ts, last_ts) = (first.ts, ready[end - 1].ts);
-                if !self.series.contains_key(&key) && !self.make_room() {
+                // Only at the limit does a new series cost a second lookup.
+                let at_limit = self.max_series.is_some_and(|max| self.series.len() >= max);
+                if at_limit && !self.series.contains_key(&key) && !self.make_room() {
                     self.refused += (end - start) as u64;
                     start = end;
                     continue;
