@@ -356,8 +356,8 @@ pub fn session_setup(text: &str) -> anyhow::Result<Option<String>> {
 }
 
 /// Waits at most `limit` for the server's answer to `request`. Running out is an I/O error
-/// (the server is taken as unreachable), and the connection must be dropped: the answer may
-/// still come and would be taken for the next request's.
+/// (the server is taken as unreachable), and the connection is best dropped: the request may
+/// still be running on the server, inside a transaction left open.
 pub async fn answer<T, E>(
     limit: Duration,
     request: impl std::future::Future<Output = Result<T, E>>,
