@@ -1346,4 +1346,22 @@ fn a_series_quiet_past_the_idle_time_starts_afresh_at_any_worker_count() {
         }
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    // All at once, in one batch judged in one step: the gap inside the step counts too.
+    let points: Vec<Point> = readings.iter().map(Point::from).collect();
+    let captured = timely::example(move |scope| {
+        use timely::dataflow::operators::ToStream;
+        points
+            .to_stream(scope)
+            .container::<Vec<_>>()
+            .guards(zscore(), forgetting)
+            .capture()
+    });
+    let at_once: Vec<Alert> = captured
+        .try_iter()
+        .flat_map(|event| match event {
+            Event::Messages(_, alerts) => alerts,
+            Event::Progress(_) => Vec::new(),
+        })
+        .collect();
+    assert_eq!(spike_alerts(&at_once), 0);
 }

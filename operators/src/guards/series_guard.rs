@@ -700,7 +700,7 @@ impl GuardState {
                     },
                 };
                 let key_name = key.name.clone();
-                let (first_ts, last_ts) = (first.ts, ready[end - 1].ts);
+                let first_ts = first.ts;
                 // Only at the limit does a new series cost a second lookup.
                 let at_limit = self.max_series.is_some_and(|max| self.series.len() >= max);
                 if at_limit && !self.series.contains_key(&key) && !self.make_room() {
@@ -723,22 +723,35 @@ impl GuardState {
                     last_seen: first_ts,
                 });
                 // A series quiet for longer than the idle time starts afresh, whether or not
-                // a sweep has forgotten it yet: so the alerts do not depend on when sweeps ran.
-                if self
-                    .idle_ms
-                    .is_some_and(|idle| first_ts - series.last_seen > idle)
-                    && series.idle(guards)
-                {
-                    series.slots = new_slots();
-                    self.evicted += 1;
-                }
-                for (guard, slot) in guards.iter().zip(series.slots.iter_mut()) {
-                    for reading in &ready[start..end] {
-                        let scores = guard.scores.then_some(&mut self.scores);
-                        step(guard, slot, reading, &key_name, &mut self.out, scores);
+                // a sweep has forgotten it yet, and wherever the quiet falls among the step's
+                // readings: so the alerts depend neither on when sweeps ran nor on how the
+                // readings were batched. The readings are judged in runs without such a gap.
+                let mut run_start = start;
+                while run_start < end {
+                    let run_end = self.idle_ms.map_or(end, |idle| {
+                        ready[run_start..end]
+                            .windows(2)
+                            .position(|pair| pair[1].ts - pair[0].ts > idle)
+                            .map_or(end, |gap| run_start + gap + 1)
+                    });
+                    let first_ts = ready[run_start].ts;
+                    if self
+                        .idle_ms
+                        .is_some_and(|idle| first_ts - series.last_seen > idle)
+                        && series.idle(guards)
+                    {
+                        series.slots = new_slots();
+                        self.evicted += 1;
                     }
+                    for (guard, slot) in guards.iter().zip(series.slots.iter_mut()) {
+                        for reading in &ready[run_start..run_end] {
+                            let scores = guard.scores.then_some(&mut self.scores);
+                            step(guard, slot, reading, &key_name, &mut self.out, scores);
+                        }
+                    }
+                    series.last_seen = series.last_seen.max(ready[run_end - 1].ts);
+                    run_start = run_end;
                 }
-                series.last_seen = series.last_seen.max(last_ts);
                 start = end;
             }
             ready.clear();
