@@ -4,11 +4,14 @@
 //! - `generator`: seeded, deterministic rocket telemetry and device events with ground truth.
 //! - `loaders`: plan an input (NDJSON, CSV, Parquet; files or directories; the embedded
 //!   default; a generator) into units, and parse units into readings and dead letters.
+//! - `fuzz`: fuzz entry points, one per parser, shared by the fuzzer and the corpus test.
 //! - `nab`: the Numenta Anomaly Benchmark's labelled windows and scoring rules.
 //! - `embedded`: the recorded dataset compiled into the binaries, replayed when a job is given
 //!   no input.
 
 pub mod changes;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod generator;
 pub mod loaders;
 pub mod nab;

@@ -14,6 +14,7 @@
 //! - `checkpoint`: guard-state snapshots on local disk, for jobs that read Kafka.
 //! - `durable`: local files written whole and synced with their directories.
 //! - `dir_lock`: one job per state, spill or archive directory.
+//! - `fuzz`: fuzz entry points for the spill, snapshot and config readers.
 //! - `crypto`: AES-256-GCM payload encryption with key ids.
 //! - `secrets`: passwords hidden in every URL and connection string shown (`redact`, `SecretUrl`).
 //! - `conninfo`: connection strings cut into their parameters (libpq `key=value`, URL queries).
@@ -33,6 +34,8 @@ pub mod couchdb;
 pub mod crypto;
 pub mod dir_lock;
 pub mod durable;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod guard_job;
 pub mod guards;
 pub mod kafka;

@@ -10,8 +10,8 @@
 //! dead letter has its clear payload taken out ([`strip_json_payload`]).
 
 mod csv;
-mod fast_line;
-mod ndjson;
+pub(crate) mod fast_line;
+pub(crate) mod ndjson;
 mod parquet;
 mod plan;
 mod redact;
