@@ -439,10 +439,16 @@ impl Bounded {
             .and_then(|ms| ms.parse().ok())
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
-        match (asked, self.limit) {
-            (Some(asked), Some(limit)) => Some(asked.min(limit)),
-            (asked, limit) => asked.or(limit),
-        }
+        effective_limit(asked, self.limit)
+    }
+}
+
+/// A statement's time limit: what the client asked for, never more than the server's; the
+/// server's when the client asked for none.
+fn effective_limit(asked: Option<Duration>, server: Option<Duration>) -> Option<Duration> {
+    match (asked, server) {
+        (Some(asked), Some(server)) => Some(asked.min(server)),
+        (asked, server) => asked.or(server),
     }
 }
 

@@ -167,11 +167,7 @@ impl Policy {
             Ok(Setting::Timeout(asked)) => {
                 // Zero is "no limit of the client's own", which leaves the server's; more
                 // than the server's limit is cut to it.
-                let limit = match (asked, self.limit) {
-                    (Some(asked), Some(limit)) => Some(asked.min(limit)),
-                    (asked, limit) => asked.or(limit),
-                };
-                match limit {
+                match super::effective_limit(asked, self.limit) {
                     Some(limit) => client.metadata_mut().insert(
                         STATEMENT_TIMEOUT_KEY.to_owned(),
                         limit.as_millis().to_string(),
