@@ -45,7 +45,7 @@ pub fn throughput(
     let url = format!("kafka://{}/{topic}?group=bench&stop=end", broker.address());
     let broker_cpu = broker.cpu_seconds();
     let wall = Instant::now();
-    let status = Command::new(crate::sibling_binary("vigil-guard")?)
+    let status = Command::new(crate::binaries::sibling_binary("vigil-guard")?)
         .args(["--input", &url, "--archive"])
         .arg(tmp.path().join("archive"))
         .args([
@@ -127,7 +127,7 @@ pub fn latency(rate: u64, seconds: u64, workers: usize) -> anyhow::Result<()> {
         broker.address()
     );
     let summary_path = tmp.path().join("summary.json");
-    let mut guard = Command::new(crate::sibling_binary("vigil-guard")?)
+    let mut guard = Command::new(crate::binaries::sibling_binary("vigil-guard")?)
         .arg("--summary-json")
         .arg(&summary_path)
         .arg("--spill")

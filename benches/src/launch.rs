@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use vigil_operators::{AlertStatus, Point, Reading};
-use vigil_pipelines::guards::GuardSpec;
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 
 /// Events where the engines change thrust, which the velocity's rate of change shows.
 const ENGINE_EVENTS: [&str; 11] = [

@@ -12,6 +12,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 
+use binaries::sibling_binary;
+
+mod binaries;
 mod kafka;
 mod launch;
 mod nab;
@@ -363,19 +366,6 @@ fn parse(input: &Path) -> anyhow::Result<()> {
         plan.total as f64 / 1e6 / total
     );
     Ok(())
-}
-
-/// The `vigil-guard` binary built beside this one.
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating vigil-bench")?;
-    let path = exe.with_file_name(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p vigil-pipelines -p vigil-benches`",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 /// Every statistical guard and the composite: the configuration the guard suite is measured in.

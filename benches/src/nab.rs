@@ -171,7 +171,7 @@ fn through_binary(
 ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
     let tmp = tempfile::tempdir()?;
     let alerts_path = tmp.path().join("alerts.ndjson");
-    let mut command = Command::new(crate::sibling_binary("vigil-guard")?);
+    let mut command = Command::new(crate::binaries::sibling_binary("vigil-guard")?);
     for (_, path) in files {
         command.arg("--input").arg(path);
     }
@@ -210,7 +210,7 @@ fn replay(
     files: &[(String, PathBuf)],
     guards: &[String],
 ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-    let specs = vigil_pipelines::guards::GuardSpec::parse_all(guards)?;
+    let specs = vigil_pipelines::jobs::guard::registry::GuardSpec::parse_all(guards)?;
     let mut detections = BTreeMap::new();
     for (name, path) in files {
         let limits = vigil_datasets::loaders::TextLimits {

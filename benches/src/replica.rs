@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Context;
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
 use vigil_operators::{Reading, Record};
-use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::replica_sink::{Batch, Bulk, ReplicaTable, TableChange, Target};
+use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::sinks::replica::{Batch, Bulk, ReplicaTable, TableChange, Target};
 
 /// Readings per batch the generator's rows are cut into (as the job's sink cuts them).
 const BATCH_ROWS: usize = 100_000;
@@ -118,7 +118,7 @@ fn fresh_database(server: &str, name: &str) -> anyhow::Result<String> {
 fn migrate(url: &str) -> anyhow::Result<()> {
     let runtime = Arc::new(tokio::runtime::Runtime::new()?);
     let mut replica = Replica::connect(&ReplicaUrl::parse(url)?, &runtime)?;
-    vigil_pipelines::migrations::migrate(&mut replica, false)?;
+    vigil_pipelines::connect::migrations::migrate(&mut replica, false)?;
     Ok(())
 }
 
@@ -182,7 +182,7 @@ fn write_all(
 fn guard(input: &str, workers: usize, replica: &str) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let summary = dir.path().join("summary.json");
-    let status = Command::new(crate::sibling_binary("vigil-guard")?)
+    let status = Command::new(crate::binaries::sibling_binary("vigil-guard")?)
         .args(["--input", input, "--alerts", "none", "--no-progress"])
         .args(["--scores", "none", "--replica", replica])
         .arg("--archive")

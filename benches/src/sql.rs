@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use vigil_datasets::generator::{RocketSpec, rocket_labels, rocket_readings};
 use vigil_operators::{Alert, AlertStatus, Reading, alert_id};
-use vigil_pipelines::archive::{ArchiveLocation, write_records};
+use vigil_pipelines::sinks::archive::{ArchiveLocation, write_records};
 use vigil_tests::duckdb::{self, Answer, canonical_rows, compare};
 
 /// Readings per archive file: about what vigil-guard's hourly partitions hold at this load.

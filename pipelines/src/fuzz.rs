@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use vigil_operators::SnapshotStore;
 
-use crate::archaeology_job::ArchaeologyParams;
-use crate::checkpoint::StateDir;
+use crate::jobs::archaeology::ArchaeologyParams;
+use crate::runtime::snapshot::StateDir;
 use crate::config::{ArchaeologyConfig, JobConfig};
-use crate::guard_job::GuardJob;
-use crate::spill::Spill;
+use crate::jobs::guard::GuardJob;
+use crate::runtime::spill::Spill;
 
 /// Opens a spill directory whose one segment holds `data`, then appends to it and marks all of
 /// it delivered, as a job restarting on a damaged spill would.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use vigil_pipelines::cli::GuardArgs;
 use vigil_pipelines::config::JobConfig;
-use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec};
-use vigil_pipelines::guards::{CATALOGUE, Severity, Topic};
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec};
+use vigil_pipelines::jobs::guard::registry::{CATALOGUE, Severity, Topic};
 
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-guard.toml")
@@ -51,7 +51,7 @@ fn the_sample_config_parses_into_a_job() {
         .expect("the sample configures a replica");
     assert_eq!(
         replica.url,
-        vigil_pipelines::replica::ReplicaUrl::Sqlite(
+        vigil_pipelines::connect::replica::ReplicaUrl::Sqlite(
             path.parent().unwrap().join("../vigil-replica.db")
         )
     );
@@ -220,7 +220,7 @@ fn scores_must_name_guards_of_the_job() {
 
 #[test]
 fn the_archaeology_sample_parses_and_bad_keys_are_named() {
-    use vigil_pipelines::archaeology_job::{ArchaeologyParams, SessionKey};
+    use vigil_pipelines::jobs::archaeology::{ArchaeologyParams, SessionKey};
     use vigil_pipelines::config::ArchaeologyConfig;
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-archaeology.toml");

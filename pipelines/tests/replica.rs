@@ -18,10 +18,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{RngExt, SeedableRng};
 use vigil_operators::archaeology::entanglements::Entanglement;
 use vigil_operators::{Alert, AlertStatus, Pattern, Reading, Record, Session};
-use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
-use vigil_pipelines::guards::GuardSpec;
-use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::replica_sink::{Bulk, ReplicaOptions};
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
+use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::sinks::replica::{Bulk, ReplicaOptions};
 use vigil_tests::files::parquet_files;
 use vigil_tests::postgres::{PgCluster, PgDatabase};
 
@@ -581,17 +581,17 @@ fn observer_writer_writes_rows_and_cannot_drop_or_alter_tables() {
 #[test]
 fn sync_actions_are_replicated_once_each() {
     let dir = tempfile::tempdir().unwrap();
-    vigil_pipelines::sync_job::prepare_demo(&dir.path().join("demo")).unwrap();
+    vigil_pipelines::jobs::sync::prepare_demo(&dir.path().join("demo")).unwrap();
     let url = format!("sqlite://{}", dir.path().join("replica.db").display());
-    let job = vigil_pipelines::sync_job::SyncJob {
+    let job = vigil_pipelines::jobs::sync::SyncJob {
         replica: Some(options(&url)),
-        ..vigil_pipelines::sync_job::SyncJob::new(
+        ..vigil_pipelines::jobs::sync::SyncJob::new(
             ReplicaUrl::Sqlite(dir.path().join("demo").join("local.db")),
             ReplicaUrl::Sqlite(dir.path().join("demo").join("remote.db")),
-            vec![vigil_pipelines::sync_job::DEMO_TABLE.into()],
+            vec![vigil_pipelines::jobs::sync::DEMO_TABLE.into()],
         )
     };
-    let (_, actions) = vigil_pipelines::sync_job::run_once(&job).unwrap();
+    let (_, actions) = vigil_pipelines::jobs::sync::run_once(&job).unwrap();
     assert!(
         actions.len() >= 4,
         "the demonstration has edits on both sides"
@@ -619,7 +619,7 @@ fn sync_actions_are_replicated_once_each() {
     };
     assert_eq!(replicated(), expected);
     // A second pass finds the replicas equal: nothing new, nothing twice.
-    let (_, again) = vigil_pipelines::sync_job::run_once(&job).unwrap();
+    let (_, again) = vigil_pipelines::jobs::sync::run_once(&job).unwrap();
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(replicated(), expected);
 }

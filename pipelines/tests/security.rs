@@ -11,8 +11,8 @@
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::sync_job::{SyncJob, run_once};
+use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::jobs::sync::{SyncJob, run_once};
 use vigil_tests::postgres::PgDatabase;
 
 const SECRET: &str = "TOPSECRET";
@@ -187,7 +187,7 @@ fn sslmode_decides_whether_the_session_is_encrypted() {
         let key_values = format!("host=127.0.0.1 user=postgres dbname={name} sslmode={mode}");
         let ssl: String = runtime
             .block_on(async {
-                let (client, connection) = vigil_pipelines::pg_tls::connect(&key_values).await?;
+                let (client, connection) = vigil_pipelines::connect::pg_tls::connect(&key_values).await?;
                 tokio::spawn(connection);
                 let row = client
                     .query_one(
@@ -217,10 +217,10 @@ fn verify_full_checks_the_host_name() {
     assert!(error.contains("name the host"), "{error}");
     // The replica sink's own connection checks the same way.
     let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
-    let target = vigil_pipelines::replica_sink::Target::connect(
+    let target = vigil_pipelines::sinks::replica::Target::connect(
         &ReplicaUrl::parse(&by_address).unwrap(),
         None,
-        vigil_pipelines::replica_sink::Bulk::Auto,
+        vigil_pipelines::sinks::replica::Bulk::Auto,
         &runtime,
     );
     let Err(error) = target else {

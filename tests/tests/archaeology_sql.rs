@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use vigil_pipelines::cli::ArchaeologyArgs;
-use vigil_pipelines::guard_job::{Shutdown, run};
+use vigil_pipelines::jobs::guard::{Shutdown, run};
 use vigil_tests::archive::{sql, sql_count, strings};
 
 #[test]

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
-use vigil_pipelines::crypto::PayloadKey;
-use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
+use vigil_pipelines::runtime::crypto::PayloadKey;
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
 
 const KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -166,8 +166,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// The replica gets the ciphertext only when asked, and never the clear payload.
 #[test]
 fn the_replica_holds_the_ciphertext_only_when_asked_and_never_the_clear_text() {
-    use vigil_pipelines::replica::{Replica, ReplicaUrl};
-    use vigil_pipelines::replica_sink::ReplicaOptions;
+    use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+    use vigil_pipelines::sinks::replica::ReplicaOptions;
 
     let key = PayloadKey::from_hex(KEY).unwrap();
     for replicate_payload in [true, false] {

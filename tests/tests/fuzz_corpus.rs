@@ -85,7 +85,7 @@ fn write_seeds() {
     {
         let dir = tempfile::tempdir().unwrap();
         let (mut spill, _) =
-            vigil_pipelines::spill::Spill::open(dir.path(), None, 1 << 20).unwrap();
+            vigil_pipelines::runtime::spill::Spill::open(dir.path(), None, 1 << 20).unwrap();
         for message in *messages {
             spill.append(message).unwrap();
         }

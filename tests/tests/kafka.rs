@@ -11,9 +11,9 @@ use std::path::Path;
 
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
 use vigil_operators::{Alert, AlertStatus, Reading, Record};
-use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, Summary, run};
-use vigil_pipelines::guards::GuardSpec;
-use vigil_pipelines::kafka::{KafkaEndpoint, KafkaInput};
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Shutdown, Summary, run};
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
+use vigil_pipelines::connect::kafka::{KafkaEndpoint, KafkaInput};
 use vigil_tests::archive::{read_alerts, sql, sql_count, strings};
 use vigil_tests::kafka::Broker;
 
@@ -329,7 +329,7 @@ fn alerts_wait_in_the_spill_while_the_broker_is_away() {
     alerts.pause();
     let url = format!("kafka://{}/telemetry?group=spill&stop=end", input.address());
     let to = AlertsOut::parse(&format!("kafka://{}", alerts.address())).unwrap();
-    let key = vigil_pipelines::crypto::PayloadKey::from_hex(&"5e".repeat(32)).unwrap();
+    let key = vigil_pipelines::runtime::crypto::PayloadKey::from_hex(&"5e".repeat(32)).unwrap();
     let archive = tmp.path().join("archive");
     let offline = GuardJob {
         key: Some(key),

@@ -15,8 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
-use vigil_pipelines::guard_job::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
-use vigil_pipelines::guards::GuardSpec;
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Shutdown, run};
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_tests::duckdb::{self, Answer, canonical_rows, compare, sorted};
 
 /// One query of a suite file.

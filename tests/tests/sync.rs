@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use vigil_operators::SyncActionKind;
-use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::sync_job::{Direction, SyncJob, run_once};
+use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::jobs::sync::{Direction, SyncJob, run_once};
 use vigil_tests::postgres::PgDatabase;
 
 const BASE: i64 = 1_767_225_600_000;
@@ -233,7 +233,7 @@ fn two_postgresql_replicas_converge() {
     );
     // vigil's own tables came through the migrations, tracked; the roles exist.
     let applied = local.column("SELECT name FROM vigil_migrations ORDER BY id");
-    assert_eq!(applied.len(), vigil_pipelines::migrations::MIGRATIONS.len());
+    assert_eq!(applied.len(), vigil_pipelines::connect::migrations::MIGRATIONS.len());
     let roles = local.column(
         "SELECT rolname::text FROM pg_roles WHERE rolname IN ('observer_writer', 'replicator') ORDER BY 1",
     );

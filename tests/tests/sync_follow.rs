@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use vigil_pipelines::metrics::Metrics;
-use vigil_pipelines::replica::{Replica, ReplicaUrl};
-use vigil_pipelines::sync_job::{Capture, SyncJob};
+use vigil_pipelines::runtime::metrics::Metrics;
+use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::jobs::sync::{Capture, SyncJob};
 use vigil_tests::postgres::{PgCluster, PgDatabase};
 
 const CREATE: &str = "CREATE TABLE orders (id integer PRIMARY KEY, qty integer NOT NULL, \
@@ -112,7 +112,7 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
         let (job, stop, metrics, gate) = (job.clone(), stop.clone(), metrics.clone(), gate.clone());
         move || {
             let every = Duration::from_millis(100);
-            vigil_pipelines::sync_follow::follow(&job, &stop, every, &metrics, |_| {
+            vigil_pipelines::jobs::sync::follow::follow(&job, &stop, every, &metrics, |_| {
                 let _ = rounds_tx.send(());
                 while gate.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -244,7 +244,7 @@ fn polling_a_table_whose_updated_at_may_be_null_is_refused() {
         ..SyncJob::new(urls[0].clone(), urls[1].clone(), vec!["orders".into()])
     };
     let stop = AtomicBool::new(false);
-    let error = vigil_pipelines::sync_follow::follow(
+    let error = vigil_pipelines::jobs::sync::follow::follow(
         &job,
         &stop,
         Duration::from_millis(10),

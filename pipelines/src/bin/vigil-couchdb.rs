@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use vigil_pipelines::cli::{init_logging, on_stop_signal};
-use vigil_pipelines::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
-use vigil_pipelines::guard_job::Shutdown;
-use vigil_pipelines::secrets::SecretUrl;
+use vigil_pipelines::jobs::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
+use vigil_pipelines::jobs::guard::Shutdown;
+use vigil_pipelines::runtime::secrets::SecretUrl;
 
 /// Follows a CouchDB database's changes and forwards their metadata, checkpointing its position.
 #[derive(Debug, Parser)]

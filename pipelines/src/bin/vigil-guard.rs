@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vigil_pipelines::cli::{GuardArgs, init_logging, on_stop_signal};
-use vigil_pipelines::dir_lock::exit_code;
-use vigil_pipelines::guard_job::{Shutdown, run};
+use vigil_pipelines::runtime::dir_lock::exit_code;
+use vigil_pipelines::jobs::guard::{Shutdown, run};
 
 fn main() -> ExitCode {
     init_logging();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use vigil_pipelines::cli::{SyncArgs, init_logging, on_stop_signal};
-use vigil_pipelines::sync_job::{SyncJob, print_actions, run_once};
+use vigil_pipelines::jobs::sync::{SyncJob, print_actions, run_once};
 
 fn main() -> ExitCode {
     init_logging();
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(locks) => locks,
         Err(error) => {
             eprintln!("error: {error:#}");
-            return ExitCode::from(vigil_pipelines::dir_lock::exit_code(&error));
+            return ExitCode::from(vigil_pipelines::runtime::dir_lock::exit_code(&error));
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
     if !args.once && !job.dry_run {
         // Following both replicas: the diff dataflow lives across rounds.
-        let metrics = vigil_pipelines::metrics::Metrics::default();
+        let metrics = vigil_pipelines::runtime::metrics::Metrics::default();
         // The server's runtime lives as long as the job; its worker thread serves requests.
         let _server = match args.metrics {
             Some(addr) => {
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             None => None,
         };
         let rounds =
-            vigil_pipelines::sync_follow::follow(&job, &stop, args.interval, &metrics, |summary| {
+            vigil_pipelines::jobs::sync::follow::follow(&job, &stop, args.interval, &metrics, |summary| {
                 if summary.planned > 0 || summary.pulled + summary.pushed > 0 {
                     eprintln!("vigil-sync: {summary}");
                 }

@@ -87,7 +87,7 @@ impl DirLock {
     /// directory and the flag that chooses another in the error a held directory gives.
     pub fn acquire(dir: &Path, what: &str, flag: &str) -> anyhow::Result<DirLock> {
         let created = !dir.exists();
-        crate::durable::create_dir_all(dir).with_context(|| {
+        crate::runtime::durable::create_dir_all(dir).with_context(|| {
             format!(
                 "creating the {what} {}: choose a writable one with {flag}",
                 dir.display()
@@ -180,7 +180,7 @@ fn read_holder(path: &Path) -> (Option<u32>, Option<String>) {
 /// whoever can read the directory.
 fn command_line() -> String {
     std::env::args_os()
-        .map(|arg| crate::secrets::redact(&arg.to_string_lossy()))
+        .map(|arg| crate::runtime::secrets::redact(&arg.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::conninfo;
+use crate::runtime::conninfo;
 
 /// What a hidden value is shown as.
 pub const MASK: &str = "***";

@@ -10,7 +10,7 @@
 //! becomes `CURRENT` once every operator on every worker has written it *and* the archive and
 //! the alert spill are durable up to `TIME`: whatever the guards concluded before it is then
 //! kept elsewhere, so it is never needed again. Offsets are committed only up to `CURRENT`
-//! (through [`crate::kafka::KafkaReader::commit_durable`]), so a restart replays from a
+//! (through [`crate::connect::kafka::KafkaReader::commit_durable`]), so a restart replays from a
 //! position at or before the snapshot and the operators skip the replayed readings the
 //! snapshot already holds. Files are written to a temporary name, synced and renamed, and their
 //! directories synced (new ones into their parents too), so a crash leaves either the old
@@ -25,7 +25,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 use vigil_operators::SnapshotStore;
 
-use crate::durable::write_atomically;
+use crate::runtime::durable::write_atomically;
 
 /// What starts every snapshot file.
 const MAGIC: &[u8; 8] = b"VGLSNAP1";
@@ -79,7 +79,7 @@ impl StateDir {
         resume: bool,
     ) -> anyhow::Result<StateDir> {
         let root = dir.join(fingerprint);
-        crate::durable::create_dir_all(&root).with_context(|| {
+        crate::runtime::durable::create_dir_all(&root).with_context(|| {
             format!(
                 "creating the guard state directory {}: choose a writable one with --state",
                 root.display()
@@ -238,7 +238,7 @@ impl SnapshotStore for StateDir {
         let started = Instant::now();
         // The snapshot's directory is synced into the state directory when created, so that
         // a snapshot made current later is found after a crash.
-        let written = crate::durable::create_dir_all(&dir)
+        let written = crate::runtime::durable::create_dir_all(&dir)
             .map_err(anyhow::Error::from)
             .and_then(|()| write_atomically(&dir, &name, &framed));
         match written {

@@ -5,7 +5,7 @@
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use crate::replica_sink::{Output, ReplicaHandle, ReplicateCollection};
+use crate::sinks::replica::{Output, ReplicaHandle, ReplicateCollection};
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -18,7 +18,7 @@ use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
 use vigil_operators::archaeology::sequences::{SequenceParams, Sequences};
 use vigil_operators::{Pattern, Point, ReadingRef, Session, SessionEvent, Sessions, SnapshotStore};
 
-use crate::archive::{Archive, ArchiveWriter};
+use crate::sinks::archive::{Archive, ArchiveWriter};
 
 /// What the archaeology job looks for, and how.
 #[derive(Clone, Debug, PartialEq)]

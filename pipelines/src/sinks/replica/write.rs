@@ -15,8 +15,8 @@ use arrow::array::{
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
 
-use super::tables::{Column, ReplicaTable, SqlKind};
-use crate::replica::{ReplicaUrl, quote_column};
+use crate::connect::tables::{Column, ReplicaTable, SqlKind};
+use crate::connect::replica::{ReplicaUrl, quote_column};
 
 /// What one table gets in a batch: keys to delete, then rows to upsert.
 #[derive(Clone, Debug)]
@@ -325,7 +325,7 @@ impl Target {
         match url {
             ReplicaUrl::Postgres(text) => {
                 let (client, connection) = runtime
-                    .block_on(crate::pg_tls::connect(text))
+                    .block_on(crate::connect::pg_tls::connect(text))
                     .with_context(|| format!("connecting to the replica {}", url.redacted()))?;
                 runtime.spawn(async move {
                     if let Err(error) = connection.await {
@@ -340,11 +340,11 @@ impl Target {
                     arrays: bulk == Bulk::Arrays,
                     fresh: HashMap::new(),
                     batches: 0,
-                    limit: crate::pg_tls::ANSWER_TIMEOUT,
+                    limit: crate::connect::pg_tls::ANSWER_TIMEOUT,
                 };
-                if let Some(sql) = crate::pg_tls::session_setup(text)? {
+                if let Some(sql) = crate::connect::pg_tls::session_setup(text)? {
                     runtime
-                        .block_on(crate::pg_tls::answer(
+                        .block_on(crate::connect::pg_tls::answer(
                             target.limit,
                             target.client.batch_execute(&sql),
                         ))
@@ -384,7 +384,7 @@ impl Target {
         const SQL: &str = "SELECT part, position FROM vigil_progress WHERE job = $1";
         match self {
             Target::Postgres(pg) => {
-                let rows = pg.runtime.block_on(crate::pg_tls::answer(
+                let rows = pg.runtime.block_on(crate::connect::pg_tls::answer(
                     pg.limit,
                     pg.client.query(SQL, &[&job]),
                 ))?;
@@ -480,7 +480,7 @@ impl PgTarget {
     fn prepare(&mut self, role: Option<&str>) -> anyhow::Result<()> {
         let version: String = self
             .runtime
-            .block_on(crate::pg_tls::answer(
+            .block_on(crate::connect::pg_tls::answer(
                 self.limit,
                 self.client.query_one("SELECT version()", &[]),
             ))?
@@ -543,7 +543,7 @@ impl PgTarget {
             );
         }
         self.runtime
-            .block_on(crate::pg_tls::answer(
+            .block_on(crate::connect::pg_tls::answer(
                 self.limit,
                 self.client.batch_execute(&setup),
             ))
@@ -565,7 +565,7 @@ impl PgTarget {
         let batch_number = self.batches;
         // The whole transaction is bounded: a replica that stops answering half-way (frozen,
         // or a connection dropped without a word) fails the write, and the batch is spilled.
-        runtime.block_on(crate::pg_tls::answer(self.limit, async {
+        runtime.block_on(crate::connect::pg_tls::answer(self.limit, async {
             let tx = client.transaction().await?;
             let mut buf = BytesMut::new();
             let mut scratch = Vec::new();

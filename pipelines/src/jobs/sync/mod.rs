@@ -10,6 +10,8 @@
 //! version's `origin` and `updated_at`, so they read back as the same version on the other
 //! side and are never sent back.
 
+pub mod follow;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,9 +26,9 @@ use vigil_operators::{
     Change, CurrentVersions, Record, RowKey, Side, SyncAction, SyncActionKind, SyncDiff, Version,
 };
 
-use crate::column_type::ColumnType;
-use crate::migrations;
-use crate::replica::{Dialect, Replica, ReplicaUrl, TableInfo, quote, quote_column};
+use crate::connect::column_type::ColumnType;
+use crate::connect::migrations;
+use crate::connect::replica::{Dialect, Replica, ReplicaUrl, TableInfo, quote, quote_column};
 
 /// Which way rows may flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +120,7 @@ pub struct SyncJob {
     /// How a followed replica's changes are read.
     pub capture: Capture,
     /// The SQL replica the applied actions are also upserted into (`sync_actions`).
-    pub replica: Option<crate::replica_sink::ReplicaOptions>,
+    pub replica: Option<crate::sinks::replica::ReplicaOptions>,
 }
 
 impl SyncJob {
@@ -282,9 +284,9 @@ pub(crate) fn archive_actions(
     let Some(archive) = &job.archive else {
         return Ok(());
     };
-    let location = crate::archive::ArchiveLocation::parse(archive)?;
+    let location = crate::sinks::archive::ArchiveLocation::parse(archive)?;
     let run = format!("sync-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
-    let files = runtime.block_on(crate::archive::write_records(&location, actions, &run))?;
+    let files = runtime.block_on(crate::sinks::archive::write_records(&location, actions, &run))?;
     info!(message = "Sync actions archived.", files, archive = %location);
     Ok(())
 }
@@ -295,7 +297,7 @@ fn replicate_actions(job: &SyncJob, actions: &[SyncAction]) -> anyhow::Result<()
     let Some(options) = &job.replica else {
         return Ok(());
     };
-    use crate::replica_sink::{Batch, Output, ReplicaSink, ReplicaTable, TableChange};
+    use crate::sinks::replica::{Batch, Output, ReplicaSink, ReplicaTable, TableChange};
     let sink = ReplicaSink::start(options.clone(), "sync", &[Output::SyncActions], 1, None)?;
     sink.send(Batch {
         part: "sync_actions/0of1".into(),
@@ -440,7 +442,7 @@ fn read_sides(
     };
     let remote_rows = by_key(remote.scan(&info)?)?;
     let agreed = if local.table_exists("sync_agreed")? {
-        crate::sync_follow::load_agreed(local, &[table.to_owned()])?
+        crate::jobs::sync::follow::load_agreed(local, &[table.to_owned()])?
             .into_iter()
             .map(|((_, key), version)| (key, version))
             .collect()
@@ -811,14 +813,14 @@ impl SyncJob {
             replica: match args.replica.as_deref() {
                 None => Some(crate::config::default_replica()?),
                 Some("none" | "off") => None,
-                Some(url) => Some(crate::replica_sink::ReplicaOptions {
+                Some(url) => Some(crate::sinks::replica::ReplicaOptions {
                     role: args.replica_role.clone(),
                     migrate: args.replica_migrate,
-                    ..crate::replica_sink::ReplicaOptions::new(ReplicaUrl::parse(url)?)
+                    ..crate::sinks::replica::ReplicaOptions::new(ReplicaUrl::parse(url)?)
                 }),
             }
             .map(|options| match &args.spill {
-                Some(dir) => crate::replica_sink::ReplicaOptions {
+                Some(dir) => crate::sinks::replica::ReplicaOptions {
                     spill_dir: dir.join("replica"),
                     ..options
                 },
@@ -834,12 +836,12 @@ impl SyncJob {
     /// held: two sync jobs spilling into one directory would interleave their batches. A dry
     /// run writes nothing and locks nothing. The archive is not locked: the sync job only adds
     /// files of its own, named by the time of each pass, beside those other jobs write.
-    pub fn lock_directories(&self) -> anyhow::Result<Vec<crate::dir_lock::DirLock>> {
+    pub fn lock_directories(&self) -> anyhow::Result<Vec<crate::runtime::dir_lock::DirLock>> {
         let mut dirs = Vec::new();
         if let Some(options) = self.replica.as_ref().filter(|_| !self.dry_run) {
             dirs.push((options.spill_dir.clone(), "spill directory", "--spill"));
         }
-        crate::dir_lock::lock_all(&dirs)
+        crate::runtime::dir_lock::lock_all(&dirs)
     }
 }
 

@@ -42,8 +42,8 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::crypto::{OpenError, PayloadKey};
-use crate::durable;
+use crate::runtime::crypto::{OpenError, PayloadKey};
+use crate::runtime::durable;
 
 /// Bytes a segment grows to before the next one starts.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
@@ -463,7 +463,7 @@ impl Spill {
             return Err(Unreadable::Config(anyhow::anyhow!(
                 "the spill in {} is encrypted and no key is configured: set {} as in the run that wrote it",
                 self.dir.display(),
-                crate::crypto::KEY_ENV
+                crate::runtime::crypto::KEY_ENV
             )));
         };
         let Some((key_id, sealed)) = split_key_id(&stored.body) else {
@@ -763,7 +763,7 @@ fn migrate_legacy(dir: &Path, drained: u64, key: Option<&PayloadKey>) -> anyhow:
                 format!(
                     "the spill in {} is encrypted and no key is configured: set {} as in the run that wrote it",
                     dir.display(),
-                    crate::crypto::KEY_ENV
+                    crate::runtime::crypto::KEY_ENV
                 )
             })?;
             // These records name no key: they are checked against the configured one now,

@@ -22,7 +22,6 @@
 //! jittered exponential backoff; once connected it drains the spill in order and logs that the
 //! replica is back. A job's input positions count a spilled batch as kept.
 
-pub mod tables;
 pub mod write;
 
 use std::collections::HashMap;
@@ -42,12 +41,12 @@ use tracing::{info, warn};
 use vigil_operators::archaeology::entanglements::Entanglement;
 use vigil_operators::model::{Alert, AlertStatus, Pattern, Record, Session};
 
-pub use tables::{Column, ReplicaTable, SqlKind};
+pub use crate::connect::tables::{Column, ReplicaTable, SqlKind};
 pub use write::{Batch, Bulk, TableChange, Target};
 
-use crate::crypto::PayloadKey;
-use crate::replica::ReplicaUrl;
-use crate::spill::Spill;
+use crate::runtime::crypto::PayloadKey;
+use crate::connect::replica::ReplicaUrl;
+use crate::runtime::spill::Spill;
 
 /// The replica a job writes to when none is configured: an embedded SQLite file.
 pub const DEFAULT_REPLICA: &str = "sqlite://vigil-replica.db";
@@ -97,7 +96,7 @@ impl ReplicaOptions {
             batch_interval: Duration::from_millis(500),
             spill_dir: PathBuf::from("vigil-spill").join("replica"),
             bulk: Bulk::Auto,
-            write_timeout: crate::pg_tls::ANSWER_TIMEOUT,
+            write_timeout: crate::connect::pg_tls::ANSWER_TIMEOUT,
         }
     }
 }
@@ -330,10 +329,10 @@ fn prepare(
 ) -> anyhow::Result<Target> {
     let embedded = matches!(options.url, ReplicaUrl::Sqlite(_));
     if options.migrate || embedded {
-        let mut replica = crate::replica::Replica::connect(&options.url, runtime)?;
-        crate::migrations::migrate(&mut replica, false)?;
+        let mut replica = crate::connect::replica::Replica::connect(&options.url, runtime)?;
+        crate::connect::migrations::migrate(&mut replica, false)?;
         if options.migrate {
-            crate::migrations::ensure_observer_writer(&mut replica)?;
+            crate::connect::migrations::ensure_observer_writer(&mut replica)?;
         }
     }
     let target = Target::connect(&options.url, options.role.as_deref(), options.bulk, runtime);
@@ -360,7 +359,7 @@ fn is_unreachable(error: &anyhow::Error) -> bool {
     // certificate, so the job stops with the reason instead of spilling.
     if error
         .chain()
-        .any(|cause| cause.is::<crate::pg_tls::TlsRefused>())
+        .any(|cause| cause.is::<crate::connect::pg_tls::TlsRefused>())
     {
         return false;
     }

@@ -26,8 +26,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use vigil_operators::Alert;
 
-use crate::couchdb::Backoff;
-use crate::spill::Spill;
+use crate::jobs::couchdb::Backoff;
+use crate::runtime::spill::Spill;
 
 /// The environment variable a SASL password is read from (unless `password_file` is given).
 pub const PASSWORD_ENV: &str = "VIGIL_KAFKA_PASSWORD";
@@ -115,7 +115,7 @@ fn split_url(url: &str) -> anyhow::Result<(&str, &str, Query)> {
     // The SASL password comes from the environment or a file, never from the URL: a URL that
     // carries one is refused here, shown redacted, so that no message after this one (they
     // all repeat the URL) can show it.
-    let shown = crate::secrets::redact(url);
+    let shown = crate::runtime::secrets::redact(url);
     anyhow::ensure!(
         shown == url,
         "{shown}: a kafka:// URL carries no password; give user=NAME and the password in \
@@ -1103,7 +1103,7 @@ impl KafkaAlerts {
         endpoint: &KafkaEndpoint,
         topics: &[String],
         spill_dir: &std::path::Path,
-        key: Option<crate::crypto::PayloadKey>,
+        key: Option<crate::runtime::crypto::PayloadKey>,
     ) -> anyhow::Result<Self> {
         // No delivery timeout: librdkafka retries until the broker is back.
         let producer = TopicProducer::create(endpoint, "alert", Duration::ZERO)?;
@@ -1356,7 +1356,7 @@ mod tests {
         // its retry, which is not due yet.
         assert_eq!(spill.drained_upto(), 3);
         assert!(resent.is_empty());
-        let letters = std::fs::read_to_string(dir.path().join(crate::spill::DEAD_LETTERS))?;
+        let letters = std::fs::read_to_string(dir.path().join(crate::runtime::spill::DEAD_LETTERS))?;
         let letter: serde_json::Value = serde_json::from_str(letters.trim())?;
         assert_eq!(letter["seq"], 2);
         assert_eq!(letter["message"], "alert 2");

@@ -1,5 +1,7 @@
 //! The guard job: dataset or generator → timely workers → guards → archive and alert output.
 
+pub mod registry;
+
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,14 +27,14 @@ use vigil_operators::{
     TelemetryColumns,
 };
 
-use crate::alerts_out::{AlertCounts, AlertTarget, WriteAlerts};
-use crate::archaeology_job::{ArchaeologyParams, Findings, SessionKey};
-use crate::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
-use crate::checkpoint::StateDir;
-use crate::crypto::PayloadKey;
-use crate::guards::{ConfiguredGuard, GuardSpec};
-use crate::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader, Watermark};
-use crate::replica_sink::{
+use crate::sinks::alerts::{AlertCounts, AlertTarget, WriteAlerts};
+use crate::jobs::archaeology::{ArchaeologyParams, Findings, SessionKey};
+use crate::sinks::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
+use crate::runtime::snapshot::StateDir;
+use crate::runtime::crypto::PayloadKey;
+use crate::jobs::guard::registry::{ConfiguredGuard, GuardSpec};
+use crate::connect::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader, Watermark};
+use crate::sinks::replica::{
     Output, ReplicaHandle, ReplicaSink, ReplicateAlerts, ReplicateTelemetry,
 };
 
@@ -192,7 +194,7 @@ pub struct GuardJob {
     /// What the job computes: the guards, or pattern archaeology.
     pub program: Program,
     /// The SQL replica the results are upserted into, if any.
-    pub replica: Option<crate::replica_sink::ReplicaOptions>,
+    pub replica: Option<crate::sinks::replica::ReplicaOptions>,
 }
 
 /// What a job computes over its input.
@@ -271,10 +273,10 @@ impl GuardJob {
     /// Locks the local directories the job writes for as long as the locks are held: the
     /// archive, the state directory when it snapshots (Kafka input, or archaeology carrying
     /// its patterns), and the spill when alerts go to Kafka or results to a replica. A second
-    /// job on one of them fails with [`crate::dir_lock::DirectoryInUse`].
-    pub fn lock_directories(&self) -> anyhow::Result<Vec<crate::dir_lock::DirLock>> {
+    /// job on one of them fails with [`crate::runtime::dir_lock::DirectoryInUse`].
+    pub fn lock_directories(&self) -> anyhow::Result<Vec<crate::runtime::dir_lock::DirLock>> {
         let mut dirs = Vec::new();
-        if let Some(dir) = crate::archive::local_dir(&self.archive) {
+        if let Some(dir) = crate::sinks::archive::local_dir(&self.archive) {
             dirs.push((dir, "archive directory", "--archive"));
         }
         let state = match (&self.input, &self.program) {
@@ -288,7 +290,7 @@ impl GuardJob {
         if matches!(self.alerts, AlertsOut::Kafka(_)) || self.replica.is_some() {
             dirs.push((self.spill_dir.clone(), "spill directory", "--spill"));
         }
-        crate::dir_lock::lock_all(&dirs)
+        crate::runtime::dir_lock::lock_all(&dirs)
     }
 }
 
@@ -478,8 +480,8 @@ fn check_payloads(
             "{origin} carries a payload but no payload key is configured, and payloads are only ever \
              stored encrypted: set {}=<64 hex chars> (e.g. `export {}=$(openssl rand -hex 32)`) \
              or pass --key-file FILE",
-            crate::crypto::KEY_ENV,
-            crate::crypto::KEY_ENV
+            crate::runtime::crypto::KEY_ENV,
+            crate::runtime::crypto::KEY_ENV
         ),
         None => Ok(()),
     }
@@ -693,7 +695,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
                     Some(Arc::new(StateDir::open(
                         dir,
                         &name,
-                        crate::archaeology_job::CARRIED_PER_WORKER * workers,
+                        crate::jobs::archaeology::CARRIED_PER_WORKER * workers,
                         HOUR_MS as u64,
                         Duration::ZERO,
                         carried_before,
@@ -728,7 +730,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
     );
     let replica = match &job.replica {
         Some(options) => {
-            let options = crate::replica_sink::ReplicaOptions {
+            let options = crate::sinks::replica::ReplicaOptions {
                 spill_dir: job.spill_dir.join("replica"),
                 ..options.clone()
             };
@@ -833,7 +835,7 @@ pub fn run(job: GuardJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
             };
             errors.archive(writer.clone(), index);
             if let Program::Archaeology(params) = &program {
-                crate::archaeology_job::build(
+                crate::jobs::archaeology::build(
                     points,
                     sessions,
                     params,
@@ -1063,10 +1065,10 @@ const SINKS_PER_WORKER: usize = 4;
 /// Decides how far input positions may be committed: up to the event time before which the
 /// archive is durable and every alert has been delivered.
 struct CommitGate {
-    durability: Arc<crate::archive::Durability>,
+    durability: Arc<crate::sinks::archive::Durability>,
     sinks: usize,
     alerts: Option<Arc<KafkaAlerts>>,
-    replica: Option<Arc<crate::replica_sink::ReplicaDurability>>,
+    replica: Option<Arc<crate::sinks::replica::ReplicaDurability>>,
     state: Option<Arc<StateDir>>,
 }
 
@@ -1372,7 +1374,7 @@ struct WorkerSink {
     key: Option<PayloadKey>,
     rng: rand::rngs::ThreadRng,
     /// Reading Kafka: the partition the buffered rows come from, the offset of the message
-    /// being read, and each buffered row's offset (see [`crate::archive::tag_kafka_batch`]).
+    /// being read, and each buffered row's offset (see [`crate::sinks::archive::tag_kafka_batch`]).
     kafka: Option<(Arc<str>, i32)>,
     offset: i64,
     offsets: Vec<i64>,
@@ -1426,7 +1428,7 @@ impl WorkerSink {
             let finished = self.readings.finish().and_then(|batch| match &self.kafka {
                 Some((topic, partition)) => {
                     let offsets = std::mem::take(&mut self.offsets);
-                    crate::archive::tag_kafka_batch(batch, topic, *partition, offsets)
+                    crate::sinks::archive::tag_kafka_batch(batch, topic, *partition, offsets)
                         .map_err(<Reading as vigil_operators::Record>::error)
                 }
                 None => Ok(batch),
@@ -1511,7 +1513,7 @@ impl RecordSink for WorkerSink {
             (Some(_), None) => {
                 let reason = format!(
                     "the record carries a payload but no payload key is configured: set {} or pass --key-file",
-                    crate::crypto::KEY_ENV
+                    crate::runtime::crypto::KEY_ENV
                 );
                 self.errors.push(DeadLetter::new(
                     reading.ts,

@@ -23,11 +23,11 @@ use vigil_operators::{
     Change, ChangeOp, CurrentVersions, RowKey, Side, SyncAction, SyncActionKind, SyncDiff, Version,
 };
 
-use crate::metrics::Metrics;
-use crate::migrations;
-use crate::pg_capture::LogicalSlot;
-use crate::replica::{Dialect, Replica, TableInfo};
-use crate::sync_job::{Capture, SyncJob, SyncSummary, agreed_row, key_row, parse_row, version_of};
+use crate::runtime::metrics::Metrics;
+use crate::connect::migrations;
+use crate::sources::pg_capture::LogicalSlot;
+use crate::connect::replica::{Dialect, Replica, TableInfo};
+use crate::jobs::sync::{Capture, SyncJob, SyncSummary, agreed_row, key_row, parse_row, version_of};
 
 /// One round's input to the diff dataflow.
 struct RoundInput {
@@ -262,9 +262,9 @@ pub fn follow(
             )?);
         }
         if let Some(archive) = job.archive.as_deref().filter(|_| !dead_letters.is_empty()) {
-            let location = crate::archive::ArchiveLocation::parse(archive)?;
+            let location = crate::sinks::archive::ArchiveLocation::parse(archive)?;
             let run = format!("sync-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
-            runtime.block_on(crate::archive::write_records(
+            runtime.block_on(crate::sinks::archive::write_records(
                 &location,
                 &dead_letters,
                 &run,
@@ -394,7 +394,7 @@ pub fn follow(
             .filter(|a| job.direction_allows(a.action))
             .map(|a| (*a).clone())
             .collect();
-        crate::sync_job::archive_actions(job, &runtime, &archived)?;
+        crate::jobs::sync::archive_actions(job, &runtime, &archived)?;
         record(metrics, &summary, &archived);
         on_round(&summary);
         let pause = interval.mul_f64(rand::random_range(0.5..1.5));
@@ -812,7 +812,7 @@ fn apply_round(
                 })
             };
             let (l, r) = (row(0), row(1));
-            conflicts.push(crate::sync_job::conflict_row(
+            conflicts.push(crate::jobs::sync::conflict_row(
                 info,
                 &action.key,
                 l,
@@ -831,7 +831,7 @@ fn apply_round(
         }
     }
     if !conflicts.is_empty() {
-        crate::sync_job::log_conflicts(&mut sides[0].replica, &conflicts)?;
+        crate::jobs::sync::log_conflicts(&mut sides[0].replica, &conflicts)?;
     }
     Ok(())
 }

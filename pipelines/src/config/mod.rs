@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::archaeology_job::{ArchaeologyParams, SessionKey};
-use crate::guard_job::{AlertsOut, GuardJob, InputSpec, ScoresOut};
-use crate::guards::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
-use crate::replica::ReplicaUrl;
-use crate::replica_sink::{DEFAULT_REPLICA, ReplicaOptions};
-use crate::secrets::SecretUrl;
+use crate::jobs::archaeology::{ArchaeologyParams, SessionKey};
+use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
+use crate::jobs::guard::registry::{ConfiguredGuard, GuardSpec, Reaction, Severity, Topic};
+use crate::connect::replica::ReplicaUrl;
+use crate::sinks::replica::{DEFAULT_REPLICA, ReplicaOptions};
+use crate::runtime::secrets::SecretUrl;
 
 /// A `vigil-guard` job.
 #[derive(Debug, Default, Deserialize)]
@@ -88,7 +88,7 @@ impl ReplicaConfig {
         };
         let bulk = match &self.bulk {
             Some(text) => Some(
-                crate::replica_sink::Bulk::parse(text)
+                crate::sinks::replica::Bulk::parse(text)
                     .with_context(|| format!("{}: replica.bulk", file.display()))?,
             ),
             None => None,

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::conninfo;
+use crate::runtime::conninfo;
 
 /// How long connecting may take when the connection string does not say (`connect_timeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -281,7 +281,7 @@ pub struct TlsRefused {
 }
 
 /// Connects as the connection string says, TLS included. Errors never repeat the string:
-/// callers name the server with [`crate::secrets::redact`].
+/// callers name the server with [`crate::runtime::secrets::redact`].
 pub async fn connect(text: &str) -> anyhow::Result<(tokio_postgres::Client, Connection)> {
     let (config, settings) = config(text)?;
     let tls = settings.connector()?;

@@ -1,8 +1,8 @@
 //! Connection strings cut into their parameters, without interpreting them: libpq's
 //! `key=value` form and the query of a URL.
 //!
-//! Two readers share these cuts: [`crate::secrets`], which hides the values of password-like
-//! parameters, and [`crate::pg_tls`], which takes out the TLS parameters tokio-postgres does
+//! Two readers share these cuts: [`crate::runtime::secrets`], which hides the values of password-like
+//! parameters, and [`crate::connect::pg_tls`], which takes out the TLS parameters tokio-postgres does
 //! not know. Both must see the same parameters the server would, or a password could slip
 //! past one of them.
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::replica::{Dialect, Replica, quote};
+use crate::connect::replica::{Dialect, Replica, quote};
 
 /// One schema change.
 #[derive(Clone, Copy, Debug)]
@@ -281,7 +281,7 @@ pub fn ensure_observer_writer(replica: &mut Replica) -> anyhow::Result<bool> {
     if replica.dialect() != Dialect::Postgres {
         return Ok(false);
     }
-    let tables: Vec<&str> = crate::replica_sink::ReplicaTable::ALL
+    let tables: Vec<&str> = crate::connect::tables::ReplicaTable::ALL
         .iter()
         .map(|t| t.name())
         .chain(["vigil_progress"])
@@ -347,7 +347,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::replica::ReplicaUrl;
+    use crate::connect::replica::ReplicaUrl;
 
     #[test]
     fn migrations_apply_once_and_a_changed_one_is_refused() {
@@ -386,7 +386,7 @@ mod tests {
         let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
         let mut replica = Replica::connect(&url, &runtime).unwrap();
         migrate(&mut replica, false).unwrap();
-        for table in crate::replica_sink::ReplicaTable::ALL {
+        for table in crate::connect::tables::ReplicaTable::ALL {
             let names: Vec<String> = replica
                 .query_text(
                     &format!("SELECT name FROM pragma_table_info('{}')", table.name()),

@@ -28,10 +28,10 @@ impl ReplicaUrl {
     /// Parses a replica URL.
     pub fn parse(url: &str) -> anyhow::Result<ReplicaUrl> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            crate::pg_tls::check(url).with_context(|| {
+            crate::connect::pg_tls::check(url).with_context(|| {
                 format!(
                     "{} is not a PostgreSQL URL vigil can use",
-                    crate::secrets::redact(url)
+                    crate::runtime::secrets::redact(url)
                 )
             })?;
             return Ok(ReplicaUrl::Postgres(url.to_owned()));
@@ -44,7 +44,7 @@ impl ReplicaUrl {
         anyhow::bail!(
             "{} is not a replica URL: use postgres://USER@HOST:PORT/DB (PostgreSQL or \
              CockroachDB) or sqlite://PATH",
-            crate::secrets::redact(url)
+            crate::runtime::secrets::redact(url)
         )
     }
 
@@ -52,7 +52,7 @@ impl ReplicaUrl {
     pub fn redacted(&self) -> String {
         match self {
             ReplicaUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-            ReplicaUrl::Postgres(url) => crate::secrets::redact(url),
+            ReplicaUrl::Postgres(url) => crate::runtime::secrets::redact(url),
         }
     }
 }
@@ -109,7 +109,7 @@ impl TableInfo {
 pub struct Replica {
     conn: Conn,
     url: ReplicaUrl,
-    /// How long a PostgreSQL request may wait for its answer (see [`crate::pg_tls::answer`]).
+    /// How long a PostgreSQL request may wait for its answer (see [`crate::connect::pg_tls::answer`]).
     limit: std::time::Duration,
 }
 
@@ -143,7 +143,7 @@ impl Replica {
         let conn = match url {
             ReplicaUrl::Postgres(text) => {
                 let (client, connection) = runtime
-                    .block_on(crate::pg_tls::connect(text))
+                    .block_on(crate::connect::pg_tls::connect(text))
                     .with_context(|| {
                         format!(
                             "connecting to {}: check that the server runs, the database exists \
@@ -156,10 +156,10 @@ impl Replica {
                         tracing::warn!(message = "The PostgreSQL connection ended.", %error);
                     }
                 });
-                if let Some(sql) = crate::pg_tls::session_setup(text)? {
+                if let Some(sql) = crate::connect::pg_tls::session_setup(text)? {
                     runtime
-                        .block_on(crate::pg_tls::answer(
-                            crate::pg_tls::ANSWER_TIMEOUT,
+                        .block_on(crate::connect::pg_tls::answer(
+                            crate::connect::pg_tls::ANSWER_TIMEOUT,
                             client.batch_execute(&sql),
                         ))
                         .with_context(|| {
@@ -188,7 +188,7 @@ impl Replica {
         Ok(Replica {
             conn,
             url: url.clone(),
-            limit: crate::pg_tls::ANSWER_TIMEOUT,
+            limit: crate::connect::pg_tls::ANSWER_TIMEOUT,
         })
     }
 
@@ -201,18 +201,18 @@ impl Replica {
         else {
             return Ok(());
         };
-        let sql = match (bounded, crate::pg_tls::session_setup(text)?) {
+        let sql = match (bounded, crate::connect::pg_tls::session_setup(text)?) {
             (false, _) => "SET statement_timeout = 0".to_owned(),
             (true, Some(sql)) => sql,
             // The connection string's own timeout is the session's default.
             (true, None) => "RESET statement_timeout".to_owned(),
         };
-        runtime.block_on(crate::pg_tls::answer(
-            crate::pg_tls::ANSWER_TIMEOUT,
+        runtime.block_on(crate::connect::pg_tls::answer(
+            crate::connect::pg_tls::ANSWER_TIMEOUT,
             client.batch_execute(&sql),
         ))?;
         self.limit = if bounded {
-            crate::pg_tls::ANSWER_TIMEOUT
+            crate::connect::pg_tls::ANSWER_TIMEOUT
         } else {
             std::time::Duration::MAX
         };
@@ -236,7 +236,7 @@ impl Replica {
     pub fn execute_batch(&mut self, sql: &str) -> anyhow::Result<()> {
         match &mut self.conn {
             Conn::Postgres { client, runtime } => {
-                runtime.block_on(crate::pg_tls::answer(self.limit, async {
+                runtime.block_on(crate::connect::pg_tls::answer(self.limit, async {
                     let tx = client.transaction().await?;
                     tx.batch_execute(sql).await?;
                     tx.commit().await
@@ -263,7 +263,7 @@ impl Replica {
                     .iter()
                     .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
-                let rows = runtime.block_on(crate::pg_tls::answer(
+                let rows = runtime.block_on(crate::connect::pg_tls::answer(
                     self.limit,
                     client.query(sql, &params),
                 ))?;
@@ -391,7 +391,7 @@ impl Replica {
             Conn::Postgres { client, runtime } => {
                 let sql = format!("SELECT row_to_json(t)::text FROM {} t", quote(&table.name));
                 let rows = runtime
-                    .block_on(crate::pg_tls::answer(self.limit, client.query(&sql, &[])))
+                    .block_on(crate::connect::pg_tls::answer(self.limit, client.query(&sql, &[])))
                     .with_context(|| format!("reading {}", table.name))?;
                 json_rows(&rows)
             }
@@ -459,12 +459,12 @@ impl Replica {
                     listed("t.")
                 );
                 let rows = match &mark {
-                    Some(mark) => runtime.block_on(crate::pg_tls::answer(
+                    Some(mark) => runtime.block_on(crate::connect::pg_tls::answer(
                         self.limit,
                         client.query(&sql, &[mark]),
                     ))?,
                     None => runtime
-                        .block_on(crate::pg_tls::answer(self.limit, client.query(&sql, &[])))?,
+                        .block_on(crate::connect::pg_tls::answer(self.limit, client.query(&sql, &[])))?,
                 };
                 json_rows(&rows)
             }
@@ -509,7 +509,7 @@ impl Replica {
                 let sql = format!("SELECT row_to_json(k)::text FROM (SELECT {keys} FROM {name}) k");
                 json_rows(
                     &runtime
-                        .block_on(crate::pg_tls::answer(self.limit, client.query(&sql, &[])))?,
+                        .block_on(crate::connect::pg_tls::answer(self.limit, client.query(&sql, &[])))?,
                 )
             }
             Conn::Sqlite(_) => Ok(self
@@ -549,7 +549,7 @@ impl Replica {
                 );
                 let keys =
                     Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
-                let rows = runtime.block_on(crate::pg_tls::answer(
+                let rows = runtime.block_on(crate::connect::pg_tls::answer(
                     self.limit,
                     client.query(&sql, &[&keys]),
                 ))?;
@@ -613,7 +613,7 @@ impl Replica {
             )
         };
         match &mut self.conn {
-            Conn::Postgres { client, runtime } => runtime.block_on(crate::pg_tls::answer(self.limit, async {
+            Conn::Postgres { client, runtime } => runtime.block_on(crate::connect::pg_tls::answer(self.limit, async {
                 let tx = client.transaction().await?;
                 if !upserts.is_empty() {
                     let rows = Value::Array(upserts.iter().cloned().map(Value::Object).collect()).to_string();
@@ -696,7 +696,7 @@ impl Replica {
                 let sql = format!(
                     "INSERT INTO {name} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{name}, $1::text::json)"
                 );
-                runtime.block_on(crate::pg_tls::answer(
+                runtime.block_on(crate::connect::pg_tls::answer(
                     self.limit,
                     client.execute(&sql, &[&rows]),
                 ))?;

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::archaeology_job::ArchaeologyParams;
+use crate::jobs::archaeology::ArchaeologyParams;
 use crate::config::{ArchaeologyConfig, JobConfig};
-use crate::crypto::PayloadKey;
-use crate::guard_job::{AlertsOut, GuardJob, InputSpec, Program, ScoresOut};
-use crate::guards::{CATALOGUE, GuardSpec};
-use crate::secrets::SecretUrl;
+use crate::runtime::crypto::PayloadKey;
+use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, Program, ScoresOut};
+use crate::jobs::guard::registry::{CATALOGUE, GuardSpec};
+use crate::runtime::secrets::SecretUrl;
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
 /// telemetry, alerts and dead letters as Parquet, and prints alerts as NDJSON.
@@ -219,7 +219,7 @@ impl GuardArgs {
 
     /// The guards the arguments configure (config file, then `--guard` flags), without
     /// touching keys or inputs.
-    fn configured_guards(&self) -> anyhow::Result<Vec<crate::guards::ConfiguredGuard>> {
+    fn configured_guards(&self) -> anyhow::Result<Vec<crate::jobs::guard::registry::ConfiguredGuard>> {
         let mut job = GuardJob::default();
         if let Some(path) = &self.config {
             JobConfig::load(path)?.apply(path, &mut job)?;

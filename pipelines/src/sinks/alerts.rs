@@ -11,7 +11,7 @@ use timely::dataflow::operators::generic::Operator;
 use tracing::error;
 use vigil_operators::{Alert, AlertStatus, Record};
 
-use crate::kafka::KafkaAlerts;
+use crate::connect::kafka::KafkaAlerts;
 
 /// Counts of alerts written.
 #[derive(Debug, Default)]

@@ -17,8 +17,8 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::guard_job::Shutdown;
-use crate::kafka::{KafkaEndpoint, TopicProducer};
+use crate::jobs::guard::Shutdown;
+use crate::connect::kafka::{KafkaEndpoint, TopicProducer};
 
 /// What is forwarded of one change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +169,7 @@ impl ChangeOut {
             return Ok(ChangeOut::Lines(Box::new(std::io::stdout())));
         }
         if target.starts_with("kafka://") {
-            return ChangeOut::kafka(target, crate::kafka::DELIVERY_TIMEOUT);
+            return ChangeOut::kafka(target, crate::connect::kafka::DELIVERY_TIMEOUT);
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -250,7 +250,7 @@ impl Checkpoint {
     /// Stores `seq`: written to a temporary file, synced, renamed over the old one, and the
     /// directory synced, so that a position once stored survives a crash.
     pub fn store(&self, seq: &str) -> anyhow::Result<()> {
-        crate::durable::replace_file(&self.path, seq.as_bytes())
+        crate::runtime::durable::replace_file(&self.path, seq.as_bytes())
             .with_context(|| format!("replacing the checkpoint {}", self.path.display()))
     }
 }
@@ -348,7 +348,7 @@ impl Listener {
         let mut stats = ListenerStats::default();
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut since = self.checkpoint.load()?;
-        info!(message = "Following the CouchDB changes.", server = %crate::secrets::redact(&self.server), db = %self.db, since = %since);
+        info!(message = "Following the CouchDB changes.", server = %crate::runtime::secrets::redact(&self.server), db = %self.db, since = %since);
         while !shutdown.is_triggered() {
             let result = match (self.feed, self.once) {
                 (Feed::Continuous, false) => {

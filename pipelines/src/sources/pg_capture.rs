@@ -12,7 +12,7 @@ use vigil_datasets::changes::{
 };
 use vigil_operators::{Change, DeadLetter};
 
-use crate::replica::{Dialect, Replica};
+use crate::connect::replica::{Dialect, Replica};
 
 /// A logical replication slot that follows some tables of one database.
 #[derive(Clone, Debug)]

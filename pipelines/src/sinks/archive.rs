@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use vigil_operators::{BatchBuilder, Record, time::partition_of};
 
-use crate::durable::{Fsync, Syncer};
+use crate::runtime::durable::{Fsync, Syncer};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -116,7 +116,7 @@ impl LocalArchive {
         if known.contains(dir) {
             return Ok(());
         }
-        crate::durable::create_dir_all_with(dir, self.syncer.as_ref())?;
+        crate::runtime::durable::create_dir_all_with(dir, self.syncer.as_ref())?;
         known.insert(dir.to_path_buf());
         Ok(())
     }
@@ -151,7 +151,7 @@ impl ArchiveLocation {
 
     /// A local archive at `path` (created if missing), its files made durable by `syncer`.
     fn local(path: &std::path::Path, syncer: Arc<dyn Syncer>) -> anyhow::Result<Self> {
-        crate::durable::create_dir_all_with(path, syncer.as_ref())
+        crate::runtime::durable::create_dir_all_with(path, syncer.as_ref())
             .with_context(|| format!("creating the archive directory {}", path.display()))?;
         let root = std::fs::canonicalize(path)
             .with_context(|| format!("opening the archive directory {}", path.display()))?;
@@ -893,7 +893,7 @@ mod tests {
         }
 
         fn dir(&self, dir: &Path) -> std::io::Result<()> {
-            crate::durable::sync_dir(dir)?;
+            crate::runtime::durable::sync_dir(dir)?;
             self.note(dir);
             Ok(())
         }

@@ -186,7 +186,7 @@ impl GuardSpec {
     ///
     /// # Examples
     /// ```
-    /// use vigil_pipelines::guards::GuardSpec;
+    /// use vigil_pipelines::jobs::guard::registry::GuardSpec;
     /// use vigil_operators::ZScore;
     /// assert_eq!(GuardSpec::parse("zscore:window=30").unwrap(), GuardSpec::ZScore(ZScore::new(30, 6.0)));
     /// assert!(GuardSpec::parse("zscore:windw=30").is_err());
