@@ -11,7 +11,7 @@ use std::time::Duration;
 use vigil_pipelines::jobs::couchdb::{
     ChangeMeta, ChangeOut, Checkpoint, Feed, FeedLine, Listener, parse_line, parse_response,
 };
-use vigil_pipelines::jobs::guard::Shutdown;
+use vigil_pipelines::runtime::shutdown::Shutdown;
 use vigil_tests::couchdb::{PouchServer, free_port};
 use vigil_tests::kafka::Broker;
 

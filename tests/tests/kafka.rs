@@ -11,7 +11,8 @@ use std::path::Path;
 
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
 use vigil_operators::{Alert, AlertStatus, Reading, Record};
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Shutdown, Summary, run};
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Summary, run};
+use vigil_pipelines::runtime::shutdown::Shutdown;
 use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_pipelines::connect::kafka::{KafkaEndpoint, KafkaInput};
 use vigil_tests::archive::{read_alerts, sql, sql_count, strings};

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use vigil_pipelines::cli::{ArchaeologyArgs, init_logging, on_stop_signal};
 use vigil_pipelines::runtime::dir_lock::exit_code;
-use vigil_pipelines::jobs::guard::{Program, Shutdown, run};
+use vigil_pipelines::jobs::guard::{Program, run};
+use vigil_pipelines::runtime::shutdown::Shutdown;
 
 fn main() -> ExitCode {
     init_logging();

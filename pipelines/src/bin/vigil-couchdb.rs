@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use vigil_pipelines::cli::{init_logging, on_stop_signal};
 use vigil_pipelines::jobs::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
-use vigil_pipelines::jobs::guard::Shutdown;
+use vigil_pipelines::runtime::shutdown::Shutdown;
 use vigil_pipelines::runtime::secrets::SecretUrl;
 
 /// Follows a CouchDB database's changes and forwards their metadata, checkpointing its position.

@@ -17,7 +17,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::jobs::guard::Shutdown;
+use crate::runtime::shutdown::Shutdown;
 use crate::connect::kafka::{KafkaEndpoint, TopicProducer};
 
 /// What is forwarded of one change.

@@ -16,5 +16,6 @@ pub mod dir_lock;
 pub mod durable;
 pub mod metrics;
 pub mod secrets;
+pub mod shutdown;
 pub mod snapshot;
 pub mod spill;

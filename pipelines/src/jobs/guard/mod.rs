@@ -5,7 +5,7 @@ pub mod registry;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use crate::jobs::archaeology::{ArchaeologyParams, Findings, SessionKey};
 use crate::sinks::archive::{Archive, ArchiveBatches, ArchiveLocation, Table, start_writer};
 use crate::runtime::snapshot::StateDir;
 use crate::runtime::crypto::PayloadKey;
+use crate::runtime::shutdown::Shutdown;
 use crate::jobs::guard::registry::{ConfiguredGuard, GuardSpec};
 use crate::connect::kafka::{KafkaAlerts, KafkaEndpoint, KafkaInput, KafkaMessage, KafkaReader, Watermark};
 use crate::sinks::replica::{
@@ -300,22 +301,6 @@ pub const DEFAULT_SERIES_LIMITS: SeriesLimits = SeriesLimits {
     max_series: Some(1_000_000),
     idle_ms: Some(7 * 24 * 3_600_000),
 };
-
-/// A flag that asks a running job to stop reading and finish what it has.
-#[derive(Clone, Debug, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    /// Asks the job to stop.
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a stop was asked for.
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq)]
