@@ -12,7 +12,8 @@ use vigil_datasets::generator::{DeviceSpec, device_truth};
 use vigil_operators::archaeology::entanglements::Entanglement;
 use vigil_operators::{Pattern, Record, Session};
 use vigil_pipelines::cli::ArchaeologyArgs;
-use vigil_pipelines::jobs::guard::{Summary, run};
+use vigil_pipelines::jobs::archaeology::run;
+use vigil_pipelines::jobs::guard::Summary;
 use vigil_pipelines::runtime::shutdown::Shutdown;
 use vigil_tests::files::parquet_files;
 

@@ -18,10 +18,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{RngExt, SeedableRng};
 use vigil_operators::archaeology::entanglements::Entanglement;
 use vigil_operators::{Alert, AlertStatus, Pattern, Reading, Record, Session};
+use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
 use vigil_pipelines::runtime::shutdown::Shutdown;
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
-use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
 use vigil_pipelines::sinks::replica::{Bulk, ReplicaOptions};
 use vigil_tests::files::parquet_files;
 use vigil_tests::postgres::{PgCluster, PgDatabase};
@@ -278,11 +278,11 @@ fn archaeology_backfill_equals_the_archive_in_every_replica() {
             ..clap::Parser::parse_from(["vigil-archaeology"])
         };
         let mut job = args.into_job().unwrap();
-        job.spill_dir = run_dir.join("spill");
-        if let Some(replica) = &mut job.replica {
+        job.settings.spill_dir = run_dir.join("spill");
+        if let Some(replica) = &mut job.settings.replica {
             replica.bulk = bulk;
         }
-        run(job, Shutdown::default()).unwrap();
+        vigil_pipelines::jobs::archaeology::run(job, Shutdown::default()).unwrap();
         let archive = run_dir.join("archive");
 
         let patterns: BTreeSet<(String, u64, u64)> = records::<Pattern>(&archive.join("patterns"))

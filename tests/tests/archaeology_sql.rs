@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use vigil_pipelines::cli::ArchaeologyArgs;
-use vigil_pipelines::jobs::guard::run;
+use vigil_pipelines::jobs::archaeology::run;
 use vigil_pipelines::runtime::shutdown::Shutdown;
 use vigil_tests::archive::{sql, sql_count, strings};
 

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vigil_pipelines::cli::{ArchaeologyArgs, init_logging, on_stop_signal};
+use vigil_pipelines::jobs::archaeology::run;
 use vigil_pipelines::runtime::dir_lock::exit_code;
-use vigil_pipelines::jobs::guard::{Program, run};
 use vigil_pipelines::runtime::shutdown::Shutdown;
 
 fn main() -> ExitCode {
@@ -19,10 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let top = match &job.program {
-        Program::Archaeology(params) => params.top,
-        Program::Guards => 0,
-    };
+    let top = job.params.top;
     let shutdown = Shutdown::default();
     let on_signal = shutdown.clone();
     // A second Ctrl-C kills the process the usual way.

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::jobs::archaeology::ArchaeologyParams;
 use crate::config::{ArchaeologyConfig, JobConfig};
-use crate::runtime::crypto::PayloadKey;
-use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, Program, ScoresOut};
+use crate::jobs::archaeology::ArchaeologyJob;
+use crate::jobs::archaeology::ArchaeologyParams;
 use crate::jobs::guard::registry::{CATALOGUE, GuardSpec};
+use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
+use crate::runtime::crypto::PayloadKey;
 use crate::runtime::secrets::SecretUrl;
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
@@ -219,7 +220,9 @@ impl GuardArgs {
 
     /// The guards the arguments configure (config file, then `--guard` flags), without
     /// touching keys or inputs.
-    fn configured_guards(&self) -> anyhow::Result<Vec<crate::jobs::guard::registry::ConfiguredGuard>> {
+    fn configured_guards(
+        &self,
+    ) -> anyhow::Result<Vec<crate::jobs::guard::registry::ConfiguredGuard>> {
         let mut job = GuardJob::default();
         if let Some(path) = &self.config {
             JobConfig::load(path)?.apply(path, &mut job)?;
@@ -307,7 +310,7 @@ pub const ARCHAEOLOGY_DEFAULT_INPUT: &str = "gen:devices?devices=200&ticks=3600&
 
 impl ArchaeologyArgs {
     /// Builds the job the arguments describe: defaults, then the config file, then flags.
-    pub fn into_job(self) -> anyhow::Result<GuardJob> {
+    pub fn into_job(self) -> anyhow::Result<ArchaeologyJob> {
         let mut job = GuardJob {
             input: InputSpec::Generator(ARCHAEOLOGY_DEFAULT_INPUT.into()),
             alerts: AlertsOut::Off,
@@ -353,8 +356,10 @@ impl ArchaeologyArgs {
         self.replica.apply(&mut job)?;
         job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
         job.progress = !self.no_progress && std::io::stderr().is_terminal();
-        job.program = Program::Archaeology(Box::new(params));
-        Ok(job)
+        Ok(ArchaeologyJob {
+            settings: job.settings(),
+            params,
+        })
     }
 }
 

@@ -6,5 +6,6 @@
 
 pub mod archaeology;
 pub mod couchdb;
+pub mod engine;
 pub mod guard;
 pub mod sync;

@@ -2,347 +2,160 @@
 //! over the same inputs as the guard job, archived as the `patterns`, `sessions` and
 //! `entanglements` tables.
 
-use std::hash::Hash;
+pub mod dataflow;
+pub mod findings;
+pub mod params;
+
+pub use findings::Findings;
+pub use params::{ArchaeologyParams, CARRIED_PER_WORKER, SessionKey, SessionParams};
+
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::sinks::replica::{Output, ReplicaHandle, ReplicateCollection};
-use differential_dataflow::VecCollection;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::{ProbeHandle, Stream};
-use vigil_operators::archaeology::FastMap;
-use vigil_operators::archaeology::entanglements::{EntangleParams, Entanglement, Entanglements};
-use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams, FieldSnapshot};
-use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
-use vigil_operators::archaeology::sequences::{SequenceParams, Sequences};
-use vigil_operators::{Pattern, Point, ReadingRef, Session, SessionEvent, Sessions, SnapshotStore};
+use vigil_operators::SnapshotStore;
 
-use crate::sinks::archive::{Archive, ArchiveWriter};
+use crate::connect::kafka::KafkaAlerts;
+use crate::jobs::engine::settings::Settings;
+use crate::jobs::engine::source::Source;
+use crate::jobs::engine::summary::Summary;
+use crate::jobs::engine::{self, HOUR_MS, Program, Streams, WorkerOutputs};
+use crate::runtime::dir_lock::DirLock;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::snapshot::StateDir;
+use crate::sinks::replica::Output;
 
-/// What the archaeology job looks for, and how.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ArchaeologyParams {
-    /// Sequential patterns.
-    pub sequences: SequenceParams,
-    /// Motifs in each reading series; `None` leaves them out.
-    pub motifs: Option<MotifParams>,
-    /// Entangled sources.
-    pub entanglements: EntangleParams,
-    /// Sessions.
-    pub sessions: SessionParams,
-    /// The field summary.
-    pub field: FieldParams,
-    /// How many patterns the end-of-run report shows.
-    pub top: usize,
-    /// Where sequential patterns carry their state from one run to the next (`--state`).
-    pub carry: Option<std::path::PathBuf>,
+/// Everything the archaeology job needs to run.
+#[derive(Clone, Debug, Default)]
+pub struct ArchaeologyJob {
+    /// Input, archive, workers, limits and outputs, as for every dataflow job.
+    pub settings: Settings,
+    /// What it looks for, and how.
+    pub params: ArchaeologyParams,
 }
 
-/// Carried state files per worker: the runs in progress and the pattern counts.
-pub(crate) const CARRIED_PER_WORKER: usize = 2;
-
-impl Default for ArchaeologyParams {
-    fn default() -> Self {
-        Self {
-            sequences: SequenceParams::default(),
-            motifs: Some(MotifParams::default()),
-            // Judged every minute: each judgement visits every pair that came together.
-            entanglements: EntangleParams {
-                every_ms: 60_000,
-                ..EntangleParams::default()
-            },
-            sessions: SessionParams::default(),
-            field: FieldParams::default(),
-            top: 20,
-            carry: None,
+impl ArchaeologyJob {
+    /// Locks the local directories the job writes for as long as the locks are held: the
+    /// archive, the state directory its patterns are carried in, and the spill when results
+    /// go to a replica.
+    pub fn lock_directories(&self) -> anyhow::Result<Vec<DirLock>> {
+        let mut dirs = Vec::new();
+        if let Some(dir) = crate::sinks::archive::local_dir(&self.settings.archive) {
+            dirs.push((dir, "archive directory", "--archive"));
         }
-    }
-}
-
-/// How sessions are formed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SessionParams {
-    /// A session ends after this much event time without an event of its key.
-    pub gap_ms: u64,
-    /// What a session is of.
-    pub by: SessionKey,
-}
-
-impl Default for SessionParams {
-    fn default() -> Self {
-        Self {
-            gap_ms: 30_000,
-            by: SessionKey::Room("room".into()),
+        if let Some(dir) = &self.params.carry {
+            dirs.push((dir.clone(), "state directory", "--state"));
         }
-    }
-}
-
-/// What a session is kept by.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SessionKey {
-    /// The value of this attribute of the event (events without it take part in none).
-    Room(String),
-    /// The event's source.
-    Source,
-}
-
-impl SessionKey {
-    /// The session key of a reading, if it has one.
-    pub fn key_of(&self, reading: &ReadingRef<'_>) -> Option<String> {
-        match self {
-            SessionKey::Source => Some(reading.source.to_owned()),
-            SessionKey::Room(attr) => {
-                let attrs = reading.attrs?;
-                // Only events that carry the attribute pay for parsing.
-                if !attrs.contains(attr.as_str()) {
-                    return None;
-                }
-                let value: serde_json::Value = serde_json::from_str(attrs).ok()?;
-                match value.get(attr)? {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                }
-            }
-        }
-    }
-}
-
-/// What a run found, gathered from the workers at the end of the input.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Findings {
-    /// The patterns at the end, most supported first.
-    pub patterns: Vec<Pattern>,
-    /// Sessions found (all closed at the end of the input).
-    pub sessions: u64,
-    /// The entangled pairs at the end, strongest first.
-    pub entanglements: Vec<Entanglement>,
-    /// The field's newest snapshot.
-    pub field: Option<FieldSnapshot>,
-}
-
-impl Findings {
-    /// Orders patterns by support, then occurrences, then items, and keeps all of them (the
-    /// report shows the first `top`); entanglements by lift.
-    pub fn rank(&mut self, _top: usize) {
-        self.patterns.sort_by(|a, b| {
-            (b.support, b.occurrences, &a.kind, &a.items, &a.sources).cmp(&(
-                a.support,
-                a.occurrences,
-                &b.kind,
-                &b.items,
-                &b.sources,
-            ))
-        });
-        self.entanglements.sort_by(|a, b| {
-            (b.lift_milli, b.together, &a.a, &a.b).cmp(&(a.lift_milli, a.together, &b.a, &b.b))
-        });
-    }
-
-    /// The findings as JSON, for scripts.
-    pub fn to_json(&self) -> serde_json::Value {
-        let sequences = self
-            .patterns
-            .iter()
-            .filter(|p| p.kind == "sequence")
-            .count();
-        serde_json::json!({
-            "patterns": self.patterns.len(),
-            "sequence_patterns": sequences,
-            "motifs": self.patterns.len() - sequences,
-            "sessions": self.sessions,
-            "entanglements": self.entanglements.len(),
-            "resonance": self.field.as_ref().map(|f| f.resonance),
-            "active_sources": self.field.as_ref().map(|f| f.active_sources),
-        })
-    }
-
-    /// The end-of-run report: the `top` patterns of each kind and the strongest pairs.
-    pub fn report(&self, top: usize) -> String {
-        let mut out = String::new();
-        for kind in ["sequence", "motif"] {
-            let of_kind: Vec<&Pattern> = self.patterns.iter().filter(|p| p.kind == kind).collect();
-            out.push_str(&format!(
-                "{} {kind} patterns; the top {}:\n{:<40} {:>8} {:>11}  {:<24} {:<24}\n",
-                of_kind.len(),
-                top.min(of_kind.len()),
-                "ITEMS",
-                "SUPPORT",
-                "OCCURRENCES",
-                "FIRST SEEN",
-                "LAST SEEN"
-            ));
-            for p in of_kind.iter().take(top) {
-                let items = match kind {
-                    "motif" => format!("{} {}", p.sources.join(","), p.items.join(" ")),
-                    _ => p.items.join(" → "),
-                };
-                out.push_str(&format!(
-                    "{items:<40} {:>8} {:>11}  {:<24} {:<24}\n",
-                    p.support,
-                    p.occurrences,
-                    vigil_operators::time::format_ts(p.first_seen),
-                    vigil_operators::time::format_ts(p.last_seen)
-                ));
-            }
-        }
-        out.push_str(&format!(
-            "{} entangled pairs; the strongest {}:\n",
-            self.entanglements.len(),
-            top.min(self.entanglements.len())
-        ));
-        for e in self.entanglements.iter().take(top) {
-            out.push_str(&format!(
-                "{} ~ {}  together {}  lift {:.1}  since {}\n",
-                e.a,
-                e.b,
-                e.together,
-                e.lift_milli as f64 / 1000.0,
-                vigil_operators::time::format_ts(e.since)
+        if self.settings.replica.is_some() {
+            dirs.push((
+                self.settings.spill_dir.clone(),
+                "spill directory",
+                "--spill",
             ));
         }
-        out.push_str(&format!("{} sessions\n", self.sessions));
-        out
+        crate::runtime::dir_lock::lock_all(&dirs)
     }
 }
 
-/// Builds one worker's archaeology dataflow: every operator over the points (and the
-/// session events), their results archived by this worker (`index`) and replicated (when a
-/// replica handle is given), and what is current at the end gathered into `findings`.
-pub(crate) fn build<'scope>(
-    points: Stream<'scope, u64, Vec<Point>>,
-    session_events: Stream<'scope, u64, Vec<SessionEvent>>,
-    params: &ArchaeologyParams,
-    carry: Option<Arc<dyn SnapshotStore>>,
-    (writer, index, replica): (&ArchiveWriter, usize, Option<ReplicaHandle>),
-    findings: &Arc<Mutex<Findings>>,
-    probe: &ProbeHandle<u64>,
-) {
-    let mut patterns = points.clone().sequences_carried(params.sequences, carry);
-    if let Some(motifs) = params.motifs {
-        patterns = patterns.concat(points.clone().motifs(motifs));
-    }
-    let pairs = points.clone().entanglements(params.entanglements);
-    let field = points.field(params.field);
-    let sessions = session_events.sessions(params.sessions.gap_ms);
-
-    // The reading loop paces itself by how far the operators have got.
-    patterns.inner.clone().probe_with(probe);
-    pairs.inner.clone().probe_with(probe);
-    sessions.inner.clone().probe_with(probe);
-    field.inner.clone().probe_with(probe);
-
-    // The replica follows every change: open sessions, patterns as their support moves.
-    if let Some(replica) = replica {
-        patterns
-            .inner
-            .clone()
-            .replicate_collection(replica.clone(), Output::Patterns);
-        sessions
-            .inner
-            .clone()
-            .replicate_collection(replica.clone(), Output::Sessions);
-        pairs
-            .inner
-            .clone()
-            .replicate_collection(replica, Output::Entanglements);
-    }
-
-    // A session is archived once closed: then it is final.
-    let closed = sessions.inner.unary(Pipeline, "ClosedSessions", |_, _| {
-        move |input, output| {
-            input.for_each(|time, data| {
-                let mut session = output.session(&time);
-                for (s, _, diff) in data.drain(..) {
-                    if diff > 0 && !s.open {
-                        session.give(s);
-                    }
-                }
-            });
-        }
-    });
-    let found = findings.clone();
-    closed
-        .clone()
-        .inspect(move |_: &Session| {
-            if let Ok(mut f) = found.lock() {
-                f.sessions += 1;
-            }
-        })
-        .archive(writer.clone(), index);
-
-    // Patterns and pairs are archived as they stand at the end of the input.
-    let found = findings.clone();
-    at_end(patterns)
-        .inspect(move |p: &Pattern| {
-            if let Ok(mut f) = found.lock() {
-                f.patterns.push(p.clone());
-            }
-        })
-        .archive(writer.clone(), index);
-    let found = findings.clone();
-    at_end(pairs)
-        .inspect(move |e: &Entanglement| {
-            if let Ok(mut f) = found.lock() {
-                f.entanglements.push(e.clone());
-            }
-        })
-        .archive(writer.clone(), index);
-    let found = findings.clone();
-    // Only the newest snapshot is reported: the particles' comings and goings are not kept.
-    let snapshots = field.filter(|item| matches!(item, FieldItem::Snapshot(_)));
-    at_end(snapshots).inspect(move |item: &FieldItem| {
-        if let (FieldItem::Snapshot(newest), Ok(mut f)) = (item, found.lock())
-            && f.field.as_ref().is_none_or(|old| old.at < newest.at)
-        {
-            f.field = Some(newest.clone());
-        }
-    });
-}
-
-/// The records a collection holds once its input has ended, on the worker that holds them.
-/// State is the collection's current content.
-fn at_end<'scope, R>(
-    collection: VecCollection<'scope, u64, R, isize>,
-) -> Stream<'scope, u64, Vec<R>>
-where
-    R: differential_dataflow::Data + Hash,
-{
-    collection.inner.unary_frontier(Pipeline, "AtEnd", |_, _| {
-        let mut current: FastMap<R, isize> = FastMap::default();
-        let mut held: Option<timely::dataflow::operators::Capability<u64>> = None;
-        move |(input, frontier), output| {
-            input.for_each(|time, data| {
-                if let Some(cap) = time.retain_least(output.output_index())
-                    && held.as_ref().is_none_or(|h| cap.time() < h.time())
-                {
-                    held = Some(cap);
-                }
-                for (record, _, diff) in data.drain(..) {
-                    match current.get_mut(&record) {
-                        Some(count) => {
-                            *count += diff;
-                            if *count == 0 {
-                                current.remove(&record);
-                            }
-                        }
-                        None => {
-                            current.insert(record, diff);
-                        }
-                    }
-                }
-            });
-            if frontier.is_empty()
-                && let Some(cap) = held.take()
-            {
-                let mut session = output.session(&cap);
-                for (record, count) in current.drain() {
-                    for _ in 0..count.max(0) {
-                        session.give(record.clone());
-                    }
-                }
-            }
-        }
+/// Runs the archaeology job to the end of its input (or until `shutdown`); the summary holds
+/// what it found.
+pub fn run(job: ArchaeologyJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
+    let workers = job.settings.workers.max(1);
+    engine::run(job.settings.clone(), shutdown, |source| {
+        // Held until the run has finished with its directories, whichever way it returns.
+        let locks = job.lock_directories()?;
+        let state = match (source, &job.params.carry) {
+            (Source::Plan(_), Some(dir)) => Some(carried_state(&job.params, dir, workers)?),
+            _ => None,
+        };
+        let program = ArchaeologyProgram {
+            params: job.params.clone(),
+            state,
+            findings: Arc::default(),
+        };
+        Ok((program, locks))
     })
+}
+
+/// The state an archaeology job with a state directory carries from the run before and on to
+/// the next: a backfill in parts finds what one run would.
+fn carried_state(
+    params: &ArchaeologyParams,
+    dir: &std::path::Path,
+    workers: usize,
+) -> anyhow::Result<Arc<StateDir>> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(format!("{:?}", params.sequences).as_bytes());
+    let name = format!("archaeology-{:016x}", hasher.digest());
+    // The first run of a backfill in parts has nothing to carry on from.
+    let carried_before = dir.join(&name).exists();
+    Ok(Arc::new(StateDir::open(
+        dir,
+        &name,
+        CARRIED_PER_WORKER * workers,
+        HOUR_MS as u64,
+        Duration::ZERO,
+        carried_before,
+    )?))
+}
+
+/// The archaeology operators of one run, and what their workers gather at the end.
+struct ArchaeologyProgram {
+    params: ArchaeologyParams,
+    state: Option<Arc<StateDir>>,
+    findings: Arc<Mutex<Findings>>,
+}
+
+impl Program for ArchaeologyProgram {
+    const NAME: &'static str = "archaeology";
+    const OUTPUTS: &'static [Output] = &[Output::Patterns, Output::Sessions, Output::Entanglements];
+
+    fn archives_readings(&self) -> bool {
+        false
+    }
+
+    fn session_key(&self) -> Option<SessionKey> {
+        Some(self.params.sessions.by.clone())
+    }
+
+    // The parameters go into the run id instead.
+    fn config_text(&self) -> String {
+        String::new()
+    }
+
+    // Runs with other parameters find other patterns: they write files of their own.
+    fn run_id(&self, fingerprint: String) -> String {
+        let digest =
+            xxhash_rust::xxh3::xxh3_64(format!("{fingerprint}{:?}", self.params).as_bytes());
+        format!("{:08x}", digest as u32)
+    }
+
+    fn state(&self) -> Option<&Arc<StateDir>> {
+        self.state.as_ref()
+    }
+
+    fn deliveries(&self) -> Option<Arc<KafkaAlerts>> {
+        None
+    }
+
+    fn build(&self, streams: Streams<'_>, outputs: WorkerOutputs<'_>) {
+        dataflow::build(
+            streams.points,
+            streams.sessions,
+            &self.params,
+            outputs.state.map(|s| s as Arc<dyn SnapshotStore>),
+            (outputs.writer, outputs.index, outputs.replica),
+            &self.findings,
+            outputs.probe,
+        );
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn summarize(&self, summary: &mut Summary, _live: bool) {
+        let mut found = self.findings.lock().map(|f| f.clone()).unwrap_or_default();
+        found.rank(self.params.top);
+        summary.findings = Some(found);
+    }
 }
