@@ -69,17 +69,32 @@ impl PayloadKey {
         })
     }
 
-    /// The key from a key file (64 hex characters), if given, else from `VIGIL_KEY`, else none.
-    pub fn from_env_or_file(key_file: Option<&Path>) -> anyhow::Result<Option<Self>> {
-        if let Some(path) = key_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the key file {}", path.display()))?;
+    /// The key a job is given: the text of its key file when one was named (`file`: the path
+    /// and what reading it gave), else the value of `VIGIL_KEY` (`env`), else none. The caller
+    /// reads the file and the environment: operators do no I/O.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::path::Path;
+    /// use vigil_operators::crypto::PayloadKey;
+    /// let file = Some((Path::new("key.hex"), Ok("ab".repeat(32))));
+    /// let key = PayloadKey::from_file_or_env(file, Some("not a key".into())).unwrap();
+    /// assert!(key.is_some(), "the file wins over the environment");
+    /// assert!(PayloadKey::from_file_or_env(None, Some(" ".into())).unwrap().is_none());
+    /// assert!(PayloadKey::from_file_or_env(None, Some("cd".repeat(31))).is_err());
+    /// ```
+    pub fn from_file_or_env(
+        file: Option<(&Path, std::io::Result<String>)>,
+        env: Option<String>,
+    ) -> anyhow::Result<Option<Self>> {
+        if let Some((path, text)) = file {
+            let text = text.with_context(|| format!("reading the key file {}", path.display()))?;
             return Self::from_hex(&text)
                 .map(Some)
                 .with_context(|| format!("key file {}", path.display()));
         }
-        match std::env::var(KEY_ENV) {
-            Ok(text) if !text.trim().is_empty() => Self::from_hex(&text).map(Some).context(KEY_ENV),
+        match env {
+            Some(text) if !text.trim().is_empty() => Self::from_hex(&text).map(Some).context(KEY_ENV),
             _ => Ok(None),
         }
     }

@@ -1,12 +1,12 @@
 //! The `vigil-sql` command line: its arguments and what a run does.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 
-use vigil_operators::crypto::PayloadKey;
+use vigil_operators::crypto::{KEY_ENV, PayloadKey};
 
 use crate::archive::Reach;
 use crate::session::{Limits, QueryError, Session, default_memory_limit, parse_memory};
@@ -230,17 +230,10 @@ pub async fn open(args: &Args) -> Result<Session, Failure> {
     // environment of whoever started it is not meant for every client that connects.
     let (key, reach) = match args.serve {
         None => (
-            PayloadKey::from_env_or_file(args.key_file.as_deref()),
+            load_key(args.key_file.as_deref(), std::env::var(KEY_ENV).ok()),
             Reach::ArchiveAndFiles,
         ),
-        Some(_) => (
-            args.key_file
-                .as_deref()
-                .map(|path| PayloadKey::from_env_or_file(Some(path)))
-                .transpose()
-                .map(Option::flatten),
-            Reach::ArchiveOnly,
-        ),
+        Some(_) => (load_key(args.key_file.as_deref(), None), Reach::ArchiveOnly),
     };
     let key = key.map_err(Failure::Usage)?;
     Session::open_with(&args.archive, args.limits(), key, reach)
@@ -350,4 +343,11 @@ impl<'a> Output<'a> {
         }
         Ok(())
     }
+}
+
+/// The payload key from the key file if one is named, else from `env` (the value of
+/// `VIGIL_KEY`, when the mode reads it), else none.
+fn load_key(key_file: Option<&Path>, env: Option<String>) -> anyhow::Result<Option<PayloadKey>> {
+    let file = key_file.map(|path| (path, std::fs::read_to_string(path)));
+    PayloadKey::from_file_or_env(file, env)
 }

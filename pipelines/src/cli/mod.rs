@@ -10,7 +10,6 @@ use crate::jobs::archaeology::ArchaeologyJob;
 use crate::jobs::archaeology::ArchaeologyParams;
 use crate::jobs::guard::registry::{CATALOGUE, GuardSpec};
 use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
-use crate::runtime::crypto::PayloadKey;
 use crate::runtime::secrets::SecretUrl;
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
@@ -176,7 +175,7 @@ impl GuardArgs {
             job.series_limits.idle_ms = idle;
         }
         self.replica.apply(&mut job)?;
-        job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
+        job.key = crate::runtime::crypto::load_key(self.key_file.as_deref())?;
         job.progress = !self.no_progress
             && std::io::stderr().is_terminal()
             && !matches!(job.input, InputSpec::Default);
@@ -354,7 +353,7 @@ impl ArchaeologyArgs {
             job.max_line_bytes = max;
         }
         self.replica.apply(&mut job)?;
-        job.key = PayloadKey::from_env_or_file(self.key_file.as_deref())?;
+        job.key = crate::runtime::crypto::load_key(self.key_file.as_deref())?;
         job.progress = !self.no_progress && std::io::stderr().is_terminal();
         Ok(ArchaeologyJob {
             settings: job.settings(),
