@@ -9,11 +9,13 @@
 //! - `conninfo`: connection strings cut into their parameters.
 //! - `metrics`: the Prometheus exposition.
 //! - `backoff`: how long to wait before trying a peer again.
+//! - `io`: the tokio runtimes jobs do their I/O on.
 
 pub mod conninfo;
 pub mod crypto;
 pub mod dir_lock;
 pub mod durable;
+pub mod io;
 pub mod metrics;
 pub mod secrets;
 pub mod shutdown;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use timely::dataflow::operators::Input;
@@ -108,12 +107,7 @@ pub(crate) fn run<P: Program>(
     let (program, _locks) = start(&source)?;
     let program = Arc::new(program);
     info!(message = %format!("Starting the {} job.", P::NAME), input = %source.description(), archive = %location, workers = settings.workers);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("vigil-io")
-        .enable_all()
-        .build()
-        .context("starting the I/O runtime")?;
+    let runtime = crate::runtime::io::background("I/O")?;
     let state = program.state().cloned();
     let continued = match &*source {
         Source::Kafka { resumed, .. } => {
