@@ -94,7 +94,9 @@ impl PayloadKey {
                 .with_context(|| format!("key file {}", path.display()));
         }
         match env {
-            Some(text) if !text.trim().is_empty() => Self::from_hex(&text).map(Some).context(KEY_ENV),
+            Some(text) if !text.trim().is_empty() => {
+                Self::from_hex(&text).map(Some).context(KEY_ENV)
+            }
             _ => Ok(None),
         }
     }

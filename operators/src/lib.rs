@@ -16,6 +16,24 @@
 //!   its change feed, and `sync_diff`, the actions that make the sides agree.
 //!
 //! Everything a user needs is re-exported flat: `use vigil_operators::*`.
+//!
+//! # Examples
+//! Guards run in a dataflow ([`SeriesGuard`]); [`Guard::replay`] runs one over a series
+//! without a dataflow, the quickest way to see what a guard does.
+//! ```
+//! use vigil_operators::*;
+//!
+//! let points: Vec<Point> = (0..)
+//!     .zip([20.0, 21.0, 99.0, 98.0, 22.0])
+//!     .map(|(i, v)| Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, v)))
+//!     .collect();
+//! let bounds = Threshold::new().bound("temp_c", None, Some(90.0));
+//! let alerts = Guard::new(GuardLabel::new("threshold"), bounds).replay(&points);
+//! let seen: Vec<_> = alerts.iter().map(|a| (a.status, a.ts)).collect();
+//! assert_eq!(seen, [(AlertStatus::Raised, 2_000), (AlertStatus::Cleared, 4_000)]);
+//! // The record that clears an alert carries the id it was raised with.
+//! assert_eq!(alerts[1].alert_id, alerts[0].alert_id);
+//! ```
 
 pub mod archaeology;
 pub mod crypto;

@@ -1,5 +1,33 @@
 //! Records held back until the frontier passes their event time, for the operators that
 //! judge in event-time order (guards, sessions, the whole-field operators).
+//!
+//! # Examples
+//! Readings sent out of event-time order wait here until their time is complete, so a guard
+//! judges them in event-time order: 20 at 1 s, 95 at 2 s, 99 at 3 s is one alert, at 2 s
+//! (in the order sent, it would be three).
+//! ```
+//! use timely::dataflow::operators::{Capture, ToStream, capture::Event};
+//! use vigil_operators::{AlertStatus, GuardLabel, Point, Reading, SeriesGuard, Threshold};
+//!
+//! let captured = timely::example(|scope| {
+//!     let points: Vec<Point> = [(3_000, 99.0), (1_000, 20.0), (2_000, 95.0)]
+//!         .iter()
+//!         .map(|(ts, v)| Point::from(&Reading::new("veh-1", "temp_c", *ts, *v)))
+//!         .collect();
+//!     let logic = Threshold::new().bound("temp_c", None, Some(90.0));
+//!     let stream = points.to_stream(scope).container::<Vec<_>>();
+//!     stream.guard(GuardLabel::new("threshold"), logic).capture()
+//! });
+//! let alerts: Vec<_> = captured
+//!     .try_iter()
+//!     .flat_map(|event| match event {
+//!         Event::Messages(_, alerts) => alerts,
+//!         Event::Progress(_) => Vec::new(),
+//!     })
+//!     .map(|a| (a.status, a.ts))
+//!     .collect();
+//! assert_eq!(alerts, [(AlertStatus::Raised, 2_000)]);
+//! ```
 
 use timely::dataflow::operators::Capability;
 

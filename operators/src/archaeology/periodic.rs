@@ -1,5 +1,35 @@
 //! The engine of the whole-field operators: every event in event-time order on one worker,
 //! and an evaluation every interval of event time once the frontier has passed it.
+//!
+//! # Examples
+//! The field runs on this engine: fed events at 25 s, 2 s and 1 s, it takes its snapshots at
+//! every 10 s of event time, each over the events before it, up to the one after the last
+//! event.
+//! ```
+//! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+//! use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams};
+//! use vigil_operators::{Point, Reading};
+//!
+//! let captured = timely::example(|scope| {
+//!     let points: Vec<Point> = [25_000, 2_000, 1_000]
+//!         .iter()
+//!         .map(|ts| Point::from(&Reading::new("dev-1", "BLOOM", *ts, 0.5)))
+//!         .collect();
+//!     let params = FieldParams { every_ms: 10_000, ..FieldParams::default() };
+//!     points.to_stream(scope).container::<Vec<_>>().field(params).inner.capture()
+//! });
+//! let mut snapshots: Vec<(i64, u64)> = captured
+//!     .extract()
+//!     .into_iter()
+//!     .flat_map(|(_, updates)| updates)
+//!     .filter_map(|(item, _, diff)| match item {
+//!         FieldItem::Snapshot(s) if diff > 0 => Some((s.at, s.events)),
+//!         _ => None,
+//!     })
+//!     .collect();
+//! snapshots.sort();
+//! assert_eq!(snapshots, [(10_000, 2), (20_000, 2), (30_000, 3)]);
+//! ```
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::Stream;

@@ -22,6 +22,24 @@ pub const LATE_EVENT: &str = "vigil.late";
 pub const SCHEMA_EVENT: &str = "vigil.schema";
 
 /// Parameters of a burst guard.
+///
+/// # Examples
+/// Six failed authentications within a minute are more than the five allowed: the alert is
+/// raised at the sixth, and cleared once the minute has moved past them.
+/// ```
+/// use vigil_operators::{AlertStatus, Burst, Guard, GuardLabel, Point, Reading};
+///
+/// let mut points: Vec<Point> = (0..6)
+///     .map(|i| Point::from(&Reading::new("veh-1", "AUTH_FAILURE", i * 1_000, 1.0)))
+///     .collect();
+/// points.push(Point::from(&Reading::new("veh-1", "AUTH_FAILURE", 120_000, 1.0)));
+/// let alerts = Guard::new(GuardLabel::new("burst"), Burst::auth_failures()).replay(&points);
+/// let seen: Vec<_> = alerts.iter().map(|a| (a.status, a.ts, a.observed)).collect();
+/// assert_eq!(
+///     seen,
+///     [(AlertStatus::Raised, 5_000, 6.0), (AlertStatus::Cleared, 120_000, 1.0)]
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Burst {
     /// The event name counted.

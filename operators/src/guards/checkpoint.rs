@@ -17,6 +17,81 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Where the guard operators of a job keep their snapshots. Shared by every worker.
+///
+/// # Examples
+/// A job stops after the readings before 3 s, with an alert open; restarted from its final
+/// snapshot and fed the whole input again, it skips what the snapshot holds and clears the
+/// alert under the id it was raised with.
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
+/// use vigil_operators::{
+///     Alert, AlertStatus, Checkpoints, Guard, GuardLabel, GuardOptions, Point, Reading,
+///     SeriesGuard, SnapshotStore, Threshold,
+/// };
+///
+/// /// Takes one snapshot, at the end of the input at `final_at`; starts from `start`.
+/// #[derive(Default)]
+/// struct Memory {
+///     final_at: Option<u64>,
+///     start: Option<(u64, Vec<Vec<u8>>)>,
+///     saved: Mutex<Vec<Vec<u8>>>,
+/// }
+///
+/// impl SnapshotStore for Memory {
+///     fn target(&self, _frontier: u64) -> Option<u64> {
+///         None
+///     }
+///     fn final_at(&self) -> Option<u64> {
+///         self.final_at
+///     }
+///     fn save(&self, _operator: &str, _worker: usize, _peers: usize, _at: u64, bytes: Vec<u8>) {
+///         self.saved.lock().expect("not poisoned").push(bytes);
+///     }
+///     fn restore(&self, _operator: &str) -> Option<(u64, Vec<Vec<u8>>)> {
+///         self.start.clone()
+///     }
+///     fn restore_failed(&self, operator: &str, error: &str) {
+///         panic!("{operator}: {error}");
+///     }
+/// }
+///
+/// fn run(readings: &[(i64, f64)], store: Arc<Memory>) -> Vec<Alert> {
+///     let points: Vec<Point> = readings
+///         .iter()
+///         .map(|(ts, v)| Point::from(&Reading::new("veh-1", "temp_c", *ts, *v)))
+///         .collect();
+///     let captured = timely::example(move |scope| {
+///         let guard = Threshold::new().bound("temp_c", None, Some(90.0));
+///         let options = GuardOptions {
+///             checkpoints: Some(Checkpoints { store, operator: "guards" }),
+///             ..GuardOptions::default()
+///         };
+///         let guards = vec![Guard::new(GuardLabel::new("threshold"), guard)];
+///         points.to_stream(scope).container::<Vec<_>>().guards(guards, options).capture()
+///     });
+///     captured
+///         .try_iter()
+///         .flat_map(|event| match event {
+///             Event::Messages(_, alerts) => alerts,
+///             Event::Progress(_) => Vec::new(),
+///         })
+///         .collect()
+/// }
+///
+/// let input = [(1_000, 20.0), (2_000, 99.0), (4_000, 20.0)];
+/// let first = Arc::new(Memory { final_at: Some(3_000), ..Memory::default() });
+/// let before = run(&input[..2], first.clone());
+/// assert_eq!(before.len(), 1);
+/// assert_eq!((before[0].status, before[0].ts), (AlertStatus::Raised, 2_000));
+///
+/// let saved = std::mem::take(&mut *first.saved.lock().expect("not poisoned"));
+/// let restarted = Arc::new(Memory { start: Some((3_000, saved)), ..Memory::default() });
+/// let after = run(&input, restarted);
+/// assert_eq!(after.len(), 1);
+/// assert_eq!((after[0].status, after[0].ts), (AlertStatus::Cleared, 4_000));
+/// assert_eq!(after[0].alert_id, before[0].alert_id);
+/// ```
 pub trait SnapshotStore: Send + Sync + 'static {
     /// Called by every operator instance whenever its input frontier moves, with the new
     /// frontier: the time of the snapshot to take next, if one is wanted. The store must pick

@@ -23,6 +23,22 @@ use crate::model::Point;
 const COMPONENTS: usize = 5;
 
 /// Parameters of the composite guard. The defaults are the configuration NAB is scored with.
+///
+/// # Examples
+/// Three hundred ordinary readings, then a spike: one alert, at the spike.
+/// ```
+/// use vigil_operators::{AlertStatus, Composite, Guard, GuardLabel, Point, Reading};
+///
+/// let mut points: Vec<Point> = (0..300)
+///     .map(|i| Point::from(&Reading::new("veh-1", "temp_c", i * 60_000, (i * 37 % 11) as f64)))
+///     .collect();
+/// points.push(Point::from(&Reading::new("veh-1", "temp_c", 300 * 60_000, 100.0)));
+/// let alerts = Guard::new(GuardLabel::new("composite"), Composite::default()).replay(&points);
+/// let raised: Vec<_> = alerts.iter().filter(|a| a.status == AlertStatus::Raised).collect();
+/// assert_eq!(raised.len(), 1);
+/// assert_eq!((raised[0].ts, raised[0].observed), (300 * 60_000, 100.0));
+/// assert!(raised[0].score > 0.99);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Composite {
     /// Window of the rolling median and MAD, and span of the EWMA mean and the usual rates.

@@ -8,6 +8,26 @@ use crate::guards::zscore::is_degenerate_std;
 use crate::model::Point;
 
 /// Parameters of the EWMA guard.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::guards::ewma::EwmaState;
+/// use vigil_operators::{Ewma, Point, Reading, SeriesLogic};
+///
+/// let guard = Ewma { warmup: 10, ..Ewma::default() };
+/// let mut state = EwmaState::default();
+/// let mut judge = |i: i64, value: f64| {
+///     let point = Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, value));
+///     guard.observe(&mut state, &point)
+/// };
+/// // No opinion while warming up; then a reading near 20 is usual and a jump to 40 is not.
+/// for i in 0..10 {
+///     assert_eq!(judge(i, 20.0 + (i % 2) as f64), None);
+/// }
+/// assert!(judge(10, 20.5).expect("warmed up").score < 0.5);
+/// let jump = judge(11, 40.0).expect("warmed up");
+/// assert!(jump.score > 0.5 && jump.expected < 21.0);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ewma {
     /// Weight of the newest reading in the mean and variance (0 < alpha ≤ 1); `2 / (span + 1)`

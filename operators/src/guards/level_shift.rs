@@ -9,6 +9,33 @@ use crate::guards::zscore::is_degenerate_std;
 use crate::model::Point;
 
 /// Parameters of the level-shift guard.
+///
+/// # Examples
+/// Readings 10 ± 0.5, then 11 ± 0.5: no single reading is more than three deviations out, so
+/// the z-score guard sees nothing, but together they are a shift, raised once they add up.
+/// ```
+/// use vigil_operators::{AlertStatus, Guard, GuardLabel, LevelShift, Point, Reading, ZScore};
+///
+/// let points: Vec<Point> = (0..300)
+///     .map(|i| {
+///         let level = if i < 200 { 10.0 } else { 11.0 };
+///         let noise = if i % 2 == 0 { 0.5 } else { -0.5 };
+///         Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, level + noise))
+///     })
+///     .collect();
+/// let zscore = Guard::new(GuardLabel::new("zscore"), ZScore::default()).replay(&points);
+/// assert!(zscore.is_empty());
+/// let shift = Guard::new(GuardLabel::new("level_shift"), LevelShift::default());
+/// let raised: Vec<i64> = shift
+///     .replay(&points)
+///     .iter()
+///     .filter(|a| a.status == AlertStatus::Raised)
+///     .map(|a| a.ts)
+///     .collect();
+/// assert_eq!(raised.len(), 1);
+/// // Not at the first shifted reading: it took several to add up.
+/// assert!(raised[0] > 205_000, "raised at {}", raised[0]);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LevelShift {
     /// Weight of the newest reading in the baseline mean and variance.

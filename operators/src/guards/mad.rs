@@ -11,6 +11,27 @@ use crate::model::Point;
 pub const MAD_TO_STD: f64 = 1.4826;
 
 /// Parameters of the robust (median/MAD) guard.
+///
+/// # Examples
+/// One wild outlier in the window inflates the standard deviation, so the z-score guard
+/// misses the next anomaly; the median and MAD barely move, so this guard does not.
+/// ```
+/// use vigil_operators::{Mad, Point, Reading, SeriesLogic, ZScore};
+///
+/// fn last_score<L: SeriesLogic>(guard: &L, points: &[Point]) -> Option<f64> {
+///     let mut state = L::State::default();
+///     points.iter().filter_map(|p| guard.observe(&mut state, p)).last().map(|v| v.score)
+/// }
+///
+/// let values = [10.0, 11.0, 10.0, 11.0, 10.0, 1000.0, 11.0, 10.0, 11.0, 10.0, 20.0];
+/// let points: Vec<Point> = (0..)
+///     .zip(values)
+///     .map(|(i, v)| Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, v)))
+///     .collect();
+/// let robust = last_score(&Mad { window: 10, ..Mad::default() }, &points).expect("judged");
+/// let zscore = last_score(&ZScore::new(10, 6.0), &points).expect("judged");
+/// assert!(robust > 0.5 && zscore < 0.5, "robust {robust}, zscore {zscore}");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Mad {
     /// How many previous readings the median and MAD are taken over.

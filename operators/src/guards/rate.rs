@@ -9,6 +9,27 @@ use crate::guards::series_guard::{
 use crate::model::Point;
 
 /// Parameters of the rate-of-change guard.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::guards::rate::RateState;
+/// use vigil_operators::{Point, Rate, Reading, SeriesLogic};
+///
+/// // At most 10 m/s: 5 m in the first second is fine, 25 m in the next is not.
+/// let guard = Rate::bounded(10.0);
+/// let mut state = RateState::default();
+/// let mut judge = |ts: i64, value: f64| {
+///     let point = Point::from(&Reading::new("veh-1", "altitude_m", ts, value));
+///     guard.observe(&mut state, &point)
+/// };
+/// assert_eq!(judge(0, 100.0), None);
+/// let slow = judge(1_000, 105.0).expect("a rate");
+/// assert_eq!(slow.observed, 5.0);
+/// assert!(slow.score < 0.5);
+/// let fast = judge(2_000, 130.0).expect("a rate");
+/// assert_eq!(fast.observed, 25.0);
+/// assert!(fast.score > 0.5);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
     /// A fixed bound on |rate| in units per second; `None` compares with the series' usual rates.
@@ -52,6 +73,13 @@ impl Rate {
 
     /// The rate of change between two readings, per second of event time; `None` when they
     /// share a timestamp.
+    ///
+    /// # Examples
+    /// ```
+    /// use vigil_operators::Rate;
+    /// assert_eq!(Rate::rate((0, 1.0), (500, 2.0)), Some(2.0));
+    /// assert_eq!(Rate::rate((500, 1.0), (500, 2.0)), None);
+    /// ```
     pub fn rate(previous: (i64, f64), current: (i64, f64)) -> Option<f64> {
         let dt = (current.0 - previous.0) as f64 / 1000.0;
         (dt > 0.0).then(|| (current.1 - previous.1) / dt)

@@ -8,6 +8,29 @@ use crate::guards::zscore::is_degenerate_std;
 use crate::model::Point;
 
 /// Parameters of the seasonal guard.
+///
+/// # Examples
+/// A series that goes 0, 10, 20, 10 in every period of 4 s: after ten periods, 20 is usual
+/// at the third phase and far out at the first.
+/// ```
+/// use vigil_operators::guards::seasonal::SeasonalState;
+/// use vigil_operators::{Point, Reading, Seasonal, SeriesLogic};
+///
+/// let guard = Seasonal { period_ms: 4_000, buckets: 4, ..Seasonal::default() };
+/// let mut state = SeasonalState::default();
+/// let mut judge = |ts: i64, value: f64| {
+///     let point = Point::from(&Reading::new("veh-1", "load", ts, value));
+///     guard.observe(&mut state, &point)
+/// };
+/// for i in 0..40 {
+///     let noise = if (i / 4) % 2 == 0 { 0.5 } else { -0.5 };
+///     judge(i * 1_000, [0.0, 10.0, 20.0, 10.0][i as usize % 4] + noise);
+/// }
+/// let first_phase = judge(40_000, 20.0).expect("two periods seen");
+/// let third_phase = judge(42_000, 20.0).expect("two periods seen");
+/// assert!(first_phase.score > 0.5 && first_phase.expected.abs() < 1.0);
+/// assert!(third_phase.score < 0.5);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Seasonal {
     /// The period in milliseconds (a day by default).

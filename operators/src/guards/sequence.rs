@@ -9,6 +9,25 @@ use crate::guards::series_guard::{SeriesLogic, Verdict};
 use crate::model::Point;
 
 /// Parameters of the sequence guard.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::guards::sequence::SequenceState;
+/// use vigil_operators::{Point, Reading, Sequence, SeriesLogic};
+///
+/// let guard = Sequence { max_gap: 0 };
+/// let mut state = SequenceState::default();
+/// let mut score = |name: &str, seq: u64| {
+///     let reading = Reading::new("veh-1", name, seq as i64 * 1_000, 1.0).with_seq(seq);
+///     guard.observe(&mut state, &Point::from(&reading)).map(|v| v.score)
+/// };
+/// assert_eq!(score("temp_c", 1), Some(0.0));
+/// assert_eq!(score("rpm", 1), Some(0.0)); // another metric of the same tick
+/// assert_eq!(score("temp_c", 2), Some(0.0));
+/// assert_eq!(score("temp_c", 4), Some(1.0)); // 3 is missing: a gap
+/// assert_eq!(score("temp_c", 4), Some(1.0)); // the same record again: a replay
+/// assert_eq!(score("temp_c", 2), Some(1.0)); // going back: a replay
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sequence {
     /// Missing sequence numbers tolerated between two records before it is a gap.

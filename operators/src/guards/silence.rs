@@ -7,6 +7,21 @@ use crate::guards::series_guard::{SeriesLogic, Verdict};
 use crate::model::Point;
 
 /// Parameters of the silence guard.
+///
+/// # Examples
+/// A reading every second, then none for a minute: the alert is raised at the moment five
+/// usual intervals had passed, and cleared when data returns.
+/// ```
+/// use vigil_operators::{AlertStatus, Guard, GuardLabel, Point, Reading, Silence};
+///
+/// let mut points: Vec<Point> = (0..10)
+///     .map(|i| Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, 20.0)))
+///     .collect();
+/// points.push(Point::from(&Reading::new("veh-1", "temp_c", 70_000, 20.0)));
+/// let alerts = Guard::new(GuardLabel::new("silence"), Silence::default()).replay(&points);
+/// let seen: Vec<_> = alerts.iter().map(|a| (a.status, a.ts)).collect();
+/// assert_eq!(seen, [(AlertStatus::Raised, 14_000), (AlertStatus::Cleared, 70_000)]);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Silence {
     /// How many usual intervals without a reading make a series silent.

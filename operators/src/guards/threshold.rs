@@ -8,6 +8,22 @@ use crate::guards::series_guard::{SeriesLogic, Verdict};
 use crate::model::Point;
 
 /// Lower and upper bounds per metric name; a metric without bounds is not watched.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Point, Reading, SeriesLogic, Threshold};
+///
+/// let guard = Threshold::new().bound("temp_c", Some(-10.0), Some(90.0));
+/// let judge = |name: &str, value: f64| {
+///     let point = Point::from(&Reading::new("veh-1", name, 1_000, value));
+///     guard.observe(&mut (), &point)
+/// };
+/// let hot = judge("temp_c", 99.0).expect("temp_c is watched");
+/// assert_eq!((hot.score, hot.expected), (1.0, 90.0));
+/// assert_eq!(judge("temp_c", 20.0).map(|v| v.score), Some(0.0));
+/// // A metric without bounds gets no verdict at all.
+/// assert_eq!(judge("rpm", 1e9), None);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Threshold {
     bounds: HashMap<CompactString, (Option<f64>, Option<f64>)>,

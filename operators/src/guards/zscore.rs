@@ -6,6 +6,25 @@ use crate::guards::series_guard::{
 use crate::model::Point;
 
 /// Parameters of the z-score guard.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Point, Reading, SeriesLogic, ZScore, ZScoreState};
+///
+/// let guard = ZScore::new(4, 6.0);
+/// let mut state = ZScoreState::default();
+/// let mut judge = |ts: i64, value: f64| {
+///     let point = Point::from(&Reading::new("veh-1", "temp_c", ts, value));
+///     guard.observe(&mut state, &point)
+/// };
+/// // No opinion until the window holds four readings; then 10 ± 1 is usual, 30 is not.
+/// for (ts, value) in [(0, 9.0), (1_000, 11.0), (2_000, 9.0), (3_000, 11.0)] {
+///     assert_eq!(judge(ts, value), None);
+/// }
+/// let spike = judge(4_000, 30.0).expect("the window is full");
+/// assert_eq!((spike.expected, spike.observed, spike.window_start), (10.0, 30.0, 0));
+/// assert!(spike.score > 0.5); // 20 deviations, past the threshold of 6
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ZScore {
     /// How many previous readings the mean and standard deviation are taken over.

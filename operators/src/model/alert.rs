@@ -17,6 +17,31 @@ pub enum AlertStatus {
 }
 
 /// One alert record. A raised alert and the record that clears it share `alert_id`.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Alert, AlertStatus, Record, alert_id};
+///
+/// let alert = Alert {
+///     alert_id: alert_id("threshold", "veh-1", "temp_c", 2_000),
+///     guard: "threshold".into(),
+///     severity: "warning".into(),
+///     source: "veh-1".into(),
+///     name: "temp_c".into(),
+///     ts: 2_000,
+///     window_start: 2_000,
+///     window_end: 2_000,
+///     observed: 99.0,
+///     expected: 90.0,
+///     score: 1.0,
+///     status: AlertStatus::Raised,
+///     reaction: "telemetry-alerts".into(),
+/// };
+/// let batch = Alert::to_batch(std::slice::from_ref(&alert))?;
+/// assert_eq!(Alert::from_batch(&batch)?, [alert.clone()]);
+/// assert!(alert.to_json().contains(r#""status":"raised""#));
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Deterministic id: the same input always gives the same id.
@@ -51,6 +76,17 @@ pub struct Alert {
 }
 
 /// A stable alert id from the guard, the series and the event time the alert was raised at.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::alert_id;
+///
+/// let id = alert_id("zscore", "veh-1", "temp_c", 1_000);
+/// assert_eq!(id, alert_id("zscore", "veh-1", "temp_c", 1_000));
+/// assert_ne!(id, alert_id("zscore", "veh-1", "temp_c", 2_000));
+/// assert_ne!(id, alert_id("zscore", "veh-1t", "emp_c", 1_000));
+/// assert_eq!(id.len(), 16);
+/// ```
 pub fn alert_id(guard: &str, source: &str, name: &str, raised_ts: i64) -> CompactString {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for part in [guard.as_bytes(), source.as_bytes(), name.as_bytes()] {

@@ -14,6 +14,23 @@ use serde::{Deserialize, Serialize};
 use super::{ConvertError, Record, field, ts_field};
 
 /// One guard's score for one reading. Joins to `telemetry` on (source, name, ts, seq).
+///
+/// # Examples
+/// Guards collect their scores in [`ScoreColumns`]; the batches read back as these records.
+/// ```
+/// use vigil_operators::{AnomalyScore, Record, ScoreColumns};
+///
+/// let mut columns = ScoreColumns::default();
+/// columns.push(1_000, "veh-1", "temp_c", Some(7), "zscore", 0.25);
+/// columns.push(2_000, "veh-1", "temp_c", None, "zscore", 0.75);
+/// let batch = columns.finish()?;
+/// assert!(columns.is_empty());
+/// let scores = AnomalyScore::from_batch(&batch)?;
+/// assert_eq!(scores.len(), 2);
+/// assert_eq!((scores[0].ts, scores[0].seq, scores[0].score), (1_000, Some(7), 0.25));
+/// assert_eq!((scores[1].seq, scores[1].guard.as_str()), (None, "zscore"));
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyScore {
     /// Event time of the reading, epoch ms.

@@ -30,6 +30,27 @@ impl ChangeOp {
 
 /// One change of one row, in whatever feed it came from (Debezium, wal2json, CockroachDB
 /// changefeeds, CouchDB `_changes`, polling).
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Change, ChangeOp, Record};
+///
+/// let delete = Change {
+///     table: "public.orders".into(),
+///     key: "[8]".into(),
+///     op: ChangeOp::Delete,
+///     before: Some(r#"{"id":8}"#.into()),
+///     after: None,
+///     updated_at: Some(1_700_000_000_000),
+///     origin: "remote".into(),
+///     position: "0/16B3748".into(),
+/// };
+/// assert!(delete.is_delete());
+/// assert!(delete.to_json().contains(r#""op":"delete""#));
+/// let batch = Change::to_batch(std::slice::from_ref(&delete))?;
+/// assert_eq!(Change::from_batch(&batch)?, [delete]);
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Change {
     /// The table, schema-qualified when the feed says (`public.orders`, `inventory.customers`).

@@ -10,6 +10,21 @@ use super::{Record, field, ts_field};
 pub const MAX_RAW_BYTES: usize = 4096;
 
 /// One record that could not be used, and why. Nothing is dropped without one.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
+/// use vigil_operators::{DeadLetter, Record};
+///
+/// let line = vec![b'x'; 10_000];
+/// let origin = "kafka:telemetry/3@1207".to_owned();
+/// let letter = DeadLetter::new(0, origin, "oversize", "line too long".into(), Some(&line));
+/// // The excerpt is cut to size, and the Kafka origin says where the record was read.
+/// assert_eq!(letter.raw.as_ref().map(String::len), Some(MAX_RAW_BYTES));
+/// assert_eq!(letter.log_position(), Some(("telemetry", 3, 1207)));
+/// let file = DeadLetter::new(0, "input.ndjson:7".into(), "parse", "not JSON".into(), None);
+/// assert_eq!(file.log_position(), None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// Event time of the record when it could be read, otherwise the reader's watermark.

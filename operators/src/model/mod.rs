@@ -44,6 +44,20 @@ pub struct ConvertError {
 }
 
 /// A record type with one Arrow schema, from which its batch and JSON forms are derived.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Reading, Record};
+///
+/// let rows = vec![Reading::new("veh-1", "temp_c", 1_000, 20.5).with_seq(3)];
+/// let batch = Reading::to_batch(&rows)?;
+/// assert_eq!(batch.schema(), Reading::schema());
+/// assert_eq!(Reading::from_batch(&batch)?, rows);
+/// // JSON is the same serde form.
+/// let json = rows[0].to_json();
+/// assert_eq!(serde_json::from_str::<Reading>(&json)?, rows[0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Record: Serialize + for<'de> Deserialize<'de> + Sized {
     /// The archive table that holds these records (`telemetry`, `alerts`, `errors`).
     const TABLE: &'static str;
@@ -101,6 +115,25 @@ pub trait Record: Serialize + for<'de> Deserialize<'de> + Sized {
 }
 
 /// An incremental batch builder for a [`Record`] type: push records, take a `RecordBatch`.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{BatchBuilder, Reading, Record};
+///
+/// let rows = [
+///     Reading::new("veh-1", "temp_c", 1_000, 20.5),
+///     Reading::new("veh-2", "rpm", 2_000, 900.0),
+/// ];
+/// let mut builder = BatchBuilder::<Reading>::new();
+/// for row in &rows {
+///     builder.push(row)?;
+/// }
+/// assert_eq!(builder.len(), 2);
+/// let batch = builder.finish()?;
+/// assert!(builder.is_empty());
+/// assert_eq!(Reading::from_batch(&batch)?, rows);
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 pub struct BatchBuilder<R: Record> {
     inner: serde_arrow::ArrayBuilder,
     rows: usize,

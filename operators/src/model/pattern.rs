@@ -10,6 +10,29 @@ use serde::{Deserialize, Serialize};
 use super::{Record, field, ts_field};
 
 /// One recurring pattern and how often, where and when it was seen.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Pattern, Record};
+///
+/// let items = ["BREATH".into(), "SPIRAL".into()];
+/// let pattern = Pattern {
+///     pattern_id: Pattern::id("sequence", None, &items),
+///     kind: "sequence".into(),
+///     items: items.to_vec(),
+///     support: 2,
+///     occurrences: 5,
+///     first_seen: 1_000,
+///     last_seen: 9_000,
+///     sources: vec!["dev-1".into(), "dev-2".into()],
+/// };
+/// // The id depends only on what the pattern is: the same items give the same id.
+/// assert_eq!(pattern.pattern_id, Pattern::id("sequence", None, &["BREATH", "SPIRAL"]));
+/// assert_ne!(pattern.pattern_id, Pattern::id("sequence", None, &["SPIRAL", "BREATH"]));
+/// let batch = Pattern::to_batch(std::slice::from_ref(&pattern))?;
+/// assert_eq!(Pattern::from_batch(&batch)?, [pattern]);
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Pattern {
     /// Stable id: a hash of the kind, the items and (for motifs) the series.

@@ -8,6 +8,20 @@ use super::{Reading, ReadingRef};
 
 /// One observation of a series: smaller than a [`Reading`] (no attributes or payload), so that
 /// routing, buffering and sorting it in the guards moves less memory.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Point, Reading, series_hash};
+///
+/// let later = Point::from(&Reading::new("veh-1", "temp_c", 2_000, 20.0));
+/// let earlier = Point::from(&Reading::new("veh-1", "temp_c", 1_000, 25.0).with_seq(3));
+/// assert_eq!(later.hash, series_hash("veh-1", "temp_c"));
+/// assert_eq!(earlier.seq, Some(3));
+/// assert!(later.same_series(&earlier));
+/// assert!(earlier.guard_order(&later).is_lt());
+/// let other = Point::from(&Reading::new("veh-1", "rpm", 2_000, 20.0));
+/// assert!(!later.same_series(&other));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// [`series_hash`] of `source` and `name`: routes the series to its worker and orders it.

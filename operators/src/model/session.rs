@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 use super::{Record, field, ts_field};
 
 /// One session: events of one key (a room, or a source) none further apart than the gap.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Record, Session};
+///
+/// let session = Session {
+///     key: "room-1".into(),
+///     start: 1_000,
+///     end: 5_000,
+///     participants: vec!["dev-1".into(), "dev-2".into()],
+///     events: 4,
+///     open: false,
+/// };
+/// // Partitioned by when it started.
+/// assert_eq!(session.event_time(), 1_000);
+/// let batch = Session::to_batch(std::slice::from_ref(&session))?;
+/// assert_eq!(batch.schema(), Session::schema());
+/// assert_eq!(Session::from_batch(&batch)?, [session]);
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Session {
     /// What the session is of: a room, or a source.

@@ -33,6 +33,29 @@ impl SyncActionKind {
 
 /// One action of the sync diff. The diff holds exactly one per row the replicas disagree on,
 /// and none once they agree.
+///
+/// # Examples
+/// ```
+/// use arrow::array::AsArray;
+/// use vigil_operators::{Record, SyncAction, SyncActionKind};
+///
+/// let action = SyncAction {
+///     table: "public.orders".into(),
+///     key: "[7]".into(),
+///     action: SyncActionKind::DeleteLocal,
+///     winner_origin: "remote".into(),
+///     winner_updated_at: 1_700_000_000_000,
+///     conflict: false,
+///     reason: "the remote version is newer".into(),
+///     row: None,
+/// };
+/// let batch = SyncAction::to_batch(std::slice::from_ref(&action))?;
+/// // The `action` column holds the kind's name.
+/// let column = batch.column_by_name("action").expect("an action column");
+/// assert_eq!(column.as_string::<i32>().value(0), SyncActionKind::DeleteLocal.as_str());
+/// assert_eq!(SyncAction::from_batch(&batch)?, [action]);
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SyncAction {
     /// The table.

@@ -16,6 +16,25 @@ use super::telemetry::write_event_id;
 use super::{ConvertError, Kind, Reading, ReadingRef, Record};
 
 /// Telemetry rows being collected into Arrow columns.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::{Reading, Record, TelemetryColumns};
+///
+/// let rows = vec![
+///     Reading::new("veh-1", "temp_c", 1_000, 20.5),
+///     Reading::new("veh-2", "rpm", 2_000, 900.0).with_seq(7),
+/// ];
+/// let mut columns = TelemetryColumns::with_capacity(rows.len());
+/// for row in &rows {
+///     columns.push(&row.view());
+/// }
+/// assert_eq!(columns.len(), 2);
+/// // The same batch as the row type's own conversion, without a row struct in between.
+/// assert_eq!(columns.finish()?, Reading::to_batch(&rows)?);
+/// assert!(columns.is_empty());
+/// # Ok::<(), vigil_operators::ConvertError>(())
+/// ```
 pub struct TelemetryColumns {
     event_id: StringBuilder,
     source: StringBuilder,

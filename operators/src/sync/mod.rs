@@ -30,6 +30,33 @@ pub type RowKey = (String, String);
 /// One version of a row on one side. Versions are ordered by when they were written, then by
 /// the replica that wrote them (a deterministic tie-break), then by content: the greater
 /// version wins.
+///
+/// # Examples
+/// ```
+/// use vigil_operators::sync::Version;
+/// use vigil_operators::{Change, ChangeOp};
+///
+/// let change = Change {
+///     table: "t".into(),
+///     key: "[1]".into(),
+///     op: ChangeOp::Update,
+///     before: None,
+///     after: Some(r#"{"v":1}"#.into()),
+///     updated_at: Some(5),
+///     origin: "local".into(),
+///     position: "p1".into(),
+/// };
+/// let local = Version::of(&change);
+/// // Written at the same time: the greater origin wins, though both hold the same row.
+/// let remote = Version { origin: "remote".into(), ..local.clone() };
+/// assert!(remote > local && remote.same_row(&local));
+/// assert!(Version { updated_at: 6, ..local.clone() } > remote);
+/// // A version turns back into a change that leaves its row so.
+/// assert_eq!(Version::of(&local.clone().into_change("t", "[1]")), local);
+/// // A delete is a version too: a tombstone.
+/// let deleted = Version::of(&Change { op: ChangeOp::Delete, after: None, ..change });
+/// assert_eq!(deleted.row, None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Version {
     /// When it was written, in epoch milliseconds (0 when the feed does not say).
