@@ -4,7 +4,6 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
-use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -88,24 +87,6 @@ pub(crate) async fn open_archive_in(
             .with_context(|| format!("registering table {name} from archive {archive}"))?;
     }
     Ok(ctx)
-}
-
-/// Runs one read-only SQL statement and collects its result.
-///
-/// DDL and DML (`CREATE`, `INSERT`, `COPY`) are refused: the archive is written by the
-/// pipelines, and an ad-hoc query should never change it.
-pub async fn query(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let plan = ctx
-        .state()
-        .create_logical_plan(sql)
-        .await
-        .context("planning query")?;
-    crate::session::refuse_writes(&plan)?;
-    let frame = ctx
-        .execute_logical_plan(plan)
-        .await
-        .context("planning query")?;
-    frame.collect().await.context("running query")
 }
 
 /// Returns the sorted names of the tables registered in the context's default schema.

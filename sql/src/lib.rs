@@ -8,7 +8,8 @@
 //!
 //! - `archive`: opens an archive (local path, `file://` or `s3://`) and registers its tables.
 //! - `prune`: archive tables prune partitions on `ts` ranges and `hour` equalities.
-//! - `session`: a read-only session bounded in memory and time; its errors and exit codes.
+//! - `session`: a read-only session bounded in memory and time, and `query` for a bare
+//!   context; its errors and exit codes.
 //! - `functions`: `decrypt(payload, event_id, key_id)`, with the key only.
 //! - `windows`: `zscore(value) OVER (…)`, exact where sliding variances drift.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
@@ -27,7 +28,7 @@ mod session;
 mod shell;
 mod windows;
 
-pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, Reach, open_archive, query, table_names};
+pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, Reach, open_archive, table_names};
 pub use cli::{Args, Failure, MemoryLimit, Output, PASSWORD_ENV, Timeout, open, run, run_text};
 pub use functions::register as register_functions;
 pub use output::{OutputFormat, write_batches, write_result};
@@ -36,7 +37,7 @@ pub use server::{
     bind, serve,
 };
 pub use session::{
-    Answer, Limits, QueryError, Session, default_memory_limit, format_bytes, parse_memory,
+    Answer, Limits, QueryError, Session, default_memory_limit, format_bytes, parse_memory, query,
     total_memory,
 };
 pub use shell::{HELP, Shell, Step};

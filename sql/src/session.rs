@@ -1,9 +1,11 @@
-//! A query session over the archive: read-only, bounded in memory and in time.
+//! A query session over the archive: read-only, bounded in memory and in time; and [`query`],
+//! one statement on a bare context under the same read-only rule.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -272,6 +274,24 @@ impl Session {
             _ => QueryError::Failed(clean(error)),
         }
     }
+}
+
+/// Runs one read-only SQL statement and collects its result.
+///
+/// DDL and DML (`CREATE`, `INSERT`, `COPY`) are refused: the archive is written by the
+/// pipelines, and an ad-hoc query should never change it.
+pub async fn query(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .context("planning query")?;
+    refuse_writes(&plan)?;
+    let frame = ctx
+        .execute_logical_plan(plan)
+        .await
+        .context("planning query")?;
+    frame.collect().await.context("running query")
 }
 
 /// Refuses a plan that would create, change or write anything, wherever it is in the plan

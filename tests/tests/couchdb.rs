@@ -8,10 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vigil_pipelines::jobs::couchdb::{
-    ChangeMeta, ChangeOut, Checkpoint, Feed, FeedLine, Listener, parse_line, parse_response,
-};
+use vigil_pipelines::jobs::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
 use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::sources::couchdb::{ChangeMeta, FeedLine, parse_line, parse_response};
 use vigil_tests::couchdb::{PouchServer, free_port};
 use vigil_tests::kafka::Broker;
 

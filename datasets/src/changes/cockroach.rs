@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::{ChangeSink, Document, FeedOptions, change, key_of, row_updated_at};
+use super::feed::{ChangeSink, Document, FeedOptions, change, key_of, row_updated_at};
 
 /// One message into one change, or a resolved position.
 pub fn parse(

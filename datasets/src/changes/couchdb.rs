@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::{ChangeSink, Document, FeedOptions, change, row_updated_at};
+use super::feed::{ChangeSink, Document, FeedOptions, change, row_updated_at};
 
 /// One response or row into changes.
 pub fn parse(

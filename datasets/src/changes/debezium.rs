@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::{ChangeSink, Document, FeedOptions, change, key_of, row_updated_at, time_of};
+use super::feed::{ChangeSink, Document, FeedOptions, change, key_of, row_updated_at, time_of};
 
 /// One envelope into one change.
 pub fn parse(

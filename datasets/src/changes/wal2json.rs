@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::{ChangeSink, Document, FeedOptions, FeedState, change, row_updated_at, time_of};
+use super::feed::{ChangeSink, Document, FeedOptions, FeedState, change, row_updated_at, time_of};
 
 /// One document into changes.
 pub fn parse(
@@ -251,7 +251,7 @@ fn emit(action: Action, options: &FeedOptions, sink: &mut impl ChangeSink) -> Re
     } else {
         action.key_names
     };
-    let key_of = |row: &Map<String, Value>| super::key_of(row, &key_names);
+    let key_of = |row: &Map<String, Value>| super::feed::key_of(row, &key_names);
     let updated_at = action
         .after
         .as_ref()

@@ -4,19 +4,9 @@ use std::path::Path;
 
 use vigil_operators::{Reading, derive_event_id, time::parse_ts};
 
-use super::plan::TextSource;
-use super::redact::csv_row_without_payload;
-use super::{RecordSink, oversize_reason};
-
-/// The column of a CSV file that holds clear payloads: vigil does not read it, and keeps it out
-/// of the raw text of dead letters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PayloadColumn {
-    /// Its index.
-    pub column: usize,
-    /// How many columns the header has: only in a row with as many can the payload be found.
-    pub columns: usize,
-}
+use super::redact::{PayloadColumn, csv_row_without_payload};
+use super::sink::{RecordSink, oversize_reason};
+use super::source::TextSource;
 
 /// How the columns of a CSV file map to readings, decided from its header.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
 use vigil_operators::{Kind, Reading, derive_event_id};
 
-use super::plan::TextSource;
 use super::redact::strip_json_payload;
-use super::{RecordSink, oversize_reason};
+use super::sink::{RecordSink, oversize_reason};
+use super::source::TextSource;
 
 /// One input line as written by a producer, borrowing from the line where it can.
 #[derive(Deserialize)]

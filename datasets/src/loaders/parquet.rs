@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, UInt64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use vigil_operators::{Kind, Reading, derive_event_id, time::check_range};
 
-use super::RecordSink;
+use super::sink::RecordSink;
 
 /// The number of rows of each row group of a Parquet file.
 pub(super) fn row_groups(path: &Path) -> Result<Vec<u64>, String> {

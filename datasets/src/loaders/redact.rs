@@ -13,6 +13,16 @@ use std::borrow::Cow;
 /// What a masked payload value reads as in a dead letter.
 pub const PAYLOAD_REMOVED: &[u8] = b"\"<payload removed>\"";
 
+/// The column of a CSV file that holds clear payloads: vigil does not read it, and keeps it out
+/// of the raw text of dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadColumn {
+    /// Its index.
+    pub column: usize,
+    /// How many columns the header has: only in a row with as many can the payload be found.
+    pub columns: usize,
+}
+
 /// A JSON line (an NDJSON line, a Kafka message) without its clear payload.
 pub fn strip_json_payload(raw: &[u8]) -> Cow<'_, [u8]> {
     // A key can spell `payload` with `\u` escapes; a line with neither cannot carry one.
@@ -183,7 +193,7 @@ fn container_end(raw: &[u8], open: usize) -> usize {
 /// another cell, so no cell of it can be trusted to be clear.
 pub(super) fn csv_row_without_payload(
     record: &csv::ByteRecord,
-    payload: Option<super::csv::PayloadColumn>,
+    payload: Option<PayloadColumn>,
 ) -> Option<Vec<u8>> {
     if let Some(column) = payload
         && record.len() != column.columns
@@ -339,7 +349,7 @@ mod tests {
     #[test]
     fn a_csv_row_has_its_payload_cell_blanked_or_no_raw_at_all() {
         let record = csv::ByteRecord::from(vec!["veh-1", "temp_c", "1", "TOPSECRET, really", "x"]);
-        let column = super::super::csv::PayloadColumn {
+        let column = PayloadColumn {
             column: 3,
             columns: 5,
         };
@@ -347,7 +357,7 @@ mod tests {
             csv_row_without_payload(&record, Some(column)).as_deref(),
             Some(&b"veh-1,temp_c,1,,x"[..])
         );
-        let shifted = super::super::csv::PayloadColumn {
+        let shifted = PayloadColumn {
             column: 3,
             columns: 4,
         };

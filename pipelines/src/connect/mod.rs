@@ -1,5 +1,6 @@
 //! Connections to other systems.
-//! - `kafka`: Kafka endpoints and their security settings.
+//! - `kafka`: Kafka endpoints and their security settings (the consumer is in `sources`, the
+//!   producers in `sinks`).
 //! - `replica`: SQL replica URLs and connections (SQLite, PostgreSQL, CockroachDB).
 //! - `pg_tls`: PostgreSQL connections with TLS as libpq's `sslmode` and `sslrootcert` say.
 //! - `tables`: the replica tables and their columns.

@@ -6,7 +6,7 @@
 //! a checkpoint file. The checkpoint moves only after the changes before it are delivered (for
 //! Kafka: acknowledged by the broker), so a restart repeats at most the last batch and loses
 //! nothing. Polls are spaced by a randomized interval, and an unreachable CouchDB is retried
-//! with jittered exponential backoff.
+//! with jittered exponential backoff. The feed's rows and lines are read by `sources::couchdb`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,131 +14,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::connect::kafka::KafkaEndpoint;
+use crate::runtime::backoff::Backoff;
 use crate::runtime::shutdown::Shutdown;
-use crate::connect::kafka::{KafkaEndpoint, TopicProducer};
-
-/// What is forwarded of one change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeMeta {
-    /// The document id.
-    pub id: String,
-    /// The feed position of the change (opaque; a number on some servers, a string on others).
-    pub seq: String,
-    /// `created` (first revision), `updated`, `deleted`, or `conflict` (the document has
-    /// conflicting leaf revisions).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// When the listener saw the change (epoch ms): the feed carries no time of its own.
-    pub ts: i64,
-}
-
-/// One row of a `_changes` feed, as CouchDB and PouchDB write it.
-#[derive(Deserialize)]
-struct Row {
-    id: String,
-    seq: serde_json::Value,
-    changes: Vec<Rev>,
-    #[serde(default)]
-    deleted: bool,
-}
-
-#[derive(Deserialize)]
-struct Rev {
-    rev: String,
-}
-
-/// A feed position as text: CouchDB 2+ uses strings, CouchDB 1 and PouchDB numbers.
-fn seq_text(seq: &serde_json::Value) -> Option<String> {
-    match seq {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A change row turned into its metadata, or the reason it cannot be.
-pub fn change_of(row: &serde_json::Value, now_ms: i64) -> Result<ChangeMeta, String> {
-    // Read in place: the row is not copied.
-    let row = Row::deserialize(row).map_err(|e| format!("not a _changes row: {e}"))?;
-    let seq = seq_text(&row.seq).ok_or("seq is neither a string nor a number")?;
-    let first = row
-        .changes
-        .first()
-        .ok_or("the row lists no revision in `changes`")?;
-    let kind = if row.deleted {
-        "deleted"
-    } else if row.changes.len() > 1 {
-        "conflict"
-    } else if first.rev.starts_with("1-") {
-        "created"
-    } else {
-        "updated"
-    };
-    Ok(ChangeMeta {
-        id: row.id,
-        seq,
-        kind: kind.into(),
-        ts: now_ms,
-    })
-}
-
-/// One line of a continuous feed.
-#[derive(Debug, PartialEq)]
-pub enum FeedLine {
-    /// A change.
-    Change(ChangeMeta),
-    /// The feed's closing line with its last position.
-    LastSeq(String),
-    /// A heartbeat (an empty line).
-    Heartbeat,
-    /// A line that is not a change: why, and the line.
-    Bad(String, String),
-}
-
-/// Reads one line of a `feed=continuous` response.
-pub fn parse_line(line: &str, now_ms: i64) -> FeedLine {
-    let line = line.trim();
-    if line.is_empty() {
-        return FeedLine::Heartbeat;
-    }
-    let value: serde_json::Value = match serde_json::from_str(line) {
-        Ok(value) => value,
-        Err(e) => return FeedLine::Bad(format!("not JSON: {e}"), line.into()),
-    };
-    if let Some(last) = value.get("last_seq").and_then(seq_text) {
-        return FeedLine::LastSeq(last);
-    }
-    match change_of(&value, now_ms) {
-        Ok(change) => FeedLine::Change(change),
-        Err(reason) => FeedLine::Bad(reason, line.into()),
-    }
-}
-
-/// A whole `_changes` response (normal or longpoll): the changes (or why a row is unusable,
-/// with the row), and `last_seq`.
-pub type Response = (Vec<Result<ChangeMeta, (String, String)>>, String);
-
-/// Reads a `feed=normal` or `feed=longpoll` response body.
-pub fn parse_response(body: &str, now_ms: i64) -> anyhow::Result<Response> {
-    let value: serde_json::Value =
-        serde_json::from_str(body).context("the _changes response is not JSON")?;
-    let last = value
-        .get("last_seq")
-        .and_then(seq_text)
-        .context("the _changes response has no last_seq")?;
-    let rows = value
-        .get("results")
-        .and_then(serde_json::Value::as_array)
-        .context("the _changes response has no results array")?;
-    let changes = rows
-        .iter()
-        .map(|row| change_of(row, now_ms).map_err(|reason| (reason, row.to_string())))
-        .collect();
-    Ok((changes, last))
-}
+use crate::sinks::kafka::{DELIVERY_TIMEOUT, TopicProducer};
+use crate::sources::couchdb::{ChangeMeta, FeedLine, parse_line, parse_response};
 
 /// How the feed is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +51,7 @@ impl ChangeOut {
             return Ok(ChangeOut::Lines(Box::new(std::io::stdout())));
         }
         if target.starts_with("kafka://") {
-            return ChangeOut::kafka(target, crate::connect::kafka::DELIVERY_TIMEOUT);
+            return ChangeOut::kafka(target, DELIVERY_TIMEOUT);
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -252,42 +134,6 @@ impl Checkpoint {
     pub fn store(&self, seq: &str) -> anyhow::Result<()> {
         crate::runtime::durable::replace_file(&self.path, seq.as_bytes())
             .with_context(|| format!("replacing the checkpoint {}", self.path.display()))
-    }
-}
-
-/// Jittered exponential backoff: the n-th retry waits a random time up to `base · 2^n`,
-/// capped at `max`, and at least half of that bound ("equal jitter").
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `base` and capped at `max`.
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The next wait.
-    pub fn next_delay(&mut self) -> Duration {
-        let bound = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.max);
-        self.attempt += 1;
-        let half = bound / 2;
-        half + Duration::from_secs_f64(rand::rng().random_range(0.0..=1.0) * half.as_secs_f64())
-    }
-
-    /// After a success: the next failure starts from `base` again.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -497,53 +343,4 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let bounds = [100, 200, 400, 800, 1000, 1000];
-        for bound in bounds {
-            let delay = backoff.next_delay().as_millis() as u64;
-            assert!(
-                (bound / 2..=bound).contains(&delay),
-                "{delay} ms not within [{}, {bound}]",
-                bound / 2
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn rows_become_metadata_only() {
-        let row = serde_json::json!({
-            "seq": 7, "id": "veh-1", "changes": [{"rev": "2-abc"}],
-            "doc": {"secret": "never forwarded"}
-        });
-        let change = change_of(&row, 5).unwrap();
-        assert_eq!(
-            change,
-            ChangeMeta {
-                id: "veh-1".into(),
-                seq: "7".into(),
-                kind: "updated".into(),
-                ts: 5
-            }
-        );
-        assert!(!serde_json::to_string(&change).unwrap().contains("secret"));
-        assert_eq!(parse_line("", 0), FeedLine::Heartbeat);
-        assert_eq!(
-            parse_line("{\"last_seq\":\"9-x\",\"pending\":0}", 0),
-            FeedLine::LastSeq("9-x".into())
-        );
-        assert!(
-            matches!(parse_line("{\"id\":\"a\"}", 0), FeedLine::Bad(r, _) if r.contains("not a _changes row"))
-        );
-        assert!(matches!(parse_line("nonsense", 0), FeedLine::Bad(r, _) if r.contains("not JSON")));
-    }
 }

@@ -8,9 +8,10 @@
 //! - `secrets`: passwords hidden in every URL and connection string shown.
 //! - `conninfo`: connection strings cut into their parameters.
 //! - `metrics`: the Prometheus exposition.
-//! - `backoff`: how long to wait before trying a peer again.
+//! - `backoff`: how long to wait before trying a peer again (one jittered exponential backoff).
 //! - `io`: the tokio runtimes jobs do their I/O on.
 
+pub mod backoff;
 pub mod conninfo;
 pub mod crypto;
 pub mod dir_lock;

@@ -17,4 +17,9 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// The flag itself, for a job that watches an `AtomicBool` (the sync job's rounds).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
 }

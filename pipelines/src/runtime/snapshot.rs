@@ -10,7 +10,7 @@
 //! becomes `CURRENT` once every operator on every worker has written it *and* the archive and
 //! the alert spill are durable up to `TIME`: whatever the guards concluded before it is then
 //! kept elsewhere, so it is never needed again. Offsets are committed only up to `CURRENT`
-//! (through [`crate::connect::kafka::KafkaReader::commit_durable`]), so a restart replays from a
+//! (through [`crate::sources::kafka::KafkaReader::commit_durable`]), so a restart replays from a
 //! position at or before the snapshot and the operators skip the replayed readings the
 //! snapshot already holds. Files are written to a temporary name, synced and renamed, and their
 //! directories synced (new ones into their parents too), so a crash leaves either the old
@@ -109,11 +109,7 @@ impl StateDir {
         // count: this run takes its own.
         if let Ok(entries) = std::fs::read_dir(&root) {
             for entry in entries.flatten() {
-                let newer = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("at-"))
-                    .and_then(|t| t.parse::<u64>().ok())
+                let newer = snapshot_time(&entry.file_name())
                     .is_some_and(|t| current.is_none_or(|c| t > c));
                 if newer {
                     let _ = std::fs::remove_dir_all(entry.path());
@@ -180,22 +176,13 @@ impl StateDir {
         write_atomically(&self.root, "CURRENT", at.to_string().as_bytes())?;
         if let Ok(entries) = std::fs::read_dir(&self.root) {
             for entry in entries.flatten() {
-                let name = entry.file_name();
-                let older = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("at-"))
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .is_some_and(|t| t < at);
+                let older = snapshot_time(&entry.file_name()).is_some_and(|t| t < at);
                 if older && let Err(error) = std::fs::remove_dir_all(entry.path()) {
                     warn!(message = "An old guard snapshot could not be removed.", path = %entry.path().display(), %error);
                 }
             }
         }
         Ok(())
-    }
-
-    fn snapshot_dir(&self, at: u64) -> PathBuf {
-        self.root.join(format!("at-{at:020}"))
     }
 }
 
@@ -228,7 +215,7 @@ impl SnapshotStore for StateDir {
     }
 
     fn save(&self, operator: &str, worker: usize, peers: usize, at: u64, bytes: Vec<u8>) {
-        let dir = self.snapshot_dir(at);
+        let dir = snapshot_dir(&self.root, at);
         let name = format!("{operator}-w{worker:03}-of-{peers:03}.snap");
         let mut framed = Vec::with_capacity(bytes.len() + 24);
         framed.extend_from_slice(MAGIC);
@@ -281,6 +268,16 @@ impl SnapshotStore for StateDir {
     }
 }
 
+/// The directory of the snapshot at `at`.
+fn snapshot_dir(root: &Path, at: u64) -> PathBuf {
+    root.join(format!("at-{at:020}"))
+}
+
+/// The time of a snapshot directory's name (`at-TIME`); `None` for any other name.
+fn snapshot_time(name: &std::ffi::OsStr) -> Option<u64> {
+    name.to_str()?.strip_prefix("at-")?.parse().ok()
+}
+
 /// Reads `CURRENT` and every file of the snapshot it names, by operator.
 fn load_current(root: &Path) -> anyhow::Result<Option<Snapshot>> {
     let current = match std::fs::read_to_string(root.join("CURRENT")) {
@@ -292,7 +289,7 @@ fn load_current(root: &Path) -> anyhow::Result<Option<Snapshot>> {
         .trim()
         .parse()
         .with_context(|| format!("CURRENT holds {current:?}, not a time"))?;
-    let dir = root.join(format!("at-{at:020}"));
+    let dir = snapshot_dir(root, at);
     let mut files: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
     let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
     let mut peers_seen = None;

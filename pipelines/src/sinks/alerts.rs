@@ -11,7 +11,7 @@ use timely::dataflow::operators::generic::Operator;
 use tracing::error;
 use vigil_operators::{Alert, AlertStatus, Record};
 
-use crate::connect::kafka::KafkaAlerts;
+use crate::sinks::kafka::KafkaAlerts;
 
 /// Counts of alerts written.
 #[derive(Debug, Default)]

@@ -55,6 +55,8 @@ use tracing::{info, warn};
 
 use crate::session::Session;
 
+use policy::{STATEMENT_TIMEOUT_KEY, effective_limit};
+
 /// The address `--serve` listens on when none is given: loopback, next to PostgreSQL's 5432.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 
@@ -63,9 +65,6 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 
 /// How long a server statement may run unless `--timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-
-/// The key under which `datafusion-postgres` keeps a connection's `statement_timeout`.
-const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
 
 /// How long a client over the connection limit may take to be told so, and how many such
 /// clients are told at once; beyond that their connections are closed without a word.
@@ -440,15 +439,6 @@ impl Bounded {
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
         effective_limit(asked, self.limit)
-    }
-}
-
-/// A statement's time limit: what the client asked for, never more than the server's; the
-/// server's when the client asked for none.
-fn effective_limit(asked: Option<Duration>, server: Option<Duration>) -> Option<Duration> {
-    match (asked, server) {
-        (Some(asked), Some(server)) => Some(asked.min(server)),
-        (asked, server) => asked.or(server),
     }
 }
 

@@ -27,7 +27,20 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 use crate::session::refuse_writes;
 
-use super::STATEMENT_TIMEOUT_KEY;
+/// The key under which `datafusion-postgres` keeps a connection's `statement_timeout`.
+pub(super) const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+/// A statement's time limit: what the client asked for, never more than the server's; the
+/// server's when the client asked for none.
+pub(super) fn effective_limit(
+    asked: Option<Duration>,
+    server: Option<Duration>,
+) -> Option<Duration> {
+    match (asked, server) {
+        (Some(asked), Some(server)) => Some(asked.min(server)),
+        (asked, server) => asked.or(server),
+    }
+}
 
 /// The settings a client may `SET` for its own connection; drivers send these on connect.
 const CLIENT_SETTINGS: &[&str] = &[
@@ -167,7 +180,7 @@ impl Policy {
             Ok(Setting::Timeout(asked)) => {
                 // Zero is "no limit of the client's own", which leaves the server's; more
                 // than the server's limit is cut to it.
-                match super::effective_limit(asked, self.limit) {
+                match effective_limit(asked, self.limit) {
                     Some(limit) => client.metadata_mut().insert(
                         STATEMENT_TIMEOUT_KEY.to_owned(),
                         limit.as_millis().to_string(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use vigil_operators::SnapshotStore;
 
-use crate::connect::kafka::KafkaAlerts;
+use crate::sinks::kafka::KafkaAlerts;
 use crate::jobs::engine::settings::Settings;
 use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::Summary;

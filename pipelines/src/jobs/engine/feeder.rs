@@ -14,7 +14,7 @@ use vigil_operators::{
     TelemetryColumns,
 };
 
-use crate::connect::kafka::KafkaMessage;
+use crate::sources::kafka::KafkaMessage;
 use crate::jobs::archaeology::params::SessionKey;
 use crate::runtime::crypto::PayloadKey;
 

@@ -19,7 +19,7 @@ use timely::dataflow::{ProbeHandle, Stream};
 use tracing::{info, warn};
 use vigil_operators::{DeadLetter, Point, SessionEvent};
 
-use crate::connect::kafka::KafkaAlerts;
+use crate::sinks::kafka::KafkaAlerts;
 use crate::jobs::archaeology::params::SessionKey;
 use crate::jobs::engine::feeder::{Inputs, WorkerSink};
 use crate::jobs::engine::read::{CommitGate, EndOfInput, Finished, ReadLoop, SINKS_PER_WORKER};

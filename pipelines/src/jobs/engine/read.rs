@@ -12,8 +12,8 @@ use timely::dataflow::ProbeHandle;
 use tracing::{info, warn};
 use vigil_datasets::loaders::{InputPlan, read_unit};
 
-use crate::connect::kafka::KafkaAlerts;
-use crate::connect::kafka::{KafkaReader, Watermark};
+use crate::sinks::kafka::KafkaAlerts;
+use crate::sources::kafka::{KafkaReader, Watermark};
 use crate::jobs::engine::feeder::{SEND_BATCH, WorkerSink};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use vigil_datasets::loaders::{InputPlan, TextLimits, plan_generator, plan_paths};
 
-use crate::connect::kafka::{KafkaInput, KafkaReader};
+use crate::sources::kafka::{KafkaInput, KafkaReader};
 use crate::jobs::engine::settings::Settings;
 use crate::sources::files::{check_payloads, plan_fingerprint};
 

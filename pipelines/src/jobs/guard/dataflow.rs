@@ -11,7 +11,7 @@ use vigil_operators::{
     SnapshotStore,
 };
 
-use crate::connect::kafka::KafkaAlerts;
+use crate::sinks::kafka::KafkaAlerts;
 use crate::jobs::archaeology::params::SessionKey;
 use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::Summary;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use vigil_operators::SeriesLimits;
 
-use crate::connect::kafka::{KafkaAlerts, KafkaEndpoint};
+use crate::connect::kafka::KafkaEndpoint;
 use crate::jobs::engine;
 use crate::jobs::engine::settings::Settings;
 use crate::jobs::guard::dataflow::GuardProgram;
@@ -21,6 +21,7 @@ use crate::jobs::guard::registry::{ConfiguredGuard, GuardSpec};
 use crate::runtime::crypto::PayloadKey;
 use crate::runtime::shutdown::Shutdown;
 use crate::sinks::alerts::AlertTarget;
+use crate::sinks::kafka::KafkaAlerts;
 
 /// Where alerts are written.
 #[derive(Clone, Debug, PartialEq)]

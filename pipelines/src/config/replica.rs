@@ -1,0 +1,129 @@
+//! The `[replica]` table, and the replica flags applied over it.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::relative_to;
+use crate::connect::replica::ReplicaUrl;
+use crate::jobs::guard::GuardJob;
+use crate::runtime::secrets::SecretUrl;
+use crate::sinks::replica::{Bulk, DEFAULT_REPLICA, ReplicaOptions};
+
+/// The `[replica]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `postgres://…`, `sqlite://PATH` (relative to the config file) or `none`; shown with its
+    /// password hidden.
+    pub url: Option<SecretUrl>,
+    /// A role to take after connecting, e.g. `observer_writer`.
+    pub role: Option<String>,
+    /// Apply vigil's migrations at start-up.
+    pub migrate: Option<bool>,
+    /// Replicate the encrypted payloads too.
+    pub replicate_payload: Option<bool>,
+    /// Rows after which a batch is written.
+    pub batch_rows: Option<usize>,
+    /// Time after which a batch is written, e.g. `"500ms"`.
+    pub batch_interval: Option<String>,
+    /// How rows reach a PostgreSQL-protocol replica: `auto` (binary COPY on PostgreSQL,
+    /// array parameters on CockroachDB), `copy` or `arrays`.
+    pub bulk: Option<String>,
+}
+
+impl ReplicaConfig {
+    /// Sets what the table configures on `job`.
+    pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
+        if let Some(url) = &self.url {
+            let url = match url.strip_prefix("sqlite://") {
+                Some(path) if !Path::new(path).is_absolute() => {
+                    format!("sqlite://{}", relative_to(file, Path::new(path)).display())
+                }
+                _ => url.expose().to_owned(),
+            };
+            set_replica_url(job, &url)
+                .with_context(|| format!("{}: replica.url", file.display()))?;
+        }
+        // Every value is checked, whether or not the job has a replica to set it on.
+        let interval = match &self.batch_interval {
+            Some(text) => Some(humantime::parse_duration(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: replica.batch_interval = {text:?} is not a duration ({e}); write e.g. \
+                     \"500ms\"",
+                    file.display()
+                )
+            })?),
+            None => None,
+        };
+        let bulk = match &self.bulk {
+            Some(text) => Some(
+                Bulk::parse(text).with_context(|| format!("{}: replica.bulk", file.display()))?,
+            ),
+            None => None,
+        };
+        if let Some(options) = &mut job.replica {
+            if let Some(role) = &self.role {
+                options.role = Some(role.clone());
+            }
+            if let Some(migrate) = self.migrate {
+                options.migrate = migrate;
+            }
+            if let Some(payload) = self.replicate_payload {
+                options.replicate_payload = payload;
+            }
+            if let Some(rows) = self.batch_rows {
+                options.batch_rows = rows.max(1);
+            }
+            if let Some(interval) = interval {
+                options.batch_interval = interval;
+            }
+            if let Some(bulk) = bulk {
+                options.bulk = bulk;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The replica of a job run from the command line with none configured.
+pub fn default_replica() -> anyhow::Result<ReplicaOptions> {
+    Ok(ReplicaOptions::new(ReplicaUrl::parse(DEFAULT_REPLICA)?))
+}
+
+/// Points the job's replica at `url` (`none` turns it off), keeping its other settings.
+fn set_replica_url(job: &mut GuardJob, url: &str) -> anyhow::Result<()> {
+    job.replica = match url {
+        "none" | "off" => None,
+        url => {
+            let url = ReplicaUrl::parse(url)?;
+            Some(match job.replica.take() {
+                Some(options) => ReplicaOptions { url, ..options },
+                None => ReplicaOptions::new(url),
+            })
+        }
+    };
+    Ok(())
+}
+
+/// Applies the replica flags of the command line (after any config file).
+pub fn apply_replica_flags(
+    job: &mut GuardJob,
+    url: Option<&str>,
+    role: Option<&str>,
+    migrate: bool,
+    replicate_payload: bool,
+) -> anyhow::Result<()> {
+    if let Some(url) = url {
+        set_replica_url(job, url).context("--replica")?;
+    }
+    if let Some(options) = &mut job.replica {
+        if let Some(role) = role {
+            options.role = Some(role.to_owned());
+        }
+        options.migrate |= migrate;
+        options.replicate_payload |= replicate_payload;
+    }
+    Ok(())
+}

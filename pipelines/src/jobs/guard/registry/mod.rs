@@ -1,0 +1,452 @@
+//! The guard registry: every guard kind vigil-guard runs, declared once.
+//!
+//! # Layout
+//! - `series`, `sources`: one serde struct per guard kind (per-series guards, per-source
+//!   guards) — its parameters with their defaults, its default reaction, and the checks that
+//!   turn it into the guard ([`GuardParams`]); `checks`: the checks they share.
+//! - `params`: how parameters are read, from `key=value` flags or a TOML table, with messages
+//!   that name the key.
+//! - here: [`CATALOGUE`], the one list of kinds that `--guard KIND:…`, the job file's
+//!   `[guard.KIND]` tables, `--list-guards` and the docs table ([`markdown_table`]) all read;
+//!   and the runtime types: [`GuardSpec`], [`Reaction`], [`ConfiguredGuard`].
+//!
+//! A new guard is a struct in `series` or `sources` with its [`GuardParams`], a line in
+//! [`CATALOGUE`], and its [`GuardSpec`] variant.
+
+mod checks;
+pub mod params;
+mod series;
+mod sources;
+
+pub use series::{
+    CompositeParams, EwmaParams, LevelShiftParams, MadParams, RateParams, SeasonalParams,
+    SilenceParams, ThresholdParams, ZScoreParams,
+};
+pub use sources::{
+    AuthFailuresParams, LateRecordsParams, SchemaViolationsParams, SequenceParams,
+    UnknownSourceParams,
+};
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use vigil_operators::{
+    Burst, Composite, Ewma, Guard, GuardLabel, LevelShift, Mad, Rate, Registry, Seasonal, Sequence,
+    Silence, Threshold, ZScore,
+};
+
+use params::{ParamError, Table};
+
+/// Every guard vigil-guard runs, with its parameters and default reaction: every alert has
+/// someone to react. The order is the order `--list-guards` and the docs show.
+pub const CATALOGUE: &[GuardKind] = &[
+    GuardKind::of::<ZScoreParams>(),
+    GuardKind::of::<ThresholdParams>(),
+    GuardKind::of::<EwmaParams>(),
+    GuardKind::of::<MadParams>(),
+    GuardKind::of::<RateParams>(),
+    GuardKind::of::<LevelShiftParams>(),
+    GuardKind::of::<SeasonalParams>(),
+    GuardKind::of::<CompositeParams>(),
+    GuardKind::of::<SilenceParams>(),
+    GuardKind::of::<SequenceParams>(),
+    GuardKind::of::<UnknownSourceParams>(),
+    GuardKind::of::<AuthFailuresParams>(),
+    GuardKind::of::<LateRecordsParams>(),
+    GuardKind::of::<SchemaViolationsParams>(),
+];
+
+/// A guard kind's parameters: a serde struct whose defaults are the operator's, with what the
+/// catalogue says of the kind.
+pub trait GuardParams: DeserializeOwned + Serialize + Default {
+    /// The kind, as `--guard KIND:…` and the job file's `[guard.KIND]` name it.
+    const KIND: &'static str;
+    /// The parameters with their defaults, as `--list-guards` shows them (a test checks them
+    /// against the struct).
+    const PARAMETERS: &'static str;
+    /// The topic its alerts go to unless the job file says otherwise.
+    const TOPIC: Topic;
+    /// Their severity unless the job file says otherwise.
+    const SEVERITY: Severity;
+    /// What its alerts mean.
+    const DESCRIPTION: &'static str;
+
+    /// The guard these parameters describe, once their values are checked.
+    fn spec(self) -> Result<GuardSpec, ParamError>;
+}
+
+/// One guard kind of the catalogue: its name, parameters, default reaction, and how its
+/// parameters are read.
+#[derive(Clone, Copy, Debug)]
+pub struct GuardKind {
+    /// The kind, as `--guard` and the config's `[guard.KIND]` name it.
+    pub kind: &'static str,
+    /// Its parameters with their defaults.
+    pub parameters: &'static str,
+    /// The default topic.
+    pub topic: Topic,
+    /// The default severity.
+    pub severity: Severity,
+    /// What its alerts mean.
+    pub description: &'static str,
+    /// Reads the kind's parameters and builds the guard.
+    read: for<'a> fn(Table<'a>) -> Result<GuardSpec, ParamError>,
+    /// The parameter struct's defaults, serialized.
+    defaults: fn() -> serde_json::Value,
+}
+
+impl GuardKind {
+    /// The catalogue entry of the kind whose parameters are `P`.
+    pub const fn of<P: GuardParams>() -> Self {
+        Self {
+            kind: P::KIND,
+            parameters: P::PARAMETERS,
+            topic: P::TOPIC,
+            severity: P::SEVERITY,
+            description: P::DESCRIPTION,
+            read: read_params::<P>,
+            defaults: defaults_of::<P>,
+        }
+    }
+
+    /// The kind named `kind`, if vigil-guard knows it.
+    pub fn named(kind: &str) -> Option<&'static GuardKind> {
+        CATALOGUE.iter().find(|e| e.kind == kind)
+    }
+
+    /// The guard its parameters describe.
+    ///
+    /// # Errors
+    /// When a parameter is unknown, missing, of the wrong type or out of range.
+    pub fn read(&self, params: Table<'_>) -> Result<GuardSpec, ParamError> {
+        (self.read)(params)
+    }
+
+    /// Every parameter with its default as JSON: `null` where there is none, or where it
+    /// depends on other parameters (`clear`, half of `threshold`).
+    pub fn defaults(&self) -> serde_json::Value {
+        (self.defaults)()
+    }
+
+    /// The entry's default reaction.
+    pub fn reaction(&self) -> Reaction {
+        Reaction {
+            topic: self.topic,
+            severity: self.severity,
+            description: self.description.to_owned(),
+        }
+    }
+}
+
+fn read_params<P: GuardParams>(params: Table<'_>) -> Result<GuardSpec, ParamError> {
+    params.read::<P>()?.spec()
+}
+
+fn defaults_of<P: GuardParams>() -> serde_json::Value {
+    serde_json::to_value(P::default()).unwrap_or_default()
+}
+
+/// The catalogue entry of a guard kind.
+pub fn catalogue_entry(kind: &str) -> Option<&'static GuardKind> {
+    GuardKind::named(kind)
+}
+
+/// The kinds vigil-guard knows, for messages: `zscore, threshold, … and schema_violations`.
+pub fn known_kinds() -> String {
+    let kinds: Vec<&str> = CATALOGUE.iter().map(|e| e.kind).collect();
+    params::and_list(&kinds)
+}
+
+/// A guard to run, with its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GuardSpec {
+    /// Rolling z-score per series.
+    ZScore(ZScore),
+    /// Fixed bounds per metric name.
+    Threshold(Threshold),
+    /// Distance from the exponentially weighted mean.
+    Ewma(Ewma),
+    /// Distance from the rolling median in MADs.
+    Mad(Mad),
+    /// Rate of change per second of event time.
+    Rate(Rate),
+    /// Lasting shifts of the level (CUSUM).
+    LevelShift(LevelShift),
+    /// Distance from the usual value at this time of day.
+    Seasonal(Seasonal),
+    /// All statistical views combined into one calibrated score.
+    Composite(Composite),
+    /// A series that stops reporting.
+    Silence(Silence),
+    /// Per source: sequence numbers that skip, repeat or go back.
+    Sequence(Sequence),
+    /// Per source: a source not in the registry of known sources.
+    UnknownSource(Registry),
+    /// Per source: more than `limit` events of one name within a window (failed
+    /// authentications, vigil's own late or malformed records). The kind names which.
+    Burst(&'static str, Burst),
+}
+
+impl GuardSpec {
+    /// Parses `KIND[:key=value,…]`, e.g. `zscore:window=60,threshold=6`, `ewma:span=120`,
+    /// `mad:window=60`, `rate:max=50`, `level_shift`, `seasonal:period=1d`, `composite`, or
+    /// `threshold:name=M[,min=A][,max=B]`.
+    ///
+    /// # Examples
+    /// ```
+    /// use vigil_pipelines::jobs::guard::registry::GuardSpec;
+    /// use vigil_operators::ZScore;
+    /// assert_eq!(GuardSpec::parse("zscore:window=30").unwrap(), GuardSpec::ZScore(ZScore::new(30, 6.0)));
+    /// assert!(GuardSpec::parse("zscore:windw=30").is_err());
+    /// assert!(GuardSpec::parse("composite").is_ok());
+    /// ```
+    pub fn parse(text: &str) -> anyhow::Result<GuardSpec> {
+        let (kind, params) = text.split_once(':').unwrap_or((text, ""));
+        let pairs = params
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.trim(), v.trim()))
+                    .with_context(|| format!("`{p}` in --guard {text} is not key=value"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let kind = kind.trim();
+        let entry = GuardKind::named(kind).with_context(|| {
+            format!(
+                "unknown guard `{kind}` in --guard {text}: vigil-guard knows {}",
+                known_kinds()
+            )
+        })?;
+        entry
+            .read(Table::from_pairs(&pairs))
+            .map_err(|e| anyhow::anyhow!("--guard {text}: {e}"))
+    }
+
+    /// Parses several `--guard` values into guards with their default reactions; threshold
+    /// guards on different metrics merge into one. No value means the z-score guard.
+    pub fn parse_all(texts: &[String]) -> anyhow::Result<Vec<ConfiguredGuard>> {
+        let mut specs: Vec<GuardSpec> = Vec::new();
+        for text in texts {
+            match GuardSpec::parse(text)? {
+                GuardSpec::Threshold(new) => {
+                    if let Some(GuardSpec::Threshold(existing)) = specs
+                        .iter_mut()
+                        .find(|s| matches!(s, GuardSpec::Threshold(_)))
+                    {
+                        existing.merge(new);
+                    } else {
+                        specs.push(GuardSpec::Threshold(new));
+                    }
+                }
+                spec => specs.push(spec),
+            }
+        }
+        if specs.is_empty() {
+            specs.push(GuardSpec::ZScore(ZScore::default()));
+        }
+        Ok(specs
+            .into_iter()
+            .map(ConfiguredGuard::with_default_reaction)
+            .collect())
+    }
+
+    /// The name the guard's alerts carry.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GuardSpec::ZScore(_) => ZScoreParams::KIND,
+            GuardSpec::Threshold(_) => ThresholdParams::KIND,
+            GuardSpec::Ewma(_) => EwmaParams::KIND,
+            GuardSpec::Mad(_) => MadParams::KIND,
+            GuardSpec::Rate(_) => RateParams::KIND,
+            GuardSpec::LevelShift(_) => LevelShiftParams::KIND,
+            GuardSpec::Seasonal(_) => SeasonalParams::KIND,
+            GuardSpec::Composite(_) => CompositeParams::KIND,
+            GuardSpec::Silence(_) => SilenceParams::KIND,
+            GuardSpec::Sequence(_) => SequenceParams::KIND,
+            GuardSpec::UnknownSource(_) => UnknownSourceParams::KIND,
+            GuardSpec::Burst(kind, _) => kind,
+        }
+    }
+
+    /// Whether the guard runs per source rather than per series.
+    pub fn per_source(&self) -> bool {
+        matches!(
+            self,
+            GuardSpec::Sequence(_) | GuardSpec::UnknownSource(_) | GuardSpec::Burst(..)
+        )
+    }
+
+    /// The guard under `label`, ready to run.
+    pub fn build(&self, label: GuardLabel) -> Guard {
+        match self {
+            GuardSpec::ZScore(g) => Guard::new(label, *g),
+            GuardSpec::Threshold(g) => Guard::new(label, g.clone()),
+            GuardSpec::Ewma(g) => Guard::new(label, *g),
+            GuardSpec::Mad(g) => Guard::new(label, *g),
+            GuardSpec::Rate(g) => Guard::new(label, *g),
+            GuardSpec::LevelShift(g) => Guard::new(label, *g),
+            GuardSpec::Seasonal(g) => Guard::new(label, *g),
+            GuardSpec::Composite(g) => Guard::new(label, *g),
+            GuardSpec::Silence(g) => Guard::new(label, *g),
+            GuardSpec::Sequence(g) => Guard::new(label, *g),
+            GuardSpec::UnknownSource(g) => Guard::new(label, g.clone()),
+            GuardSpec::Burst(_, g) => Guard::new(label, g.clone()),
+        }
+    }
+}
+
+/// The topic a guard's alerts are published to, which decides who reacts to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topic {
+    /// Operators watching telemetry: statistical and silence alerts.
+    TelemetryAlerts,
+    /// The security team's feed: sequence, source, authentication and schema alerts.
+    SecurityGuardFeed,
+}
+
+impl Topic {
+    /// The topic's name (`telemetry-alerts`, `security-guard-feed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::TelemetryAlerts => "telemetry-alerts",
+            Topic::SecurityGuardFeed => "security-guard-feed",
+        }
+    }
+}
+
+/// How bad a guard's alerts are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth a look.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+impl Severity {
+    /// The severity's name on alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What a guard's alerts set off: where they go, how bad they are, and what they mean. In a
+/// job file, the `[guard.reaction]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reaction {
+    /// The topic the alerts go to: `telemetry-alerts` or `security-guard-feed`.
+    pub topic: Topic,
+    /// The severity written on the alerts: `info`, `warning` or `critical`.
+    pub severity: Severity,
+    /// What an alert of this guard means, for the people who react to it.
+    pub description: String,
+}
+
+/// A guard as a job runs it: its name on alerts, its logic and its reaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfiguredGuard {
+    /// The name alerts carry in `guard` (the kind unless configured otherwise).
+    pub name: String,
+    /// The guard and its parameters.
+    pub spec: GuardSpec,
+    /// What its alerts set off.
+    pub reaction: Reaction,
+}
+
+impl ConfiguredGuard {
+    /// A guard named after its kind with the catalogue's default reaction.
+    pub fn with_default_reaction(spec: GuardSpec) -> Self {
+        let entry = catalogue_entry(spec.name());
+        Self {
+            name: spec.name().to_owned(),
+            reaction: entry.map_or_else(
+                || Reaction {
+                    topic: Topic::TelemetryAlerts,
+                    severity: Severity::Warning,
+                    description: String::new(),
+                },
+                GuardKind::reaction,
+            ),
+            spec,
+        }
+    }
+
+    /// The guard, ready to run, labelled with its name and reaction.
+    pub fn build(&self) -> Guard {
+        let label = GuardLabel {
+            guard: self.name.as_str().into(),
+            severity: self.reaction.severity.as_str().into(),
+            reaction: self.reaction.topic.as_str().into(),
+        };
+        self.spec.build(label)
+    }
+}
+
+/// What `--list-guards` prints without a job: every kind with its reaction and parameters.
+pub fn catalogue_listing() -> String {
+    let mut out = String::from("KIND          TOPIC                SEVERITY  DESCRIPTION\n");
+    for e in CATALOGUE {
+        out.push_str(&format!(
+            "{:<13} {:<20} {:<9} {}\n{:<44}parameters: {}\n",
+            e.kind,
+            e.topic.as_str(),
+            e.severity.as_str(),
+            e.description,
+            "",
+            e.parameters
+        ));
+    }
+    out
+}
+
+/// What `--list-guards` prints for a job: each of its guards with its kind and reaction.
+pub fn guards_listing(guards: &[ConfiguredGuard]) -> String {
+    let mut out = String::from(
+        "GUARD                KIND          TOPIC                SEVERITY  DESCRIPTION\n",
+    );
+    for g in guards {
+        out.push_str(&format!(
+            "{:<20} {:<13} {:<20} {:<9} {}\n",
+            g.name,
+            g.spec.name(),
+            g.reaction.topic.as_str(),
+            g.reaction.severity.as_str(),
+            g.reaction.description
+        ));
+    }
+    out
+}
+
+/// The catalogue as the Markdown table the user guide shows between its
+/// `<!-- guards:begin -->` and `<!-- guards:end -->` markers (a test keeps them equal).
+pub fn markdown_table() -> String {
+    let cell = |text: &str| text.replace('|', "\\|");
+    let mut out = String::from(
+        "| guard | parameters (defaults) | topic | severity | what an alert means |\n\
+         |---|---|---|---|---|\n",
+    );
+    for e in CATALOGUE {
+        out.push_str(&format!(
+            "| `{}` | `{}` | `{}` | {} | {} |\n",
+            e.kind,
+            cell(e.parameters),
+            e.topic.as_str(),
+            e.severity.as_str(),
+            cell(e.description)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
