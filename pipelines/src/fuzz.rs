@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use vigil_operators::SnapshotStore;
 
-use crate::jobs::archaeology::ArchaeologyParams;
-use crate::runtime::snapshot::StateDir;
 use crate::config::{ArchaeologyConfig, JobConfig};
+use crate::jobs::archaeology::ArchaeologyParams;
 use crate::jobs::guard::GuardJob;
+use crate::runtime::snapshot::StateDir;
 use crate::runtime::spill::Spill;
 
 /// Opens a spill directory whose one segment holds `data`, then appends to it and marks all of

@@ -91,7 +91,8 @@ fn a_second_job_on_a_directory_in_use_exits_2_naming_the_first() {
     };
     // This process plays the first job: it holds the spill directory, then the archive.
     for (held, what) in [(&spill, "spill directory"), (&archive, "archive directory")] {
-        let lock = vigil_pipelines::runtime::dir_lock::DirLock::acquire(held, what, "--flag").unwrap();
+        let lock =
+            vigil_pipelines::runtime::dir_lock::DirLock::acquire(held, what, "--flag").unwrap();
         let output = second_job();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -114,7 +115,9 @@ fn a_second_job_on_a_directory_in_use_exits_2_naming_the_first() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        archive.join(vigil_pipelines::runtime::dir_lock::LOCK_FILE).is_file(),
+        archive
+            .join(vigil_pipelines::runtime::dir_lock::LOCK_FILE)
+            .is_file(),
         "the lock file stays at the archive root, beside the tables"
     );
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use vigil_pipelines::cli::GuardArgs;
 use vigil_pipelines::config::JobConfig;
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec};
 use vigil_pipelines::jobs::guard::registry::{CATALOGUE, Severity, Topic};
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec};
 
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-guard.toml")
@@ -220,8 +220,8 @@ fn scores_must_name_guards_of_the_job() {
 
 #[test]
 fn the_archaeology_sample_parses_and_bad_keys_are_named() {
-    use vigil_pipelines::jobs::archaeology::{ArchaeologyParams, SessionKey};
     use vigil_pipelines::config::ArchaeologyConfig;
+    use vigil_pipelines::jobs::archaeology::{ArchaeologyParams, SessionKey};
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-archaeology.toml");
     let mut job = GuardJob::default();

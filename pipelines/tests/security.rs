@@ -187,7 +187,8 @@ fn sslmode_decides_whether_the_session_is_encrypted() {
         let key_values = format!("host=127.0.0.1 user=postgres dbname={name} sslmode={mode}");
         let ssl: String = runtime
             .block_on(async {
-                let (client, connection) = vigil_pipelines::connect::pg_tls::connect(&key_values).await?;
+                let (client, connection) =
+                    vigil_pipelines::connect::pg_tls::connect(&key_values).await?;
                 tokio::spawn(connection);
                 let row = client
                     .query_one(

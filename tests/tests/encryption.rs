@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
-use vigil_pipelines::runtime::crypto::PayloadKey;
 use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
+use vigil_pipelines::runtime::crypto::PayloadKey;
 use vigil_pipelines::runtime::shutdown::Shutdown;
 
 const KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
 use vigil_operators::{AlertStatus, Reading, alert_id, is_degenerate_std};
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Summary, run};
 use vigil_pipelines::runtime::shutdown::Shutdown;
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_tests::archive::{parquet_files, read_alerts, sql, sql_count, strings};
 
 /// Lines no reader can use, each with a word its dead letter's reason must contain.

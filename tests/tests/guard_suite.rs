@@ -8,9 +8,9 @@ use std::path::Path;
 
 use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
 use vigil_operators::{AlertStatus, Reading};
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
 use vigil_pipelines::runtime::shutdown::Shutdown;
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_tests::archive::read_alerts;
 
 const STATISTICAL: [&str; 9] = [

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use vigil_datasets::generator::{RocketSpec, rocket_readings};
 use vigil_operators::{Alert, AlertStatus, Reading, Record};
+use vigil_pipelines::connect::kafka::KafkaEndpoint;
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Summary, run};
 use vigil_pipelines::runtime::shutdown::Shutdown;
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
-use vigil_pipelines::connect::kafka::KafkaEndpoint;
 use vigil_pipelines::sources::kafka::KafkaInput;
 use vigil_tests::archive::{read_alerts, sql, sql_count, strings};
 use vigil_tests::kafka::Broker;

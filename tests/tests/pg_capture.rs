@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use vigil_datasets::changes::FeedOptions;
 use vigil_operators::ChangeOp;
-use vigil_pipelines::sources::pg_capture::LogicalSlot;
 use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
+use vigil_pipelines::sources::pg_capture::LogicalSlot;
 use vigil_tests::postgres::PgCluster;
 
 #[test]

@@ -15,9 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
+use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
 use vigil_pipelines::runtime::shutdown::Shutdown;
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
 use vigil_tests::duckdb::{self, Answer, canonical_rows, compare, sorted};
 
 /// One query of a suite file.

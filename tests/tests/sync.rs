@@ -233,7 +233,10 @@ fn two_postgresql_replicas_converge() {
     );
     // vigil's own tables came through the migrations, tracked; the roles exist.
     let applied = local.column("SELECT name FROM vigil_migrations ORDER BY id");
-    assert_eq!(applied.len(), vigil_pipelines::connect::migrations::MIGRATIONS.len());
+    assert_eq!(
+        applied.len(),
+        vigil_pipelines::connect::migrations::MIGRATIONS.len()
+    );
     let roles = local.column(
         "SELECT rolname::text FROM pg_roles WHERE rolname IN ('observer_writer', 'replicator') ORDER BY 1",
     );

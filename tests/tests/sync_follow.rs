@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use vigil_pipelines::runtime::metrics::Metrics;
 use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
 use vigil_pipelines::jobs::sync::{Capture, SyncJob};
+use vigil_pipelines::runtime::metrics::Metrics;
 use vigil_tests::postgres::{PgCluster, PgDatabase};
 
 const CREATE: &str = "CREATE TABLE orders (id integer PRIMARY KEY, qty integer NOT NULL, \

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use vigil_operators::SnapshotStore;
 
-use crate::sinks::kafka::KafkaAlerts;
 use crate::jobs::engine::settings::Settings;
 use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::Summary;
@@ -22,6 +21,7 @@ use crate::jobs::engine::{self, HOUR_MS, Program, Streams, WorkerOutputs};
 use crate::runtime::dir_lock::DirLock;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;
+use crate::sinks::kafka::KafkaAlerts;
 use crate::sinks::replica::Output;
 
 /// Everything the archaeology job needs to run.

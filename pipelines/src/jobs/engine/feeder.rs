@@ -14,9 +14,9 @@ use vigil_operators::{
     TelemetryColumns,
 };
 
-use crate::sources::kafka::KafkaMessage;
 use crate::jobs::archaeology::params::SessionKey;
 use crate::runtime::crypto::PayloadKey;
+use crate::sources::kafka::KafkaMessage;
 
 /// Records are handed to the dataflow in batches of this many, which keeps them in cache.
 pub(crate) const SEND_BATCH: usize = 4096;

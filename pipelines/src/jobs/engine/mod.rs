@@ -19,7 +19,6 @@ use timely::dataflow::{ProbeHandle, Stream};
 use tracing::{info, warn};
 use vigil_operators::{DeadLetter, Point, SessionEvent};
 
-use crate::sinks::kafka::KafkaAlerts;
 use crate::jobs::archaeology::params::SessionKey;
 use crate::jobs::engine::feeder::{Inputs, WorkerSink};
 use crate::jobs::engine::read::{CommitGate, EndOfInput, Finished, ReadLoop, SINKS_PER_WORKER};
@@ -30,6 +29,7 @@ use crate::runtime::dir_lock::DirLock;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;
 use crate::sinks::archive::{Archive, ArchiveLocation, ArchiveWriter, start_writer};
+use crate::sinks::kafka::KafkaAlerts;
 use crate::sinks::replica::{Output, ReplicaHandle, ReplicaOptions, ReplicaSink};
 
 /// Snapshots are taken at hour boundaries of event time, as archive files close.

@@ -12,14 +12,14 @@ use timely::dataflow::ProbeHandle;
 use tracing::{info, warn};
 use vigil_datasets::loaders::{InputPlan, read_unit};
 
-use crate::sinks::kafka::KafkaAlerts;
-use crate::sources::kafka::{KafkaReader, Watermark};
 use crate::jobs::engine::feeder::{SEND_BATCH, WorkerSink};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;
 use crate::sinks::archive::Durability;
+use crate::sinks::kafka::KafkaAlerts;
 use crate::sinks::replica::ReplicaDurability;
 use crate::sources::files::Streams;
+use crate::sources::kafka::{KafkaReader, Watermark};
 
 /// Units a worker may read ahead of what the dataflow has finished, which bounds memory.
 const UNITS_IN_FLIGHT: usize = 4;

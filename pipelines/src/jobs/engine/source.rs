@@ -6,9 +6,9 @@ use std::sync::Mutex;
 
 use vigil_datasets::loaders::{InputPlan, TextLimits, plan_generator, plan_paths};
 
-use crate::sources::kafka::{KafkaInput, KafkaReader};
 use crate::jobs::engine::settings::Settings;
 use crate::sources::files::{check_payloads, plan_fingerprint};
+use crate::sources::kafka::{KafkaInput, KafkaReader};
 
 /// What the job reads.
 #[derive(Clone, Debug, PartialEq)]

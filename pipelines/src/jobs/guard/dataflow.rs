@@ -11,7 +11,6 @@ use vigil_operators::{
     SnapshotStore,
 };
 
-use crate::sinks::kafka::KafkaAlerts;
 use crate::jobs::archaeology::params::SessionKey;
 use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::Summary;
@@ -21,6 +20,7 @@ use crate::jobs::guard::{GuardJob, ScoresOut};
 use crate::runtime::snapshot::StateDir;
 use crate::sinks::alerts::{AlertCounts, AlertTarget, WriteAlerts};
 use crate::sinks::archive::{Archive, ArchiveBatches, Table};
+use crate::sinks::kafka::KafkaAlerts;
 use crate::sinks::replica::{Output, ReplicateAlerts, ReplicateTelemetry};
 
 /// The guards of one run, and what their workers share: the alert output (taken by worker 0),
