@@ -428,9 +428,11 @@ mod tests {
 
     #[test]
     fn the_tables_default_to_the_jobs_defaults() {
-        let mut params = ArchaeologyParams::default();
-        params.top = 0;
-        params.motifs = None;
+        let mut params = ArchaeologyParams {
+            top: 0,
+            motifs: None,
+            ..ArchaeologyParams::default()
+        };
         ArchaeologyConfig::default()
             .apply(Path::new("job.toml"), &mut GuardJob::default(), &mut params)
             .unwrap_or_else(|e| panic!("{e:#}"));

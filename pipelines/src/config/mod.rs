@@ -15,6 +15,7 @@
 
 mod archaeology;
 mod guards;
+mod paths;
 mod replica;
 
 pub use archaeology::{
@@ -30,6 +31,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
+use paths::relative_to;
 
 /// A `vigil-guard` job.
 #[derive(Debug, Default, Deserialize)]
@@ -144,15 +146,6 @@ impl JobConfig {
                 .collect::<anyhow::Result<_>>()?;
         }
         Ok(())
-    }
-}
-
-/// `p` as written in the config file `file`: relative paths are taken from its directory.
-fn relative_to(file: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        file.parent().unwrap_or(Path::new("")).join(p)
     }
 }
 

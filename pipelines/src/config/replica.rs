@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::relative_to;
+use super::paths::relative_to;
 use crate::connect::replica::ReplicaUrl;
 use crate::jobs::guard::GuardJob;
 use crate::runtime::secrets::SecretUrl;

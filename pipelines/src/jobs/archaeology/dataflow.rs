@@ -16,8 +16,8 @@ use vigil_operators::archaeology::motifs::Motifs;
 use vigil_operators::archaeology::sequences::Sequences;
 use vigil_operators::{Pattern, Point, Session, SessionEvent, Sessions, SnapshotStore};
 
-use crate::jobs::archaeology::findings::Findings;
 use crate::jobs::archaeology::params::ArchaeologyParams;
+use crate::jobs::engine::findings::Findings;
 use crate::sinks::archive::{Archive, ArchiveWriter};
 use crate::sinks::replica::{Output, ReplicaHandle, ReplicateCollection};
 

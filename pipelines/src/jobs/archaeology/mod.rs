@@ -3,10 +3,9 @@
 //! `entanglements` tables.
 
 pub mod dataflow;
-pub mod findings;
 pub mod params;
 
-pub use findings::Findings;
+pub use crate::jobs::engine::findings::Findings;
 pub use params::{ArchaeologyParams, CARRIED_PER_WORKER, SessionKey, SessionParams};
 
 use std::sync::{Arc, Mutex};

@@ -1,11 +1,12 @@
 //! What the archaeology job looks for, and how: its operators' parameters and what sessions
 //! are kept by.
 
-use vigil_operators::ReadingRef;
 use vigil_operators::archaeology::entanglements::EntangleParams;
 use vigil_operators::archaeology::field::FieldParams;
 use vigil_operators::archaeology::motifs::MotifParams;
 use vigil_operators::archaeology::sequences::SequenceParams;
+
+pub use crate::jobs::engine::feeder::SessionKey;
 
 /// What the archaeology job looks for, and how.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,37 +62,6 @@ impl Default for SessionParams {
         Self {
             gap_ms: 30_000,
             by: SessionKey::Room("room".into()),
-        }
-    }
-}
-
-/// What a session is kept by.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SessionKey {
-    /// The value of this attribute of the event (events without it take part in none).
-    Room(String),
-    /// The event's source.
-    Source,
-}
-
-impl SessionKey {
-    /// The session key of a reading, if it has one.
-    pub fn key_of(&self, reading: &ReadingRef<'_>) -> Option<String> {
-        match self {
-            SessionKey::Source => Some(reading.source.to_owned()),
-            SessionKey::Room(attr) => {
-                let attrs = reading.attrs?;
-                // Only events that carry the attribute pay for parsing.
-                if !attrs.contains(attr.as_str()) {
-                    return None;
-                }
-                let value: serde_json::Value = serde_json::from_str(attrs).ok()?;
-                match value.get(attr)? {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                }
-            }
         }
     }
 }

@@ -14,7 +14,6 @@ use vigil_operators::{
     TelemetryColumns,
 };
 
-use crate::jobs::archaeology::params::SessionKey;
 use crate::runtime::crypto::PayloadKey;
 use crate::sources::kafka::KafkaMessage;
 
@@ -308,4 +307,35 @@ fn raw_json(reading: &ReadingRef<'_>) -> String {
     let mut shown = reading.to_reading();
     shown.payload = None;
     vigil_operators::Record::to_json(&shown)
+}
+
+/// What a session is kept by.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionKey {
+    /// The value of this attribute of the event (events without it take part in none).
+    Room(String),
+    /// The event's source.
+    Source,
+}
+
+impl SessionKey {
+    /// The session key of a reading, if it has one.
+    pub fn key_of(&self, reading: &ReadingRef<'_>) -> Option<String> {
+        match self {
+            SessionKey::Source => Some(reading.source.to_owned()),
+            SessionKey::Room(attr) => {
+                let attrs = reading.attrs?;
+                // Only events that carry the attribute pay for parsing.
+                if !attrs.contains(attr.as_str()) {
+                    return None;
+                }
+                let value: serde_json::Value = serde_json::from_str(attrs).ok()?;
+                match value.get(attr)? {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! commits and the summary. A job says what it computes by implementing [`Program`].
 
 pub mod feeder;
+pub mod findings;
 pub mod read;
 pub mod settings;
 pub mod source;
@@ -19,7 +20,7 @@ use timely::dataflow::{ProbeHandle, Stream};
 use tracing::{info, warn};
 use vigil_operators::{DeadLetter, Point, SessionEvent};
 
-use crate::jobs::archaeology::params::SessionKey;
+use crate::jobs::engine::feeder::SessionKey;
 use crate::jobs::engine::feeder::{Inputs, WorkerSink};
 use crate::jobs::engine::read::{CommitGate, EndOfInput, Finished, ReadLoop, SINKS_PER_WORKER};
 use crate::jobs::engine::settings::Settings;

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::jobs::engine::source::InputSpec;
+use vigil_datasets::loaders::{InputPlan, TextLimits, plan_generator, plan_paths};
+
 use crate::runtime::crypto::PayloadKey;
 use crate::sinks::replica::ReplicaOptions;
+use crate::sources::kafka::KafkaInput;
 
 /// The settings the engine reads: input, archive, workers, lateness, limits and outputs.
 #[derive(Clone, Debug)]
@@ -47,6 +49,61 @@ impl Default for Settings {
             max_rows_per_file: 1_000_000,
             spill_dir: PathBuf::from("vigil-spill"),
             replica: None,
+        }
+    }
+}
+
+/// What the job reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputSpec {
+    /// The recorded dataset compiled into the binary.
+    Default,
+    /// Files and directories of NDJSON, CSV or Parquet.
+    Paths(Vec<PathBuf>),
+    /// The built-in generator: `gen:rocket[?…]` or `gen:devices[?…]`.
+    Generator(String),
+    /// Kafka topics: `kafka://HOST:PORT/TOPIC[,TOPIC…]?group=G`.
+    Kafka(Box<KafkaInput>),
+}
+
+impl InputSpec {
+    /// Reads `--input` values: none is the default dataset, `gen:…` a generator, `kafka://…`
+    /// Kafka topics, else paths.
+    pub fn from_args(values: &[String]) -> anyhow::Result<InputSpec> {
+        if values.iter().any(|v| v.starts_with("kafka://")) {
+            anyhow::ensure!(
+                values.iter().all(|v| v.starts_with("kafka://")),
+                "a Kafka input cannot be combined with files or a generator"
+            );
+            let inputs = values
+                .iter()
+                .map(|v| KafkaInput::parse(v))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            return Ok(InputSpec::Kafka(Box::new(KafkaInput::merge(inputs)?)));
+        }
+        match values {
+            [] => Ok(InputSpec::Default),
+            [one] if one.starts_with("gen:") => Ok(InputSpec::Generator(one.clone())),
+            many => {
+                anyhow::ensure!(
+                    many.iter().all(|v| !v.starts_with("gen:")),
+                    "a generator input cannot be combined with other inputs"
+                );
+                Ok(InputSpec::Paths(many.iter().map(PathBuf::from).collect()))
+            }
+        }
+    }
+
+    /// Cuts the input into units of work.
+    pub fn plan(&self, limits: TextLimits) -> anyhow::Result<InputPlan> {
+        match self {
+            InputSpec::Default => Ok(vigil_datasets::embedded::default_plan(limits)),
+            InputSpec::Paths(paths) => plan_paths(paths, limits),
+            InputSpec::Generator(spec) => plan_generator(spec),
+            InputSpec::Kafka(input) => anyhow::bail!(
+                "{} is a stream of messages, not a plan of units",
+                input.endpoint
+            ),
         }
     }
 }

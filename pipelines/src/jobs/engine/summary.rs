@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use crate::jobs::archaeology::findings::Findings;
+use crate::jobs::engine::findings::Findings;
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq)]

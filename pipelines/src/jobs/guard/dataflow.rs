@@ -11,12 +11,12 @@ use vigil_operators::{
     SnapshotStore,
 };
 
-use crate::jobs::archaeology::params::SessionKey;
+use crate::jobs::engine::feeder::SessionKey;
 use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::Summary;
 use crate::jobs::engine::{HOUR_MS, Program, Streams, WorkerOutputs};
+use crate::jobs::guard::job::{GuardJob, ScoresOut};
 use crate::jobs::guard::registry::ConfiguredGuard;
-use crate::jobs::guard::{GuardJob, ScoresOut};
 use crate::runtime::snapshot::StateDir;
 use crate::sinks::alerts::{AlertCounts, AlertTarget, WriteAlerts};
 use crate::sinks::archive::{Archive, ArchiveBatches, Table};

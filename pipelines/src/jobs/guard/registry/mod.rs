@@ -4,6 +4,8 @@
 //! - `series`, `sources`: one serde struct per guard kind (per-series guards, per-source
 //!   guards) — its parameters with their defaults, its default reaction, and the checks that
 //!   turn it into the guard ([`GuardParams`]); `checks`: the checks they share.
+//! - `spec`: what the kinds declare and build: [`GuardParams`], [`GuardSpec`], [`Topic`],
+//!   [`Severity`].
 //! - `params`: how parameters are read, from `key=value` flags or a TOML table, with messages
 //!   that name the key.
 //! - here: [`CATALOGUE`], the one list of kinds that `--guard KIND:…`, the job file's
@@ -17,6 +19,7 @@ mod checks;
 pub mod params;
 mod series;
 mod sources;
+mod spec;
 
 pub use series::{
     CompositeParams, EwmaParams, LevelShiftParams, MadParams, RateParams, SeasonalParams,
@@ -28,14 +31,11 @@ pub use sources::{
 };
 
 use anyhow::Context;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use vigil_operators::{
-    Burst, Composite, Ewma, Guard, GuardLabel, LevelShift, Mad, Rate, Registry, Seasonal, Sequence,
-    Silence, Threshold, ZScore,
-};
+use vigil_operators::{Guard, GuardLabel, ZScore};
 
 use params::{ParamError, Table};
+pub use spec::{GuardParams, GuardSpec, Severity, Topic};
 
 /// Every guard vigil-guard runs, with its parameters and default reaction: every alert has
 /// someone to react. The order is the order `--list-guards` and the docs show.
@@ -55,25 +55,6 @@ pub const CATALOGUE: &[GuardKind] = &[
     GuardKind::of::<LateRecordsParams>(),
     GuardKind::of::<SchemaViolationsParams>(),
 ];
-
-/// A guard kind's parameters: a serde struct whose defaults are the operator's, with what the
-/// catalogue says of the kind.
-pub trait GuardParams: DeserializeOwned + Serialize + Default {
-    /// The kind, as `--guard KIND:…` and the job file's `[guard.KIND]` name it.
-    const KIND: &'static str;
-    /// The parameters with their defaults, as `--list-guards` shows them (a test checks them
-    /// against the struct).
-    const PARAMETERS: &'static str;
-    /// The topic its alerts go to unless the job file says otherwise.
-    const TOPIC: Topic;
-    /// Their severity unless the job file says otherwise.
-    const SEVERITY: Severity;
-    /// What its alerts mean.
-    const DESCRIPTION: &'static str;
-
-    /// The guard these parameters describe, once their values are checked.
-    fn spec(self) -> Result<GuardSpec, ParamError>;
-}
 
 /// One guard kind of the catalogue: its name, parameters, default reaction, and how its
 /// parameters are read.
@@ -155,36 +136,6 @@ pub fn catalogue_entry(kind: &str) -> Option<&'static GuardKind> {
 pub fn known_kinds() -> String {
     let kinds: Vec<&str> = CATALOGUE.iter().map(|e| e.kind).collect();
     params::and_list(&kinds)
-}
-
-/// A guard to run, with its parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub enum GuardSpec {
-    /// Rolling z-score per series.
-    ZScore(ZScore),
-    /// Fixed bounds per metric name.
-    Threshold(Threshold),
-    /// Distance from the exponentially weighted mean.
-    Ewma(Ewma),
-    /// Distance from the rolling median in MADs.
-    Mad(Mad),
-    /// Rate of change per second of event time.
-    Rate(Rate),
-    /// Lasting shifts of the level (CUSUM).
-    LevelShift(LevelShift),
-    /// Distance from the usual value at this time of day.
-    Seasonal(Seasonal),
-    /// All statistical views combined into one calibrated score.
-    Composite(Composite),
-    /// A series that stops reporting.
-    Silence(Silence),
-    /// Per source: sequence numbers that skip, repeat or go back.
-    Sequence(Sequence),
-    /// Per source: a source not in the registry of known sources.
-    UnknownSource(Registry),
-    /// Per source: more than `limit` events of one name within a window (failed
-    /// authentications, vigil's own late or malformed records). The kind names which.
-    Burst(&'static str, Burst),
 }
 
 impl GuardSpec {
@@ -292,49 +243,6 @@ impl GuardSpec {
             GuardSpec::Sequence(g) => Guard::new(label, *g),
             GuardSpec::UnknownSource(g) => Guard::new(label, g.clone()),
             GuardSpec::Burst(_, g) => Guard::new(label, g.clone()),
-        }
-    }
-}
-
-/// The topic a guard's alerts are published to, which decides who reacts to them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Topic {
-    /// Operators watching telemetry: statistical and silence alerts.
-    TelemetryAlerts,
-    /// The security team's feed: sequence, source, authentication and schema alerts.
-    SecurityGuardFeed,
-}
-
-impl Topic {
-    /// The topic's name (`telemetry-alerts`, `security-guard-feed`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Topic::TelemetryAlerts => "telemetry-alerts",
-            Topic::SecurityGuardFeed => "security-guard-feed",
-        }
-    }
-}
-
-/// How bad a guard's alerts are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth a look.
-    Info,
-    /// Needs attention.
-    Warning,
-    /// Needs attention now.
-    Critical,
-}
-
-impl Severity {
-    /// The severity's name on alerts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
         }
     }
 }

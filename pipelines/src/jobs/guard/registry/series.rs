@@ -11,7 +11,7 @@ use vigil_operators::{
 
 use super::checks::{alpha_of_span, at_least, levels, millis, positive, span_of_alpha};
 use super::params::{ParamError, duration};
-use super::{GuardParams, GuardSpec, Severity, Topic};
+use super::spec::{GuardParams, GuardSpec, Severity, Topic};
 
 /// `zscore`: distance from the rolling mean in standard deviations.
 #[derive(Debug, Deserialize, Serialize)]

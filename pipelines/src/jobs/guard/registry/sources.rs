@@ -9,7 +9,7 @@ use vigil_operators::{Burst, Registry, Sequence};
 
 use super::checks::millis;
 use super::params::{ParamError, duration};
-use super::{GuardParams, GuardSpec, Severity, Topic};
+use super::spec::{GuardParams, GuardSpec, Severity, Topic};
 
 /// `sequence`: per source, sequence numbers that skip, repeat or go back.
 #[derive(Debug, Deserialize, Serialize)]

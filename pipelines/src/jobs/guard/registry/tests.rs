@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use vigil_operators::{Burst, Rate};
+
 use super::*;
 
 /// The `key=value` alternatives a catalogue line documents (`a=1 b=2 | c=3`).
