@@ -9,13 +9,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_readings};
 use vigil_operators::Record;
 use vigil_tests::kafka::Broker;
 
 /// Produces `readings` readings and measures vigil-guard consuming them with `workers`.
 pub fn throughput(
-    spec: &RocketSpec,
+    spec: &RocketParams,
     workers: usize,
     partitions: i32,
     guards: &[String],

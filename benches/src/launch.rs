@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use vigil_operators::{AlertStatus, Point, Reading};
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
+use vigil_operators::{AlertStatus, Reading, SeriesReading};
+use vigil_pipelines::jobs::guard::registry::GuardParams;
 
 /// Events where the engines change thrust, which the velocity's rate of change shows.
 const ENGINE_EVENTS: [&str; 11] = [
@@ -35,7 +35,7 @@ const LATE_S: f64 = 10.0;
 
 /// Runs the evaluation over every flight directory under `dir`.
 pub fn run(dir: &Path, guards: &[String]) -> anyhow::Result<()> {
-    let specs = GuardSpec::parse_all(guards)?;
+    let specs = GuardParams::parse_all(guards)?;
     let mut flights: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading the launch dataset {}: pass --dir", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -121,7 +121,7 @@ pub fn run(dir: &Path, guards: &[String]) -> anyhow::Result<()> {
 }
 
 /// The velocity (m/s) and altitude (km) series of a flight, as points in time order.
-fn load_series(path: &Path, flight: &str) -> anyhow::Result<Vec<Vec<Point>>> {
+fn load_series(path: &Path, flight: &str) -> anyhow::Result<Vec<Vec<SeriesReading>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut velocity = Vec::new();
@@ -137,8 +137,18 @@ fn load_series(path: &Path, flight: &str) -> anyhow::Result<Vec<Vec<Point>>> {
             continue;
         };
         let ts = (t * 1000.0).round() as i64;
-        velocity.push(Point::from(&Reading::new(flight, "velocity_mps", ts, v)));
-        altitude.push(Point::from(&Reading::new(flight, "altitude_km", ts, a)));
+        velocity.push(SeriesReading::from(&Reading::new(
+            flight,
+            "velocity_mps",
+            ts,
+            v,
+        )));
+        altitude.push(SeriesReading::from(&Reading::new(
+            flight,
+            "altitude_km",
+            ts,
+            a,
+        )));
     }
     Ok(vec![velocity, altitude])
 }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
+use vigil_datasets::generator::{RocketParams, write_rocket_ndjson};
 
 use binaries::sibling_binary;
 
@@ -47,11 +47,11 @@ struct Load {
 
 impl Load {
     /// The generator's rocket telemetry for this load.
-    fn spec(&self) -> RocketSpec {
-        RocketSpec {
+    fn spec(&self) -> RocketParams {
+        RocketParams {
             vehicles: self.sources,
             ticks: (self.readings / (self.sources as u64 * 8)).max(1),
-            ..RocketSpec::default()
+            ..RocketParams::default()
         }
     }
 }
@@ -387,7 +387,7 @@ struct GuardRun {
 }
 
 fn guard(
-    spec: &RocketSpec,
+    spec: &RocketParams,
     run: &GuardRun,
     runs: usize,
     dir: Option<PathBuf>,

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use vigil_datasets::nab::{Profile, Score, load_timestamps, load_windows, score};
-use vigil_operators::{Alert, AlertStatus, Point};
+use vigil_operators::{Alert, AlertStatus, SeriesReading};
 
 /// Scores `guards` on the NAB files under `dir` (which holds `combined_windows.json`):
 /// through the vigil-guard binary, or with `in_process` by replaying each file's series
@@ -210,7 +210,7 @@ fn replay(
     files: &[(String, PathBuf)],
     guards: &[String],
 ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-    let specs = vigil_pipelines::jobs::guard::registry::GuardSpec::parse_all(guards)?;
+    let specs = vigil_pipelines::jobs::guard::registry::GuardParams::parse_all(guards)?;
     let mut detections = BTreeMap::new();
     for (name, path) in files {
         let limits = vigil_datasets::loaders::TextLimits {
@@ -219,12 +219,12 @@ fn replay(
         };
         let plan = vigil_datasets::loaders::plan_paths(std::slice::from_ref(path), limits)?;
         let loaded = vigil_datasets::loaders::load_all(&plan);
-        let mut points: Vec<Point> = loaded
+        let mut points: Vec<SeriesReading> = loaded
             .readings
             .iter()
-            .map(|(r, _)| Point::from(r))
+            .map(|(r, _)| SeriesReading::from(r))
             .collect();
-        points.sort_by(Point::guard_order);
+        points.sort_by(SeriesReading::guard_order);
         let mut hits = Vec::new();
         for spec in &specs {
             let alerts = spec.build().replay(&points);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_readings};
 use vigil_operators::{Reading, Record};
 use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
 use vigil_pipelines::sinks::replica::{Batch, Bulk, ReplicaTable, TableChange, Target};
@@ -74,11 +74,11 @@ pub fn run(rows: u64, workers: usize, server: &str, end_to_end: bool) -> anyhow:
     Ok(())
 }
 
-fn spec(rows: u64) -> RocketSpec {
-    RocketSpec {
+fn spec(rows: u64) -> RocketParams {
+    RocketParams {
         vehicles: 50,
         ticks: (rows / 400).max(1),
-        ..RocketSpec::default()
+        ..RocketParams::default()
     }
 }
 

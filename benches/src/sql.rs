@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use vigil_datasets::generator::{RocketSpec, rocket_labels, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_labels, rocket_readings};
 use vigil_operators::{Alert, AlertStatus, Reading, alert_id};
 use vigil_pipelines::sinks::archive::{ArchiveLocation, write_records};
 use vigil_tests::duckdb::{self, Answer, canonical_rows, compare};
@@ -75,12 +75,12 @@ pub const QUERIES: [(&str, &str); 10] = [
 pub fn run(readings: u64, dir: &Path, repeat: usize) -> anyhow::Result<()> {
     duckdb::require();
     let vehicles = 50;
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles,
         ticks: (readings / (vehicles as u64 * 8)).max(1),
         interval_ms: 1_000,
         anomaly_rate: 0.0005,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let archive = dir.join(format!("archive-{}x{}", spec.vehicles, spec.ticks));
     generate(&spec, &archive)?;
@@ -154,7 +154,7 @@ pub fn run(readings: u64, dir: &Path, repeat: usize) -> anyhow::Result<()> {
 
 /// Writes the generator's readings as the `telemetry` table and its planted anomaly windows
 /// as the `alerts` table, unless a complete archive of the same spec is already there.
-fn generate(spec: &RocketSpec, archive: &Path) -> anyhow::Result<()> {
+fn generate(spec: &RocketParams, archive: &Path) -> anyhow::Result<()> {
     let done = archive.join(".complete");
     if done.exists() {
         return Ok(());

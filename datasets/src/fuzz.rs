@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use vigil_operators::{Change, Reading};
 
-use crate::changes::{ChangeSink, FeedFormat, FeedOptions, parse_feed};
+use crate::changes::{ChangeSink, FeedFormat, FeedParams, parse_feed};
 use crate::loaders::{Collected, TextLimits, load_all, parse_message, plan_paths};
 
 /// The NDJSON fast line parser: whatever it accepts, the serde parser must accept too and read
@@ -154,7 +154,7 @@ fn feed(data: &[u8], format: FeedFormat) {
         data,
         "fuzz/orders.json",
         format,
-        &FeedOptions::default(),
+        &FeedParams::default(),
         &mut sink,
     );
 }

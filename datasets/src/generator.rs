@@ -34,7 +34,7 @@
 //!   the even device's event one tick later, most of the time ([`device_pairs`] lists them);
 //! - otherwise a device emits with its own probability per tick (3 % to 15 %) an event drawn
 //!   with fixed weights, `SACRED_PHRASE` being rare;
-//! - meetings, when [`DeviceSpec::rooms`] is above 0: see below.
+//! - meetings, when [`DeviceParams::rooms`] is above 0: see below.
 //!
 //! # Meetings
 //! Each room `room-{r}` has [`GUESTS_PER_ROOM`] guests `guest-{r}-{j}`, which emit nothing but
@@ -48,7 +48,7 @@
 //! each meeting as one session. [`device_truth`] lists them, with the rituals and the pairs.
 //!
 //! Guests are source indices too, numbered after the devices: `0..devices` are the devices and
-//! `devices..`[`DeviceSpec::sources`] the guests, room by room, so [`device_tick`] generates any
+//! `devices..`[`DeviceParams::sources`] the guests, room by room, so [`device_tick`] generates any
 //! range of either.
 
 use std::f64::consts::{FRAC_PI_2, PI};
@@ -154,7 +154,7 @@ const MEETING_MAX_GUESTS: usize = 4;
 /// Parameters of the rocket telemetry generator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RocketSpec {
+pub struct RocketParams {
     /// Number of vehicles, `veh-0` to `veh-{vehicles-1}`.
     pub vehicles: usize,
     /// Number of ticks; each vehicle reports all its metrics once per tick.
@@ -169,7 +169,7 @@ pub struct RocketSpec {
     pub anomaly_rate: f64,
 }
 
-impl Default for RocketSpec {
+impl Default for RocketParams {
     fn default() -> Self {
         Self {
             vehicles: 10,
@@ -185,8 +185,8 @@ impl Default for RocketSpec {
 /// 2026-01-01T00:00:00Z.
 const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 
-impl RocketSpec {
-    /// The keys [`RocketSpec::parse`] accepts.
+impl RocketParams {
+    /// The keys [`RocketParams::parse`] accepts.
     pub const KEYS: [&str; 6] = [
         "vehicles",
         "ticks",
@@ -201,13 +201,13 @@ impl RocketSpec {
     ///
     /// # Examples
     /// ```
-    /// use vigil_datasets::generator::RocketSpec;
-    /// let spec = RocketSpec::parse("vehicles=1000&ticks=250").unwrap();
+    /// use vigil_datasets::generator::RocketParams;
+    /// let spec = RocketParams::parse("vehicles=1000&ticks=250").unwrap();
     /// assert_eq!((spec.vehicles, spec.ticks, spec.seed), (1000, 250, 42));
-    /// assert!(RocketSpec::parse("cars=3").is_err());
+    /// assert!(RocketParams::parse("cars=3").is_err());
     /// ```
-    pub fn parse(query: &str) -> anyhow::Result<RocketSpec> {
-        let mut spec = RocketSpec::default();
+    pub fn parse(query: &str) -> anyhow::Result<RocketParams> {
+        let mut spec = RocketParams::default();
         parse_query(query, "gen:rocket", &Self::KEYS, |key, value| {
             match key {
                 "vehicles" => spec.vehicles = value.parse()?,
@@ -251,7 +251,7 @@ impl RocketSpec {
 /// Parameters of the device event generator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DeviceSpec {
+pub struct DeviceParams {
     /// Number of devices, `dev-0` to `dev-{devices-1}`.
     pub devices: usize,
     /// Number of ticks; each device emits at most one event per tick.
@@ -267,7 +267,7 @@ pub struct DeviceSpec {
     pub rooms: usize,
 }
 
-impl Default for DeviceSpec {
+impl Default for DeviceParams {
     fn default() -> Self {
         Self {
             devices: 50,
@@ -280,8 +280,8 @@ impl Default for DeviceSpec {
     }
 }
 
-impl DeviceSpec {
-    /// The keys [`DeviceSpec::parse`] accepts.
+impl DeviceParams {
+    /// The keys [`DeviceParams::parse`] accepts.
     pub const KEYS: [&str; 6] = [
         "devices",
         "ticks",
@@ -296,15 +296,15 @@ impl DeviceSpec {
     ///
     /// # Examples
     /// ```
-    /// use vigil_datasets::generator::DeviceSpec;
-    /// let spec = DeviceSpec::parse("devices=200&seed=7").unwrap();
+    /// use vigil_datasets::generator::DeviceParams;
+    /// let spec = DeviceParams::parse("devices=200&seed=7").unwrap();
     /// assert_eq!((spec.devices, spec.ticks, spec.seed, spec.rooms), (200, 3600, 7, 0));
-    /// let spec = DeviceSpec::parse("devices=200&rooms=4").unwrap();
+    /// let spec = DeviceParams::parse("devices=200&rooms=4").unwrap();
     /// assert_eq!(spec.sources(), 200 + 4 * 4);
-    /// assert!(DeviceSpec::parse("vehicles=3").is_err());
+    /// assert!(DeviceParams::parse("vehicles=3").is_err());
     /// ```
-    pub fn parse(query: &str) -> anyhow::Result<DeviceSpec> {
-        let mut spec = DeviceSpec::default();
+    pub fn parse(query: &str) -> anyhow::Result<DeviceParams> {
+        let mut spec = DeviceParams::default();
         parse_query(query, "gen:devices", &Self::KEYS, |key, value| {
             match key {
                 "devices" => spec.devices = value.parse()?,
@@ -408,7 +408,7 @@ pub struct Label {
 /// Every anomaly injected into the ticks of `spec`, in the order the streams reach them:
 /// by `start_ms`, then vehicle index, then metric order. An anomaly that runs past the last
 /// tick ends at the last tick.
-pub fn rocket_labels(spec: &RocketSpec) -> Vec<Label> {
+pub fn rocket_labels(spec: &RocketParams) -> Vec<Label> {
     let mut found = Vec::new();
     for block in 0..spec.ticks.div_ceil(ANOMALY_BLOCK_TICKS) {
         for vehicle in 0..spec.vehicles {
@@ -439,7 +439,7 @@ pub fn rocket_labels(spec: &RocketSpec) -> Vec<Label> {
 /// reading has `seq` = `tick`. Defined for any tick and vehicle index, but [`rocket_labels`]
 /// covers only the ticks and vehicles of `spec`.
 pub fn rocket_tick(
-    spec: &RocketSpec,
+    spec: &RocketParams,
     tick: u64,
     sources: Range<usize>,
     out: &mut impl FnMut(Reading),
@@ -462,7 +462,12 @@ pub fn rocket_tick(
 /// The noiseless flight profile of `vehicle`'s metric (an index into [`ROCKET_METRICS`]) at
 /// `tick`: what the readings would be without noise and anomalies. `None` when `metric` is not
 /// an index into [`ROCKET_METRICS`].
-pub fn rocket_profile(spec: &RocketSpec, vehicle: usize, metric: usize, tick: u64) -> Option<f64> {
+pub fn rocket_profile(
+    spec: &RocketParams,
+    vehicle: usize,
+    metric: usize,
+    tick: u64,
+) -> Option<f64> {
     Flight::new(spec.seed, vehicle)
         .profile(tick)
         .get(metric)
@@ -470,7 +475,7 @@ pub fn rocket_profile(spec: &RocketSpec, vehicle: usize, metric: usize, tick: u6
 }
 
 /// All readings of `spec`, tick-major: tick 0 of every vehicle, then tick 1, and so on.
-pub fn rocket_readings(spec: &RocketSpec) -> impl Iterator<Item = Reading> + use<> {
+pub fn rocket_readings(spec: &RocketParams) -> impl Iterator<Item = Reading> + use<> {
     let spec = spec.clone();
     (0..spec.ticks).flat_map(move |tick| {
         let mut readings = Vec::with_capacity(spec.vehicles * ROCKET_METRICS.len());
@@ -481,7 +486,7 @@ pub fn rocket_readings(spec: &RocketSpec) -> impl Iterator<Item = Reading> + use
 
 /// Writes all readings of `spec` as NDJSON (tick-major, one [`Reading`] per line in its serde
 /// form) and returns the number of lines. Give it a buffered writer; it never flushes.
-pub fn write_rocket_ndjson(spec: &RocketSpec, out: &mut impl Write) -> io::Result<u64> {
+pub fn write_rocket_ndjson(spec: &RocketParams, out: &mut impl Write) -> io::Result<u64> {
     write_ndjson(spec.ticks, out, |tick, mut emit| {
         rocket_tick(spec, tick, 0..spec.vehicles, &mut emit)
     })
@@ -491,7 +496,7 @@ pub fn write_rocket_ndjson(spec: &RocketSpec, out: &mut impl Write) -> io::Resul
 /// form, except that the `attrs` of meeting events are written as the JSON object they hold,
 /// which is what the NDJSON loader reads) and returns the number of lines. Give it a buffered
 /// writer; it never flushes.
-pub fn write_device_ndjson(spec: &DeviceSpec, out: &mut impl Write) -> io::Result<u64> {
+pub fn write_device_ndjson(spec: &DeviceParams, out: &mut impl Write) -> io::Result<u64> {
     write_ndjson(spec.ticks, out, |tick, mut emit| {
         device_tick(spec, tick, 0..spec.sources(), &mut emit)
     })
@@ -573,11 +578,11 @@ fn write_line(out: &mut impl Write, reading: &Reading) -> serde_json::Result<()>
 /// per source, `kind` = [`Kind::Event`], `seq` = `tick`, `value` = intensity in [0, 1].
 ///
 /// Sources `0..spec.devices` are the devices `dev-{i}`; the next ones, up to
-/// [`DeviceSpec::sources`], are the guests, `guest-{r}-{j}` being source
+/// [`DeviceParams::sources`], are the guests, `guest-{r}-{j}` being source
 /// `spec.devices + r * GUESTS_PER_ROOM + j`. Guests emit only [`MEETING_EVENT`], with `attrs` =
-/// `{"room":"room-{r}"}`. Indices from [`DeviceSpec::sources`] on emit nothing.
+/// `{"room":"room-{r}"}`. Indices from [`DeviceParams::sources`] on emit nothing.
 pub fn device_tick(
-    spec: &DeviceSpec,
+    spec: &DeviceParams,
     tick: u64,
     sources: Range<usize>,
     out: &mut impl FnMut(Reading),
@@ -626,7 +631,7 @@ pub fn device_tick(
 }
 
 /// All events of `spec`, tick-major: in each tick the devices, then the guests.
-pub fn device_events(spec: &DeviceSpec) -> impl Iterator<Item = Reading> + use<> {
+pub fn device_events(spec: &DeviceParams) -> impl Iterator<Item = Reading> + use<> {
     let spec = spec.clone();
     (0..spec.ticks).flat_map(move |tick| {
         let mut events = Vec::new();
@@ -637,7 +642,7 @@ pub fn device_events(spec: &DeviceSpec) -> impl Iterator<Item = Reading> + use<>
 
 /// The entangled device pairs of `spec` (`dev-{2k}`, `dev-{2k+1}`): the ground truth for
 /// co-occurrence. The second device echoes the first one's events one tick later.
-pub fn device_pairs(spec: &DeviceSpec) -> Vec<(String, String)> {
+pub fn device_pairs(spec: &DeviceParams) -> Vec<(String, String)> {
     (0..spec.devices / 2)
         .filter(|&pair| entangled(spec.seed, pair as u64))
         .map(|pair| (format!("dev-{}", 2 * pair), format!("dev-{}", 2 * pair + 1)))
@@ -689,8 +694,8 @@ pub struct TruthSession {
 ///
 /// # Examples
 /// ```
-/// use vigil_datasets::generator::{DeviceSpec, device_truth};
-/// let spec = DeviceSpec::parse("devices=10&ticks=3000&rooms=2").unwrap();
+/// use vigil_datasets::generator::{DeviceParams, device_truth};
+/// let spec = DeviceParams::parse("devices=10&ticks=3000&rooms=2").unwrap();
 /// let truth = device_truth(&spec);
 /// assert_eq!(truth.sequences.len(), 3);
 /// assert!(!truth.sessions.is_empty());
@@ -699,7 +704,7 @@ pub struct TruthSession {
 ///     assert_eq!((session.end_ms - session.start_ms) / 2000 + 1, session.events as i64);
 /// }
 /// ```
-pub fn device_truth(spec: &DeviceSpec) -> DeviceTruth {
+pub fn device_truth(spec: &DeviceParams) -> DeviceTruth {
     let ritual = &DEVICE_EVENTS[..3];
     let sequences = [&ritual[..2], &ritual[1..], ritual]
         .iter()
@@ -966,7 +971,7 @@ struct Anomaly {
 }
 
 /// The anomaly of (vehicle, metric) in block `block`, if any.
-fn anomaly_at(spec: &RocketSpec, vehicle: usize, metric: usize, block: u64) -> Option<Anomaly> {
+fn anomaly_at(spec: &RocketParams, vehicle: usize, metric: usize, block: u64) -> Option<Anomaly> {
     let per_block = (spec.anomaly_rate * ANOMALY_BLOCK_TICKS as f64).min(1.0);
     if per_block <= 0.0 {
         return None;
@@ -999,7 +1004,7 @@ fn anomaly_at(spec: &RocketSpec, vehicle: usize, metric: usize, block: u64) -> O
 /// One reading: the profile plus noise, folded at zero for non-negative metrics, rounded, with
 /// the anomaly of its block applied when the tick falls inside it.
 fn rocket_value(
-    spec: &RocketSpec,
+    spec: &RocketParams,
     flight: &Flight,
     profile: &[f64; 8],
     vehicle: usize,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vigil_datasets::changes::{CollectedChanges, FeedFormat, FeedOptions, parse_feed};
+use vigil_datasets::changes::{CollectedChanges, FeedFormat, FeedParams, parse_feed};
 use vigil_operators::{Change, ChangeOp};
 
 fn sample(path: &str) -> (String, Vec<u8>) {
@@ -16,7 +16,7 @@ fn sample(path: &str) -> (String, Vec<u8>) {
     (path.to_owned(), std::fs::read(&full).unwrap())
 }
 
-fn read(path: &str, options: &FeedOptions) -> CollectedChanges {
+fn read(path: &str, options: &FeedParams) -> CollectedChanges {
     let (name, bytes) = sample(path);
     let mut out = CollectedChanges::default();
     parse_feed(&bytes, &name, FeedFormat::Auto, options, &mut out);
@@ -33,8 +33,8 @@ fn row(text: &Option<String>) -> Value {
 }
 
 /// The wal2json tests' tables: keys by table, as the regression tests create them.
-fn wal2json_options() -> FeedOptions {
-    FeedOptions {
+fn wal2json_options() -> FeedParams {
+    FeedParams {
         origin: "pg".into(),
         table_keys: BTreeMap::from([
             (
@@ -43,15 +43,15 @@ fn wal2json_options() -> FeedOptions {
             ),
             ("table_with_unique".into(), vec!["g".into(), "n".into()]),
         ]),
-        ..FeedOptions::default()
+        ..FeedParams::default()
     }
 }
 
 #[test]
 fn debezium_envelopes_with_and_without_schema() {
-    let options = FeedOptions {
+    let options = FeedParams {
         origin: "mysql".into(),
-        ..FeedOptions::default()
+        ..FeedParams::default()
     };
     let bare = read("debezium/serde-without-schema.json", &options);
     let wrapped = read("debezium/serde-with-schema.json", &options);
@@ -181,7 +181,7 @@ fn wal2json_timestamps_positions_and_a_moved_key() {
         feed.as_bytes(),
         "slot",
         FeedFormat::Wal2Json,
-        &FeedOptions::default(),
+        &FeedParams::default(),
         &mut out,
     );
     assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
@@ -200,9 +200,9 @@ fn wal2json_timestamps_positions_and_a_moved_key() {
 
 #[test]
 fn cockroachdb_changefeeds_with_hlc_times_duplicates_and_resolved() {
-    let options = FeedOptions {
+    let options = FeedParams {
         origin: "crdb".into(),
-        ..FeedOptions::default()
+        ..FeedParams::default()
     };
     let employees = read(
         "cockroachdb/employees_updated_per_key_order.ndjson",
@@ -244,7 +244,7 @@ fn cockroachdb_changefeeds_with_hlc_times_duplicates_and_resolved() {
         "\n"
     );
     let mut out = CollectedChanges::default();
-    let options = FeedOptions {
+    let options = FeedParams {
         table: Some("employees".into()),
         ..options
     };
@@ -272,10 +272,10 @@ fn cockroachdb_changefeeds_with_hlc_times_duplicates_and_resolved() {
 
 #[test]
 fn couchdb_changes_with_deletes_and_conflicts() {
-    let options = FeedOptions {
+    let options = FeedParams {
         origin: "couch".into(),
         table: Some("vehicles".into()),
-        ..FeedOptions::default()
+        ..FeedParams::default()
     };
     let all = read("couchdb/changes_style_all_docs.json", &options);
     assert!(all.dead_letters.is_empty());
@@ -329,7 +329,7 @@ fn malformed_documents_become_dead_letters_and_the_rest_is_read() {
         feed.as_bytes(),
         "feed.ndjson",
         FeedFormat::Auto,
-        &FeedOptions::default(),
+        &FeedParams::default(),
         &mut out,
     );
     assert_eq!(out.changes.len(), 1, "the good delete is read");
@@ -363,7 +363,7 @@ fn a_composite_key_keeps_the_key_order_not_the_alphabet() {
         feed.as_bytes(),
         "slot",
         FeedFormat::Wal2Json,
-        &FeedOptions::default(),
+        &FeedParams::default(),
         &mut out,
     );
     assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);

@@ -5,39 +5,47 @@
 use std::collections::{BTreeSet, HashMap};
 
 use vigil_datasets::generator::{
-    self, ANOMALY_BLOCK_TICKS, ANOMALY_KINDS, DEVICE_EVENTS, DeviceSpec, Label,
-    ROCKET_ANOMALY_SCALE, ROCKET_METRICS, ROCKET_NOISE_STD, RocketSpec,
+    self, ANOMALY_BLOCK_TICKS, ANOMALY_KINDS, DEVICE_EVENTS, DeviceParams, Label,
+    ROCKET_ANOMALY_SCALE, ROCKET_METRICS, ROCKET_NOISE_STD, RocketParams,
 };
 use vigil_operators::{Kind, Reading};
 
 /// A small rocket spec with many anomalies, so every kind shows up.
-fn rocket_spec(anomaly_rate: f64) -> RocketSpec {
-    RocketSpec {
+fn rocket_spec(anomaly_rate: f64) -> RocketParams {
+    RocketParams {
         vehicles: 10,
         ticks: 1100,
         interval_ms: 250,
         seed: 7,
         anomaly_rate,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     }
 }
 
-fn device_spec() -> DeviceSpec {
-    DeviceSpec {
+fn device_spec() -> DeviceParams {
+    DeviceParams {
         devices: 40,
         ticks: 2000,
         seed: 11,
-        ..DeviceSpec::default()
+        ..DeviceParams::default()
     }
 }
 
-fn rocket_tick_vec(spec: &RocketSpec, tick: u64, sources: std::ops::Range<usize>) -> Vec<Reading> {
+fn rocket_tick_vec(
+    spec: &RocketParams,
+    tick: u64,
+    sources: std::ops::Range<usize>,
+) -> Vec<Reading> {
     let mut out = Vec::new();
     generator::rocket_tick(spec, tick, sources, &mut |r| out.push(r));
     out
 }
 
-fn device_tick_vec(spec: &DeviceSpec, tick: u64, sources: std::ops::Range<usize>) -> Vec<Reading> {
+fn device_tick_vec(
+    spec: &DeviceParams,
+    tick: u64,
+    sources: std::ops::Range<usize>,
+) -> Vec<Reading> {
     let mut out = Vec::new();
     generator::device_tick(spec, tick, sources, &mut |r| out.push(r));
     out
@@ -73,7 +81,7 @@ fn by_key(readings: impl Iterator<Item = Reading>) -> HashMap<(usize, usize, u64
         .collect()
 }
 
-fn tick_of(spec: &RocketSpec, ts: i64) -> u64 {
+fn tick_of(spec: &RocketParams, ts: i64) -> u64 {
     ((ts - spec.start_ms) / spec.interval_ms) as u64
 }
 
@@ -93,7 +101,7 @@ fn runs_are_deterministic() {
     let second: Vec<Reading> = generator::device_events(&devices).collect();
     assert_eq!(first, second);
 
-    let other_seed = RocketSpec {
+    let other_seed = RocketParams {
         seed: 8,
         ..spec.clone()
     };
@@ -122,7 +130,7 @@ fn output_does_not_depend_on_the_partition() {
         assert_eq!(whole, all[start..start + per_tick], "tick {tick}");
     }
     // A spec with more vehicles generates the same readings for the vehicles both have.
-    let wider = RocketSpec {
+    let wider = RocketParams {
         vehicles: 25,
         ..spec.clone()
     };
@@ -190,7 +198,7 @@ fn rocket_counts_names_and_kinds() {
 #[test]
 fn labels_are_exactly_the_injected_anomalies() {
     let spec = rocket_spec(0.004);
-    let clean_spec = RocketSpec {
+    let clean_spec = RocketParams {
         anomaly_rate: 0.0,
         ..spec.clone()
     };
@@ -265,7 +273,7 @@ fn labels_are_exactly_the_injected_anomalies() {
 }
 
 fn check_label_deviates(
-    spec: &RocketSpec,
+    spec: &RocketParams,
     label: &Label,
     with: &HashMap<(usize, usize, u64), f64>,
     without: &HashMap<(usize, usize, u64), f64>,
@@ -388,10 +396,10 @@ fn device_events_are_well_formed() {
 
 #[test]
 fn ndjson_output_is_the_reading_serde_form() {
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 3,
         ticks: 20,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let mut out = Vec::new();
     let lines = generator::write_rocket_ndjson(&spec, &mut out).expect("write to a Vec");
@@ -405,10 +413,10 @@ fn ndjson_output_is_the_reading_serde_form() {
         assert_eq!(&back, reading);
     }
 
-    let devices = DeviceSpec {
+    let devices = DeviceParams {
         devices: 5,
         ticks: 50,
-        ..DeviceSpec::default()
+        ..DeviceParams::default()
     };
     let mut out = Vec::new();
     let lines = generator::write_device_ndjson(&devices, &mut out).expect("write to a Vec");
@@ -423,25 +431,28 @@ fn ndjson_output_is_the_reading_serde_form() {
 #[test]
 fn specs_parse_from_queries() {
     let spec =
-        RocketSpec::parse("vehicles=1000&ticks=250&seed=7&interval_ms=100&anomaly_rate=0.001")
+        RocketParams::parse("vehicles=1000&ticks=250&seed=7&interval_ms=100&anomaly_rate=0.001")
             .expect("parse");
     assert_eq!(
         spec,
-        RocketSpec {
+        RocketParams {
             vehicles: 1000,
             ticks: 250,
             seed: 7,
             interval_ms: 100,
             anomaly_rate: 0.001,
-            ..RocketSpec::default()
+            ..RocketParams::default()
         }
     );
-    assert_eq!(RocketSpec::parse("").expect("empty"), RocketSpec::default());
-    assert_eq!(DeviceSpec::parse("devices=3").expect("parse").devices, 3);
+    assert_eq!(
+        RocketParams::parse("").expect("empty"),
+        RocketParams::default()
+    );
+    assert_eq!(DeviceParams::parse("devices=3").expect("parse").devices, 3);
 
     let unknown = format!(
         "{:#}",
-        RocketSpec::parse("vehicles=3&cars=2").expect_err("unknown key")
+        RocketParams::parse("vehicles=3&cars=2").expect_err("unknown key")
     );
     assert!(
         unknown.contains("cars") && unknown.contains("anomaly_rate"),
@@ -449,17 +460,17 @@ fn specs_parse_from_queries() {
     );
     let unknown = format!(
         "{:#}",
-        DeviceSpec::parse("vehicles=3").expect_err("unknown key")
+        DeviceParams::parse("vehicles=3").expect_err("unknown key")
     );
     assert!(unknown.contains("devices, ticks"), "{unknown}");
     let bad = format!(
         "{:#}",
-        RocketSpec::parse("ticks=many").expect_err("bad value")
+        RocketParams::parse("ticks=many").expect_err("bad value")
     );
     assert!(bad.contains("ticks"), "{bad}");
-    assert!(RocketSpec::parse("ticks=1&ticks=2").is_err());
-    assert!(RocketSpec::parse("vehicles=0").is_err());
-    assert!(RocketSpec::parse("anomaly_rate=2").is_err());
-    assert!(DeviceSpec::parse("interval_ms=0").is_err());
-    assert!(DeviceSpec::parse("start_ms=253402300799000&ticks=10").is_err());
+    assert!(RocketParams::parse("ticks=1&ticks=2").is_err());
+    assert!(RocketParams::parse("vehicles=0").is_err());
+    assert!(RocketParams::parse("anomaly_rate=2").is_err());
+    assert!(DeviceParams::parse("interval_ms=0").is_err());
+    assert!(DeviceParams::parse("start_ms=253402300799000&ticks=10").is_err());
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vigil_datasets::generator::{
-    self, DEVICE_EVENTS, DeviceSpec, DeviceTruth, GUESTS_PER_ROOM, MEETING_EVENT,
+    self, DEVICE_EVENTS, DeviceParams, DeviceTruth, GUESTS_PER_ROOM, MEETING_EVENT,
     MEETING_QUIET_TICKS, TruthSession,
 };
 use vigil_datasets::loaders::{Collected, load_all, parse_message, plan_generator};
@@ -14,34 +14,34 @@ use vigil_operators::{Kind, Reading};
 
 /// Specs with meetings: several seeds, an interval other than a second, and tick counts that
 /// cut a block (and perhaps a meeting) short.
-fn room_specs() -> Vec<DeviceSpec> {
+fn room_specs() -> Vec<DeviceParams> {
     vec![
-        DeviceSpec {
+        DeviceParams {
             devices: 12,
             ticks: 3000,
             seed: 11,
             rooms: 3,
-            ..DeviceSpec::default()
+            ..DeviceParams::default()
         },
-        DeviceSpec {
+        DeviceParams {
             devices: 5,
             ticks: 2471,
             interval_ms: 250,
             seed: 3,
             rooms: 5,
-            ..DeviceSpec::default()
+            ..DeviceParams::default()
         },
-        DeviceSpec {
+        DeviceParams {
             devices: 1,
             ticks: 6000,
             seed: 42,
             rooms: 2,
-            ..DeviceSpec::default()
+            ..DeviceParams::default()
         },
     ]
 }
 
-fn tick_vec(spec: &DeviceSpec, tick: u64, sources: std::ops::Range<usize>) -> Vec<Reading> {
+fn tick_vec(spec: &DeviceParams, tick: u64, sources: std::ops::Range<usize>) -> Vec<Reading> {
     let mut out = Vec::new();
     generator::device_tick(spec, tick, sources, &mut |r| out.push(r));
     out
@@ -108,18 +108,18 @@ fn rooms_zero_leaves_the_output_byte_identical() {
     // Hashes of the output written before meetings existed.
     let baselines = [
         (
-            DeviceSpec::default(),
+            DeviceParams::default(),
             21_164,
             3_538_746,
             0xc08b_efea_575a_5860,
         ),
         (
-            DeviceSpec {
+            DeviceParams {
                 devices: 7,
                 ticks: 999,
                 seed: 3,
                 interval_ms: 250,
-                ..DeviceSpec::default()
+                ..DeviceParams::default()
             },
             821,
             134_632,
@@ -143,13 +143,16 @@ fn rooms_zero_leaves_the_output_byte_identical() {
         );
         assert!(generator::device_truth(&spec).sessions.is_empty());
     }
-    assert_eq!(DeviceSpec::parse("rooms=0").unwrap(), DeviceSpec::default());
+    assert_eq!(
+        DeviceParams::parse("rooms=0").unwrap(),
+        DeviceParams::default()
+    );
 }
 
 #[test]
 fn rooms_leave_the_devices_alone() {
     for spec in room_specs() {
-        let without = DeviceSpec {
+        let without = DeviceParams {
             rooms: 0,
             ..spec.clone()
         };
@@ -260,12 +263,12 @@ fn split_source_ranges_equal_the_full_range() {
 
 #[test]
 fn meeting_events_round_trip_through_ndjson_and_the_generator_input() {
-    let spec = DeviceSpec {
+    let spec = DeviceParams {
         devices: 6,
         ticks: 650,
         seed: 5,
         rooms: 3,
-        ..DeviceSpec::default()
+        ..DeviceParams::default()
     };
     let events: Vec<Reading> = generator::device_events(&spec).collect();
     assert!(events.iter().any(|e| e.name == MEETING_EVENT));
@@ -285,7 +288,7 @@ fn meeting_events_round_trip_through_ndjson_and_the_generator_input() {
     assert_eq!(back, events, "the NDJSON loader reads back every event");
 
     let query = "devices=6&ticks=650&seed=5&rooms=3";
-    assert_eq!(DeviceSpec::parse(query).unwrap(), spec);
+    assert_eq!(DeviceParams::parse(query).unwrap(), spec);
     let loaded = load_all(&plan_generator(&format!("gen:devices?{query}")).unwrap());
     assert!(loaded.dead_letters.is_empty());
     let back: Vec<Reading> = loaded.readings.into_iter().map(|(r, _)| r).collect();
@@ -336,12 +339,12 @@ fn datagen_writes_the_events_and_the_truth() {
         .output()
         .unwrap();
     assert!(status.status.success(), "{status:?}");
-    let spec = DeviceSpec {
+    let spec = DeviceParams {
         devices: 4,
         rooms: 2,
         ticks: 900,
         seed: 9,
-        ..DeviceSpec::default()
+        ..DeviceParams::default()
     };
     let mut expected = Vec::new();
     generator::write_device_ndjson(&spec, &mut expected).unwrap();

@@ -23,9 +23,9 @@
 //! ```
 //! use vigil_operators::*;
 //!
-//! let points: Vec<Point> = (0..)
+//! let points: Vec<SeriesReading> = (0..)
 //!     .zip([20.0, 21.0, 99.0, 98.0, 22.0])
-//!     .map(|(i, v)| Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, v)))
+//!     .map(|(i, v)| SeriesReading::from(&Reading::new("veh-1", "temp_c", i * 1_000, v)))
 //!     .collect();
 //! let bounds = Threshold::new().bound("temp_c", None, Some(90.0));
 //! let alerts = Guard::new(GuardLabel::new("threshold"), bounds).replay(&points);
@@ -45,7 +45,6 @@ pub mod time;
 
 pub use archaeology::sessions::{SessionEvent, Sessions};
 pub use guards::burst::{Burst, LATE_EVENT, SCHEMA_EVENT};
-pub use guards::checkpoint::{Checkpoints, SnapshotStore};
 pub use guards::composite::Composite;
 pub use guards::ewma::{Ewma, EwmaStats};
 pub use guards::level_shift::LevelShift;
@@ -56,17 +55,18 @@ pub use guards::registry::Registry;
 pub use guards::seasonal::Seasonal;
 pub use guards::sequence::Sequence;
 pub use guards::series_guard::{
-    ALL_NAMES, Guard, GuardLabel, GuardMetrics, GuardOptions, Hysteresis, SeriesGuard,
+    ALL_NAMES, Guard, GuardLabel, GuardMetrics, GuardOperatorParams, Hysteresis, SeriesGuard,
     SeriesLimits, SeriesLogic, Verdict, distance_score,
 };
 pub use guards::silence::Silence;
+pub use guards::snapshot::{SnapshotStore, Snapshots};
 pub use guards::threshold::Threshold;
 pub use guards::zscore::{ZScore, ZScoreState, is_degenerate_std};
 pub use model::alert::alert_id;
 pub use model::telemetry::{derive_event_id, series_hash};
 pub use model::{
     Alert, AlertStatus, AnomalyScore, BatchBuilder, Change, ChangeOp, ConvertError, DeadLetter,
-    Kind, Pattern, Point, Reading, ReadingRef, Record, ScoreColumns, Session, SyncAction,
+    Kind, Pattern, Reading, ReadingRef, Record, ScoreColumns, SeriesReading, Session, SyncAction,
     SyncActionKind, TelemetryColumns,
 };
 pub use sync::current_versions::CurrentVersions;

@@ -7,12 +7,12 @@
 //! (in the order sent, it would be three).
 //! ```
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Event};
-//! use vigil_operators::{AlertStatus, GuardLabel, Point, Reading, SeriesGuard, Threshold};
+//! use vigil_operators::{AlertStatus, GuardLabel, SeriesReading, Reading, SeriesGuard, Threshold};
 //!
 //! let captured = timely::example(|scope| {
-//!     let points: Vec<Point> = [(3_000, 99.0), (1_000, 20.0), (2_000, 95.0)]
+//!     let points: Vec<SeriesReading> = [(3_000, 99.0), (1_000, 20.0), (2_000, 95.0)]
 //!         .iter()
-//!         .map(|(ts, v)| Point::from(&Reading::new("veh-1", "temp_c", *ts, *v)))
+//!         .map(|(ts, v)| SeriesReading::from(&Reading::new("veh-1", "temp_c", *ts, *v)))
 //!         .collect();
 //!     let logic = Threshold::new().bound("temp_c", None, Some(90.0));
 //!     let stream = points.to_stream(scope).container::<Vec<_>>();

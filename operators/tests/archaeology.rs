@@ -218,7 +218,7 @@ mod field {
 
     #[test]
     fn the_field_equals_the_reference_and_stays_bounded() {
-        let spec = vigil_datasets::generator::DeviceSpec {
+        let spec = vigil_datasets::generator::DeviceParams {
             devices: 40,
             ticks: 600,
             ..Default::default()
@@ -324,7 +324,7 @@ mod entangled {
 
     #[test]
     fn the_planted_pairs_are_found_and_equal_the_reference() {
-        let spec = vigil_datasets::generator::DeviceSpec {
+        let spec = vigil_datasets::generator::DeviceParams {
             devices: 30,
             ticks: 1_200,
             ..Default::default()
@@ -365,7 +365,7 @@ mod entangled {
     fn sources_that_come_and_go_are_counted_as_new() {
         // Every 200 ticks the devices take new names: old ones leave the window for good and
         // new ones take their place, as a fleet replaced over time.
-        let spec = vigil_datasets::generator::DeviceSpec {
+        let spec = vigil_datasets::generator::DeviceParams {
             devices: 20,
             ticks: 1_500,
             ..Default::default()
@@ -533,7 +533,7 @@ mod sequences {
 
     #[test]
     fn the_planted_rituals_are_found() {
-        let spec = vigil_datasets::generator::DeviceSpec {
+        let spec = vigil_datasets::generator::DeviceParams {
             devices: 40,
             ticks: 900,
             ..Default::default()

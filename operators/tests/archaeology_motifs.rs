@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_readings};
 use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
 use vigil_operators::{Pattern, Reading};
 
@@ -85,7 +85,7 @@ fn seeded_readings(seed: u64) -> (Vec<Reading>, Vec<(i64, i64)>) {
 
 /// A few rocket vehicles over a few hundred ticks.
 fn rocket(seed: u64) -> Vec<Reading> {
-    rocket_readings(&RocketSpec {
+    rocket_readings(&RocketParams {
         vehicles: 3,
         ticks: 300,
         interval_ms: 1_000,

@@ -167,7 +167,7 @@ fn sort(alerts: &mut [Seen]) {
 /// Builds the guards under test on a worker's stream of points.
 trait BuildGuards:
     Fn(
-        timely::dataflow::Stream<'_, u64, Vec<Point>>,
+        timely::dataflow::Stream<'_, u64, Vec<SeriesReading>>,
     ) -> timely::dataflow::Stream<'_, u64, Vec<Alert>>
     + Send
     + Sync
@@ -177,7 +177,7 @@ trait BuildGuards:
 
 impl<F> BuildGuards for F where
     F: Fn(
-            timely::dataflow::Stream<'_, u64, Vec<Point>>,
+            timely::dataflow::Stream<'_, u64, Vec<SeriesReading>>,
         ) -> timely::dataflow::Stream<'_, u64, Vec<Alert>>
         + Send
         + Sync
@@ -224,7 +224,7 @@ fn run_dataflow_paced(
         let build = build.clone();
         let probe = timely::dataflow::ProbeHandle::new();
         let (mut input, alerts_rx, open_rx) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, readings) = scope.new_input::<Vec<Point>>();
+            let (input, readings) = scope.new_input::<Vec<SeriesReading>>();
             let alerts = build(readings);
             alerts.clone().probe_with(&probe);
             let open = alerts.clone().open_alerts().consolidate();
@@ -232,7 +232,7 @@ fn run_dataflow_paced(
         });
         let mine: Vec<&Vec<Reading>> = batches.iter().skip(index).step_by(peers).collect();
         for (k, batch) in mine.iter().enumerate() {
-            input.send_batch(&mut batch.iter().map(Point::from).collect());
+            input.send_batch(&mut batch.iter().map(SeriesReading::from).collect());
             if let Some(next) = mine.get(k + 1) {
                 let next_min = next.iter().map(|r| r.ts).min().unwrap_or(0) as u64;
                 input.advance_to(next_min.max(*input.time()));
@@ -548,18 +548,18 @@ fn guard_set_matches_replay_per_series() {
             Guard::new(GuardLabel::new("mad"), Mad::default()),
         ]
     };
-    let mut by_series: BTreeMap<(String, String), Vec<Point>> = BTreeMap::new();
+    let mut by_series: BTreeMap<(String, String), Vec<SeriesReading>> = BTreeMap::new();
     for r in &readings {
         by_series
             .entry((r.source.to_string(), r.name.to_string()))
             .or_default()
-            .push(Point::from(r));
+            .push(SeriesReading::from(r));
     }
     let mut expected: Vec<Seen> = Vec::new();
     for guard in build() {
         let mut raised = 0;
         for points in by_series.values_mut() {
-            points.sort_by(Point::guard_order);
+            points.sort_by(SeriesReading::guard_order);
             let alerts = guard.replay(points);
             raised += alerts
                 .iter()
@@ -576,7 +576,7 @@ fn guard_set_matches_replay_per_series() {
     sort(&mut expected);
     for workers in [1, 2] {
         let (alerts, _) = run_dataflow(&readings, workers, move |s| {
-            s.guards(build(), GuardOptions::default())
+            s.guards(build(), GuardOperatorParams::default())
         });
         assert_same(&alerts, &expected);
     }
@@ -590,7 +590,12 @@ fn composite_catches_a_spike_and_a_shift_and_ignores_a_flat_series() {
         let noise: f64 = (0..4).map(|_| rng.random_range(-1.0..1.0)).sum();
         let value =
             100.0 + noise + if i == 1500 { 40.0 } else { 0.0 } + if i >= 2500 { 25.0 } else { 0.0 };
-        points.push(Point::from(&Reading::new("dev", "load", i * 60_000, value)));
+        points.push(SeriesReading::from(&Reading::new(
+            "dev",
+            "load",
+            i * 60_000,
+            value,
+        )));
     }
     let guard = Guard::new(GuardLabel::new("composite"), Composite::default());
     let raised: Vec<i64> = guard
@@ -605,8 +610,8 @@ fn composite_catches_a_spike_and_a_shift_and_ignores_a_flat_series() {
         "the shift is caught within ten readings: {raised:?}"
     );
     assert!(raised.len() <= 10, "few alerts on noise: {raised:?}");
-    let flat: Vec<Point> = (0..500)
-        .map(|i| Point::from(&Reading::new("dev", "flat", i * 1000, 7.0)))
+    let flat: Vec<SeriesReading> = (0..500)
+        .map(|i| SeriesReading::from(&Reading::new("dev", "flat", i * 1000, 7.0)))
         .collect();
     assert!(guard.replay(&flat).is_empty());
 }
@@ -688,10 +693,10 @@ fn silence_raises_at_the_due_time_and_clears_when_data_returns() {
     // The per-series replay agrees.
     let mut replayed: Vec<(String, AlertStatus, i64)> = Vec::new();
     for source in ["veh-1", "veh-2", "veh-3"] {
-        let points: Vec<Point> = readings
+        let points: Vec<SeriesReading> = readings
             .iter()
             .filter(|r| r.source == source)
-            .map(Point::from)
+            .map(SeriesReading::from)
             .collect();
         replayed.extend(
             guard
@@ -758,7 +763,7 @@ fn by_source<L: SeriesLogic + Clone + Send + Sync>(
     let (alerts, _) = run_dataflow(readings, workers, move |s| {
         s.guards_by_source(
             vec![Guard::new(GuardLabel::new(name), logic.clone())],
-            GuardOptions::default(),
+            GuardOperatorParams::default(),
         )
     });
     let mut got: Vec<_> = alerts
@@ -1137,15 +1142,15 @@ fn restored_from_a_snapshot_the_guards_go_on_as_if_never_stopped() {
         ]
     };
     let store = Arc::new(MemoryStore::new(60_000));
-    let checkpoints = |store: &Arc<MemoryStore>| GuardOptions {
+    let snapshotting = |store: &Arc<MemoryStore>| GuardOperatorParams {
         metrics: None,
-        checkpoints: Some(Checkpoints {
+        snapshots: Some(Snapshots {
             store: store.clone(),
             operator: "series",
         }),
-        ..GuardOptions::default()
+        ..GuardOperatorParams::default()
     };
-    let options = checkpoints(&store);
+    let options = snapshotting(&store);
     let (full, _) = run_dataflow_paced(&readings, 2, true, move |s| {
         s.guards(build(), options.clone())
     });
@@ -1178,7 +1183,7 @@ fn restored_from_a_snapshot_the_guards_go_on_as_if_never_stopped() {
             let mut restoring = MemoryStore::new(60_000);
             restoring.restore = Some((at, BTreeMap::from([("series".to_owned(), blobs.clone())])));
             let restoring = Arc::new(restoring);
-            let options = checkpoints(&restoring);
+            let options = snapshotting(&restoring);
             // The whole input again, as a source replaying from an earlier position would
             // send it: what lies before the snapshot is in it already.
             let (alerts, _) = run_dataflow(&readings, workers, move |s| {
@@ -1205,13 +1210,13 @@ fn restored_from_a_snapshot_the_guards_go_on_as_if_never_stopped() {
 fn a_snapshot_of_other_guards_is_refused_and_the_state_starts_empty() {
     let readings = dataset(5);
     let store = Arc::new(MemoryStore::new(60_000));
-    let options = GuardOptions {
+    let options = GuardOperatorParams {
         metrics: None,
-        checkpoints: Some(Checkpoints {
+        snapshots: Some(Snapshots {
             store: store.clone(),
             operator: "series",
         }),
-        ..GuardOptions::default()
+        ..GuardOperatorParams::default()
     };
     let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
     run_dataflow(&readings, 1, move |s| s.guards(zscore(), options.clone()));
@@ -1220,13 +1225,13 @@ fn a_snapshot_of_other_guards_is_refused_and_the_state_starts_empty() {
     let mut restoring = MemoryStore::new(60_000);
     restoring.restore = Some((at, BTreeMap::from([("series".to_owned(), blobs)])));
     let restoring = Arc::new(restoring);
-    let options = GuardOptions {
+    let options = GuardOperatorParams {
         metrics: None,
-        checkpoints: Some(Checkpoints {
+        snapshots: Some(Snapshots {
             store: restoring.clone(),
             operator: "series",
         }),
-        ..GuardOptions::default()
+        ..GuardOperatorParams::default()
     };
     let ewma = || vec![Guard::new(GuardLabel::new("ewma"), Ewma::default())];
     let (alerts, _) = run_dataflow(&readings, 1, move |s| s.guards(ewma(), options.clone()));
@@ -1271,10 +1276,10 @@ fn random_series_stay_bounded_and_a_watched_series_keeps_its_alert() {
     };
     let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
     let metrics = GuardMetrics::default();
-    let options = GuardOptions {
+    let options = GuardOperatorParams {
         metrics: Some(metrics.clone()),
         limits,
-        ..GuardOptions::default()
+        ..GuardOperatorParams::default()
     };
     let (alerts, _) = run_dataflow(&readings, 1, move |s| s.guards(zscore(), options.clone()));
     use std::sync::atomic::Ordering::Relaxed;
@@ -1284,7 +1289,7 @@ fn random_series_stay_bounded_and_a_watched_series_keeps_its_alert() {
     assert_eq!(metrics.refused.load(Relaxed), 0);
     // The spike of the watched series is still caught, as without a limit.
     let (unbounded, _) = run_dataflow(&readings, 1, move |s| {
-        s.guards(zscore(), GuardOptions::default())
+        s.guards(zscore(), GuardOperatorParams::default())
     });
     let spikes = |alerts: &[Alert]| -> Vec<(String, i64)> {
         alerts
@@ -1299,9 +1304,9 @@ fn random_series_stay_bounded_and_a_watched_series_keeps_its_alert() {
     let (two, _) = run_dataflow(&readings, 2, move |s| {
         s.guards(
             zscore(),
-            GuardOptions {
+            GuardOperatorParams {
                 limits,
-                ..GuardOptions::default()
+                ..GuardOperatorParams::default()
             },
         )
     });
@@ -1317,16 +1322,16 @@ fn a_series_quiet_past_the_idle_time_starts_afresh_at_any_worker_count() {
     // Other series keep the frontier moving through the gap, so sweeps run too.
     readings.extend((0..400).map(|i| Reading::new("veh-2", "temp_c", 1_000_000 + i * 10_000, 5.0)));
     let zscore = || vec![Guard::new(GuardLabel::new("zscore"), ZScore::new(30, 3.0))];
-    let forgetting = GuardOptions {
+    let forgetting = GuardOperatorParams {
         limits: SeriesLimits {
             max_series: None,
             idle_ms: Some(600_000),
         },
-        ..GuardOptions::default()
+        ..GuardOperatorParams::default()
     };
     let spike_alerts = |alerts: &[Alert]| alerts.iter().filter(|a| a.source == "veh-1").count();
     let (kept, _) = run_dataflow(&readings, 1, move |s| {
-        s.guards(zscore(), GuardOptions::default())
+        s.guards(zscore(), GuardOperatorParams::default())
     });
     assert!(
         spike_alerts(&kept) > 0,
@@ -1347,7 +1352,7 @@ fn a_series_quiet_past_the_idle_time_starts_afresh_at_any_worker_count() {
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
     // All at once, in one batch judged in one step: the gap inside the step counts too.
-    let points: Vec<Point> = readings.iter().map(Point::from).collect();
+    let points: Vec<SeriesReading> = readings.iter().map(SeriesReading::from).collect();
     let captured = timely::example(move |scope| {
         use timely::dataflow::operators::ToStream;
         points

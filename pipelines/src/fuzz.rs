@@ -85,7 +85,11 @@ pub fn fuzz_config(data: &[u8]) {
     }
     if let Ok(config) = toml::from_str::<ArchaeologyConfig>(text) {
         let mut params = ArchaeologyParams::default();
-        let _ = config.apply(file, &mut GuardJob::default(), &mut params);
+        let _ = config.apply(
+            file,
+            &mut crate::jobs::engine::settings::Settings::default(),
+            &mut params,
+        );
     }
 }
 

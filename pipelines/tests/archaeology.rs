@@ -8,29 +8,17 @@ use std::path::Path;
 use std::process::Command;
 
 use clap::Parser;
-use vigil_datasets::generator::{DeviceSpec, device_truth};
+use vigil_datasets::generator::{DeviceParams, device_truth};
 use vigil_operators::archaeology::entanglements::Entanglement;
 use vigil_operators::{Pattern, Record, Session};
 use vigil_pipelines::cli::ArchaeologyArgs;
 use vigil_pipelines::jobs::archaeology::run;
 use vigil_pipelines::jobs::guard::Summary;
-use vigil_pipelines::runtime::shutdown::Shutdown;
-use vigil_tests::files::parquet_files;
+use vigil_pipelines::runtime::stop::Stop;
 
 /// Every row of the archive's `table`.
 fn read_table<R: Record>(archive: &Path) -> Vec<R> {
-    let mut rows = Vec::new();
-    for path in parquet_files(&archive.join(R::TABLE)) {
-        let file = std::fs::File::open(path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            rows.extend(R::from_batch(&batch.unwrap()).unwrap());
-        }
-    }
-    rows
+    vigil_tests::archive::read_records(&archive.join(R::TABLE))
 }
 
 fn run_args(args: &[&str]) -> Summary {
@@ -40,7 +28,7 @@ fn run_args(args: &[&str]) -> Summary {
         .unwrap()
         .into_job()
         .unwrap();
-    run(job, Shutdown::default()).expect("the archaeology job runs")
+    run(job, Stop::default()).expect("the archaeology job runs")
 }
 
 /// The share of `found` that is in `truth`, for the record.
@@ -54,11 +42,11 @@ fn precision(found: usize, true_found: usize) -> f64 {
 
 #[test]
 fn the_planted_patterns_pairs_and_sessions_are_all_found() {
-    let spec = DeviceSpec {
+    let spec = DeviceParams {
         devices: 60,
         ticks: 2_400,
         rooms: 4,
-        ..DeviceSpec::default()
+        ..DeviceParams::default()
     };
     let truth = device_truth(&spec);
     assert!(
@@ -201,10 +189,10 @@ fn sequences_of(summary: &Summary) -> BTreeSet<Pattern> {
 #[test]
 fn a_backfill_in_two_halves_finds_the_patterns_of_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = DeviceSpec {
+    let spec = DeviceParams {
         devices: 40,
         ticks: 1_200,
-        ..DeviceSpec::default()
+        ..DeviceParams::default()
     };
     // The history, cut in two at a tick in the middle of the rituals.
     let events: Vec<_> = vigil_datasets::generator::device_events(&spec).collect();

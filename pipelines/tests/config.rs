@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use vigil_pipelines::cli::GuardArgs;
 use vigil_pipelines::config::JobConfig;
+use vigil_pipelines::jobs::engine::settings::Settings;
 use vigil_pipelines::jobs::guard::registry::{CATALOGUE, Severity, Topic};
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec};
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputParams};
 
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-guard.toml")
@@ -23,9 +24,9 @@ fn the_sample_config_parses_into_a_job() {
         .unwrap()
         .apply(&path, &mut job)
         .unwrap();
-    assert_eq!(job.workers, 2);
-    let InputSpec::Paths(paths) = &job.input else {
-        panic!("the sample reads files: {:?}", job.input)
+    assert_eq!(job.settings.workers, 2);
+    let InputParams::Paths(paths) = &job.settings.input else {
+        panic!("the sample reads files: {:?}", job.settings.input)
     };
     assert!(paths.iter().all(|p| p.exists()), "{paths:?}");
     let names: Vec<&str> = job.guards.iter().map(|g| g.name.as_str()).collect();
@@ -46,6 +47,7 @@ fn the_sample_config_parses_into_a_job() {
     assert_eq!(job.guards[1].reaction.severity, Severity::Critical);
     // The replica is the embedded SQLite file beside the archive, relative to the file.
     let replica = job
+        .settings
         .replica
         .as_ref()
         .expect("the sample configures a replica");
@@ -63,7 +65,7 @@ fn the_sample_config_parses_into_a_job() {
             .all(|g| !g.reaction.description.is_empty())
     );
     for g in &job.guards {
-        let topic = if g.spec.per_source() {
+        let topic = if g.params.per_source() {
             Topic::SecurityGuardFeed
         } else {
             Topic::TelemetryAlerts
@@ -148,15 +150,15 @@ fn kafka_input_alerts_and_spill_from_the_config() {
     let args =
         GuardArgs::try_parse_from(["vigil-guard", "--config", path.to_str().unwrap()]).unwrap();
     let job = args.into_job().unwrap();
-    let InputSpec::Kafka(input) = &job.input else {
-        panic!("a Kafka input: {:?}", job.input);
+    let InputParams::Kafka(input) = &job.settings.input else {
+        panic!("a Kafka input: {:?}", job.settings.input);
     };
     assert_eq!(
         (input.topics.as_slice(), input.group.as_str()),
         (&["telemetry".to_owned()][..], "g")
     );
     assert!(matches!(job.alerts, AlertsOut::Kafka(_)));
-    assert_eq!(job.spill_dir, dir.path().join("spill"));
+    assert_eq!(job.settings.spill_dir, dir.path().join("spill"));
     assert_eq!(job.state_dir, dir.path().join("state"));
 }
 
@@ -174,7 +176,7 @@ fn flags_override_the_config() {
     ])
     .unwrap();
     let job = args.into_job().unwrap();
-    assert_eq!(job.workers, 3);
+    assert_eq!(job.settings.workers, 3);
     assert_eq!(job.guards.len(), 1);
     assert_eq!(job.guards[0].name, "zscore");
 }
@@ -224,18 +226,21 @@ fn the_archaeology_sample_parses_and_bad_keys_are_named() {
     use vigil_pipelines::jobs::archaeology::{ArchaeologyParams, SessionKey};
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vigil-archaeology.toml");
-    let mut job = GuardJob::default();
+    let mut settings = Settings::default();
     let mut params = ArchaeologyParams::default();
     ArchaeologyConfig::load(&path)
         .unwrap()
-        .apply(&path, &mut job, &mut params)
+        .apply(&path, &mut settings, &mut params)
         .unwrap();
-    assert_eq!(job.workers, 2);
+    assert_eq!(settings.workers, 2);
     assert_eq!(params.sequences.max_gap_ms, 3_000);
     assert_eq!(params.entanglements.delta_ms, 1_500);
     assert_eq!(params.sessions.by, SessionKey::Room("room".into()));
     assert_eq!(params.field.window_ms, 60_000);
-    assert!(job.replica.is_some(), "the sample configures a replica");
+    assert!(
+        settings.replica.is_some(),
+        "the sample configures a replica"
+    );
     // The sample shows the defaults.
     let defaults = ArchaeologyParams::default();
     assert_eq!(params.sequences, defaults.sequences);
@@ -258,7 +263,7 @@ fn the_archaeology_sample_parses_and_bad_keys_are_named() {
             .and_then(|c| {
                 c.apply(
                     &bad,
-                    &mut GuardJob::default(),
+                    &mut Settings::default(),
                     &mut ArchaeologyParams::default(),
                 )
             })
@@ -278,11 +283,53 @@ fn the_line_limit_comes_from_the_config_and_the_flag() {
         args.extend(flags);
         GuardArgs::try_parse_from(args).unwrap().into_job().unwrap()
     };
-    assert_eq!(GuardJob::default().max_line_bytes, 1 << 20);
-    assert_eq!(job(&[]).max_line_bytes, 4096);
-    assert_eq!(job(&["--max-line-bytes", "100"]).max_line_bytes, 100);
+    assert_eq!(GuardJob::default().settings.max_line_bytes, 1 << 20);
+    assert_eq!(job(&[]).settings.max_line_bytes, 4096);
+    assert_eq!(
+        job(&["--max-line-bytes", "100"]).settings.max_line_bytes,
+        100
+    );
     assert!(GuardArgs::try_parse_from(["vigil-guard", "--max-line-bytes", "0"]).is_err());
 
     let err = error_of("[input]\nmax_line_bytes = 0\n");
     assert!(err.contains("input.max_line_bytes"), "{err}");
+}
+
+#[test]
+fn every_guard_kind_is_a_guard_table_and_a_misspelt_one_is_named() {
+    use vigil_pipelines::jobs::guard::registry::GuardParams;
+
+    // The job file and `--guard` read a kind's parameters alike.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        format!("[[guard]]\n[guard.seasonal]\nperiod = \"7d\"\nbuckets = 12\n{REACTION}"),
+    )
+    .unwrap();
+    let mut job = GuardJob::default();
+    JobConfig::load(&path)
+        .unwrap()
+        .apply(&path, &mut job)
+        .unwrap();
+    assert_eq!(
+        job.guards[0].params,
+        GuardParams::parse("seasonal:period=7d,buckets=12").unwrap()
+    );
+
+    let err = error_of(&format!("[[guard]]\n[guard.zscor]\n{REACTION}"));
+    assert!(
+        err.contains("zscor") && err.contains("[guard.zscore]"),
+        "{err}"
+    );
+    for entry in CATALOGUE {
+        assert!(err.contains(&format!("[guard.{}]", entry.kind)), "{err}");
+    }
+    let err = error_of(&format!(
+        "[[guard]]\n[guard.seasonal]\nperiod = \"soon\"\n{REACTION}"
+    ));
+    assert!(
+        err.contains("[guard.seasonal]: period = \"soon\": not a duration"),
+        "{err}"
+    );
 }

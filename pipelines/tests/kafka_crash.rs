@@ -14,11 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use arrow::array::AsArray;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{RngExt, SeedableRng};
-use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_readings};
 use vigil_operators::{Alert, Record};
-use vigil_tests::files::parquet_files;
 use vigil_tests::kafka::Broker;
 
 /// Guards over series and over sources, so that both kinds of state are snapshotted.
@@ -64,20 +62,12 @@ fn distinct(alerts: impl IntoIterator<Item = Alert>) -> Vec<(String, String, i64
 
 /// How many times each event id occurs in the archive's telemetry files.
 fn archived_ids(archive: &Path) -> HashMap<String, usize> {
-    let files = parquet_files(&archive.join("telemetry"));
     let mut ids = HashMap::new();
-    for file in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let column = batch.column_by_name("event_id").unwrap();
-            let ids_here = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
-            for id in ids_here.as_string::<i32>().iter().flatten() {
-                *ids.entry(id.to_owned()).or_insert(0) += 1;
-            }
+    for batch in vigil_tests::archive::read_batches(&archive.join("telemetry")) {
+        let column = batch.column_by_name("event_id").unwrap();
+        let ids_here = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+        for id in ids_here.as_string::<i32>().iter().flatten() {
+            *ids.entry(id.to_owned()).or_insert(0) += 1;
         }
     }
     ids
@@ -104,11 +94,11 @@ fn killed_at_random_and_restarted_nothing_is_lost_or_archived_twice() {
     let tmp = tempfile::tempdir().unwrap();
     // 40,000 readings over 10 hours of event time, so that hours close (and offsets are
     // committed) while the job runs.
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 25,
         ticks: 200,
         interval_ms: 180_000,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let readings: Vec<_> = rocket_readings(&spec).collect();
     let lines: Vec<String> = readings.iter().map(Record::to_json).collect();

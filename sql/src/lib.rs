@@ -33,7 +33,7 @@ pub use cli::{Args, Failure, MemoryLimit, Output, PASSWORD_ENV, Timeout, open, r
 pub use functions::register as register_functions;
 pub use output::{OutputFormat, write_batches, write_result};
 pub use server::{
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, Listener, ServerOptions, TlsFiles,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, Listener, ServerParams, TlsFiles,
     bind, serve,
 };
 pub use session::{

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
-use vigil_operators::Alert;
+use vigil_operators::{Alert, Record};
 
 pub use crate::files::parquet_files;
 
@@ -17,6 +17,28 @@ pub fn read_alerts(path: &Path) -> Vec<Alert> {
         .unwrap()
         .lines()
         .map(|line| serde_json::from_str(line).expect("every alert line is an Alert"))
+        .collect()
+}
+
+/// Every record batch of every Parquet file under `dir`, file by file in name order.
+pub fn read_batches(dir: &Path) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for path in parquet_files(dir) {
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap_or_else(|e| panic!("{} is a Parquet file: {e}", path.display()))
+            .build()
+            .unwrap();
+        batches.extend(reader.map(Result::unwrap));
+    }
+    batches
+}
+
+/// Every record of the Parquet files under `dir` (a table's folder of the archive).
+pub fn read_records<R: Record>(dir: &Path) -> Vec<R> {
+    read_batches(dir)
+        .iter()
+        .flat_map(|batch| R::from_batch(batch).unwrap())
         .collect()
 }
 

@@ -7,5 +7,7 @@ pub mod couchdb;
 #[cfg(feature = "archive")]
 pub mod duckdb;
 pub mod files;
+#[cfg(feature = "jobs")]
+pub mod jobs;
 pub mod kafka;
 pub mod postgres;

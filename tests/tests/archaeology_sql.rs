@@ -5,7 +5,7 @@
 use clap::Parser;
 use vigil_pipelines::cli::ArchaeologyArgs;
 use vigil_pipelines::jobs::archaeology::run;
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::runtime::stop::Stop;
 use vigil_tests::archive::{sql, sql_count, strings};
 
 #[test]
@@ -27,7 +27,7 @@ fn the_archaeology_tables_answer_sql() {
     .unwrap()
     .into_job()
     .unwrap();
-    let summary = run(job, Shutdown::default()).unwrap();
+    let summary = run(job, Stop::default()).unwrap();
     let findings = summary.findings.unwrap();
     let sequences = findings
         .patterns

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_pipelines::jobs::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::runtime::stop::Stop;
 use vigil_pipelines::sources::couchdb::{ChangeMeta, FeedLine, parse_line, parse_response};
 use vigil_tests::couchdb::{PouchServer, free_port};
 use vigil_tests::kafka::Broker;
@@ -80,7 +80,7 @@ fn changes_reach_kafka_as_metadata_and_the_checkpoint_resumes() {
     let to = format!("kafka://{}/couchdb-changes", broker.address());
     let mut out = ChangeOut::open(&to).unwrap();
     let stats = listener(&couch.url(), "vehicles", &checkpoint)
-        .run(&mut out, &Shutdown::default())
+        .run(&mut out, &Stop::default())
         .unwrap();
     assert_eq!((stats.forwarded, stats.bad), (30, 0));
 
@@ -111,7 +111,7 @@ fn changes_reach_kafka_as_metadata_and_the_checkpoint_resumes() {
         couch.put("vehicles", &format!("veh-{i}"), None, secret.clone());
     }
     let stats = listener(&couch.url(), "vehicles", &checkpoint)
-        .run(&mut out, &Shutdown::default())
+        .run(&mut out, &Stop::default())
         .unwrap();
     assert_eq!(stats.forwarded, 4);
     assert_eq!(broker.consume_all("couchdb-changes").len(), 34);
@@ -128,7 +128,7 @@ fn an_unreachable_couchdb_is_retried_until_it_answers() {
         let (checkpoint, out_path) = (checkpoint.clone(), out_path.clone());
         move || {
             let mut out = ChangeOut::open(&out_path.display().to_string()).unwrap();
-            listener(&server, "late", &checkpoint).run(&mut out, &Shutdown::default())
+            listener(&server, "late", &checkpoint).run(&mut out, &Stop::default())
         }
     });
     // Nothing listens yet: the listener backs off and retries.
@@ -180,16 +180,16 @@ fn a_batch_the_broker_did_not_take_is_sent_again_and_later_ones_follow() {
     let tmp = tempfile::tempdir().unwrap();
     let checkpoint = tmp.path().join("fleet.seq");
     let to = format!("kafka://{}/fleet-changes", broker.address());
-    let shutdown = Shutdown::default();
+    let stop = Stop::default();
     let following = std::thread::spawn({
-        let (checkpoint, shutdown, server) = (checkpoint.clone(), shutdown.clone(), couch.url());
+        let (checkpoint, stop, server) = (checkpoint.clone(), stop.clone(), couch.url());
         move || {
             let mut out = ChangeOut::kafka(&to, Duration::from_secs(2)).unwrap();
             let listener = Listener {
                 once: false,
                 ..listener(&server, "fleet", &checkpoint)
             };
-            listener.run(&mut out, &shutdown)
+            listener.run(&mut out, &stop)
         }
     });
     let put = |range: std::ops::Range<i32>| {
@@ -231,7 +231,7 @@ fn a_batch_the_broker_did_not_take_is_sent_again_and_later_ones_follow() {
     wait_for(Duration::from_secs(10), "the checkpoint moves on", || {
         std::fs::read_to_string(&checkpoint).unwrap() != before
     });
-    shutdown.trigger();
+    stop.trigger();
     // A change ends the long poll the listener waits in, so that it sees the stop at once.
     put(13..14);
     let stats = following.join().unwrap().unwrap();

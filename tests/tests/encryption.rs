@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
+use vigil_pipelines::jobs::guard::{GuardJob, InputParams, run};
 use vigil_pipelines::runtime::crypto::PayloadKey;
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::runtime::stop::Stop;
+use vigil_tests::jobs::guard_job;
 
 const KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -39,13 +40,14 @@ fn write_input(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn job(input: &Path, archive: &Path, key: Option<PayloadKey>) -> GuardJob {
-    GuardJob {
-        input: InputSpec::Paths(vec![input.to_path_buf()]),
-        archive: archive.display().to_string(),
-        alerts: AlertsOut::Off,
-        key,
-        ..GuardJob::default()
-    }
+    let mut job = guard_job(
+        InputParams::Paths(vec![input.to_path_buf()]),
+        archive,
+        &[],
+        1,
+    );
+    job.settings.key = key;
+    job
 }
 
 #[test]
@@ -56,7 +58,7 @@ fn payloads_are_sealed_in_the_archive_and_open_with_the_key() {
     let archive = tmp.path().join("archive");
     let summary = run(
         job(&tmp.path().join("in"), &archive, Some(key.clone())),
-        Shutdown::default(),
+        Stop::default(),
     )
     .unwrap();
     assert_eq!(summary.events_in, 50);
@@ -124,12 +126,9 @@ fn payload_without_key_is_a_startup_error() {
     let tmp = tempfile::tempdir().unwrap();
     write_input(&tmp.path().join("in"));
     let archive = tmp.path().join("archive");
-    let err = run(
-        job(&tmp.path().join("in"), &archive, None),
-        Shutdown::default(),
-    )
-    .expect_err("a payload without a key must stop the job")
-    .to_string();
+    let err = run(job(&tmp.path().join("in"), &archive, None), Stop::default())
+        .expect_err("a payload without a key must stop the job")
+        .to_string();
     assert!(
         err.contains("VIGIL_KEY") && err.contains("--key-file"),
         "{err}"
@@ -168,7 +167,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn the_replica_holds_the_ciphertext_only_when_asked_and_never_the_clear_text() {
     use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
-    use vigil_pipelines::sinks::replica::ReplicaOptions;
+    use vigil_pipelines::sinks::replica::ReplicaParams;
 
     let key = PayloadKey::from_hex(KEY).unwrap();
     for replicate_payload in [true, false] {
@@ -176,22 +175,17 @@ fn the_replica_holds_the_ciphertext_only_when_asked_and_never_the_clear_text() {
         let expected = write_input(&tmp.path().join("in"));
         let db = tmp.path().join("replica.db");
         let url = ReplicaUrl::Sqlite(db.clone());
-        let summary = run(
-            GuardJob {
-                spill_dir: tmp.path().join("spill"),
-                replica: Some(ReplicaOptions {
-                    replicate_payload,
-                    ..ReplicaOptions::new(url.clone())
-                }),
-                ..job(
-                    &tmp.path().join("in"),
-                    &tmp.path().join("archive"),
-                    Some(key.clone()),
-                )
-            },
-            Shutdown::default(),
-        )
-        .unwrap();
+        let mut with_replica = job(
+            &tmp.path().join("in"),
+            &tmp.path().join("archive"),
+            Some(key.clone()),
+        );
+        with_replica.settings.spill_dir = tmp.path().join("spill");
+        with_replica.settings.replica = Some(ReplicaParams {
+            replicate_payload,
+            ..ReplicaParams::new(url.clone())
+        });
+        let summary = run(with_replica, Stop::default()).unwrap();
         assert_eq!(summary.events_in, 50);
         for suffix in ["", "-wal"] {
             let path = format!("{}{suffix}", db.display());

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_readings};
 use vigil_operators::{AlertStatus, Reading, alert_id, is_degenerate_std};
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Summary, run};
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputParams, Summary, run};
+use vigil_pipelines::runtime::stop::Stop;
 use vigil_tests::archive::{parquet_files, read_alerts, sql, sql_count, strings};
+use vigil_tests::jobs::guard_job;
 
 /// Lines no reader can use, each with a word its dead letter's reason must contain.
 const MALFORMED: &[(&str, &str)] = &[
@@ -63,12 +63,12 @@ struct Dataset {
 fn dataset(root: &Path) -> Dataset {
     let dir = root.join("input");
     std::fs::create_dir_all(&dir).unwrap();
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 12,
         ticks: 400,
         interval_ms: 20_000,
         anomaly_rate: 0.004,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let valid: Vec<Reading> = rocket_readings(&spec).collect();
     let mut file =
@@ -87,17 +87,13 @@ fn dataset(root: &Path) -> Dataset {
 }
 
 fn job(input: &Path, archive: &Path, alerts: &Path, workers: usize) -> GuardJob {
-    GuardJob {
-        input: InputSpec::Paths(vec![input.to_path_buf()]),
-        archive: archive.display().to_string(),
-        alerts: AlertsOut::File(alerts.to_path_buf()),
-        guards: GuardSpec::parse_all(&["zscore:window=60,threshold=6".into()]).unwrap(),
-        workers,
-        // Small units and files, so that several workers and files are exercised.
-        chunk_bytes: 256 << 10,
-        max_rows_per_file: 20_000,
-        ..GuardJob::default()
-    }
+    let input = InputParams::Paths(vec![input.to_path_buf()]);
+    let mut job = guard_job(input, archive, &["zscore:window=60,threshold=6"], workers);
+    job.alerts = AlertsOut::File(alerts.to_path_buf());
+    // Small units and files, so that several workers and files are exercised.
+    job.settings.chunk_bytes = 256 << 10;
+    job.settings.max_rows_per_file = 20_000;
+    job
 }
 
 /// The z-score guard written out plainly over whole series.
@@ -181,7 +177,7 @@ fn relative_files(dir: &Path) -> Vec<String> {
 }
 
 fn run_job(job: GuardJob) -> Summary {
-    run(job, Shutdown::default()).expect("the guard job runs")
+    run(job, Stop::default()).expect("the guard job runs")
 }
 
 #[test]
@@ -345,9 +341,10 @@ fn late_records_are_dead_letters() {
     let late_line = serde_json::to_string(&late).unwrap();
     std::fs::write(dir.join("a.ndjson"), format!("{lines}{late_line}\n")).unwrap();
     let (archive, alerts) = (tmp.path().join("archive"), tmp.path().join("alerts.ndjson"));
-    let summary = run_job(GuardJob {
-        lateness_ms: 5_000,
-        ..job(&dir, &archive, &alerts, 1)
+    let summary = run_job({
+        let mut custom = job(&dir, &archive, &alerts, 1);
+        custom.settings.lateness_ms = 5_000;
+        custom
     });
     assert_eq!(
         (summary.events_in, summary.late, summary.errors),
@@ -372,7 +369,7 @@ fn nothing_readable_is_reported() {
     assert!(
         run(
             job(&tmp.path().join("missing"), &archive, &alerts, 1),
-            Shutdown::default()
+            Stop::default()
         )
         .expect_err("a missing input is an error")
         .to_string()
@@ -384,9 +381,10 @@ fn nothing_readable_is_reported() {
 fn default_dataset_and_csv_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let (archive, alerts) = (tmp.path().join("archive"), tmp.path().join("alerts.ndjson"));
-    let summary = run_job(GuardJob {
-        input: InputSpec::Default,
-        ..job(tmp.path(), &archive, &alerts, 2)
+    let summary = run_job({
+        let mut custom = job(tmp.path(), &archive, &alerts, 2);
+        custom.settings.input = InputParams::Default;
+        custom
     });
     // NAB's machine temperature file has 22,695 rows; its series is named after the file. The
     // file repeats the hour 02:00-02:55 of 2014-01-07; eleven of those rows are more than the
@@ -431,9 +429,10 @@ fn files_covering_different_periods_are_not_late() {
             tmp.path().join(format!("archive{workers}")),
             tmp.path().join("alerts.ndjson"),
         );
-        let summary = run_job(GuardJob {
-            chunk_bytes: 16 << 10,
-            ..job(&dir, &archive, &alerts, workers)
+        let summary = run_job({
+            let mut custom = job(&dir, &archive, &alerts, workers);
+            custom.settings.chunk_bytes = 16 << 10;
+            custom
         });
         assert_eq!(
             (summary.events_in, summary.late, summary.errors),

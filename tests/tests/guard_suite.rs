@@ -6,12 +6,12 @@
 use std::io::Write;
 use std::path::Path;
 
-use vigil_datasets::generator::{RocketSpec, write_rocket_ndjson};
+use vigil_datasets::generator::{RocketParams, write_rocket_ndjson};
 use vigil_operators::{AlertStatus, Reading};
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputParams, run};
+use vigil_pipelines::runtime::stop::Stop;
 use vigil_tests::archive::read_alerts;
+use vigil_tests::jobs::guard_job;
 
 const STATISTICAL: [&str; 9] = [
     "zscore",
@@ -25,29 +25,23 @@ const STATISTICAL: [&str; 9] = [
     "threshold:name=temp_c,max=30",
 ];
 
-fn job(input: InputSpec, dir: &Path, name: &str, guards: &[&str], workers: usize) -> GuardJob {
-    let guards: Vec<String> = guards.iter().map(|g| g.to_string()).collect();
-    GuardJob {
-        input,
-        archive: dir.join(format!("archive-{name}")).display().to_string(),
-        alerts: AlertsOut::File(dir.join(format!("{name}.ndjson"))),
-        guards: GuardSpec::parse_all(&guards).unwrap(),
-        workers,
-        // Small units, so that every worker reads part of even the small inputs here.
-        chunk_bytes: 4 << 10,
-        ..GuardJob::default()
-    }
+fn job(input: InputParams, dir: &Path, name: &str, guards: &[&str], workers: usize) -> GuardJob {
+    let mut job = guard_job(input, &dir.join(format!("archive-{name}")), guards, workers);
+    job.alerts = AlertsOut::File(dir.join(format!("{name}.ndjson")));
+    // Small units, so that every worker reads part of even the small inputs here.
+    job.settings.chunk_bytes = 4 << 10;
+    job
 }
 
 #[test]
 fn backfill_and_generator_give_identical_alerts() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 6,
         ticks: 600,
         interval_ms: 10_000,
         anomaly_rate: 0.01,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let file = tmp.path().join("rocket.ndjson");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
@@ -60,24 +54,24 @@ fn backfill_and_generator_give_identical_alerts() {
     );
 
     let live = job(
-        InputSpec::Generator(generator),
+        InputParams::Generator(generator),
         tmp.path(),
         "live",
         &STATISTICAL,
         2,
     );
-    let summary = run(live, Shutdown::default()).unwrap();
+    let summary = run(live, Stop::default()).unwrap();
     assert!(summary.alerts_raised > 20, "{summary}");
     for workers in [1, 2] {
         let name = format!("backfill-{workers}");
         let backfill = job(
-            InputSpec::Paths(vec![file.clone()]),
+            InputParams::Paths(vec![file.clone()]),
             tmp.path(),
             &name,
             &STATISTICAL,
             workers,
         );
-        run(backfill, Shutdown::default()).unwrap();
+        run(backfill, Stop::default()).unwrap();
         assert_eq!(
             std::fs::read(tmp.path().join("live.ndjson")).unwrap(),
             std::fs::read(tmp.path().join(format!("{name}.ndjson"))).unwrap(),
@@ -139,13 +133,13 @@ fn security_guards_reach_the_security_feed() {
         "schema_violations",
     ];
     let j = job(
-        InputSpec::Paths(vec![input.clone()]),
+        InputParams::Paths(vec![input.clone()]),
         tmp.path(),
         "security",
         &guards,
         2,
     );
-    let summary = run(j, Shutdown::default()).unwrap();
+    let summary = run(j, Stop::default()).unwrap();
     assert_eq!((summary.late, summary.errors), (1, 2), "{summary}");
     let raised: Vec<(String, String)> = read_alerts(&tmp.path().join("security.ndjson"))
         .into_iter()
@@ -182,13 +176,13 @@ fn rate_of_change_flags_engine_events_of_a_real_launch() {
     let at = |name: &str| events.iter().find(|e| e.name == name).unwrap().ts;
     let tmp = tempfile::tempdir().unwrap();
     let j = job(
-        InputSpec::Paths(vec![data]),
+        InputParams::Paths(vec![data]),
         tmp.path(),
         "launch",
         &["rate:order=2"],
         1,
     );
-    run(j, Shutdown::default()).unwrap();
+    run(j, Stop::default()).unwrap();
     let raised: Vec<i64> = read_alerts(&tmp.path().join("launch.ndjson"))
         .into_iter()
         .filter(|a| a.status == AlertStatus::Raised && a.name == "velocity_mps")
@@ -230,13 +224,13 @@ fn silence_is_decided_the_same_at_any_worker_count() {
     for workers in [1, 2, 3] {
         let name = format!("silence-{workers}");
         let j = job(
-            InputSpec::Paths(vec![input.clone()]),
+            InputParams::Paths(vec![input.clone()]),
             tmp.path(),
             &name,
             &["silence"],
             workers,
         );
-        run(j, Shutdown::default()).unwrap();
+        run(j, Stop::default()).unwrap();
     }
     let one = std::fs::read(tmp.path().join("silence-1.ndjson")).unwrap();
     for workers in [2, 3] {

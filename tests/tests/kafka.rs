@@ -9,14 +9,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use vigil_datasets::generator::{RocketSpec, rocket_readings};
+use vigil_datasets::generator::{RocketParams, rocket_readings};
 use vigil_operators::{Alert, AlertStatus, Reading, Record};
 use vigil_pipelines::connect::kafka::KafkaEndpoint;
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, Summary, run};
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputParams, Summary, run};
+use vigil_pipelines::runtime::stop::Stop;
 use vigil_pipelines::sources::kafka::KafkaInput;
 use vigil_tests::archive::{read_alerts, sql, sql_count, strings};
+use vigil_tests::jobs::guard_job;
 use vigil_tests::kafka::Broker;
 
 const GUARDS: [&str; 2] = ["zscore:window=60,threshold=6", "level_shift"];
@@ -28,21 +28,14 @@ const BAD: [&str; 3] = [
     "{\"source\":\"veh-1\",\"name\":\"temp_c\",\"ts\":1767225600000,\"value\":\"high\"}",
 ];
 
-fn job(input: InputSpec, archive: &Path, alerts: AlertsOut, workers: usize) -> GuardJob {
-    GuardJob {
-        input,
-        archive: archive.display().to_string(),
-        spill_dir: archive.with_extension("spill"),
-        state_dir: archive.with_extension("state"),
-        alerts,
-        guards: GuardSpec::parse_all(&GUARDS.map(String::from)).unwrap(),
-        workers,
-        ..GuardJob::default()
-    }
+fn job(input: InputParams, archive: &Path, alerts: AlertsOut, workers: usize) -> GuardJob {
+    let mut job = guard_job(input, archive, &GUARDS, workers);
+    job.alerts = alerts;
+    job
 }
 
 fn run_job(job: GuardJob) -> Summary {
-    run(job, Shutdown::default()).expect("the guard job runs")
+    run(job, Stop::default()).expect("the guard job runs")
 }
 
 /// Alerts in a comparable order.
@@ -53,7 +46,7 @@ fn sorted(mut alerts: Vec<Alert>) -> Vec<Alert> {
 
 /// The generator's readings, as JSON lines, run from a file under `dir`: the backfill the
 /// Kafka runs are compared with (its summary and its alerts, sorted).
-fn backfill(spec: &RocketSpec, dir: &Path) -> (Vec<Reading>, Vec<String>, Summary, Vec<Alert>) {
+fn backfill(spec: &RocketParams, dir: &Path) -> (Vec<Reading>, Vec<String>, Summary, Vec<Alert>) {
     let readings: Vec<Reading> = rocket_readings(spec).collect();
     let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
     let file = dir.join("telemetry.ndjson");
@@ -64,7 +57,7 @@ fn backfill(spec: &RocketSpec, dir: &Path) -> (Vec<Reading>, Vec<String>, Summar
     drop(out);
     let alerts = dir.join("backfill-alerts.ndjson");
     let summary = run_job(job(
-        InputSpec::Paths(vec![file]),
+        InputParams::Paths(vec![file]),
         &dir.join("backfill"),
         AlertsOut::File(alerts.clone()),
         1,
@@ -75,11 +68,11 @@ fn backfill(spec: &RocketSpec, dir: &Path) -> (Vec<Reading>, Vec<String>, Summar
 #[test]
 fn kafka_in_and_out_equals_a_backfill_and_commits_its_offsets() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 12,
         ticks: 400,
         anomaly_rate: 1.0 / 150.0,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let (readings, lines, backfill, expected) = backfill(&spec, tmp.path());
     assert!(
@@ -107,7 +100,7 @@ fn kafka_in_and_out_equals_a_backfill_and_commits_its_offsets() {
         "kafka://{}/telemetry?group=guard-test&stop=end",
         broker.address()
     );
-    let input = InputSpec::from_args(&[url]).unwrap();
+    let input = InputParams::from_args(&[url]).unwrap();
     let alerts_out =
         AlertsOut::Kafka(KafkaEndpoint::parse(&format!("kafka://{}", broker.address())).unwrap());
     let archive = tmp.path().join("from-kafka");
@@ -190,12 +183,12 @@ fn kafka_urls_and_missing_topics_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let error = run(
         job(
-            InputSpec::from_args(&[url]).unwrap(),
+            InputParams::from_args(&[url]).unwrap(),
             tmp.path(),
             AlertsOut::Off,
             1,
         ),
-        Shutdown::default(),
+        Stop::default(),
     )
     .unwrap_err()
     .to_string();
@@ -209,8 +202,13 @@ fn kafka_urls_and_missing_topics_give_clear_errors() {
     let url = format!("kafka://{}/telemetry?stop=end", broker.address());
     let alerts = AlertsOut::parse(&format!("kafka://{}", broker.address())).unwrap();
     let error = run(
-        job(InputSpec::from_args(&[url]).unwrap(), tmp.path(), alerts, 1),
-        Shutdown::default(),
+        job(
+            InputParams::from_args(&[url]).unwrap(),
+            tmp.path(),
+            alerts,
+            1,
+        ),
+        Stop::default(),
     )
     .unwrap_err()
     .to_string();
@@ -231,11 +229,11 @@ fn a_live_job_commits_only_what_the_archive_holds() {
     let tmp = tempfile::tempdir().unwrap();
     // Ten hours of event time, a reading a minute per metric, so that hours close while the
     // job runs.
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 6,
         ticks: 600,
         interval_ms: 60_000,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let readings: Vec<_> = rocket_readings(&spec).collect();
     let lines: Vec<String> = readings.iter().map(Record::to_json).collect();
@@ -256,15 +254,15 @@ fn a_live_job_commits_only_what_the_archive_holds() {
     let url = format!("kafka://{}/live?group=live&idle=1s", broker.address());
     let archive = tmp.path().join("archive");
     let live = job(
-        InputSpec::from_args(&[url]).unwrap(),
+        InputParams::from_args(&[url]).unwrap(),
         &archive,
         AlertsOut::Off,
         3,
     );
-    let shutdown = Shutdown::default();
+    let stop = Stop::default();
     let running = std::thread::spawn({
-        let shutdown = shutdown.clone();
-        move || run(live, shutdown)
+        let stop = stop.clone();
+        move || run(live, stop)
     });
 
     // While it runs, offsets get committed, but only up to what the archive holds: the
@@ -296,7 +294,7 @@ fn a_live_job_commits_only_what_the_archive_holds() {
         "committed {committed:?} of {ends:?} while the last hour is open"
     );
 
-    shutdown.trigger();
+    stop.trigger();
     let summary = running.join().unwrap().expect("the live job stops cleanly");
     assert_eq!(summary.events_in, readings.len() as u64);
     assert_eq!(summary.archived, readings.len() as u64);
@@ -307,11 +305,11 @@ fn a_live_job_commits_only_what_the_archive_holds() {
 #[test]
 fn alerts_wait_in_the_spill_while_the_broker_is_away() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = RocketSpec {
+    let spec = RocketParams {
         vehicles: 6,
         ticks: 300,
         anomaly_rate: 1.0 / 100.0,
-        ..RocketSpec::default()
+        ..RocketParams::default()
     };
     let (readings, lines, _, expected) = backfill(&spec, tmp.path());
     assert!(!expected.is_empty());
@@ -333,10 +331,8 @@ fn alerts_wait_in_the_spill_while_the_broker_is_away() {
     let to = AlertsOut::parse(&format!("kafka://{}", alerts.address())).unwrap();
     let key = vigil_pipelines::runtime::crypto::PayloadKey::from_hex(&"5e".repeat(32)).unwrap();
     let archive = tmp.path().join("archive");
-    let offline = GuardJob {
-        key: Some(key),
-        ..job(InputSpec::from_args(&[url]).unwrap(), &archive, to, 2)
-    };
+    let mut offline = job(InputParams::from_args(&[url]).unwrap(), &archive, to, 2);
+    offline.settings.key = Some(key);
     let first = run_job(offline.clone());
     // The job archived everything meanwhile, and kept the alerts, sealed, on local disk.
     assert_eq!(first.archived, readings.len() as u64);

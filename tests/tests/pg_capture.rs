@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use vigil_datasets::changes::FeedOptions;
+use vigil_datasets::changes::FeedParams;
 use vigil_operators::ChangeOp;
 use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
 use vigil_pipelines::sources::pg_capture::LogicalSlot;
@@ -39,9 +39,9 @@ fn a_slot_gives_changes_until_advanced_and_survives_a_restart() {
     .unwrap();
     db.execute_batch("DELETE FROM orders WHERE id = 2").unwrap();
 
-    let options = FeedOptions {
+    let options = FeedParams {
         origin: "local".into(),
-        ..FeedOptions::default()
+        ..FeedParams::default()
     };
     let first = slot.peek(&mut db, 100, &options).unwrap();
     assert!(first.dead_letters.is_empty(), "{:?}", first.dead_letters);

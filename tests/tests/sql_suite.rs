@@ -15,10 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vigil_pipelines::jobs::guard::registry::GuardSpec;
-use vigil_pipelines::jobs::guard::{AlertsOut, GuardJob, InputSpec, run};
-use vigil_pipelines::runtime::shutdown::Shutdown;
+use vigil_pipelines::jobs::guard::{AlertsOut, InputParams, run};
+use vigil_pipelines::runtime::stop::Stop;
 use vigil_tests::duckdb::{self, Answer, canonical_rows, compare, sorted};
+use vigil_tests::jobs::guard_job;
 
 /// One query of a suite file.
 #[derive(Debug)]
@@ -109,23 +109,15 @@ fn suite_files() -> Vec<PathBuf> {
 /// 2026-01-01, with the alerts of three guards.
 fn write_archive(dir: &Path) -> PathBuf {
     let archive = dir.join("archive");
-    let guards: Vec<String> = ["zscore", "level_shift", "threshold:name=temp_c,max=30"]
-        .iter()
-        .map(|g| (*g).to_owned())
-        .collect();
-    let job = GuardJob {
-        input: InputSpec::Generator(
-            "gen:rocket?vehicles=6&ticks=1500&interval_ms=10000&anomaly_rate=0.01".into(),
-        ),
-        archive: archive.display().to_string(),
-        alerts: AlertsOut::File(dir.join("alerts.ndjson")),
-        guards: GuardSpec::parse_all(&guards).unwrap(),
-        workers: 2,
-        // Several files per hour partition, so that pruning has files to leave out.
-        max_rows_per_file: 4_000,
-        ..GuardJob::default()
-    };
-    let summary = run(job, Shutdown::default()).unwrap();
+    let input = InputParams::Generator(
+        "gen:rocket?vehicles=6&ticks=1500&interval_ms=10000&anomaly_rate=0.01".into(),
+    );
+    let guards = ["zscore", "level_shift", "threshold:name=temp_c,max=30"];
+    let mut job = guard_job(input, &archive, &guards, 2);
+    job.alerts = AlertsOut::File(dir.join("alerts.ndjson"));
+    // Several files per hour partition, so that pruning has files to leave out.
+    job.settings.max_rows_per_file = 4_000;
+    let summary = run(job, Stop::default()).unwrap();
     assert!(
         summary.alerts_raised > 0,
         "the suite needs alerts: {summary}"

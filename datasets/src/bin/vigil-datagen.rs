@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use vigil_datasets::generator::{self, DeviceSpec, RocketSpec};
+use vigil_datasets::generator::{self, DeviceParams, RocketParams};
 
 /// Writes vigil's seeded, deterministic telemetry as NDJSON, one reading per line.
 #[derive(Parser)]
@@ -32,10 +32,10 @@ enum Command {
     /// Rocket telemetry: 8 metrics per vehicle per tick, with injected anomalies.
     Rocket {
         /// Number of vehicles (`veh-0`, `veh-1`, …).
-        #[arg(long, default_value_t = RocketSpec::default().vehicles)]
+        #[arg(long, default_value_t = RocketParams::default().vehicles)]
         vehicles: usize,
         /// Expected anomalies per series per tick.
-        #[arg(long, default_value_t = RocketSpec::default().anomaly_rate)]
+        #[arg(long, default_value_t = RocketParams::default().anomaly_rate)]
         anomaly_rate: f64,
         /// Also write the injected anomalies to this file, as a JSON array.
         #[arg(long)]
@@ -47,11 +47,11 @@ enum Command {
     /// and with `--rooms` the guests' meetings (`GATHER`).
     Devices {
         /// Number of devices (`dev-0`, `dev-1`, …).
-        #[arg(long, default_value_t = DeviceSpec::default().devices)]
+        #[arg(long, default_value_t = DeviceParams::default().devices)]
         devices: usize,
         /// Number of rooms holding meetings (`room-0`, …), each with its guests
         /// (`guest-0-0`, …); 0 plants none.
-        #[arg(long, default_value_t = DeviceSpec::default().rooms)]
+        #[arg(long, default_value_t = DeviceParams::default().rooms)]
         rooms: usize,
         /// Also write the planted structures (sequences, pairs, sessions) to this file, as JSON.
         #[arg(long)]
@@ -65,16 +65,16 @@ enum Command {
 #[derive(Args)]
 struct Common {
     /// Number of ticks.
-    #[arg(long, default_value_t = RocketSpec::default().ticks)]
+    #[arg(long, default_value_t = RocketParams::default().ticks)]
     ticks: u64,
     /// Seed of every draw: the same seed writes the same file.
-    #[arg(long, default_value_t = RocketSpec::default().seed)]
+    #[arg(long, default_value_t = RocketParams::default().seed)]
     seed: u64,
     /// Event time between ticks, ms.
-    #[arg(long, default_value_t = RocketSpec::default().interval_ms)]
+    #[arg(long, default_value_t = RocketParams::default().interval_ms)]
     interval_ms: i64,
     /// Event time of the first tick, epoch ms (default 2026-01-01T00:00:00Z).
-    #[arg(long, default_value_t = RocketSpec::default().start_ms)]
+    #[arg(long, default_value_t = RocketParams::default().start_ms)]
     start_ms: i64,
     /// The NDJSON file to write.
     #[arg(long)]
@@ -100,7 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             labels,
             common,
         } => {
-            let spec = RocketSpec {
+            let spec = RocketParams {
                 vehicles,
                 ticks: common.ticks,
                 interval_ms: common.interval_ms,
@@ -124,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             truth,
             common,
         } => {
-            let spec = DeviceSpec {
+            let spec = DeviceParams {
                 devices,
                 ticks: common.ticks,
                 interval_ms: common.interval_ms,

@@ -5,12 +5,12 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::feed::{ChangeSink, Document, FeedOptions, change, key_of, row_updated_at};
+use super::feed::{ChangeSink, Document, FeedParams, change, key_of, row_updated_at};
 
 /// One message into one change, or a resolved position.
 pub fn parse(
     document: &Document<'_>,
-    options: &FeedOptions,
+    options: &FeedParams,
     sink: &mut impl ChangeSink,
 ) -> Result<(), String> {
     let message = &document.value;

@@ -5,12 +5,12 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::feed::{ChangeSink, Document, FeedOptions, change, row_updated_at};
+use super::feed::{ChangeSink, Document, FeedParams, change, row_updated_at};
 
 /// One response or row into changes.
 pub fn parse(
     document: &Document<'_>,
-    options: &FeedOptions,
+    options: &FeedParams,
     sink: &mut impl ChangeSink,
 ) -> Result<(), String> {
     let value = &document.value;
@@ -42,7 +42,7 @@ pub fn parse(
 
 fn parse_row(
     row: &Map<String, Value>,
-    options: &FeedOptions,
+    options: &FeedParams,
     sink: &mut impl ChangeSink,
 ) -> Result<(), String> {
     let id = row

@@ -4,12 +4,12 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::feed::{ChangeSink, Document, FeedOptions, change, key_of, row_updated_at, time_of};
+use super::feed::{ChangeSink, Document, FeedParams, change, key_of, row_updated_at, time_of};
 
 /// One envelope into one change.
 pub fn parse(
     document: &Document<'_>,
-    options: &FeedOptions,
+    options: &FeedParams,
     sink: &mut impl ChangeSink,
 ) -> Result<(), String> {
     let envelope = match document.value.get("payload") {

@@ -21,7 +21,7 @@ pub trait ChangeSink {
 
 /// What a feed's documents do not say themselves.
 #[derive(Clone, Debug)]
-pub struct FeedOptions {
+pub struct FeedParams {
     /// The replica the feed is from, stamped on every change's `origin`.
     pub origin: String,
     /// The table, for feeds whose messages do not name it (CockroachDB, CouchDB); else the
@@ -36,7 +36,7 @@ pub struct FeedOptions {
     pub updated_at_column: String,
 }
 
-impl Default for FeedOptions {
+impl Default for FeedParams {
     fn default() -> Self {
         Self {
             origin: "feed".into(),
@@ -48,7 +48,7 @@ impl Default for FeedOptions {
     }
 }
 
-impl FeedOptions {
+impl FeedParams {
     /// The key columns of `table`.
     pub fn key_columns_of(&self, table: &str) -> &[String] {
         let bare = table.rsplit('.').next().unwrap_or(table);
@@ -97,7 +97,7 @@ pub fn row_text(row: &Map<String, Value>) -> String {
 
 /// When the row was last written, from its `updated_at` column, if it has one that reads as
 /// a time.
-pub(crate) fn row_updated_at(row: &Map<String, Value>, options: &FeedOptions) -> Option<i64> {
+pub(crate) fn row_updated_at(row: &Map<String, Value>, options: &FeedParams) -> Option<i64> {
     row.get(&options.updated_at_column).and_then(time_of)
 }
 
@@ -127,7 +127,7 @@ pub fn time_of(value: &Value) -> Option<i64> {
 /// A change with the options' origin.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn change(
-    options: &FeedOptions,
+    options: &FeedParams,
     table: String,
     key: String,
     op: ChangeOp,

@@ -15,7 +15,7 @@ pub mod wal2json;
 mod feed;
 
 pub use feed::{
-    ChangeSink, CollectedChanges, Document, FeedOptions, FeedState, key_of, row_text, time_of,
+    ChangeSink, CollectedChanges, Document, FeedParams, FeedState, key_of, row_text, time_of,
 };
 
 use serde_json::{Map, Value};
@@ -71,11 +71,11 @@ pub fn parse_feed(
     bytes: &[u8],
     source: &str,
     format: FeedFormat,
-    options: &FeedOptions,
+    options: &FeedParams,
     sink: &mut impl ChangeSink,
 ) {
     let mut state = FeedState::default();
-    let options = FeedOptions {
+    let options = FeedParams {
         table: options
             .table
             .clone()
@@ -104,7 +104,7 @@ pub fn parse_feed(
 pub fn parse_document(
     document: Document<'_>,
     format: FeedFormat,
-    options: &FeedOptions,
+    options: &FeedParams,
     state: &mut FeedState,
     sink: &mut impl ChangeSink,
 ) {

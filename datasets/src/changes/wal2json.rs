@@ -5,12 +5,12 @@
 use serde_json::{Map, Value};
 use vigil_operators::ChangeOp;
 
-use super::feed::{ChangeSink, Document, FeedOptions, FeedState, change, row_updated_at, time_of};
+use super::feed::{ChangeSink, Document, FeedParams, FeedState, change, row_updated_at, time_of};
 
 /// One document into changes.
 pub fn parse(
     document: &Document<'_>,
-    options: &FeedOptions,
+    options: &FeedParams,
     state: &mut FeedState,
     sink: &mut impl ChangeSink,
 ) -> Result<(), String> {
@@ -245,7 +245,7 @@ struct Action {
     position: String,
 }
 
-fn emit(action: Action, options: &FeedOptions, sink: &mut impl ChangeSink) -> Result<(), String> {
+fn emit(action: Action, options: &FeedParams, sink: &mut impl ChangeSink) -> Result<(), String> {
     let key_names = if action.key_names.is_empty() {
         options.key_columns_of(&action.table).to_vec()
     } else {

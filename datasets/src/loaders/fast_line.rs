@@ -226,15 +226,15 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::parse_plain;
-    use crate::generator::{RocketSpec, rocket_readings};
+    use crate::generator::{RocketParams, rocket_readings};
     use crate::loaders::ndjson::parse_line_serde;
 
     /// Lines the generator writes, hand-written variants, and random mutations of both.
     fn corpus() -> Vec<String> {
-        let spec = RocketSpec {
+        let spec = RocketParams {
             vehicles: 3,
             ticks: 50,
-            ..RocketSpec::default()
+            ..RocketParams::default()
         };
         let mut lines: Vec<String> = rocket_readings(&spec)
             .map(|r| serde_json::to_string(&r).unwrap())

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use super::csv::CsvShape;
 use super::source::{TextFile, TextSource};
-use crate::generator::{DeviceSpec, RocketSpec};
+use crate::generator::{DeviceParams, RocketParams};
 
 /// Text chunks are cut at the first line start at or after each multiple of this size.
 pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
@@ -88,14 +88,14 @@ pub enum UnitSource {
     /// Ticks of the rocket telemetry generator.
     Rocket {
         /// The generator's parameters.
-        spec: Arc<RocketSpec>,
+        spec: Arc<RocketParams>,
         /// The ticks this unit generates.
         ticks: Range<u64>,
     },
     /// Ticks of the device event generator.
     Devices {
         /// The generator's parameters.
-        spec: Arc<DeviceSpec>,
+        spec: Arc<DeviceParams>,
         /// The ticks this unit generates.
         ticks: Range<u64>,
     },
@@ -203,7 +203,7 @@ pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
     };
     match kind {
         "rocket" => {
-            let spec = Arc::new(RocketSpec::parse(query)?);
+            let spec = Arc::new(RocketParams::parse(query)?);
             for ticks in tick_ranges(spec.ticks, GENERATOR_TICKS_PER_UNIT) {
                 let size = (ticks.end - ticks.start) * spec.vehicles as u64 * 8;
                 plan.push(Unit {
@@ -216,7 +216,7 @@ pub fn plan_generator(spec: &str) -> anyhow::Result<InputPlan> {
             }
         }
         "devices" => {
-            let spec = Arc::new(DeviceSpec::parse(query)?);
+            let spec = Arc::new(DeviceParams::parse(query)?);
             let per_unit = (DEVICE_SLOTS_PER_UNIT / spec.sources().max(1) as u64)
                 .clamp(GENERATOR_TICKS_PER_UNIT, 1_000);
             for ticks in tick_ranges(spec.ticks, per_unit) {

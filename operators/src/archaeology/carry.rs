@@ -15,7 +15,7 @@
 //! use differential_dataflow::consolidation::consolidate;
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 //! use vigil_operators::archaeology::sequences::{SequenceParams, Sequences};
-//! use vigil_operators::{Pattern, Point, Reading, SnapshotStore};
+//! use vigil_operators::{Pattern, SeriesReading, Reading, SnapshotStore};
 //!
 //! type Blobs = HashMap<String, Vec<Vec<u8>>>;
 //!
@@ -48,7 +48,7 @@
 //! }
 //!
 //! /// The patterns at the end of a run over `points`.
-//! fn run(points: Vec<Point>, store: Option<Arc<Memory>>) -> Vec<Pattern> {
+//! fn run(points: Vec<SeriesReading>, store: Option<Arc<Memory>>) -> Vec<Pattern> {
 //!     let captured = timely::example(move |scope| {
 //!         let store = store.map(|s| s as Arc<dyn SnapshotStore>);
 //!         let params = SequenceParams::default();
@@ -72,7 +72,7 @@
 //!     for start in starts {
 //!         for (k, name) in ["BREATH", "SPIRAL", "BLOOM"].into_iter().enumerate() {
 //!             let ts = start + k as i64 * 1_000;
-//!             points.push(Point::from(&Reading::new(source, name, ts, 1.0)));
+//!             points.push(SeriesReading::from(&Reading::new(source, name, ts, 1.0)));
 //!         }
 //!     }
 //! }
@@ -80,7 +80,7 @@
 //! assert_eq!(whole.len(), 3);
 //!
 //! let split = 12_500;
-//! let (before, after): (Vec<Point>, Vec<Point>) =
+//! let (before, after): (Vec<SeriesReading>, Vec<SeriesReading>) =
 //!     points.iter().cloned().partition(|p| p.ts < split as i64);
 //! let first = Arc::new(Memory { final_at: Some(split), ..Memory::default() });
 //! run(before, Some(first.clone()));
@@ -100,7 +100,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::guards::checkpoint::SnapshotStore;
+use crate::guards::snapshot::SnapshotStore;
 
 /// The format of a carried state.
 const VERSION: u32 = 1;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::periodic::{On, Periodic, periodic};
-use crate::model::{Point, Record, field, ts_field};
+use crate::model::{Record, SeriesReading, field, ts_field};
 
 /// When two sources count as entangled.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,15 +87,15 @@ pub trait Entanglements<'scope> {
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
     /// use vigil_operators::archaeology::entanglements::{EntangleParams, Entanglements};
-    /// use vigil_operators::{Point, Reading};
+    /// use vigil_operators::{SeriesReading, Reading};
     ///
     /// let captured = timely::example(|scope| {
     ///     // dev-1 echoes dev-0 half a second later; dev-2 keeps its own time.
     ///     let mut points = Vec::new();
     ///     for i in 0..40i64 {
-    ///         points.push(Point::from(&Reading::new("dev-0", "BLOOM", i * 7_000, 1.0)));
-    ///         points.push(Point::from(&Reading::new("dev-1", "BLOOM", i * 7_000 + 500, 1.0)));
-    ///         points.push(Point::from(&Reading::new("dev-2", "BLOOM", i * 11_000 + 3_000, 1.0)));
+    ///         points.push(SeriesReading::from(&Reading::new("dev-0", "BLOOM", i * 7_000, 1.0)));
+    ///         points.push(SeriesReading::from(&Reading::new("dev-1", "BLOOM", i * 7_000 + 500, 1.0)));
+    ///         points.push(SeriesReading::from(&Reading::new("dev-2", "BLOOM", i * 11_000 + 3_000, 1.0)));
     ///     }
     ///     let params = EntangleParams { window_ms: 300_000, min_lift: 2.0, ..EntangleParams::default() };
     ///     points.to_stream(scope).container::<Vec<_>>().entanglements(params).consolidate().inner.capture()
@@ -327,7 +327,7 @@ impl State {
         }
     }
 
-    fn record(&mut self, p: &Point) {
+    fn record(&mut self, p: &SeriesReading) {
         let delta = self.params.delta_ms as i64;
         while self
             .recent
@@ -497,7 +497,7 @@ impl Periodic for State {
         self.params.every_ms
     }
 
-    fn event(&mut self, point: &Point, _out: &mut Vec<(Entanglement, isize)>) {
+    fn event(&mut self, point: &SeriesReading, _out: &mut Vec<(Entanglement, isize)>) {
         self.record(point);
     }
 
@@ -517,7 +517,7 @@ impl Periodic for State {
     }
 }
 
-impl<'scope> Entanglements<'scope> for Stream<'scope, u64, Vec<Point>> {
+impl<'scope> Entanglements<'scope> for Stream<'scope, u64, Vec<SeriesReading>> {
     fn entanglements(
         self,
         params: EntangleParams,
@@ -572,12 +572,13 @@ mod tests {
             rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             // Sources drift: each span of time has its own 30, and some echo others.
             let source = (rng >> 33) % 30 + (ts as u64 / 400_000) * 7;
-            let point = Point::from(&crate::Reading::new(&format!("dev-{source}"), "E", ts, 1.0));
+            let point =
+                SeriesReading::from(&crate::Reading::new(&format!("dev-{source}"), "E", ts, 1.0));
             dense.record(&point);
             mixed.record(&point);
             if source.is_multiple_of(5) {
                 let echo = format!("dev-{}", source + 1);
-                let point = Point::from(&crate::Reading::new(&echo, "E", ts + 30, 1.0));
+                let point = SeriesReading::from(&crate::Reading::new(&echo, "E", ts + 30, 1.0));
                 dense.record(&point);
                 mixed.record(&point);
             }

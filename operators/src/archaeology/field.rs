@@ -9,7 +9,7 @@ use timely::dataflow::Stream;
 
 use super::FastMap;
 use super::periodic::{On, Periodic, periodic};
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// What the field keeps, and over what time.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,13 +122,13 @@ pub trait Field<'scope> {
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
     /// use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams};
-    /// use vigil_operators::{Point, Reading};
+    /// use vigil_operators::{SeriesReading, Reading};
     ///
     /// let captured = timely::example(|scope| {
     ///     let events = [("dev-1", 1_000, 0.9), ("dev-2", 2_000, 0.3), ("dev-1", 12_000, 0.95)];
-    ///     let points: Vec<Point> = events
+    ///     let points: Vec<SeriesReading> = events
     ///         .iter()
-    ///         .map(|(s, ts, v)| Point::from(&Reading::new(s, "BLOOM", *ts, *v)))
+    ///         .map(|(s, ts, v)| SeriesReading::from(&Reading::new(s, "BLOOM", *ts, *v)))
     ///         .collect();
     ///     let params = FieldParams { every_ms: 10_000, ..FieldParams::default() };
     ///     points.to_stream(scope).container::<Vec<_>>().field(params).consolidate().inner.capture()
@@ -186,7 +186,7 @@ impl State {
         }
     }
 
-    fn record(&mut self, p: &Point, out: &mut Vec<(FieldItem, isize)>) {
+    fn record(&mut self, p: &SeriesReading, out: &mut Vec<(FieldItem, isize)>) {
         self.window.push_back((p.ts, p.source.clone(), p.value));
         *self.per_source.entry(p.source.clone()).or_default() += 1;
         if p.value >= self.params.high_intensity {
@@ -214,7 +214,7 @@ impl Periodic for State {
         self.params.every_ms
     }
 
-    fn event(&mut self, point: &Point, out: &mut Vec<(FieldItem, isize)>) {
+    fn event(&mut self, point: &SeriesReading, out: &mut Vec<(FieldItem, isize)>) {
         self.record(point, out);
     }
 
@@ -231,7 +231,7 @@ impl Periodic for State {
     }
 }
 
-impl<'scope> Field<'scope> for Stream<'scope, u64, Vec<Point>> {
+impl<'scope> Field<'scope> for Stream<'scope, u64, Vec<SeriesReading>> {
     fn field(self, params: FieldParams) -> VecCollection<'scope, u64, FieldItem, isize> {
         let state = State {
             params,

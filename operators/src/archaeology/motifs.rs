@@ -9,7 +9,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::FastMap;
 use crate::guards::zscore::is_degenerate_std;
-use crate::model::{Pattern, Point};
+use crate::model::{Pattern, SeriesReading};
 use crate::stash::Stash;
 
 /// The kind of the patterns this operator finds.
@@ -179,7 +179,7 @@ struct Series {
 }
 
 impl Series {
-    fn new(point: &Point, window: usize) -> Self {
+    fn new(point: &SeriesReading, window: usize) -> Self {
         Self {
             source: point.source.clone(),
             name: point.name.clone(),
@@ -308,7 +308,7 @@ impl MotifState {
 
     /// Takes complete points, sorted by series and then event time, and records the changes to
     /// the tops of the series they touched.
-    fn ingest(&mut self, ready: &[Point], updates: &mut Vec<(Pattern, isize)>) {
+    fn ingest(&mut self, ready: &[SeriesReading], updates: &mut Vec<(Pattern, isize)>) {
         let mut rest = ready;
         while let Some(first) = rest.first() {
             let n = rest.iter().take_while(|p| p.same_series(first)).count();
@@ -374,13 +374,13 @@ pub trait Motifs<'scope> {
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
     /// use vigil_operators::archaeology::motifs::{MotifParams, Motifs};
-    /// use vigil_operators::{Point, Reading};
+    /// use vigil_operators::{SeriesReading, Reading};
     ///
     /// // A sawtooth 0, 1, 2, 3, 0, 1, … : its windows of 4 read "ac", "bb", "ca", "bb", …
     /// let params = MotifParams { window: 4, segments: 2, alphabet: 3, top_k: 2, min_count: 3 };
     /// let captured = timely::example(move |scope| {
     ///     (0..12)
-    ///         .map(|i| Point::from(&Reading::new("veh-1", "thrust", i * 1_000, (i % 4) as f64)))
+    ///         .map(|i| SeriesReading::from(&Reading::new("veh-1", "thrust", i * 1_000, (i % 4) as f64)))
     ///         .collect::<Vec<_>>()
     ///         .to_stream(scope)
     ///         .container::<Vec<_>>()
@@ -401,12 +401,12 @@ pub trait Motifs<'scope> {
     fn motifs(self, params: MotifParams) -> VecCollection<'scope, u64, Pattern, isize>;
 }
 
-impl<'scope> Motifs<'scope> for Stream<'scope, u64, Vec<Point>> {
+impl<'scope> Motifs<'scope> for Stream<'scope, u64, Vec<SeriesReading>> {
     fn motifs(self, params: MotifParams) -> VecCollection<'scope, u64, Pattern, isize> {
         if let Err(problem) = params.validate() {
             panic!("invalid motif parameters: {problem}");
         }
-        let exchange = Exchange::new(|p: &Point| p.hash);
+        let exchange = Exchange::new(|p: &SeriesReading| p.hash);
         self.unary_frontier(exchange, "Motifs", move |_cap, _info| {
             let mut stash = Stash::new();
             let mut state = MotifState::new(params);
@@ -417,7 +417,7 @@ impl<'scope> Motifs<'scope> for Stream<'scope, u64, Vec<Point>> {
                 });
                 let bound = frontier.frontier().first().copied();
                 // Readings before the frontier are complete: in event-time order per series.
-                let mut ready: Vec<Point> = stash.ready(bound, |p| p.ts);
+                let mut ready: Vec<SeriesReading> = stash.ready(bound, |p| p.ts);
                 ready.sort_unstable_by(|a, b| {
                     (a.hash, &a.source, &a.name, a.ts)
                         .cmp(&(b.hash, &b.source, &b.name, b.ts))
@@ -513,10 +513,10 @@ mod tests {
         // Windows: [0,0,1,1] "ac"; [0,1,1,1] "ac" again, held (parts −0.58, +0.58 std);
         // [1,1,1,1] flat; [1,1,1,5] "ac" (parts −0.58, +0.58 std), a new occurrence.
         let values = [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 5.0];
-        let points: Vec<Point> = values
+        let points: Vec<SeriesReading> = values
             .iter()
             .enumerate()
-            .map(|(i, &v)| Point::from(&crate::Reading::new("s", "x", i as i64 * 10, v)))
+            .map(|(i, &v)| SeriesReading::from(&crate::Reading::new("s", "x", i as i64 * 10, v)))
             .collect();
         let mut state = MotifState::new(params);
         let mut updates = Vec::new();

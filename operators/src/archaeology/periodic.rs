@@ -8,12 +8,12 @@
 //! ```
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 //! use vigil_operators::archaeology::field::{Field, FieldItem, FieldParams};
-//! use vigil_operators::{Point, Reading};
+//! use vigil_operators::{SeriesReading, Reading};
 //!
 //! let captured = timely::example(|scope| {
-//!     let points: Vec<Point> = [25_000, 2_000, 1_000]
+//!     let points: Vec<SeriesReading> = [25_000, 2_000, 1_000]
 //!         .iter()
-//!         .map(|ts| Point::from(&Reading::new("dev-1", "BLOOM", *ts, 0.5)))
+//!         .map(|ts| SeriesReading::from(&Reading::new("dev-1", "BLOOM", *ts, 0.5)))
 //!         .collect();
 //!     let params = FieldParams { every_ms: 10_000, ..FieldParams::default() };
 //!     points.to_stream(scope).container::<Vec<_>>().field(params).inner.capture()
@@ -36,7 +36,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::model::Point;
+use crate::model::SeriesReading;
 use crate::stash::Stash;
 
 /// A computation over all events that reports at intervals of event time.
@@ -48,7 +48,7 @@ pub(crate) trait Periodic: 'static {
     fn every_ms(&self) -> u64;
 
     /// The next event, in event-time order (ties by source, name, value).
-    fn event(&mut self, point: &Point, out: &mut Vec<(Self::Out, isize)>);
+    fn event(&mut self, point: &SeriesReading, out: &mut Vec<(Self::Out, isize)>);
 
     /// The evaluation at `at`: over the events before it.
     fn evaluate(&mut self, at: i64, out: &mut Vec<(Self::Out, isize)>);
@@ -72,7 +72,7 @@ pub(crate) enum On {
 /// Runs `state` over the points as the frontier passes them, on the worker `on`; its updates
 /// form the collection.
 pub(crate) fn periodic<'scope, P: Periodic>(
-    points: Stream<'scope, u64, Vec<Point>>,
+    points: Stream<'scope, u64, Vec<SeriesReading>>,
     name: &str,
     mut state: P,
     on: On,
@@ -82,7 +82,7 @@ pub(crate) fn periodic<'scope, P: Periodic>(
         On::First => 0,
         On::Last => points.scope().peers() as u64 - 1,
     };
-    let exchange = Exchange::new(move |_: &Point| worker);
+    let exchange = Exchange::new(move |_: &SeriesReading| worker);
     let every = state.every_ms().max(1) as i64;
     points
         .unary_frontier(exchange, name, move |_cap, _info| {
@@ -109,7 +109,7 @@ pub(crate) fn periodic<'scope, P: Periodic>(
                     stash.receive(cap.retain_least(output.output_index()), data)
                 });
                 let bound = frontier.frontier().first().copied();
-                let mut ready: Vec<Point> = stash.ready(bound, |e| e.ts);
+                let mut ready: Vec<SeriesReading> = stash.ready(bound, |e| e.ts);
                 ready.sort_by(|a, b| {
                     (a.ts, &a.source, &a.name)
                         .cmp(&(b.ts, &b.source, &b.name))

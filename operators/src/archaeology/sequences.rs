@@ -11,8 +11,8 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::{FastMap, carry};
-use crate::guards::checkpoint::SnapshotStore;
-use crate::model::{Pattern, Point};
+use crate::guards::snapshot::SnapshotStore;
+use crate::model::{Pattern, SeriesReading};
 use crate::stash::Stash;
 
 /// Which runs of events count, and which patterns are reported.
@@ -86,14 +86,14 @@ pub trait Sequences<'scope> {
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
     /// use vigil_operators::archaeology::sequences::{SequenceParams, Sequences};
-    /// use vigil_operators::{Point, Reading};
+    /// use vigil_operators::{SeriesReading, Reading};
     ///
     /// let captured = timely::example(|scope| {
     ///     let mut points = Vec::new();
     ///     for (i, source) in ["dev-0", "dev-1"].into_iter().enumerate() {
     ///         for (k, name) in ["BREATH", "SPIRAL", "BLOOM"].into_iter().enumerate() {
     ///             let ts = i as i64 * 60_000 + k as i64 * 1_000;
-    ///             points.push(Point::from(&Reading::new(source, name, ts, 1.0)));
+    ///             points.push(SeriesReading::from(&Reading::new(source, name, ts, 1.0)));
     ///         }
     ///     }
     ///     let params = SequenceParams { min_occurrences: 1, ..SequenceParams::default() };
@@ -168,7 +168,7 @@ impl Counts {
 /// The kind of the patterns this operator finds.
 pub const KIND: &str = "sequence";
 
-impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<Point>> {
+impl<'scope> Sequences<'scope> for Stream<'scope, u64, Vec<SeriesReading>> {
     fn sequences_carried(
         self,
         params: SequenceParams,
@@ -343,7 +343,7 @@ fn items_hash(items: &[CompactString]) -> u64 {
 /// The occurrences of runs of 2 to `max_len` events, found on the source's worker in
 /// event-time order.
 fn occurrences<'scope>(
-    points: Stream<'scope, u64, Vec<Point>>,
+    points: Stream<'scope, u64, Vec<SeriesReading>>,
     params: SequenceParams,
     store: Option<Arc<dyn SnapshotStore>>,
     worker: (usize, usize),
@@ -351,7 +351,8 @@ fn occurrences<'scope>(
     let gap = i64::try_from(params.max_gap_ms).unwrap_or(i64::MAX);
     let keep = params.max_len - 1;
     let mut store = store;
-    let exchange = Exchange::new(|p: &Point| xxhash_rust::xxh3::xxh3_64(p.source.as_bytes()));
+    let exchange =
+        Exchange::new(|p: &SeriesReading| xxhash_rust::xxh3::xxh3_64(p.source.as_bytes()));
     points.unary_frontier(exchange, "SequenceOccurrences", move |_cap, _info| {
         let mut stash = Stash::new();
         let mut tails: FastMap<CompactString, Tail> = FastMap::default();
@@ -374,7 +375,7 @@ fn occurrences<'scope>(
                 }
             });
             let bound = frontier.frontier().first().copied();
-            let mut ready: Vec<Point> = stash.ready(bound, |p| p.ts);
+            let mut ready: Vec<SeriesReading> = stash.ready(bound, |p| p.ts);
             ready.sort_unstable_by(|a, b| {
                 (&a.source, a.ts, &a.name)
                     .cmp(&(&b.source, b.ts, &b.name))

@@ -10,7 +10,7 @@ use compact_str::CompactString;
 use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// The prefix of the names of vigil's own events about a source or input.
 pub const VIGIL_EVENT_PREFIX: &str = "vigil.";
@@ -27,12 +27,12 @@ pub const SCHEMA_EVENT: &str = "vigil.schema";
 /// Six failed authentications within a minute are more than the five allowed: the alert is
 /// raised at the sixth, and cleared once the minute has moved past them.
 /// ```
-/// use vigil_operators::{AlertStatus, Burst, Guard, GuardLabel, Point, Reading};
+/// use vigil_operators::{AlertStatus, Burst, Guard, GuardLabel, SeriesReading, Reading};
 ///
-/// let mut points: Vec<Point> = (0..6)
-///     .map(|i| Point::from(&Reading::new("veh-1", "AUTH_FAILURE", i * 1_000, 1.0)))
+/// let mut points: Vec<SeriesReading> = (0..6)
+///     .map(|i| SeriesReading::from(&Reading::new("veh-1", "AUTH_FAILURE", i * 1_000, 1.0)))
 ///     .collect();
-/// points.push(Point::from(&Reading::new("veh-1", "AUTH_FAILURE", 120_000, 1.0)));
+/// points.push(SeriesReading::from(&Reading::new("veh-1", "AUTH_FAILURE", 120_000, 1.0)));
 /// let alerts = Guard::new(GuardLabel::new("burst"), Burst::auth_failures()).replay(&points);
 /// let seen: Vec<_> = alerts.iter().map(|a| (a.status, a.ts, a.observed)).collect();
 /// assert_eq!(
@@ -91,7 +91,7 @@ pub struct BurstState {
 impl SeriesLogic for Burst {
     type State = BurstState;
 
-    fn observe(&self, state: &mut BurstState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut BurstState, reading: &SeriesReading) -> Option<Verdict> {
         let counted = reading.name == self.event;
         if counted {
             state.times.push_back(reading.ts);

@@ -17,7 +17,7 @@ use crate::guards::mad::SortedWindow;
 use crate::guards::rate::RateState;
 use crate::guards::seasonal::{Seasonal, SeasonalState};
 use crate::guards::series_guard::{Hysteresis, SeriesLogic, Verdict};
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Components the composite combines.
 const COMPONENTS: usize = 5;
@@ -27,12 +27,12 @@ const COMPONENTS: usize = 5;
 /// # Examples
 /// Three hundred ordinary readings, then a spike: one alert, at the spike.
 /// ```
-/// use vigil_operators::{AlertStatus, Composite, Guard, GuardLabel, Point, Reading};
+/// use vigil_operators::{AlertStatus, Composite, Guard, GuardLabel, SeriesReading, Reading};
 ///
-/// let mut points: Vec<Point> = (0..300)
-///     .map(|i| Point::from(&Reading::new("veh-1", "temp_c", i * 60_000, (i * 37 % 11) as f64)))
+/// let mut points: Vec<SeriesReading> = (0..300)
+///     .map(|i| SeriesReading::from(&Reading::new("veh-1", "temp_c", i * 60_000, (i * 37 % 11) as f64)))
 ///     .collect();
-/// points.push(Point::from(&Reading::new("veh-1", "temp_c", 300 * 60_000, 100.0)));
+/// points.push(SeriesReading::from(&Reading::new("veh-1", "temp_c", 300 * 60_000, 100.0)));
 /// let alerts = Guard::new(GuardLabel::new("composite"), Composite::default()).replay(&points);
 /// let raised: Vec<_> = alerts.iter().filter(|a| a.status == AlertStatus::Raised).collect();
 /// assert_eq!(raised.len(), 1);
@@ -180,7 +180,11 @@ pub struct CompositeState {
 impl Composite {
     /// The components' measures for a reading (`None` where a component has no opinion yet),
     /// with the value each expected; folds the reading into their state.
-    fn measures(&self, s: &mut CompositeState, p: &Point) -> [Option<(f64, f64)>; COMPONENTS] {
+    fn measures(
+        &self,
+        s: &mut CompositeState,
+        p: &SeriesReading,
+    ) -> [Option<(f64, f64)>; COMPONENTS] {
         let alpha = 2.0 / (self.window as f64 + 1.0);
         let x = p.value;
         let ewma = (s.ewma.n >= 2).then(|| (s.ewma.deviations(x), s.ewma.mean));
@@ -207,7 +211,7 @@ impl Composite {
 impl SeriesLogic for Composite {
     type State = CompositeState;
 
-    fn observe(&self, s: &mut CompositeState, p: &Point) -> Option<Verdict> {
+    fn observe(&self, s: &mut CompositeState, p: &SeriesReading) -> Option<Verdict> {
         if s.n == 0 {
             s.first_ts = p.ts;
             s.weight = 1.0;

@@ -5,19 +5,19 @@ use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
 use crate::guards::zscore::is_degenerate_std;
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the EWMA guard.
 ///
 /// # Examples
 /// ```
 /// use vigil_operators::guards::ewma::EwmaState;
-/// use vigil_operators::{Ewma, Point, Reading, SeriesLogic};
+/// use vigil_operators::{Ewma, SeriesReading, Reading, SeriesLogic};
 ///
 /// let guard = Ewma { warmup: 10, ..Ewma::default() };
 /// let mut state = EwmaState::default();
 /// let mut judge = |i: i64, value: f64| {
-///     let point = Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, value));
+///     let point = SeriesReading::from(&Reading::new("veh-1", "temp_c", i * 1_000, value));
 ///     guard.observe(&mut state, &point)
 /// };
 /// // No opinion while warming up; then a reading near 20 is usual and a jump to 40 is not.
@@ -104,7 +104,7 @@ pub struct EwmaState {
 impl SeriesLogic for Ewma {
     type State = EwmaState;
 
-    fn observe(&self, state: &mut EwmaState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut EwmaState, reading: &SeriesReading) -> Option<Verdict> {
         if state.stats.n == 0 {
             state.first_ts = reading.ts;
         }

@@ -6,7 +6,7 @@ use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
 use crate::guards::zscore::is_degenerate_std;
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the level-shift guard.
 ///
@@ -14,13 +14,13 @@ use crate::model::Point;
 /// Readings 10 ± 0.5, then 11 ± 0.5: no single reading is more than three deviations out, so
 /// the z-score guard sees nothing, but together they are a shift, raised once they add up.
 /// ```
-/// use vigil_operators::{AlertStatus, Guard, GuardLabel, LevelShift, Point, Reading, ZScore};
+/// use vigil_operators::{AlertStatus, Guard, GuardLabel, LevelShift, SeriesReading, Reading, ZScore};
 ///
-/// let points: Vec<Point> = (0..300)
+/// let points: Vec<SeriesReading> = (0..300)
 ///     .map(|i| {
 ///         let level = if i < 200 { 10.0 } else { 11.0 };
 ///         let noise = if i % 2 == 0 { 0.5 } else { -0.5 };
-///         Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, level + noise))
+///         SeriesReading::from(&Reading::new("veh-1", "temp_c", i * 1_000, level + noise))
 ///     })
 ///     .collect();
 /// let zscore = Guard::new(GuardLabel::new("zscore"), ZScore::default()).replay(&points);
@@ -107,7 +107,7 @@ impl LevelShift {
 impl SeriesLogic for LevelShift {
     type State = LevelShiftState;
 
-    fn observe(&self, state: &mut LevelShiftState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut LevelShiftState, reading: &SeriesReading) -> Option<Verdict> {
         if state.baseline.n == 0 {
             state.since = reading.ts;
         }

@@ -5,7 +5,7 @@ use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
 use crate::guards::zscore::is_degenerate_std;
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Scales a MAD to a standard deviation for normally distributed data.
 pub const MAD_TO_STD: f64 = 1.4826;
@@ -16,17 +16,17 @@ pub const MAD_TO_STD: f64 = 1.4826;
 /// One wild outlier in the window inflates the standard deviation, so the z-score guard
 /// misses the next anomaly; the median and MAD barely move, so this guard does not.
 /// ```
-/// use vigil_operators::{Mad, Point, Reading, SeriesLogic, ZScore};
+/// use vigil_operators::{Mad, SeriesReading, Reading, SeriesLogic, ZScore};
 ///
-/// fn last_score<L: SeriesLogic>(guard: &L, points: &[Point]) -> Option<f64> {
+/// fn last_score<L: SeriesLogic>(guard: &L, points: &[SeriesReading]) -> Option<f64> {
 ///     let mut state = L::State::default();
 ///     points.iter().filter_map(|p| guard.observe(&mut state, p)).last().map(|v| v.score)
 /// }
 ///
 /// let values = [10.0, 11.0, 10.0, 11.0, 10.0, 1000.0, 11.0, 10.0, 11.0, 10.0, 20.0];
-/// let points: Vec<Point> = (0..)
+/// let points: Vec<SeriesReading> = (0..)
 ///     .zip(values)
-///     .map(|(i, v)| Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, v)))
+///     .map(|(i, v)| SeriesReading::from(&Reading::new("veh-1", "temp_c", i * 1_000, v)))
 ///     .collect();
 /// let robust = last_score(&Mad { window: 10, ..Mad::default() }, &points).expect("judged");
 /// let zscore = last_score(&ZScore::new(10, 6.0), &points).expect("judged");
@@ -208,7 +208,7 @@ pub struct MadState {
 impl SeriesLogic for Mad {
     type State = MadState;
 
-    fn observe(&self, state: &mut MadState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut MadState, reading: &SeriesReading) -> Option<Verdict> {
         if state.window.is_empty() {
             state.first_ts = reading.ts;
         }

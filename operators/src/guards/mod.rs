@@ -1,7 +1,6 @@
 //! Anomaly guards: per-series logic on a shared raise-and-clear engine.
 
 pub mod burst;
-pub mod checkpoint;
 pub mod composite;
 pub mod ewma;
 pub mod level_shift;
@@ -13,5 +12,6 @@ pub mod seasonal;
 pub mod sequence;
 pub mod series_guard;
 pub mod silence;
+pub mod snapshot;
 pub mod threshold;
 pub mod zscore;

@@ -19,7 +19,7 @@ pub trait OpenAlerts<'scope> {
     /// ```
     /// use differential_dataflow::AsCollection;
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
-    /// use vigil_operators::{GuardLabel, OpenAlerts, Point, Reading, SeriesGuard, Threshold};
+    /// use vigil_operators::{GuardLabel, OpenAlerts, SeriesReading, Reading, SeriesGuard, Threshold};
     ///
     /// let captured = timely::example(|scope| {
     ///     let readings = vec![
@@ -28,7 +28,7 @@ pub trait OpenAlerts<'scope> {
     ///         Reading::new("veh-2", "temp_c", 2_000, 95.0),
     ///     ];
     ///     let logic = Threshold::new().bound("temp_c", None, Some(90.0));
-    ///     let points: Vec<Point> = readings.iter().map(Point::from).collect();
+    ///     let points: Vec<SeriesReading> = readings.iter().map(SeriesReading::from).collect();
     ///     points.to_stream(scope).container::<Vec<_>>()
     ///         .guard(GuardLabel::new("threshold"), logic)
     ///         .open_alerts()

@@ -6,20 +6,20 @@ use crate::guards::ewma::EwmaStats;
 use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the rate-of-change guard.
 ///
 /// # Examples
 /// ```
 /// use vigil_operators::guards::rate::RateState;
-/// use vigil_operators::{Point, Rate, Reading, SeriesLogic};
+/// use vigil_operators::{SeriesReading, Rate, Reading, SeriesLogic};
 ///
 /// // At most 10 m/s: 5 m in the first second is fine, 25 m in the next is not.
 /// let guard = Rate::bounded(10.0);
 /// let mut state = RateState::default();
 /// let mut judge = |ts: i64, value: f64| {
-///     let point = Point::from(&Reading::new("veh-1", "altitude_m", ts, value));
+///     let point = SeriesReading::from(&Reading::new("veh-1", "altitude_m", ts, value));
 ///     guard.observe(&mut state, &point)
 /// };
 /// assert_eq!(judge(0, 100.0), None);
@@ -115,7 +115,7 @@ impl RateState {
 impl SeriesLogic for Rate {
     type State = RateState;
 
-    fn observe(&self, state: &mut RateState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut RateState, reading: &SeriesReading) -> Option<Verdict> {
         let (rate, since) = state.advance((reading.ts, reading.value))?;
         let (rate, since) = if self.max.is_none() && self.order >= 2 {
             // The change of the rate, per second, since the previous rate.

@@ -4,7 +4,7 @@
 
 use crate::guards::burst::VIGIL_EVENT_PREFIX;
 use crate::guards::series_guard::{SeriesLogic, Verdict};
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// The registry of known sources: exact names, or patterns with one `*` (`veh-*`, `*-lab`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,7 +50,7 @@ pub struct RegistryState {
 impl SeriesLogic for Registry {
     type State = RegistryState;
 
-    fn observe(&self, state: &mut RegistryState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut RegistryState, reading: &SeriesReading) -> Option<Verdict> {
         // vigil's own events about an input (late or malformed records) are not its data.
         if reading.name.starts_with(VIGIL_EVENT_PREFIX) {
             return None;

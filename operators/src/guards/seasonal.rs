@@ -5,7 +5,7 @@ use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
 use crate::guards::zscore::is_degenerate_std;
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the seasonal guard.
 ///
@@ -14,12 +14,12 @@ use crate::model::Point;
 /// at the third phase and far out at the first.
 /// ```
 /// use vigil_operators::guards::seasonal::SeasonalState;
-/// use vigil_operators::{Point, Reading, Seasonal, SeriesLogic};
+/// use vigil_operators::{SeriesReading, Reading, Seasonal, SeriesLogic};
 ///
 /// let guard = Seasonal { period_ms: 4_000, buckets: 4, ..Seasonal::default() };
 /// let mut state = SeasonalState::default();
 /// let mut judge = |ts: i64, value: f64| {
-///     let point = Point::from(&Reading::new("veh-1", "load", ts, value));
+///     let point = SeriesReading::from(&Reading::new("veh-1", "load", ts, value));
 ///     guard.observe(&mut state, &point)
 /// };
 /// for i in 0..40 {
@@ -129,7 +129,7 @@ impl Seasonal {
 impl SeriesLogic for Seasonal {
     type State = SeasonalState;
 
-    fn observe(&self, state: &mut SeasonalState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut SeasonalState, reading: &SeriesReading) -> Option<Verdict> {
         let (d, expected) = self.step(state, reading.ts, reading.value)?;
         Some(Verdict {
             score: distance_score(d, self.threshold),

@@ -6,20 +6,20 @@
 use compact_str::CompactString;
 
 use crate::guards::series_guard::{SeriesLogic, Verdict};
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the sequence guard.
 ///
 /// # Examples
 /// ```
 /// use vigil_operators::guards::sequence::SequenceState;
-/// use vigil_operators::{Point, Reading, Sequence, SeriesLogic};
+/// use vigil_operators::{SeriesReading, Reading, Sequence, SeriesLogic};
 ///
 /// let guard = Sequence { max_gap: 0 };
 /// let mut state = SequenceState::default();
 /// let mut score = |name: &str, seq: u64| {
 ///     let reading = Reading::new("veh-1", name, seq as i64 * 1_000, 1.0).with_seq(seq);
-///     guard.observe(&mut state, &Point::from(&reading)).map(|v| v.score)
+///     guard.observe(&mut state, &SeriesReading::from(&reading)).map(|v| v.score)
 /// };
 /// assert_eq!(score("temp_c", 1), Some(0.0));
 /// assert_eq!(score("rpm", 1), Some(0.0)); // another metric of the same tick
@@ -46,7 +46,7 @@ pub struct SequenceState {
 impl SeriesLogic for Sequence {
     type State = SequenceState;
 
-    fn observe(&self, state: &mut SequenceState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut SequenceState, reading: &SeriesReading) -> Option<Verdict> {
         let seq = reading.seq?;
         let verdict = |score: f64, expected: f64| Verdict {
             score,

@@ -8,11 +8,11 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::guards::checkpoint::{
-    Checkpoints, SeriesSnapshot, SlotSnapshot, Snapshot, SnapshotStore, VERSION,
+use crate::guards::snapshot::{
+    SeriesSnapshot, SlotSnapshot, Snapshot, SnapshotStore, Snapshots, VERSION,
 };
 use crate::model::alert::alert_id;
-use crate::model::{Alert, AlertStatus, Point, ScoreColumns};
+use crate::model::{Alert, AlertStatus, ScoreColumns, SeriesReading};
 use crate::stash::Stash;
 use arrow::record_batch::RecordBatch;
 use timely::dataflow::operators::core::Map;
@@ -88,12 +88,12 @@ pub fn hysteresis_for(threshold: f64, clear_below: f64) -> Hysteresis {
 /// every reading of a series in event-time order (ties broken by `seq`, then value).
 pub trait SeriesLogic: 'static {
     /// What the guard remembers about one series; serializable, so that it can be kept in a
-    /// snapshot ([`crate::guards::checkpoint`]).
+    /// snapshot ([`crate::guards::snapshot`]).
     type State: Default + serde::Serialize + serde::de::DeserializeOwned + 'static;
 
     /// Looks at the next reading of a series; `None` when the guard has no opinion yet
     /// (warming up, or the series is not one it watches).
-    fn observe(&self, state: &mut Self::State, reading: &Point) -> Option<Verdict>;
+    fn observe(&self, state: &mut Self::State, reading: &SeriesReading) -> Option<Verdict>;
 
     /// When the guard's alerts raise and clear.
     fn hysteresis(&self) -> Hysteresis {
@@ -126,7 +126,7 @@ pub trait SeriesLogic: 'static {
 /// A guard's logic behind a uniform interface, so that one operator can run many guards.
 trait AnyLogic {
     fn new_state(&self) -> Box<dyn Any>;
-    fn observe(&self, state: &mut dyn Any, reading: &Point) -> Option<Verdict>;
+    fn observe(&self, state: &mut dyn Any, reading: &SeriesReading) -> Option<Verdict>;
     fn state_bytes(&self, state: &dyn Any) -> usize;
     fn due(&self, state: &dyn Any) -> Option<i64>;
     fn overdue(&self, state: &mut dyn Any, due: i64) -> Option<Verdict>;
@@ -139,7 +139,7 @@ impl<L: SeriesLogic> AnyLogic for L {
         Box::new(L::State::default())
     }
 
-    fn observe(&self, state: &mut dyn Any, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut dyn Any, reading: &SeriesReading) -> Option<Verdict> {
         // Each state was made by this logic's own `new_state`.
         let state = state.downcast_mut::<L::State>()?;
         SeriesLogic::observe(self, state, reading)
@@ -209,7 +209,7 @@ impl Guard {
 
     /// Runs the guard over one series' points in the order given, without a dataflow: the
     /// alerts the guard operator would emit for that series. For tools and evaluations.
-    pub fn replay(&self, points: &[Point]) -> Vec<Alert> {
+    pub fn replay(&self, points: &[SeriesReading]) -> Vec<Alert> {
         let mut slot = GuardSlot {
             state: self.logic.new_state(),
             open: None,
@@ -326,7 +326,7 @@ pub trait SeriesGuard<'scope> {
     /// # Examples
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
-    /// use vigil_operators::{GuardLabel, Point, Reading, SeriesGuard, Threshold};
+    /// use vigil_operators::{GuardLabel, SeriesReading, Reading, SeriesGuard, Threshold};
     ///
     /// let captured = timely::example(|scope| {
     ///     let readings = vec![
@@ -335,7 +335,7 @@ pub trait SeriesGuard<'scope> {
     ///         Reading::new("veh-1", "temp_c", 3_000, 21.0),
     ///     ];
     ///     let logic = Threshold::new().bound("temp_c", None, Some(90.0));
-    ///     let points: Vec<Point> = readings.iter().map(Point::from).collect();
+    ///     let points: Vec<SeriesReading> = readings.iter().map(SeriesReading::from).collect();
     ///     points.to_stream(scope).container::<Vec<_>>()
     ///         .guard(GuardLabel::new("threshold"), logic)
     ///         .capture()
@@ -355,8 +355,12 @@ pub trait SeriesGuard<'scope> {
     /// Runs several guards in one operator: the readings are routed, buffered and ordered
     /// once, and every guard looks at each of them. Reports the number of series and the
     /// guards' state bytes into `options.metrics`, and snapshots the guards' state into
-    /// `options.checkpoints`.
-    fn guards(self, guards: Vec<Guard>, options: GuardOptions) -> Stream<'scope, u64, Vec<Alert>>;
+    /// `options.snapshots`.
+    fn guards(
+        self,
+        guards: Vec<Guard>,
+        options: GuardOperatorParams,
+    ) -> Stream<'scope, u64, Vec<Alert>>;
 
     /// Runs guards per source instead of per series: each sees every reading of a source, of
     /// every name, in event-time order (sequence numbers, unknown sources, bursts of events).
@@ -364,7 +368,7 @@ pub trait SeriesGuard<'scope> {
     fn guards_by_source(
         self,
         guards: Vec<Guard>,
-        options: GuardOptions,
+        options: GuardOperatorParams,
     ) -> Stream<'scope, u64, Vec<Alert>>;
 
     /// As [`SeriesGuard::guards`], also returning the scores of the guards that report them
@@ -372,7 +376,7 @@ pub trait SeriesGuard<'scope> {
     fn guards_with_scores(
         self,
         guards: Vec<Guard>,
-        options: GuardOptions,
+        options: GuardOperatorParams,
     ) -> (
         Stream<'scope, u64, Vec<Alert>>,
         Stream<'scope, u64, Vec<RecordBatch>>,
@@ -381,16 +385,16 @@ pub trait SeriesGuard<'scope> {
 
 /// What a guard operator reports and keeps besides its alerts.
 #[derive(Clone, Debug, Default)]
-pub struct GuardOptions {
+pub struct GuardOperatorParams {
     /// Counters of series and state bytes.
     pub metrics: Option<GuardMetrics>,
     /// Snapshots of the guards' state, and the one to start from.
-    pub checkpoints: Option<Checkpoints>,
+    pub snapshots: Option<Snapshots>,
     /// How many series are kept, and for how long a quiet one.
     pub limits: SeriesLimits,
 }
 
-impl GuardOptions {
+impl GuardOperatorParams {
     /// Options that report into `metrics`.
     pub fn with_metrics(metrics: GuardMetrics) -> Self {
         Self {
@@ -447,19 +451,26 @@ pub struct GuardMetrics {
     pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
+impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<SeriesReading>> {
     fn guard<L: SeriesLogic>(self, label: GuardLabel, logic: L) -> Stream<'scope, u64, Vec<Alert>> {
-        self.guards(vec![Guard::new(label, logic)], GuardOptions::default())
+        self.guards(
+            vec![Guard::new(label, logic)],
+            GuardOperatorParams::default(),
+        )
     }
 
-    fn guards(self, guards: Vec<Guard>, options: GuardOptions) -> Stream<'scope, u64, Vec<Alert>> {
+    fn guards(
+        self,
+        guards: Vec<Guard>,
+        options: GuardOperatorParams,
+    ) -> Stream<'scope, u64, Vec<Alert>> {
         guard_operator(self, guards, options, Keying::Series).flat_map(GuardOutput::alert)
     }
 
     fn guards_by_source(
         self,
         guards: Vec<Guard>,
-        options: GuardOptions,
+        options: GuardOperatorParams,
     ) -> Stream<'scope, u64, Vec<Alert>> {
         guard_operator(self, guards, options, Keying::Source).flat_map(GuardOutput::alert)
     }
@@ -467,7 +478,7 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
     fn guards_with_scores(
         self,
         guards: Vec<Guard>,
-        options: GuardOptions,
+        options: GuardOperatorParams,
     ) -> (
         Stream<'scope, u64, Vec<Alert>>,
         Stream<'scope, u64, Vec<RecordBatch>>,
@@ -485,14 +496,14 @@ impl<'scope> SeriesGuard<'scope> for Stream<'scope, u64, Vec<Point>> {
 /// The operator behind [`SeriesGuard`]: routes readings by series, orders them once the
 /// frontier passes, runs every guard over them, and emits alerts and score batches.
 fn guard_operator<'scope>(
-    points: Stream<'scope, u64, Vec<Point>>,
+    points: Stream<'scope, u64, Vec<SeriesReading>>,
     guards: Vec<Guard>,
-    options: GuardOptions,
+    options: GuardOperatorParams,
     keying: Keying,
 ) -> Stream<'scope, u64, Vec<GuardOutput>> {
     let names: Vec<&str> = guards.iter().map(|g| g.label.guard.as_str()).collect();
     let name = format!("Guard({})", names.join(","));
-    let exchange = Exchange::new(move |p: &Point| match keying {
+    let exchange = Exchange::new(move |p: &SeriesReading| match keying {
         Keying::Series => p.hash,
         Keying::Source => source_hash(&p.source),
     });
@@ -500,9 +511,9 @@ fn guard_operator<'scope>(
         let scope = points.scope();
         (scope.index(), scope.peers())
     };
-    let GuardOptions {
+    let GuardOperatorParams {
         metrics,
-        checkpoints,
+        snapshots,
         limits,
     } = options;
     points.unary_frontier(exchange, &name, move |cap, _info| {
@@ -519,11 +530,11 @@ fn guard_operator<'scope>(
             evicted: 0,
             refused: 0,
         };
-        let mut stash: Stash<Point> = Stash::new();
-        let mut ready: Vec<Point> = Vec::new();
+        let mut stash: Stash<SeriesReading> = Stash::new();
+        let mut ready: Vec<SeriesReading> = Vec::new();
         // The state is complete for event time before `snapshot_at`: restored from a snapshot
         // taken there, readings before it (replayed by a restarted source) are in it already.
-        let mut snapshot_at = checkpoints
+        let mut snapshot_at = snapshots
             .as_ref()
             .map_or(0, |c| state.restore(c, index, peers));
         let skip_before = snapshot_at as i64;
@@ -559,7 +570,7 @@ fn guard_operator<'scope>(
             // A snapshot is taken at the store's target once the frontier passes it, provided
             // no reading at or after it has been judged yet; at the end of the input, at the
             // store's final time, once everything is judged.
-            let snapshot = checkpoints.as_ref().and_then(|c| {
+            let snapshot = snapshots.as_ref().and_then(|c| {
                 let at = match bound {
                     Some(b) => {
                         let at = c.store.target(b)?;
@@ -570,7 +581,7 @@ fn guard_operator<'scope>(
                 };
                 Some((c, at))
             });
-            let mut save = |state: &GuardState, (c, at): (&Checkpoints, u64)| {
+            let mut save = |state: &GuardState, (c, at): (&Snapshots, u64)| {
                 c.store
                     .save(c.operator, index, peers, at, state.snapshot(at));
                 snapshot_at = at;
@@ -660,8 +671,8 @@ impl GuardState {
     /// may still go overdue later.
     fn advance(
         &mut self,
-        pending: &mut Vec<Point>,
-        ready: &mut Vec<Point>,
+        pending: &mut Vec<SeriesReading>,
+        ready: &mut Vec<SeriesReading>,
         bound: Option<u64>,
     ) -> bool {
         let keying = self.keying;
@@ -678,11 +689,11 @@ impl GuardState {
                     p.hash = source_hash(&p.source);
                 }
             }
-            ready.sort_unstable_by(Point::guard_order);
+            ready.sort_unstable_by(SeriesReading::guard_order);
             let mut start = 0;
             while start < ready.len() {
                 let first = &ready[start];
-                let same = |p: &Point| match keying {
+                let same = |p: &SeriesReading| match keying {
                     Keying::Series => p.same_series(first),
                     Keying::Source => p.hash == first.hash && p.source == first.source,
                 };
@@ -875,9 +886,9 @@ impl GuardState {
     /// Loads the series this worker (`index` of `peers`) owns from the store's snapshot, which
     /// may have been taken by another number of workers; returns the time it was taken at, or
     /// 0 when there is none (or it cannot be used, which the store is told).
-    fn restore(&mut self, checkpoints: &Checkpoints, index: usize, peers: usize) -> u64 {
-        let store: &dyn SnapshotStore = &*checkpoints.store;
-        let Some((at, blobs)) = store.restore(checkpoints.operator) else {
+    fn restore(&mut self, snapshots: &Snapshots, index: usize, peers: usize) -> u64 {
+        let store: &dyn SnapshotStore = &*snapshots.store;
+        let Some((at, blobs)) = store.restore(snapshots.operator) else {
             return 0;
         };
         let labels = self.labels();
@@ -928,7 +939,7 @@ impl GuardState {
                 Ok(())
             });
             if let Err(error) = loaded {
-                store.restore_failed(checkpoints.operator, &error);
+                store.restore_failed(snapshots.operator, &error);
                 return 0;
             }
         }
@@ -969,7 +980,7 @@ fn report_metrics(metrics: Option<&GuardMetrics>, state: &GuardState) {
 fn step(
     guard: &Guard,
     slot: &mut GuardSlot,
-    reading: &Point,
+    reading: &SeriesReading,
     name: &CompactString,
     out: &mut Vec<Alert>,
     scores: Option<&mut ScoreColumns>,

@@ -4,7 +4,7 @@
 //! gives the same alerts as a live run.
 
 use crate::guards::series_guard::{SeriesLogic, Verdict};
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the silence guard.
 ///
@@ -12,12 +12,12 @@ use crate::model::Point;
 /// A reading every second, then none for a minute: the alert is raised at the moment five
 /// usual intervals had passed, and cleared when data returns.
 /// ```
-/// use vigil_operators::{AlertStatus, Guard, GuardLabel, Point, Reading, Silence};
+/// use vigil_operators::{AlertStatus, Guard, GuardLabel, SeriesReading, Reading, Silence};
 ///
-/// let mut points: Vec<Point> = (0..10)
-///     .map(|i| Point::from(&Reading::new("veh-1", "temp_c", i * 1_000, 20.0)))
+/// let mut points: Vec<SeriesReading> = (0..10)
+///     .map(|i| SeriesReading::from(&Reading::new("veh-1", "temp_c", i * 1_000, 20.0)))
 ///     .collect();
-/// points.push(Point::from(&Reading::new("veh-1", "temp_c", 70_000, 20.0)));
+/// points.push(SeriesReading::from(&Reading::new("veh-1", "temp_c", 70_000, 20.0)));
 /// let alerts = Guard::new(GuardLabel::new("silence"), Silence::default()).replay(&points);
 /// let seen: Vec<_> = alerts.iter().map(|a| (a.status, a.ts)).collect();
 /// assert_eq!(seen, [(AlertStatus::Raised, 14_000), (AlertStatus::Cleared, 70_000)]);
@@ -60,7 +60,7 @@ impl SeriesLogic for Silence {
 
     const WATCHES_TIME: bool = true;
 
-    fn observe(&self, state: &mut SilenceState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut SilenceState, reading: &SeriesReading) -> Option<Verdict> {
         let previous = state.last_ts;
         if let Some(last) = previous {
             let gap = (reading.ts - last) as f64;

@@ -5,17 +5,17 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 
 use crate::guards::series_guard::{SeriesLogic, Verdict};
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Lower and upper bounds per metric name; a metric without bounds is not watched.
 ///
 /// # Examples
 /// ```
-/// use vigil_operators::{Point, Reading, SeriesLogic, Threshold};
+/// use vigil_operators::{SeriesReading, Reading, SeriesLogic, Threshold};
 ///
 /// let guard = Threshold::new().bound("temp_c", Some(-10.0), Some(90.0));
 /// let judge = |name: &str, value: f64| {
-///     let point = Point::from(&Reading::new("veh-1", name, 1_000, value));
+///     let point = SeriesReading::from(&Reading::new("veh-1", name, 1_000, value));
 ///     guard.observe(&mut (), &point)
 /// };
 /// let hot = judge("temp_c", 99.0).expect("temp_c is watched");
@@ -50,7 +50,7 @@ impl Threshold {
 impl SeriesLogic for Threshold {
     type State = ();
 
-    fn observe(&self, _state: &mut (), reading: &Point) -> Option<Verdict> {
+    fn observe(&self, _state: &mut (), reading: &SeriesReading) -> Option<Verdict> {
         let (min, max) = self.bounds.get(&reading.name)?;
         let value = reading.value;
         let (anomalous, expected) = match (min, max) {

@@ -3,18 +3,18 @@
 use crate::guards::series_guard::{
     Hysteresis, SeriesLogic, Verdict, distance_score, hysteresis_for,
 };
-use crate::model::Point;
+use crate::model::SeriesReading;
 
 /// Parameters of the z-score guard.
 ///
 /// # Examples
 /// ```
-/// use vigil_operators::{Point, Reading, SeriesLogic, ZScore, ZScoreState};
+/// use vigil_operators::{SeriesReading, Reading, SeriesLogic, ZScore, ZScoreState};
 ///
 /// let guard = ZScore::new(4, 6.0);
 /// let mut state = ZScoreState::default();
 /// let mut judge = |ts: i64, value: f64| {
-///     let point = Point::from(&Reading::new("veh-1", "temp_c", ts, value));
+///     let point = SeriesReading::from(&Reading::new("veh-1", "temp_c", ts, value));
 ///     guard.observe(&mut state, &point)
 /// };
 /// // No opinion until the window holds four readings; then 10 ± 1 is usual, 30 is not.
@@ -119,7 +119,7 @@ impl ZScoreState {
 impl SeriesLogic for ZScore {
     type State = ZScoreState;
 
-    fn observe(&self, state: &mut ZScoreState, reading: &Point) -> Option<Verdict> {
+    fn observe(&self, state: &mut ZScoreState, reading: &SeriesReading) -> Option<Verdict> {
         let value = reading.value;
         let verdict = if state.values.len() == self.window {
             let n = self.window as f64;
@@ -201,7 +201,7 @@ impl SeriesLogic for ZScore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Point, Reading};
+    use crate::model::{Reading, SeriesReading};
 
     #[test]
     fn window_start_survives_long_gaps() {
@@ -211,7 +211,7 @@ mod tests {
         let guard = ZScore::new(3, 6.0);
         let mut state = ZScoreState::default();
         for i in 0..10i64 {
-            let point = Point::from(&Reading::new("s", "n", i * 20 * day, (i % 3) as f64));
+            let point = SeriesReading::from(&Reading::new("s", "n", i * 20 * day, (i % 3) as f64));
             if let Some(verdict) = guard.observe(&mut state, &point) {
                 assert_eq!(verdict.window_start, (i - 3) * 20 * day, "reading {i}");
             }

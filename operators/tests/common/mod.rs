@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::capture::Extract;
 use timely::dataflow::operators::{Capture, Input, Probe};
-use vigil_operators::{Point, Reading};
+use vigil_operators::{Reading, SeriesReading};
 
 /// Runs `build` over the events as points on `workers` workers, in batches sent at their
 /// watermark; returns every update of the collection it builds.
@@ -15,7 +15,7 @@ pub fn run_points<T, F>(events: &[Reading], workers: usize, build: F) -> Vec<(T,
 where
     T: differential_dataflow::ExchangeData + std::hash::Hash,
     F: Fn(
-            timely::dataflow::Stream<'_, u64, Vec<Point>>,
+            timely::dataflow::Stream<'_, u64, Vec<SeriesReading>>,
         ) -> differential_dataflow::VecCollection<'_, u64, T, isize>
         + Send
         + Sync
@@ -25,9 +25,9 @@ where
     sorted.sort_by_key(|r| r.ts);
     let batches = sorted
         .chunks(29)
-        .map(|chunk| chunk.iter().map(Point::from).collect())
+        .map(|chunk| chunk.iter().map(SeriesReading::from).collect())
         .collect();
-    run_batches(batches, |p: &Point| p.ts, workers, build)
+    run_batches(batches, |p: &SeriesReading| p.ts, workers, build)
         .into_iter()
         .map(|(item, _, d)| (item, d))
         .collect()

@@ -7,8 +7,8 @@ use super::common::dataflow_report;
 use super::{CommonArgs, JobCommand, JobError, Prepared, ReplicaArgs, Report};
 use crate::config::ArchaeologyConfig;
 use crate::jobs::archaeology::{ArchaeologyJob, ArchaeologyParams};
-use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
-use crate::runtime::shutdown::Shutdown;
+use crate::jobs::engine::settings::{InputParams, Settings};
+use crate::runtime::stop::Stop;
 
 /// Finds what keeps recurring in a dataset or the generator's events — sequential patterns,
 /// motifs, entangled sources, sessions — archives it as the `patterns`, `sessions` and
@@ -65,28 +65,25 @@ pub const ARCHAEOLOGY_DEFAULT_INPUT: &str = "gen:devices?devices=200&ticks=3600&
 impl ArchaeologyArgs {
     /// Builds the job the arguments describe: defaults, then the config file, then flags.
     pub fn into_job(self) -> anyhow::Result<ArchaeologyJob> {
-        let mut job = GuardJob {
-            input: InputSpec::Generator(ARCHAEOLOGY_DEFAULT_INPUT.into()),
-            alerts: AlertsOut::Off,
-            guards: Vec::new(),
-            scores: ScoresOut::Off,
+        let mut settings = Settings {
+            input: InputParams::Generator(ARCHAEOLOGY_DEFAULT_INPUT.into()),
             replica: Some(crate::config::default_replica()?),
-            ..GuardJob::default()
+            ..Settings::default()
         };
         let mut params = ArchaeologyParams::default();
         if let Some(path) = &self.config {
-            ArchaeologyConfig::load(path)?.apply(path, &mut job, &mut params)?;
+            ArchaeologyConfig::load(path)?.apply(path, &mut settings, &mut params)?;
         }
         if !self.input.is_empty() {
-            job.input = InputSpec::from_args(&self.input)?;
+            settings.input = InputParams::from_args(&self.input)?;
         }
-        if matches!(job.input, InputSpec::Kafka(_)) {
+        if matches!(settings.input, InputParams::Kafka(_)) {
             anyhow::bail!(
                 "vigil-archaeology reads files, the built-in dataset and the generator; Kafka input is not supported yet: archive the topic with vigil-guard and point --input at the archive's telemetry"
             );
         }
         if let Some(archive) = self.archive {
-            job.archive = archive;
+            settings.archive = archive;
         }
         if let Some(top) = self.top {
             params.top = top;
@@ -95,15 +92,12 @@ impl ArchaeologyArgs {
             params.carry = Some(dir);
         }
         if let Some(dir) = self.spill {
-            job.spill_dir = dir;
+            settings.spill_dir = dir;
         }
-        self.replica.apply(&mut job)?;
-        self.common.apply(&mut job)?;
-        job.progress = !self.no_progress && std::io::stderr().is_terminal();
-        Ok(ArchaeologyJob {
-            settings: job.settings(),
-            params,
-        })
+        self.replica.apply(&mut settings)?;
+        self.common.apply(&mut settings)?;
+        settings.progress = !self.no_progress && std::io::stderr().is_terminal();
+        Ok(ArchaeologyJob { settings, params })
     }
 }
 
@@ -116,9 +110,9 @@ impl JobCommand for ArchaeologyArgs {
         Ok(Some(Prepared { job, summary_json }))
     }
 
-    fn run(job: ArchaeologyJob, shutdown: Shutdown) -> Result<Report, JobError> {
+    fn run(job: ArchaeologyJob, stop: Stop) -> Result<Report, JobError> {
         let top = job.params.top;
-        let summary = crate::jobs::archaeology::run(job, shutdown).map_err(JobError::run)?;
+        let summary = crate::jobs::archaeology::run(job, stop).map_err(JobError::run)?;
         Ok(Report {
             stdout: summary
                 .findings

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use super::{JobError, Report};
-use crate::jobs::guard::{GuardJob, Summary};
+use crate::jobs::engine::settings::Settings;
+use crate::jobs::guard::Summary;
 use crate::runtime::secrets::SecretUrl;
 
 /// The flags every dataflow job takes: `#[command(flatten)]` into its arguments.
@@ -38,20 +39,20 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// Sets the flags given on `job` (after any config file), and reads the payload key from
+    /// Sets the flags given on `settings` (after any config file), and reads the payload key from
     /// `--key-file` or `VIGIL_KEY`.
-    pub fn apply(&self, job: &mut GuardJob) -> anyhow::Result<()> {
+    pub fn apply(&self, settings: &mut Settings) -> anyhow::Result<()> {
         if let Some(workers) = self.workers {
-            job.workers = workers.max(1);
+            settings.workers = workers.max(1);
         }
         if let Some(lateness) = self.lateness {
-            job.lateness_ms = lateness.as_millis() as u64;
+            settings.lateness_ms = lateness.as_millis() as u64;
         }
-        job.chunk_bytes = self.chunk_bytes;
+        settings.chunk_bytes = self.chunk_bytes;
         if let Some(max) = self.max_line_bytes {
-            job.max_line_bytes = max;
+            settings.max_line_bytes = max;
         }
-        job.key = crate::runtime::crypto::load_key(self.key_file.as_deref())?;
+        settings.key = crate::runtime::crypto::load_key(self.key_file.as_deref())?;
         Ok(())
     }
 }
@@ -82,10 +83,10 @@ pub struct ReplicaArgs {
 }
 
 impl ReplicaArgs {
-    /// Sets the flags given on `job` (after any config file).
-    pub fn apply(&self, job: &mut GuardJob) -> anyhow::Result<()> {
+    /// Sets the flags given on `settings` (after any config file).
+    pub fn apply(&self, settings: &mut Settings) -> anyhow::Result<()> {
         crate::config::apply_replica_flags(
-            job,
+            settings,
             self.url.as_deref(),
             self.replica_role.as_deref(),
             self.replica_migrate,

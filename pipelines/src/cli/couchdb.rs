@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use super::{JobCommand, JobError, Prepared, Report};
 use crate::jobs::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
 use crate::runtime::secrets::SecretUrl;
-use crate::runtime::shutdown::Shutdown;
+use crate::runtime::stop::Stop;
 
 /// Follows a CouchDB database's changes and forwards their metadata, checkpointing its position.
 #[derive(Debug, clap::Parser)]
@@ -81,11 +81,9 @@ impl JobCommand for CouchdbArgs {
         }))
     }
 
-    fn run(job: CouchdbJob, shutdown: Shutdown) -> Result<Report, JobError> {
+    fn run(job: CouchdbJob, stop: Stop) -> Result<Report, JobError> {
         let CouchdbJob { listener, mut out } = job;
-        let stats = listener
-            .run(&mut out, &shutdown)
-            .map_err(JobError::Failed)?;
+        let stats = listener.run(&mut out, &stop).map_err(JobError::Failed)?;
         Ok(Report {
             summary: format!(
                 "changes forwarded {}, unusable rows {}, retried requests {}",

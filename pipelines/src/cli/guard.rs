@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use super::common::{Limit, dataflow_report, parse_max_series, parse_series_idle};
 use super::{CommonArgs, JobCommand, JobError, Prepared, ReplicaArgs, Report};
 use crate::config::JobConfig;
-use crate::jobs::guard::registry::{ConfiguredGuard, GuardSpec, catalogue_listing, guards_listing};
-use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
-use crate::runtime::shutdown::Shutdown;
+use crate::jobs::guard::registry::{
+    ConfiguredGuard, GuardParams, catalogue_listing, guards_listing,
+};
+use crate::jobs::guard::{AlertsOut, GuardJob, InputParams, ScoresOut};
+use crate::runtime::stop::Stop;
 
 /// Replays a dataset (or runs the generator) through vigil's anomaly guards, archives
 /// telemetry, alerts and dead letters as Parquet, and prints alerts as NDJSON.
@@ -92,36 +94,34 @@ pub struct GuardArgs {
 impl GuardArgs {
     /// Builds the job the arguments describe: defaults, then the config file, then flags.
     pub fn into_job(self) -> anyhow::Result<GuardJob> {
-        let mut job = GuardJob {
-            replica: Some(crate::config::default_replica()?),
-            ..GuardJob::default()
-        };
+        let mut job = GuardJob::default();
+        job.settings.replica = Some(crate::config::default_replica()?);
         if let Some(path) = &self.config {
             JobConfig::load(path)?.apply(path, &mut job)?;
         }
         if !self.input.is_empty() {
-            job.input = InputSpec::from_args(&self.input)?;
+            job.settings.input = InputParams::from_args(&self.input)?;
         }
         if let Some(archive) = self.archive {
-            job.archive = archive;
+            job.settings.archive = archive;
         }
         if let Some(alerts) = &self.alerts {
             job.alerts = AlertsOut::parse(alerts)?;
         }
         if !self.guards.is_empty() {
-            job.guards = GuardSpec::parse_all(&self.guards)?;
+            job.guards = GuardParams::parse_all(&self.guards)?;
         }
         if let Some(scores) = &self.scores {
             job.scores = ScoresOut::parse(scores);
         }
         if let Some(dir) = &self.spill {
-            job.spill_dir = dir.clone();
+            job.settings.spill_dir = dir.clone();
         }
         if let Some(dir) = &self.state {
             job.state_dir = dir.clone();
         }
         if let Some(rows) = self.max_rows_per_file {
-            job.max_rows_per_file = rows.max(1);
+            job.settings.max_rows_per_file = rows.max(1);
         }
         if let ScoresOut::Guards(names) = &job.scores
             && let Some(unknown) = names
@@ -140,11 +140,11 @@ impl GuardArgs {
         if let Some(Limit(idle)) = self.series_idle {
             job.series_limits.idle_ms = idle;
         }
-        self.replica.apply(&mut job)?;
-        self.common.apply(&mut job)?;
-        job.progress = !self.no_progress
+        self.replica.apply(&mut job.settings)?;
+        self.common.apply(&mut job.settings)?;
+        job.settings.progress = !self.no_progress
             && std::io::stderr().is_terminal()
-            && !matches!(job.input, InputSpec::Default);
+            && !matches!(job.settings.input, InputParams::Default);
         Ok(job)
     }
 
@@ -165,7 +165,7 @@ impl GuardArgs {
             JobConfig::load(path)?.apply(path, &mut job)?;
         }
         if !self.guards.is_empty() {
-            job.guards = GuardSpec::parse_all(&self.guards)?;
+            job.guards = GuardParams::parse_all(&self.guards)?;
         }
         Ok(job.guards)
     }
@@ -184,8 +184,8 @@ impl JobCommand for GuardArgs {
         Ok(Some(Prepared { job, summary_json }))
     }
 
-    fn run(job: GuardJob, shutdown: Shutdown) -> Result<Report, JobError> {
-        let summary = crate::jobs::guard::run(job, shutdown).map_err(JobError::run)?;
+    fn run(job: GuardJob, stop: Stop) -> Result<Report, JobError> {
+        let summary = crate::jobs::guard::run(job, stop).map_err(JobError::run)?;
         Ok(dataflow_report(&summary))
     }
 }
@@ -213,16 +213,19 @@ mod tests {
         ])
         .expect("valid flags");
         let job = args.into_job().expect("valid job");
-        assert_eq!(job.workers, 2);
-        assert_eq!(job.lateness_ms, 500);
-        let guards: Vec<&GuardSpec> = job.guards.iter().map(|g| &g.spec).collect();
+        assert_eq!(job.settings.workers, 2);
+        assert_eq!(job.settings.lateness_ms, 500);
+        let guards: Vec<&GuardParams> = job.guards.iter().map(|g| &g.params).collect();
         assert_eq!(
             guards,
-            vec![&GuardSpec::ZScore(vigil_operators::ZScore::new(30, 4.0))]
+            vec![&GuardParams::ZScore(vigil_operators::ZScore::new(30, 4.0))]
         );
         assert_eq!(job.guards[0].reaction.topic.as_str(), "telemetry-alerts");
         assert_eq!(job.alerts, AlertsOut::File("out.ndjson".into()));
-        assert_eq!(job.input, InputSpec::Paths(vec!["a.ndjson".into()]));
+        assert_eq!(
+            job.settings.input,
+            InputParams::Paths(vec!["a.ndjson".into()])
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::JobError;
-use crate::runtime::shutdown::Shutdown;
+use crate::runtime::stop::Stop;
 
 /// A job binary's command line: how it becomes a job, and how the job runs.
 pub trait JobCommand: clap::Parser {
@@ -19,12 +19,12 @@ pub trait JobCommand: clap::Parser {
     /// A [`JobError`] with the exit code the binary ends with.
     fn prepare(self) -> Result<Option<Prepared<Self::Job>>, JobError>;
 
-    /// Runs the job to its end, or until `shutdown` is triggered (the first Ctrl-C or
+    /// Runs the job to its end, or until `stop` is triggered (the first Ctrl-C or
     /// SIGTERM), and says what it did.
     ///
     /// # Errors
     /// A [`JobError`] with the exit code the binary ends with.
-    fn run(job: Self::Job, shutdown: Shutdown) -> Result<Report, JobError>;
+    fn run(job: Self::Job, stop: Stop) -> Result<Report, JobError>;
 }
 
 /// A job ready to run, and where its summary goes.
@@ -68,13 +68,13 @@ fn run_command<C: JobCommand>(command: C) -> Result<(), JobError> {
     let Some(Prepared { job, summary_json }) = command.prepare()? else {
         return Ok(());
     };
-    let shutdown = Shutdown::default();
-    let on_signal = shutdown.clone();
+    let stop = Stop::default();
+    let on_signal = stop.clone();
     // A second signal ends the process at once (see on_stop_signal).
     on_stop_signal(move || on_signal.trigger()).map_err(|error| {
         JobError::Usage(anyhow::Error::new(error).context("cannot watch for Ctrl-C"))
     })?;
-    let report = C::run(job, shutdown)?;
+    let report = C::run(job, stop)?;
     if let (Some(path), Some(json)) = (&summary_json, &report.json) {
         std::fs::write(path, json.to_string()).map_err(|error| {
             JobError::Failed(
@@ -136,9 +136,8 @@ pub fn on_stop_signal(on_interrupt: impl FnOnce() + Send + 'static) -> std::io::
         }
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime::io::current_thread("signal")
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     std::thread::Builder::new()
         .name("vigil-signal".into())
         .spawn(move || {

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::cli::SyncArgs;
 use crate::connect::replica::ReplicaUrl;
 use crate::jobs::sync::{Capture, DEMO_TABLE, Direction, SyncJob, prepare_demo};
-use crate::sinks::replica::ReplicaOptions;
+use crate::sinks::replica::ReplicaParams;
 
 impl SyncArgs {
     /// The job the command line describes; with neither replica given, the demonstration on
@@ -54,18 +54,18 @@ impl SyncArgs {
 
     /// The SQL replica the applied actions go to: the default one, none, or the one given,
     /// spilling under `--spill`'s `replica` subdirectory when that is given.
-    fn replica_options(&self) -> anyhow::Result<Option<ReplicaOptions>> {
+    fn replica_options(&self) -> anyhow::Result<Option<ReplicaParams>> {
         let options = match self.replica.as_deref() {
             None => Some(crate::config::default_replica()?),
             Some("none" | "off") => None,
-            Some(url) => Some(ReplicaOptions {
+            Some(url) => Some(ReplicaParams {
                 role: self.replica_role.clone(),
                 migrate: self.replica_migrate,
-                ..ReplicaOptions::new(ReplicaUrl::parse(url)?)
+                ..ReplicaParams::new(ReplicaUrl::parse(url)?)
             }),
         };
         Ok(options.map(|options| match &self.spill {
-            Some(dir) => ReplicaOptions {
+            Some(dir) => ReplicaParams {
                 spill_dir: dir.join("replica"),
                 ..options
             },

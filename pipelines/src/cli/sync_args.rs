@@ -10,7 +10,7 @@ use crate::jobs::sync::{SyncJob, print_actions, run_once};
 use crate::runtime::dir_lock::DirLock;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::secrets::SecretUrl;
-use crate::runtime::shutdown::Shutdown;
+use crate::runtime::stop::Stop;
 
 /// The command line of `vigil-sync`.
 #[derive(Debug, clap::Parser)]
@@ -150,10 +150,10 @@ impl JobCommand for SyncArgs {
         }))
     }
 
-    fn run(run: SyncRun, shutdown: Shutdown) -> Result<Report, JobError> {
+    fn run(run: SyncRun, stop: Stop) -> Result<Report, JobError> {
         let job = &run.job;
         if let Some(following) = &run.following {
-            return follow(job, following, &shutdown);
+            return follow(job, following, &stop);
         }
         let (summary, actions) = run_once(job).map_err(JobError::Failed)?;
         if job.dry_run {
@@ -176,17 +176,14 @@ impl JobCommand for SyncArgs {
     }
 }
 
-/// Follows both replicas until `shutdown`: the diff dataflow lives across rounds.
-fn follow(job: &SyncJob, following: &Following, shutdown: &Shutdown) -> Result<Report, JobError> {
+/// Follows both replicas until `stop`: the diff dataflow lives across rounds.
+fn follow(job: &SyncJob, following: &Following, stop: &Stop) -> Result<Report, JobError> {
     let metrics = Metrics::default();
     // The server's runtime lives as long as the job; its worker thread serves requests.
     let _server = match following.metrics {
         Some(addr) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|e| JobError::Usage(e.into()))?;
+            let runtime =
+                crate::runtime::io::background("metrics server").map_err(JobError::Usage)?;
             metrics
                 .serve(addr, runtime.handle())
                 .map_err(JobError::Usage)?;
@@ -196,7 +193,7 @@ fn follow(job: &SyncJob, following: &Following, shutdown: &Shutdown) -> Result<R
     };
     let total = crate::jobs::sync::follow::follow(
         job,
-        shutdown.flag(),
+        stop.flag(),
         following.interval,
         &metrics,
         |summary| {

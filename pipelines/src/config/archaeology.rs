@@ -15,7 +15,7 @@ use vigil_operators::archaeology::sequences::SequenceParams;
 
 use super::{ArchiveConfig, InputConfig, ReplicaConfig, apply_io};
 use crate::jobs::archaeology::{ArchaeologyParams, SessionKey, SessionParams};
-use crate::jobs::guard::GuardJob;
+use crate::jobs::engine::settings::Settings;
 use crate::jobs::guard::registry::params::{Table, duration};
 
 /// A `vigil-archaeology` job (`--config FILE.toml`). Every table and key is optional; what is
@@ -363,12 +363,12 @@ impl ArchaeologyConfig {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
-    /// Sets what the file configures on `job`, and every parameter in `params` (what the file
+    /// Sets what the file configures on `settings`, and every parameter in `params` (what the file
     /// leaves out, to its default), checking every value.
     pub fn apply(
         &self,
         file: &Path,
-        job: &mut GuardJob,
+        settings: &mut Settings,
         params: &mut ArchaeologyParams,
     ) -> anyhow::Result<()> {
         let name = file.display();
@@ -376,11 +376,10 @@ impl ArchaeologyConfig {
             self.archive.scores.is_none(),
             "{name}: archive.scores is a vigil-guard setting; the archaeology job archives no scores"
         );
-        apply_io(&self.input, &self.archive, self.workers, file, job)?;
-        self.replica.apply(file, job)?;
-        if self.input.state.is_some() {
-            params.carry = Some(job.state_dir.clone());
+        if let Some(state) = apply_io(&self.input, &self.archive, self.workers, file, settings)? {
+            params.carry = Some(state);
         }
+        self.replica.apply(file, settings)?;
         params.top = self.top;
 
         params.sequences = self.sequences.params();
@@ -434,7 +433,7 @@ mod tests {
             ..ArchaeologyParams::default()
         };
         ArchaeologyConfig::default()
-            .apply(Path::new("job.toml"), &mut GuardJob::default(), &mut params)
+            .apply(Path::new("job.toml"), &mut Settings::default(), &mut params)
             .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(params, ArchaeologyParams::default());
     }

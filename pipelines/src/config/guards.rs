@@ -5,7 +5,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::jobs::guard::registry::params::Table;
-use crate::jobs::guard::registry::{CATALOGUE, ConfiguredGuard, GuardKind, GuardSpec, Reaction};
+use crate::jobs::guard::registry::{CATALOGUE, ConfiguredGuard, GuardKind, GuardParams, Reaction};
 
 /// One `[[guard]]`: exactly one guard table (`[guard.zscore]`, …; the kinds and their
 /// parameters are the registry's [`CATALOGUE`]) and its `[guard.reaction]`.
@@ -16,7 +16,7 @@ pub struct GuardConfig {
     /// What the guard's alerts set off. Required: every guard has a reaction.
     pub reaction: Reaction,
     /// The guard its table describes, the parameters read and checked.
-    pub spec: GuardSpec,
+    pub params: GuardParams,
 }
 
 /// `[guard.zscore], [guard.threshold], …`, for messages.
@@ -69,19 +69,19 @@ impl<'de> Deserialize<'de> for GuardConfig {
                 )));
             }
         };
-        let toml::Value::Table(params) = params else {
+        let toml::Value::Table(table) = params else {
             return Err(D::Error::custom(format!(
                 "[guard.{}] is not a table of parameters",
                 kind.kind
             )));
         };
-        let spec = kind
-            .read(Table::from_toml("", params))
+        let params = kind
+            .read(Table::from_toml("", table))
             .map_err(|e| D::Error::custom(format!("[guard.{}]: {e}", kind.kind)))?;
         Ok(GuardConfig {
             name,
             reaction,
-            spec,
+            params,
         })
     }
 }
@@ -92,7 +92,7 @@ impl GuardConfig {
         let name = self
             .name
             .clone()
-            .unwrap_or_else(|| self.spec.name().to_owned());
+            .unwrap_or_else(|| self.params.name().to_owned());
         anyhow::ensure!(!name.trim().is_empty(), "{context}: name must not be empty");
         anyhow::ensure!(
             !self.reaction.description.trim().is_empty(),
@@ -100,7 +100,7 @@ impl GuardConfig {
         );
         Ok(ConfiguredGuard {
             name,
-            spec: self.spec.clone(),
+            params: self.params.clone(),
             reaction: self.reaction.clone(),
         })
     }

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::jobs::guard::{AlertsOut, GuardJob, InputSpec, ScoresOut};
+use crate::jobs::engine::settings::Settings;
+use crate::jobs::guard::{AlertsOut, GuardJob, InputParams, ScoresOut};
 use paths::relative_to;
 
 /// A `vigil-guard` job.
@@ -114,14 +115,22 @@ impl JobConfig {
     /// Sets what the file configures on `job`. `file` is where it came from: relative paths
     /// are taken from its directory, and errors name it.
     pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
-        apply_io(&self.input, &self.archive, self.workers, file, job)?;
-        self.replica.apply(file, job)?;
+        if let Some(state) = apply_io(
+            &self.input,
+            &self.archive,
+            self.workers,
+            file,
+            &mut job.settings,
+        )? {
+            job.state_dir = state;
+        }
+        self.replica.apply(file, &mut job.settings)?;
         let at = |p: &Path| relative_to(file, p);
         if let Some(scores) = &self.archive.scores {
             job.scores = ScoresOut::parse(scores);
         }
         if let Some(spill) = &self.alerts.spill {
-            job.spill_dir = at(spill);
+            job.settings.spill_dir = at(spill);
         }
         if let Some(output) = &self.alerts.output {
             job.alerts = match AlertsOut::parse(output)
@@ -149,15 +158,15 @@ impl JobConfig {
     }
 }
 
-/// Sets what the `[input]` and `[archive]` tables and `workers` configure on `job`: the part
-/// every job's file shares.
+/// Sets what the `[input]` and `[archive]` tables and `workers` configure on `settings`: the
+/// part every job's file shares. Returns the state directory `[input] state` names, if any.
 pub(crate) fn apply_io(
     input: &InputConfig,
     archive: &ArchiveConfig,
     workers: Option<usize>,
     file: &Path,
-    job: &mut GuardJob,
-) -> anyhow::Result<()> {
+    settings: &mut Settings,
+) -> anyhow::Result<Option<PathBuf>> {
     let at = |p: &Path| relative_to(file, p);
     let sources = [
         input.generator.is_some(),
@@ -170,7 +179,7 @@ pub(crate) fn apply_io(
         file.display()
     );
     if !input.kafka.is_empty() {
-        job.input = InputSpec::from_args(&input.kafka)
+        settings.input = InputParams::from_args(&input.kafka)
             .with_context(|| format!("{}: input.kafka", file.display()))?;
     }
     match (&input.generator, input.paths.is_empty()) {
@@ -178,8 +187,10 @@ pub(crate) fn apply_io(
             "{}: [input] has both paths and generator: use one",
             file.display()
         ),
-        (Some(generator), true) => job.input = InputSpec::Generator(generator.clone()),
-        (None, false) => job.input = InputSpec::Paths(input.paths.iter().map(|p| at(p)).collect()),
+        (Some(generator), true) => settings.input = InputParams::Generator(generator.clone()),
+        (None, false) => {
+            settings.input = InputParams::Paths(input.paths.iter().map(|p| at(p)).collect())
+        }
         (None, true) => {}
     }
     if let Some(lateness) = &input.lateness {
@@ -189,10 +200,10 @@ pub(crate) fn apply_io(
                 file.display()
             )
         })?;
-        job.lateness_ms = d.as_millis() as u64;
+        settings.lateness_ms = d.as_millis() as u64;
     }
     if let Some(url) = &archive.url {
-        job.archive = if url.contains("://") {
+        settings.archive = if url.contains("://") {
             url.clone()
         } else {
             at(Path::new(url)).display().to_string()
@@ -204,10 +215,7 @@ pub(crate) fn apply_io(
             "{}: archive.max_rows_per_file must be positive",
             file.display()
         );
-        job.max_rows_per_file = rows;
-    }
-    if let Some(state) = &input.state {
-        job.state_dir = at(state);
+        settings.max_rows_per_file = rows;
     }
     if let Some(max) = input.max_line_bytes {
         anyhow::ensure!(
@@ -215,7 +223,7 @@ pub(crate) fn apply_io(
             "{}: input.max_line_bytes must be at least 1",
             file.display()
         );
-        job.max_line_bytes = max;
+        settings.max_line_bytes = max;
     }
     if let Some(workers) = workers {
         anyhow::ensure!(
@@ -223,7 +231,7 @@ pub(crate) fn apply_io(
             "{}: workers must be at least 1",
             file.display()
         );
-        job.workers = workers;
+        settings.workers = workers;
     }
-    Ok(())
+    Ok(input.state.as_deref().map(at))
 }

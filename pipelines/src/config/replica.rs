@@ -7,9 +7,9 @@ use serde::Deserialize;
 
 use super::paths::relative_to;
 use crate::connect::replica::ReplicaUrl;
-use crate::jobs::guard::GuardJob;
+use crate::jobs::engine::settings::Settings;
 use crate::runtime::secrets::SecretUrl;
-use crate::sinks::replica::{Bulk, DEFAULT_REPLICA, ReplicaOptions};
+use crate::sinks::replica::{Bulk, DEFAULT_REPLICA, ReplicaParams};
 
 /// The `[replica]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -34,8 +34,8 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// Sets what the table configures on `job`.
-    pub fn apply(&self, file: &Path, job: &mut GuardJob) -> anyhow::Result<()> {
+    /// Sets what the table configures on `settings`.
+    pub fn apply(&self, file: &Path, settings: &mut Settings) -> anyhow::Result<()> {
         if let Some(url) = &self.url {
             let url = match url.strip_prefix("sqlite://") {
                 Some(path) if !Path::new(path).is_absolute() => {
@@ -43,7 +43,7 @@ impl ReplicaConfig {
                 }
                 _ => url.expose().to_owned(),
             };
-            set_replica_url(job, &url)
+            set_replica_url(settings, &url)
                 .with_context(|| format!("{}: replica.url", file.display()))?;
         }
         // Every value is checked, whether or not the job has a replica to set it on.
@@ -63,7 +63,7 @@ impl ReplicaConfig {
             ),
             None => None,
         };
-        if let Some(options) = &mut job.replica {
+        if let Some(options) = &mut settings.replica {
             if let Some(role) = &self.role {
                 options.role = Some(role.clone());
             }
@@ -88,19 +88,19 @@ impl ReplicaConfig {
 }
 
 /// The replica of a job run from the command line with none configured.
-pub fn default_replica() -> anyhow::Result<ReplicaOptions> {
-    Ok(ReplicaOptions::new(ReplicaUrl::parse(DEFAULT_REPLICA)?))
+pub fn default_replica() -> anyhow::Result<ReplicaParams> {
+    Ok(ReplicaParams::new(ReplicaUrl::parse(DEFAULT_REPLICA)?))
 }
 
 /// Points the job's replica at `url` (`none` turns it off), keeping its other settings.
-fn set_replica_url(job: &mut GuardJob, url: &str) -> anyhow::Result<()> {
-    job.replica = match url {
+fn set_replica_url(settings: &mut Settings, url: &str) -> anyhow::Result<()> {
+    settings.replica = match url {
         "none" | "off" => None,
         url => {
             let url = ReplicaUrl::parse(url)?;
-            Some(match job.replica.take() {
-                Some(options) => ReplicaOptions { url, ..options },
-                None => ReplicaOptions::new(url),
+            Some(match settings.replica.take() {
+                Some(options) => ReplicaParams { url, ..options },
+                None => ReplicaParams::new(url),
             })
         }
     };
@@ -109,16 +109,16 @@ fn set_replica_url(job: &mut GuardJob, url: &str) -> anyhow::Result<()> {
 
 /// Applies the replica flags of the command line (after any config file).
 pub fn apply_replica_flags(
-    job: &mut GuardJob,
+    settings: &mut Settings,
     url: Option<&str>,
     role: Option<&str>,
     migrate: bool,
     replicate_payload: bool,
 ) -> anyhow::Result<()> {
     if let Some(url) = url {
-        set_replica_url(job, url).context("--replica")?;
+        set_replica_url(settings, url).context("--replica")?;
     }
-    if let Some(options) = &mut job.replica {
+    if let Some(options) = &mut settings.replica {
         if let Some(role) = role {
             options.role = Some(role.to_owned());
         }

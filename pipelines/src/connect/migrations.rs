@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn migrations_apply_once_and_a_changed_one_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
         let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
         let mut replica = Replica::connect(&url, &runtime).unwrap();
         assert_eq!(migrate(&mut replica, true).unwrap().len(), MIGRATIONS.len());
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn the_replica_tables_have_the_writers_columns() {
         let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
         let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
         let mut replica = Replica::connect(&url, &runtime).unwrap();
         migrate(&mut replica, false).unwrap();

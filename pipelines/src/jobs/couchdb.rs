@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::connect::kafka::KafkaEndpoint;
 use crate::runtime::backoff::Backoff;
-use crate::runtime::shutdown::Shutdown;
+use crate::runtime::stop::Stop;
 use crate::sinks::kafka::{DELIVERY_TIMEOUT, TopicProducer};
 use crate::sources::couchdb::{ChangeMeta, FeedLine, parse_line, parse_response};
 
@@ -165,13 +165,10 @@ pub struct ListenerStats {
 }
 
 impl Listener {
-    /// Follows the feed until `shutdown` (or, with `once`, until it is caught up).
-    pub fn run(&self, out: &mut ChangeOut, shutdown: &Shutdown) -> anyhow::Result<ListenerStats> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the HTTP runtime")?;
-        runtime.block_on(self.follow(out, shutdown))
+    /// Follows the feed until `stop` (or, with `once`, until it is caught up).
+    pub fn run(&self, out: &mut ChangeOut, stop: &Stop) -> anyhow::Result<ListenerStats> {
+        let runtime = crate::runtime::io::current_thread("HTTP")?;
+        runtime.block_on(self.follow(out, stop))
     }
 
     fn url(&self, since: &str, feed: &str) -> String {
@@ -182,11 +179,7 @@ impl Listener {
         )
     }
 
-    async fn follow(
-        &self,
-        out: &mut ChangeOut,
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<ListenerStats> {
+    async fn follow(&self, out: &mut ChangeOut, stop: &Stop) -> anyhow::Result<ListenerStats> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -195,10 +188,10 @@ impl Listener {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut since = self.checkpoint.load()?;
         info!(message = "Following the CouchDB changes.", server = %crate::runtime::secrets::redact(&self.server), db = %self.db, since = %since);
-        while !shutdown.is_triggered() {
+        while !stop.is_triggered() {
             let result = match (self.feed, self.once) {
                 (Feed::Continuous, false) => {
-                    self.continuous(&client, &since, out, &mut stats, shutdown)
+                    self.continuous(&client, &since, out, &mut stats, stop)
                         .await
                 }
                 // A backfill asks for what is there now and does not wait.
@@ -287,7 +280,7 @@ impl Listener {
         since: &str,
         out: &mut ChangeOut,
         stats: &mut ListenerStats,
-        shutdown: &Shutdown,
+        stop: &Stop,
     ) -> anyhow::Result<(String, bool)> {
         let mut response = client
             .get(self.url(since, "continuous"))
@@ -331,7 +324,7 @@ impl Listener {
                 out.commit()?;
                 self.checkpoint.store(&position)?;
             }
-            if shutdown.is_triggered() {
+            if stop.is_triggered() {
                 break;
             }
         }

@@ -1,5 +1,5 @@
 //! What every job stands on.
-//! - `shutdown`: the stop signal jobs watch (first Ctrl-C stops gracefully, a second at once).
+//! - `stop`: the stop signal jobs watch (first Ctrl-C stops gracefully, a second at once).
 //! - `snapshot`: guard-state snapshots on local disk.
 //! - `spill`: the local write-ahead spill of outgoing batches while a peer is away.
 //! - `durable`: local files written whole and synced with their directories.
@@ -19,6 +19,6 @@ pub mod durable;
 pub mod io;
 pub mod metrics;
 pub mod secrets;
-pub mod shutdown;
 pub mod snapshot;
 pub mod spill;
+pub mod stop;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::Value;
 use vigil_datasets::changes::{
-    ChangeSink, Document, FeedFormat, FeedOptions, FeedState, parse_document,
+    ChangeSink, Document, FeedFormat, FeedParams, FeedState, parse_document,
 };
 use vigil_operators::{Change, DeadLetter};
 
@@ -110,7 +110,7 @@ impl LogicalSlot {
         &self,
         replica: &mut Replica,
         max: usize,
-        options: &FeedOptions,
+        options: &FeedParams,
     ) -> anyhow::Result<Captured> {
         let rows = replica.query_text(
             "SELECT lsn::text, data FROM pg_logical_slot_peek_changes($1, NULL, $2::text::int, \

@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
 
 /// Server mode: the archive over the PostgreSQL protocol until the process is stopped.
 async fn server(args: &Args, listen: std::net::SocketAddr) -> Result<(), Failure> {
-    let options = vigil_sql::ServerOptions {
+    let options = vigil_sql::ServerParams {
         listen,
         password: args.password().map_err(Failure::Usage)?,
         tls: args

@@ -80,7 +80,7 @@ const SCRAM_ITERATIONS: usize = 4096;
 
 /// How the server listens and whom it lets in.
 #[derive(Clone)]
-pub struct ServerOptions {
+pub struct ServerParams {
     /// Where to listen; port 0 picks a free port (the log line says which).
     pub listen: SocketAddr,
     /// The password every user name must give; `None` lets anyone who can connect in, which
@@ -92,9 +92,9 @@ pub struct ServerOptions {
     pub max_connections: usize,
 }
 
-impl Debug for ServerOptions {
+impl Debug for ServerParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerOptions")
+        f.debug_struct("ServerParams")
             .field("listen", &self.listen)
             .field("password", &self.password.as_ref().map(|_| "…"))
             .field("tls", &self.tls)
@@ -124,7 +124,7 @@ impl Listener {
 ///
 /// # Errors
 /// When the address is taken or not allowed, or the TLS files are not usable.
-pub async fn bind(options: &ServerOptions) -> anyhow::Result<Listener> {
+pub async fn bind(options: &ServerParams) -> anyhow::Result<Listener> {
     ensure!(
         options.listen.ip().is_loopback() || options.password.is_some(),
         "listening on {} without a password would let anyone on the network read the archive: \
@@ -159,7 +159,7 @@ pub async fn bind(options: &ServerOptions) -> anyhow::Result<Listener> {
 pub async fn serve(
     session: Session,
     listener: Listener,
-    options: &ServerOptions,
+    options: &ServerParams,
 ) -> anyhow::Result<()> {
     let timeout = session.limits().timeout;
     let ctx = Arc::new(session.into_context());

@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn an_upsert_leaves_a_newer_row_alone() {
         let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
         let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
         let mut replica = Replica::connect(&url, &runtime).unwrap();
         replica
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn sqlite_rows_round_trip_and_upserts_are_idempotent() {
         let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
         let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
         let mut replica = Replica::connect(&url, &runtime).unwrap();
         replica

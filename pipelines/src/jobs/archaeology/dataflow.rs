@@ -14,7 +14,7 @@ use vigil_operators::archaeology::entanglements::{Entanglement, Entanglements};
 use vigil_operators::archaeology::field::{Field, FieldItem};
 use vigil_operators::archaeology::motifs::Motifs;
 use vigil_operators::archaeology::sequences::Sequences;
-use vigil_operators::{Pattern, Point, Session, SessionEvent, Sessions, SnapshotStore};
+use vigil_operators::{Pattern, SeriesReading, Session, SessionEvent, Sessions, SnapshotStore};
 
 use crate::jobs::archaeology::params::ArchaeologyParams;
 use crate::jobs::engine::findings::Findings;
@@ -25,7 +25,7 @@ use crate::sinks::replica::{Output, ReplicaHandle, ReplicateCollection};
 /// session events), their results archived by this worker (`index`) and replicated (when a
 /// replica handle is given), and what is current at the end gathered into `findings`.
 pub(crate) fn build<'scope>(
-    points: Stream<'scope, u64, Vec<Point>>,
+    points: Stream<'scope, u64, Vec<SeriesReading>>,
     session_events: Stream<'scope, u64, Vec<SessionEvent>>,
     params: &ArchaeologyParams,
     carry: Option<Arc<dyn SnapshotStore>>,

@@ -18,8 +18,8 @@ use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::Summary;
 use crate::jobs::engine::{self, HOUR_MS, Program, Streams, WorkerOutputs};
 use crate::runtime::dir_lock::DirLock;
-use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;
+use crate::runtime::stop::Stop;
 use crate::sinks::kafka::KafkaAlerts;
 use crate::sinks::replica::Output;
 
@@ -55,11 +55,11 @@ impl ArchaeologyJob {
     }
 }
 
-/// Runs the archaeology job to the end of its input (or until `shutdown`); the summary holds
+/// Runs the archaeology job to the end of its input (or until `stop`); the summary holds
 /// what it found.
-pub fn run(job: ArchaeologyJob, shutdown: Shutdown) -> anyhow::Result<Summary> {
+pub fn run(job: ArchaeologyJob, stop: Stop) -> anyhow::Result<Summary> {
     let workers = job.settings.workers.max(1);
-    engine::run(job.settings.clone(), shutdown, |source| {
+    engine::run(job.settings.clone(), stop, |source| {
         // Held until the run has finished with its directories, whichever way it returns.
         let locks = job.lock_directories()?;
         let state = match (source, &job.params.carry) {

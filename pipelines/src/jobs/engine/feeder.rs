@@ -10,7 +10,7 @@ use timely::dataflow::InputHandle;
 use vigil_datasets::loaders::{RecordSink, strip_json_payload};
 use vigil_operators::model::dead_letter::MAX_RAW_BYTES;
 use vigil_operators::{
-    DeadLetter, LATE_EVENT, Point, Reading, ReadingRef, SCHEMA_EVENT, SessionEvent,
+    DeadLetter, LATE_EVENT, Reading, ReadingRef, SCHEMA_EVENT, SeriesReading, SessionEvent,
     TelemetryColumns,
 };
 
@@ -23,10 +23,10 @@ pub(crate) const SEND_BATCH: usize = 4096;
 /// One worker's inputs: readings for the archive, their points for the guards, dead letters.
 pub(crate) struct Inputs {
     pub(crate) readings: InputHandle<u64, CapacityContainerBuilder<Vec<RecordBatch>>>,
-    pub(crate) points: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
+    pub(crate) points: InputHandle<u64, CapacityContainerBuilder<Vec<SeriesReading>>>,
     pub(crate) errors: InputHandle<u64, CapacityContainerBuilder<Vec<DeadLetter>>>,
     /// Late and malformed records as events of their source, for the security guards.
-    pub(crate) violations: InputHandle<u64, CapacityContainerBuilder<Vec<Point>>>,
+    pub(crate) violations: InputHandle<u64, CapacityContainerBuilder<Vec<SeriesReading>>>,
     /// Events as sessions see them (archaeology only).
     pub(crate) sessions: InputHandle<u64, CapacityContainerBuilder<Vec<SessionEvent>>>,
 }
@@ -36,9 +36,9 @@ pub(crate) struct Inputs {
 pub(crate) struct WorkerSink {
     inputs: Inputs,
     pub(crate) readings: TelemetryColumns,
-    pub(crate) points: Vec<Point>,
+    pub(crate) points: Vec<SeriesReading>,
     pub(crate) errors: Vec<DeadLetter>,
-    pub(crate) violations: Vec<Point>,
+    pub(crate) violations: Vec<SeriesReading>,
     pub(crate) events_in: u64,
     pub(crate) errors_out: u64,
     pub(crate) late: u64,
@@ -208,7 +208,7 @@ impl RecordSink for WorkerSink {
             None => reading,
         };
         self.max_ts = self.max_ts.max(reading.ts);
-        self.points.push(Point::from(&reading));
+        self.points.push(SeriesReading::from(&reading));
         if let Some(by) = &self.session_key
             && let Some(key) = by.key_of(&reading)
         {
@@ -297,8 +297,9 @@ impl WorkerSink {
     /// Records a late or malformed record as an event of `source` at the current input time.
     pub(crate) fn violation(&mut self, source: &str, event: &str, value: f64) {
         let ts = self.watermark.max(self.max_ts.max(0) as u64) as i64;
-        self.violations
-            .push(Point::from(&ReadingRef::event(source, event, ts, value)));
+        self.violations.push(SeriesReading::from(&ReadingRef::event(
+            source, event, ts, value,
+        )));
     }
 }
 

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use timely::dataflow::operators::Input;
 use timely::dataflow::{ProbeHandle, Stream};
 use tracing::{info, warn};
-use vigil_operators::{DeadLetter, Point, SessionEvent};
+use vigil_operators::{DeadLetter, SeriesReading, SessionEvent};
 
 use crate::jobs::engine::feeder::SessionKey;
 use crate::jobs::engine::feeder::{Inputs, WorkerSink};
@@ -27,11 +27,11 @@ use crate::jobs::engine::settings::Settings;
 use crate::jobs::engine::source::Source;
 use crate::jobs::engine::summary::{Counters, Summary, cpu_seconds, peak_rss_bytes};
 use crate::runtime::dir_lock::DirLock;
-use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;
+use crate::runtime::stop::Stop;
 use crate::sinks::archive::{Archive, ArchiveLocation, ArchiveWriter, start_writer};
 use crate::sinks::kafka::KafkaAlerts;
-use crate::sinks::replica::{Output, ReplicaHandle, ReplicaOptions, ReplicaSink};
+use crate::sinks::replica::{Output, ReplicaHandle, ReplicaParams, ReplicaSink};
 
 /// Snapshots are taken at hour boundaries of event time, as archive files close.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
@@ -41,9 +41,9 @@ pub(crate) struct Streams<'scope> {
     /// Readings as Arrow batches, for the telemetry archive.
     pub readings: Stream<'scope, u64, Vec<RecordBatch>>,
     /// Readings as points, for the operators.
-    pub points: Stream<'scope, u64, Vec<Point>>,
+    pub points: Stream<'scope, u64, Vec<SeriesReading>>,
     /// Late and malformed records as events of their source, for the security guards.
-    pub violations: Stream<'scope, u64, Vec<Point>>,
+    pub violations: Stream<'scope, u64, Vec<SeriesReading>>,
     /// Events as sessions see them (when the program asks for them).
     pub sessions: Stream<'scope, u64, Vec<SessionEvent>>,
 }
@@ -91,12 +91,12 @@ pub(crate) trait Program: Send + Sync + 'static {
     fn summarize(&self, summary: &mut Summary, live: bool);
 }
 
-/// Runs `program` over the input of `settings` until its end (or until `shutdown`). `start`
+/// Runs `program` over the input of `settings` until its end (or until `stop`). `start`
 /// runs once the input is open and checked: it takes the job's directory locks, held until the
 /// run is over, and makes the program.
 pub(crate) fn run<P: Program>(
     settings: Settings,
-    shutdown: Shutdown,
+    stop: Stop,
     start: impl FnOnce(&Source) -> anyhow::Result<(P, Vec<DirLock>)>,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -126,7 +126,7 @@ pub(crate) fn run<P: Program>(
     );
     let replica = match &settings.replica {
         Some(options) => Some(ReplicaSink::start(
-            ReplicaOptions {
+            ReplicaParams {
                 spill_dir: settings.spill_dir.join("replica"),
                 ..options.clone()
             },
@@ -153,7 +153,7 @@ pub(crate) fn run<P: Program>(
     let progress = progress_bar(&source, settings.progress);
     let counters = Arc::new(Counters::default());
     let end = Arc::new(EndOfInput::default());
-    let stopped = shutdown.clone();
+    let stopped = stop.clone();
     let newest = {
         let (source, all_ends, counters, progress) = (
             source.clone(),
@@ -174,9 +174,9 @@ pub(crate) fn run<P: Program>(
             let replica = replica_handles.get(index).cloned();
             let inputs = worker.dataflow::<u64, _, _>(|scope| {
                 let (readings_in, readings) = scope.new_input::<Vec<RecordBatch>>();
-                let (points_in, points) = scope.new_input::<Vec<Point>>();
+                let (points_in, points) = scope.new_input::<Vec<SeriesReading>>();
                 let (errors_in, errors) = scope.new_input::<Vec<DeadLetter>>();
-                let (violations_in, violations) = scope.new_input::<Vec<Point>>();
+                let (violations_in, violations) = scope.new_input::<Vec<SeriesReading>>();
                 let (sessions_in, sessions) = scope.new_input::<Vec<SessionEvent>>();
                 errors.archive(writer.clone(), index);
                 let streams = Streams {
@@ -212,7 +212,7 @@ pub(crate) fn run<P: Program>(
             let reading = ReadLoop {
                 probe: &probe,
                 end: &end,
-                shutdown: &shutdown,
+                stop: &stop,
                 index,
                 gate: &gate,
             };
@@ -314,7 +314,7 @@ fn settle_state(
     source: &Source,
     state: Option<&Arc<StateDir>>,
     newest: i64,
-    shutdown: &Shutdown,
+    stop: &Stop,
 ) -> anyhow::Result<()> {
     match (source, state) {
         (
@@ -336,7 +336,7 @@ fn settle_state(
             }
         }
         (Source::Plan(_), Some(state)) => {
-            if shutdown.is_triggered() {
+            if stop.is_triggered() {
                 // Some input was not read: a state that skipped it must not be carried on.
                 warn!(
                     message = "The run was stopped before the end of its input; the state it started from stays the one to carry on from."

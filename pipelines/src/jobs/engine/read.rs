@@ -13,8 +13,8 @@ use tracing::{info, warn};
 use vigil_datasets::loaders::{InputPlan, read_unit};
 
 use crate::jobs::engine::feeder::{SEND_BATCH, WorkerSink};
-use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot::StateDir;
+use crate::runtime::stop::Stop;
 use crate::sinks::archive::Durability;
 use crate::sinks::kafka::KafkaAlerts;
 use crate::sinks::replica::ReplicaDurability;
@@ -59,7 +59,7 @@ impl CommitGate {
 pub(crate) struct ReadLoop<'a> {
     pub(crate) probe: &'a ProbeHandle<u64>,
     pub(crate) end: &'a EndOfInput,
-    pub(crate) shutdown: &'a Shutdown,
+    pub(crate) stop: &'a Stop,
     pub(crate) index: usize,
     pub(crate) gate: &'a CommitGate,
 }
@@ -67,10 +67,10 @@ pub(crate) struct ReadLoop<'a> {
 impl ReadLoop<'_> {
     /// Whether to stop reading: asked to, with a log line.
     pub(crate) fn stopping(&self) -> bool {
-        let stop = self.shutdown.is_triggered();
+        let stop = self.stop.is_triggered();
         if stop {
             info!(
-                message = "Shutdown requested; finishing what was read.",
+                message = "Stop requested; finishing what was read.",
                 worker = self.index
             );
         }
@@ -94,7 +94,7 @@ impl ReadLoop<'_> {
         {
             while self.probe.less_than(&target)
                 && self.end.done.load(Ordering::SeqCst) == 0
-                && !self.shutdown.is_triggered()
+                && !self.stop.is_triggered()
             {
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use vigil_datasets::loaders::{InputPlan, TextLimits, plan_generator, plan_paths};
 
 use crate::runtime::crypto::PayloadKey;
-use crate::sinks::replica::ReplicaOptions;
+use crate::sinks::replica::ReplicaParams;
 use crate::sources::kafka::KafkaInput;
 
 /// The settings the engine reads: input, archive, workers, lateness, limits and outputs.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// What to read.
-    pub input: InputSpec,
+    pub input: InputParams,
     /// The archive: a local directory or `s3://bucket/prefix`.
     pub archive: String,
     /// Timely worker threads.
@@ -32,13 +32,13 @@ pub struct Settings {
     /// Where outgoing batches wait while a peer is away (a local directory).
     pub spill_dir: PathBuf,
     /// The SQL replica the results are upserted into, if any.
-    pub replica: Option<ReplicaOptions>,
+    pub replica: Option<ReplicaParams>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            input: InputSpec::Default,
+            input: InputParams::Default,
             archive: "./vigil-data".into(),
             workers: 1,
             lateness_ms: 10_000,
@@ -55,7 +55,7 @@ impl Default for Settings {
 
 /// What the job reads.
 #[derive(Clone, Debug, PartialEq)]
-pub enum InputSpec {
+pub enum InputParams {
     /// The recorded dataset compiled into the binary.
     Default,
     /// Files and directories of NDJSON, CSV or Parquet.
@@ -66,10 +66,10 @@ pub enum InputSpec {
     Kafka(Box<KafkaInput>),
 }
 
-impl InputSpec {
+impl InputParams {
     /// Reads `--input` values: none is the default dataset, `gen:…` a generator, `kafka://…`
     /// Kafka topics, else paths.
-    pub fn from_args(values: &[String]) -> anyhow::Result<InputSpec> {
+    pub fn from_args(values: &[String]) -> anyhow::Result<InputParams> {
         if values.iter().any(|v| v.starts_with("kafka://")) {
             anyhow::ensure!(
                 values.iter().all(|v| v.starts_with("kafka://")),
@@ -79,17 +79,17 @@ impl InputSpec {
                 .iter()
                 .map(|v| KafkaInput::parse(v))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            return Ok(InputSpec::Kafka(Box::new(KafkaInput::merge(inputs)?)));
+            return Ok(InputParams::Kafka(Box::new(KafkaInput::merge(inputs)?)));
         }
         match values {
-            [] => Ok(InputSpec::Default),
-            [one] if one.starts_with("gen:") => Ok(InputSpec::Generator(one.clone())),
+            [] => Ok(InputParams::Default),
+            [one] if one.starts_with("gen:") => Ok(InputParams::Generator(one.clone())),
             many => {
                 anyhow::ensure!(
                     many.iter().all(|v| !v.starts_with("gen:")),
                     "a generator input cannot be combined with other inputs"
                 );
-                Ok(InputSpec::Paths(many.iter().map(PathBuf::from).collect()))
+                Ok(InputParams::Paths(many.iter().map(PathBuf::from).collect()))
             }
         }
     }
@@ -97,10 +97,10 @@ impl InputSpec {
     /// Cuts the input into units of work.
     pub fn plan(&self, limits: TextLimits) -> anyhow::Result<InputPlan> {
         match self {
-            InputSpec::Default => Ok(vigil_datasets::embedded::default_plan(limits)),
-            InputSpec::Paths(paths) => plan_paths(paths, limits),
-            InputSpec::Generator(spec) => plan_generator(spec),
-            InputSpec::Kafka(input) => anyhow::bail!(
+            InputParams::Default => Ok(vigil_datasets::embedded::default_plan(limits)),
+            InputParams::Paths(paths) => plan_paths(paths, limits),
+            InputParams::Generator(spec) => plan_generator(spec),
+            InputParams::Kafka(input) => anyhow::bail!(
                 "{} is a stream of messages, not a plan of units",
                 input.endpoint
             ),

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use vigil_datasets::loaders::{InputPlan, TextLimits};
 
-use crate::jobs::engine::settings::{InputSpec, Settings};
+use crate::jobs::engine::settings::{InputParams, Settings};
 use crate::sources::files::{check_payloads, plan_fingerprint};
 use crate::sources::kafka::{KafkaInput, KafkaReader};
 
@@ -28,7 +28,7 @@ pub(crate) enum Source {
 impl Source {
     pub(crate) fn open(settings: &Settings, workers: usize) -> anyhow::Result<Source> {
         match &settings.input {
-            InputSpec::Kafka(input) => {
+            InputParams::Kafka(input) => {
                 let partitions = input.partitions()?;
                 let readers: Vec<KafkaReader> = (0..workers)
                     .map(|w| input.open_reader(&partitions, w, workers))

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::{Concat, Probe};
 use tracing::warn;
 use vigil_operators::{
-    AnomalyScore, Checkpoints, GuardMetrics, GuardOptions, Reading, SeriesGuard, SeriesLimits,
-    SnapshotStore,
+    AnomalyScore, GuardMetrics, GuardOperatorParams, Reading, SeriesGuard, SeriesLimits,
+    SnapshotStore, Snapshots,
 };
 
 use crate::jobs::engine::feeder::SessionKey;
@@ -51,14 +51,15 @@ impl GuardProgram {
         topics.sort();
         topics.dedup();
         let (alerts_out, kafka_alerts) =
-            job.alerts.open(&topics, &job.spill_dir, job.key.clone())?;
-        let workers = job.workers.max(1);
+            job.alerts
+                .open(&topics, &job.settings.spill_dir, job.settings.key.clone())?;
+        let workers = job.settings.workers.max(1);
         let state = match source {
             Source::Kafka { input, resumed, .. } => {
                 let mut hasher = xxhash_rust::xxh3::Xxh3::new();
                 hasher.update(source.description().as_bytes());
                 hasher.update(format!("{:?}", job.guards).as_bytes());
-                let per_source = job.guards.iter().any(|g| g.spec.per_source());
+                let per_source = job.guards.iter().any(|g| g.params.per_source());
                 let operators = 1 + usize::from(per_source);
                 Some(Arc::new(StateDir::open(
                     &job.state_dir,
@@ -139,25 +140,25 @@ impl Program for GuardProgram {
         let per_series = self
             .guards
             .iter()
-            .filter(|g| !g.spec.per_source())
+            .filter(|g| !g.params.per_source())
             .map(|g| g.build().with_scores(self.scores.includes(&g.name)))
             .collect();
         let per_source: Vec<_> = self
             .guards
             .iter()
-            .filter(|g| g.spec.per_source())
+            .filter(|g| g.params.per_source())
             .map(ConfiguredGuard::build)
             .collect();
-        let checkpoints = |operator| {
-            state.clone().map(|store| Checkpoints {
+        let snapshots = |operator| {
+            state.clone().map(|store| Snapshots {
                 store: store as Arc<dyn SnapshotStore>,
                 operator,
             })
         };
         let source_alerts = (!per_source.is_empty()).then(|| {
-            let options = GuardOptions {
+            let options = GuardOperatorParams {
                 metrics: None,
-                checkpoints: checkpoints("source"),
+                snapshots: snapshots("source"),
                 limits: self.series_limits,
             };
             streams
@@ -166,9 +167,9 @@ impl Program for GuardProgram {
                 .concat(streams.violations)
                 .guards_by_source(per_source, options)
         });
-        let options = GuardOptions {
+        let options = GuardOperatorParams {
             metrics: Some(metrics),
-            checkpoints: checkpoints("series"),
+            snapshots: snapshots("series"),
             limits: self.series_limits,
         };
         let (alerts, scores) = streams.points.guards_with_scores(per_series, options);

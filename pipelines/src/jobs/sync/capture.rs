@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 use tracing::{info, warn};
-use vigil_datasets::changes::{FeedOptions, key_of, row_text};
+use vigil_datasets::changes::{FeedParams, key_of, row_text};
 use vigil_operators::{Change, ChangeOp, DeadLetter, RowKey, Side, Version};
 
 use crate::connect::replica::{Dialect, Replica, TableInfo};
@@ -282,10 +282,10 @@ pub(crate) fn read_side(
         }
     }
     if let Feed::Slot { slot, upto } = &mut state.feed {
-        let options = FeedOptions {
+        let options = FeedParams {
             origin: reading.origin(),
             updated_at_column: job.updated_at_column.clone(),
-            ..FeedOptions::default()
+            ..FeedParams::default()
         };
         let captured = slot.peek(&mut state.replica, 10_000, &options)?;
         for dead in &captured.dead_letters {

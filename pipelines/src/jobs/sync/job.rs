@@ -7,7 +7,7 @@ use vigil_operators::SyncActionKind;
 
 use crate::connect::replica::ReplicaUrl;
 use crate::runtime::dir_lock::{self, DirLock};
-use crate::sinks::replica::ReplicaOptions;
+use crate::sinks::replica::ReplicaParams;
 
 /// Which way rows may flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub struct SyncJob {
     /// How a followed replica's changes are read.
     pub capture: Capture,
     /// The SQL replica the applied actions are also upserted into (`sync_actions`).
-    pub replica: Option<ReplicaOptions>,
+    pub replica: Option<ReplicaParams>,
 }
 
 impl SyncJob {

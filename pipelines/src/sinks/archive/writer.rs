@@ -266,10 +266,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let location = ArchiveLocation::local(&tmp.path().join("archive"), recorder.clone())?;
         let root = std::fs::canonicalize(tmp.path().join("archive"))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
+        let runtime = crate::runtime::io::background("archive writer")?;
         let (writer, task) = start_writer(location, "run", 10, 4, runtime.handle());
         if let Ok(mut durability) = recorder.durability.lock() {
             *durability = Some(writer.durability());

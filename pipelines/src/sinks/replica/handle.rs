@@ -6,7 +6,7 @@ use std::sync::mpsc::SyncSender;
 
 use super::batch::Batch;
 use super::durability::ReplicaStats;
-use super::options::ReplicaOptions;
+use super::options::ReplicaParams;
 
 /// The outputs a job replicates; each is a part per worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,6 @@ pub struct ReplicaHandle {
     /// Which worker, of how many.
     pub(super) worker: usize,
     pub(super) peers: usize,
-    pub(super) options: Arc<ReplicaOptions>,
+    pub(super) options: Arc<ReplicaParams>,
     pub(super) stats: Arc<ReplicaStats>,
 }

@@ -23,7 +23,7 @@
 //! replica is back. A job's input positions count a spilled batch as kept.
 //!
 //! # Layout
-//! - `options`: how a job writes to its replica ([`ReplicaOptions`]).
+//! - `options`: how a job writes to its replica ([`ReplicaParams`]).
 //! - `handle`: the outputs a job replicates and what its sink operators hold ([`ReplicaHandle`]).
 //! - `replicate`: the sink operators, one extension trait per kind of stream.
 //! - `fold`: what a part emits folded into per-table changes until a batch is cut.
@@ -53,7 +53,7 @@ pub use batch::{Batch, TableChange};
 pub use durability::{ReplicaDurability, ReplicaStats};
 pub use fold::Keyed;
 pub use handle::{Output, ReplicaHandle};
-pub use options::{DEFAULT_REPLICA, ReplicaOptions};
+pub use options::{DEFAULT_REPLICA, ReplicaParams};
 pub use replicate::{ReplicateAlerts, ReplicateCollection, ReplicateTelemetry};
 pub use write::{Bulk, Target};
 
@@ -76,7 +76,7 @@ pub struct ReplicaSink {
     pub durability: Arc<ReplicaDurability>,
     /// Output before this event time is in the replica already.
     pub skip_before: i64,
-    options: Arc<ReplicaOptions>,
+    options: Arc<ReplicaParams>,
 }
 
 impl ReplicaSink {
@@ -84,7 +84,7 @@ impl ReplicaSink {
     /// worker. An unreachable PostgreSQL replica is not fatal: the writers spill until it
     /// answers.
     pub fn start(
-        options: ReplicaOptions,
+        options: ReplicaParams,
         job: &str,
         outputs: &[Output],
         workers: usize,
@@ -193,7 +193,7 @@ impl ReplicaSink {
 /// Opens the replica for the first time: migrations when asked (always for SQLite, whose file
 /// the job owns), then a writing connection, which checks that the tables are there.
 fn prepare(
-    options: &ReplicaOptions,
+    options: &ReplicaParams,
     runtime: &Arc<tokio::runtime::Runtime>,
 ) -> anyhow::Result<Target> {
     let embedded = matches!(options.url, ReplicaUrl::Sqlite(_));

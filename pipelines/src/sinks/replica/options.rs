@@ -12,7 +12,7 @@ pub const DEFAULT_REPLICA: &str = "sqlite://vigil-replica.db";
 
 /// How a job writes to its replica.
 #[derive(Clone, Debug)]
-pub struct ReplicaOptions {
+pub struct ReplicaParams {
     /// Where.
     pub url: ReplicaUrl,
     /// A role to take after connecting (`SET ROLE`), e.g. `observer_writer`.
@@ -34,10 +34,10 @@ pub struct ReplicaOptions {
     pub write_timeout: Duration,
 }
 
-impl ReplicaOptions {
+impl ReplicaParams {
     /// The options for `url` with the defaults.
-    pub fn new(url: ReplicaUrl) -> ReplicaOptions {
-        ReplicaOptions {
+    pub fn new(url: ReplicaUrl) -> ReplicaParams {
+        ReplicaParams {
             url,
             role: None,
             migrate: false,

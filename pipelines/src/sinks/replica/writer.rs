@@ -14,7 +14,7 @@ use super::batch::{Batch, decode_batch, encode_batch};
 use super::durability::{ReplicaDurability, ReplicaStats};
 use super::errors::refused_for_good;
 use super::handle::ToWriter;
-use super::options::ReplicaOptions;
+use super::options::ReplicaParams;
 use super::write::Target;
 use crate::runtime::backoff::{Backoff, Jitter};
 use crate::runtime::crypto::PayloadKey;
@@ -28,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One worker's writer: a connection when the replica answers, the spill when it does not.
 pub(super) struct Writer {
-    options: Arc<ReplicaOptions>,
+    options: Arc<ReplicaParams>,
     job: String,
     runtime: Arc<tokio::runtime::Runtime>,
     target: Option<Target>,
@@ -46,7 +46,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn open(
-        options: Arc<ReplicaOptions>,
+        options: Arc<ReplicaParams>,
         job: String,
         worker: usize,
         key: Option<PayloadKey>,

@@ -3,23 +3,23 @@
 //! # Layout
 //! - `series`, `sources`: one serde struct per guard kind (per-series guards, per-source
 //!   guards) — its parameters with their defaults, its default reaction, and the checks that
-//!   turn it into the guard ([`GuardParams`]); `checks`: the checks they share.
-//! - `spec`: what the kinds declare and build: [`GuardParams`], [`GuardSpec`], [`Topic`],
+//!   turn it into the guard ([`KindParams`]); `checks`: the checks they share.
+//! - `kind`: what the kinds declare and build: [`KindParams`], [`GuardParams`], [`Topic`],
 //!   [`Severity`].
 //! - `params`: how parameters are read, from `key=value` flags or a TOML table, with messages
 //!   that name the key.
 //! - here: [`CATALOGUE`], the one list of kinds that `--guard KIND:…`, the job file's
 //!   `[guard.KIND]` tables, `--list-guards` and the docs table ([`markdown_table`]) all read;
-//!   and the runtime types: [`GuardSpec`], [`Reaction`], [`ConfiguredGuard`].
+//!   and the runtime types: [`GuardParams`], [`Reaction`], [`ConfiguredGuard`].
 //!
-//! A new guard is a struct in `series` or `sources` with its [`GuardParams`], a line in
-//! [`CATALOGUE`], and its [`GuardSpec`] variant.
+//! A new guard is a struct in `series` or `sources` with its [`KindParams`], a line in
+//! [`CATALOGUE`], and its [`GuardParams`] variant.
 
 mod checks;
+mod kind;
 pub mod params;
 mod series;
 mod sources;
-mod spec;
 
 pub use series::{
     CompositeParams, EwmaParams, LevelShiftParams, MadParams, RateParams, SeasonalParams,
@@ -34,8 +34,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use vigil_operators::{Guard, GuardLabel, ZScore};
 
+pub use kind::{GuardParams, KindParams, Severity, Topic};
 use params::{ParamError, Table};
-pub use spec::{GuardParams, GuardSpec, Severity, Topic};
 
 /// Every guard vigil-guard runs, with its parameters and default reaction: every alert has
 /// someone to react. The order is the order `--list-guards` and the docs show.
@@ -71,14 +71,14 @@ pub struct GuardKind {
     /// What its alerts mean.
     pub description: &'static str,
     /// Reads the kind's parameters and builds the guard.
-    read: for<'a> fn(Table<'a>) -> Result<GuardSpec, ParamError>,
+    read: for<'a> fn(Table<'a>) -> Result<GuardParams, ParamError>,
     /// The parameter struct's defaults, serialized.
     defaults: fn() -> serde_json::Value,
 }
 
 impl GuardKind {
     /// The catalogue entry of the kind whose parameters are `P`.
-    pub const fn of<P: GuardParams>() -> Self {
+    pub const fn of<P: KindParams>() -> Self {
         Self {
             kind: P::KIND,
             parameters: P::PARAMETERS,
@@ -99,7 +99,7 @@ impl GuardKind {
     ///
     /// # Errors
     /// When a parameter is unknown, missing, of the wrong type or out of range.
-    pub fn read(&self, params: Table<'_>) -> Result<GuardSpec, ParamError> {
+    pub fn read(&self, params: Table<'_>) -> Result<GuardParams, ParamError> {
         (self.read)(params)
     }
 
@@ -119,11 +119,11 @@ impl GuardKind {
     }
 }
 
-fn read_params<P: GuardParams>(params: Table<'_>) -> Result<GuardSpec, ParamError> {
-    params.read::<P>()?.spec()
+fn read_params<P: KindParams>(params: Table<'_>) -> Result<GuardParams, ParamError> {
+    params.read::<P>()?.check()
 }
 
-fn defaults_of<P: GuardParams>() -> serde_json::Value {
+fn defaults_of<P: KindParams>() -> serde_json::Value {
     serde_json::to_value(P::default()).unwrap_or_default()
 }
 
@@ -138,20 +138,20 @@ pub fn known_kinds() -> String {
     params::and_list(&kinds)
 }
 
-impl GuardSpec {
+impl GuardParams {
     /// Parses `KIND[:key=value,…]`, e.g. `zscore:window=60,threshold=6`, `ewma:span=120`,
     /// `mad:window=60`, `rate:max=50`, `level_shift`, `seasonal:period=1d`, `composite`, or
     /// `threshold:name=M[,min=A][,max=B]`.
     ///
     /// # Examples
     /// ```
-    /// use vigil_pipelines::jobs::guard::registry::GuardSpec;
+    /// use vigil_pipelines::jobs::guard::registry::GuardParams;
     /// use vigil_operators::ZScore;
-    /// assert_eq!(GuardSpec::parse("zscore:window=30").unwrap(), GuardSpec::ZScore(ZScore::new(30, 6.0)));
-    /// assert!(GuardSpec::parse("zscore:windw=30").is_err());
-    /// assert!(GuardSpec::parse("composite").is_ok());
+    /// assert_eq!(GuardParams::parse("zscore:window=30").unwrap(), GuardParams::ZScore(ZScore::new(30, 6.0)));
+    /// assert!(GuardParams::parse("zscore:windw=30").is_err());
+    /// assert!(GuardParams::parse("composite").is_ok());
     /// ```
-    pub fn parse(text: &str) -> anyhow::Result<GuardSpec> {
+    pub fn parse(text: &str) -> anyhow::Result<GuardParams> {
         let (kind, params) = text.split_once(':').unwrap_or((text, ""));
         let pairs = params
             .split(',')
@@ -177,26 +177,26 @@ impl GuardSpec {
     /// Parses several `--guard` values into guards with their default reactions; threshold
     /// guards on different metrics merge into one. No value means the z-score guard.
     pub fn parse_all(texts: &[String]) -> anyhow::Result<Vec<ConfiguredGuard>> {
-        let mut specs: Vec<GuardSpec> = Vec::new();
+        let mut guards: Vec<GuardParams> = Vec::new();
         for text in texts {
-            match GuardSpec::parse(text)? {
-                GuardSpec::Threshold(new) => {
-                    if let Some(GuardSpec::Threshold(existing)) = specs
+            match GuardParams::parse(text)? {
+                GuardParams::Threshold(new) => {
+                    if let Some(GuardParams::Threshold(existing)) = guards
                         .iter_mut()
-                        .find(|s| matches!(s, GuardSpec::Threshold(_)))
+                        .find(|s| matches!(s, GuardParams::Threshold(_)))
                     {
                         existing.merge(new);
                     } else {
-                        specs.push(GuardSpec::Threshold(new));
+                        guards.push(GuardParams::Threshold(new));
                     }
                 }
-                spec => specs.push(spec),
+                spec => guards.push(spec),
             }
         }
-        if specs.is_empty() {
-            specs.push(GuardSpec::ZScore(ZScore::default()));
+        if guards.is_empty() {
+            guards.push(GuardParams::ZScore(ZScore::default()));
         }
-        Ok(specs
+        Ok(guards
             .into_iter()
             .map(ConfiguredGuard::with_default_reaction)
             .collect())
@@ -205,18 +205,18 @@ impl GuardSpec {
     /// The name the guard's alerts carry.
     pub fn name(&self) -> &'static str {
         match self {
-            GuardSpec::ZScore(_) => ZScoreParams::KIND,
-            GuardSpec::Threshold(_) => ThresholdParams::KIND,
-            GuardSpec::Ewma(_) => EwmaParams::KIND,
-            GuardSpec::Mad(_) => MadParams::KIND,
-            GuardSpec::Rate(_) => RateParams::KIND,
-            GuardSpec::LevelShift(_) => LevelShiftParams::KIND,
-            GuardSpec::Seasonal(_) => SeasonalParams::KIND,
-            GuardSpec::Composite(_) => CompositeParams::KIND,
-            GuardSpec::Silence(_) => SilenceParams::KIND,
-            GuardSpec::Sequence(_) => SequenceParams::KIND,
-            GuardSpec::UnknownSource(_) => UnknownSourceParams::KIND,
-            GuardSpec::Burst(kind, _) => kind,
+            GuardParams::ZScore(_) => ZScoreParams::KIND,
+            GuardParams::Threshold(_) => ThresholdParams::KIND,
+            GuardParams::Ewma(_) => EwmaParams::KIND,
+            GuardParams::Mad(_) => MadParams::KIND,
+            GuardParams::Rate(_) => RateParams::KIND,
+            GuardParams::LevelShift(_) => LevelShiftParams::KIND,
+            GuardParams::Seasonal(_) => SeasonalParams::KIND,
+            GuardParams::Composite(_) => CompositeParams::KIND,
+            GuardParams::Silence(_) => SilenceParams::KIND,
+            GuardParams::Sequence(_) => SequenceParams::KIND,
+            GuardParams::UnknownSource(_) => UnknownSourceParams::KIND,
+            GuardParams::Burst(kind, _) => kind,
         }
     }
 
@@ -224,25 +224,25 @@ impl GuardSpec {
     pub fn per_source(&self) -> bool {
         matches!(
             self,
-            GuardSpec::Sequence(_) | GuardSpec::UnknownSource(_) | GuardSpec::Burst(..)
+            GuardParams::Sequence(_) | GuardParams::UnknownSource(_) | GuardParams::Burst(..)
         )
     }
 
     /// The guard under `label`, ready to run.
     pub fn build(&self, label: GuardLabel) -> Guard {
         match self {
-            GuardSpec::ZScore(g) => Guard::new(label, *g),
-            GuardSpec::Threshold(g) => Guard::new(label, g.clone()),
-            GuardSpec::Ewma(g) => Guard::new(label, *g),
-            GuardSpec::Mad(g) => Guard::new(label, *g),
-            GuardSpec::Rate(g) => Guard::new(label, *g),
-            GuardSpec::LevelShift(g) => Guard::new(label, *g),
-            GuardSpec::Seasonal(g) => Guard::new(label, *g),
-            GuardSpec::Composite(g) => Guard::new(label, *g),
-            GuardSpec::Silence(g) => Guard::new(label, *g),
-            GuardSpec::Sequence(g) => Guard::new(label, *g),
-            GuardSpec::UnknownSource(g) => Guard::new(label, g.clone()),
-            GuardSpec::Burst(_, g) => Guard::new(label, g.clone()),
+            GuardParams::ZScore(g) => Guard::new(label, *g),
+            GuardParams::Threshold(g) => Guard::new(label, g.clone()),
+            GuardParams::Ewma(g) => Guard::new(label, *g),
+            GuardParams::Mad(g) => Guard::new(label, *g),
+            GuardParams::Rate(g) => Guard::new(label, *g),
+            GuardParams::LevelShift(g) => Guard::new(label, *g),
+            GuardParams::Seasonal(g) => Guard::new(label, *g),
+            GuardParams::Composite(g) => Guard::new(label, *g),
+            GuardParams::Silence(g) => Guard::new(label, *g),
+            GuardParams::Sequence(g) => Guard::new(label, *g),
+            GuardParams::UnknownSource(g) => Guard::new(label, g.clone()),
+            GuardParams::Burst(_, g) => Guard::new(label, g.clone()),
         }
     }
 }
@@ -266,17 +266,17 @@ pub struct ConfiguredGuard {
     /// The name alerts carry in `guard` (the kind unless configured otherwise).
     pub name: String,
     /// The guard and its parameters.
-    pub spec: GuardSpec,
+    pub params: GuardParams,
     /// What its alerts set off.
     pub reaction: Reaction,
 }
 
 impl ConfiguredGuard {
     /// A guard named after its kind with the catalogue's default reaction.
-    pub fn with_default_reaction(spec: GuardSpec) -> Self {
-        let entry = catalogue_entry(spec.name());
+    pub fn with_default_reaction(params: GuardParams) -> Self {
+        let entry = catalogue_entry(params.name());
         Self {
-            name: spec.name().to_owned(),
+            name: params.name().to_owned(),
             reaction: entry.map_or_else(
                 || Reaction {
                     topic: Topic::TelemetryAlerts,
@@ -285,7 +285,7 @@ impl ConfiguredGuard {
                 },
                 GuardKind::reaction,
             ),
-            spec,
+            params,
         }
     }
 
@@ -296,7 +296,7 @@ impl ConfiguredGuard {
             severity: self.reaction.severity.as_str().into(),
             reaction: self.reaction.topic.as_str().into(),
         };
-        self.spec.build(label)
+        self.params.build(label)
     }
 }
 
@@ -326,7 +326,7 @@ pub fn guards_listing(guards: &[ConfiguredGuard]) -> String {
         out.push_str(&format!(
             "{:<20} {:<13} {:<20} {:<9} {}\n",
             g.name,
-            g.spec.name(),
+            g.params.name(),
             g.reaction.topic.as_str(),
             g.reaction.severity.as_str(),
             g.reaction.description

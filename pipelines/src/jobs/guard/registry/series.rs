@@ -10,8 +10,8 @@ use vigil_operators::{
 };
 
 use super::checks::{alpha_of_span, at_least, levels, millis, positive, span_of_alpha};
+use super::kind::{GuardParams, KindParams, Severity, Topic};
 use super::params::{ParamError, duration};
-use super::spec::{GuardParams, GuardSpec, Severity, Topic};
 
 /// `zscore`: distance from the rolling mean in standard deviations.
 #[derive(Debug, Deserialize, Serialize)]
@@ -36,16 +36,16 @@ impl Default for ZScoreParams {
     }
 }
 
-impl GuardParams for ZScoreParams {
+impl KindParams for ZScoreParams {
     const KIND: &'static str = "zscore";
     const PARAMETERS: &'static str = "window=60 threshold=6 clear=3";
     const TOPIC: Topic = Topic::TelemetryAlerts;
     const SEVERITY: Severity = Severity::Warning;
     const DESCRIPTION: &'static str = "A reading is many standard deviations from the mean of the previous readings of its series.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let (threshold, clear) = levels(self.threshold, self.clear)?;
-        Ok(GuardSpec::ZScore(ZScore {
+        Ok(GuardParams::ZScore(ZScore {
             window: at_least("window", self.window, 2)?,
             threshold,
             clear,
@@ -65,18 +65,18 @@ pub struct ThresholdParams {
     pub max: Option<f64>,
 }
 
-impl GuardParams for ThresholdParams {
+impl KindParams for ThresholdParams {
     const KIND: &'static str = "threshold";
     const PARAMETERS: &'static str = "name=METRIC min=… max=…";
     const TOPIC: Topic = Topic::TelemetryAlerts;
     const SEVERITY: Severity = Severity::Critical;
     const DESCRIPTION: &'static str = "A metric left its fixed safe range.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         if self.min.is_none() && self.max.is_none() {
             return Err(ParamError::new("needs min=… or max=…"));
         }
-        Ok(GuardSpec::Threshold(
+        Ok(GuardParams::Threshold(
             Threshold::new().bound(&self.name, self.min, self.max),
         ))
     }
@@ -108,7 +108,7 @@ impl Default for EwmaParams {
     }
 }
 
-impl GuardParams for EwmaParams {
+impl KindParams for EwmaParams {
     const KIND: &'static str = "ewma";
     const PARAMETERS: &'static str = "span=60 warmup=30 threshold=6 clear=3";
     const TOPIC: Topic = Topic::TelemetryAlerts;
@@ -116,9 +116,9 @@ impl GuardParams for EwmaParams {
     const DESCRIPTION: &'static str =
         "A reading is far from the series' exponentially weighted mean, in weighted deviations.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let (threshold, clear) = levels(self.threshold, self.clear)?;
-        Ok(GuardSpec::Ewma(Ewma {
+        Ok(GuardParams::Ewma(Ewma {
             alpha: alpha_of_span(at_least("span", self.span, 1)?),
             warmup: at_least("warmup", self.warmup, 1)?,
             threshold,
@@ -150,16 +150,16 @@ impl Default for MadParams {
     }
 }
 
-impl GuardParams for MadParams {
+impl KindParams for MadParams {
     const KIND: &'static str = "mad";
     const PARAMETERS: &'static str = "window=60 threshold=6 clear=3";
     const TOPIC: Topic = Topic::TelemetryAlerts;
     const SEVERITY: Severity = Severity::Warning;
     const DESCRIPTION: &'static str = "A reading is far from the rolling median in robust deviations (MAD), which outliers cannot inflate.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let (threshold, clear) = levels(self.threshold, self.clear)?;
-        Ok(GuardSpec::Mad(Mad {
+        Ok(GuardParams::Mad(Mad {
             window: at_least("window", self.window, 3)?,
             threshold,
             clear,
@@ -186,7 +186,7 @@ pub struct RateParams {
     pub clear: Option<f64>,
 }
 
-impl GuardParams for RateParams {
+impl KindParams for RateParams {
     const KIND: &'static str = "rate";
     const PARAMETERS: &'static str =
         "max=UNITS_PER_S clear=0.5 | span=60 order=1 threshold=6 clear=3";
@@ -195,7 +195,7 @@ impl GuardParams for RateParams {
     const DESCRIPTION: &'static str =
         "A series changes faster per second of event time than its bound, or than it usually does.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         const WAYS: &str =
             "use max (units per second) and clear, or span, order, threshold and clear";
         if let Some(max) = self.max {
@@ -218,7 +218,7 @@ impl GuardParams for RateParams {
                 }
                 g.clear = clear;
             }
-            return Ok(GuardSpec::Rate(g));
+            return Ok(GuardParams::Rate(g));
         }
         let mut g = Rate::default();
         if let Some(span) = self.span {
@@ -231,7 +231,7 @@ impl GuardParams for RateParams {
             g.order = order;
         }
         (g.threshold, g.clear) = levels(self.threshold.unwrap_or(g.threshold), self.clear)?;
-        Ok(GuardSpec::Rate(g))
+        Ok(GuardParams::Rate(g))
     }
 }
 
@@ -261,7 +261,7 @@ impl Default for LevelShiftParams {
     }
 }
 
-impl GuardParams for LevelShiftParams {
+impl KindParams for LevelShiftParams {
     const KIND: &'static str = "level_shift";
     const PARAMETERS: &'static str = "span=240 drift=1 threshold=12 clear=6";
     const TOPIC: Topic = Topic::TelemetryAlerts;
@@ -269,9 +269,9 @@ impl GuardParams for LevelShiftParams {
     const DESCRIPTION: &'static str =
         "A series has moved to a new level and stayed there (two-sided CUSUM).";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let (threshold, clear) = levels(self.threshold, self.clear)?;
-        Ok(GuardSpec::LevelShift(LevelShift {
+        Ok(GuardParams::LevelShift(LevelShift {
             alpha: alpha_of_span(at_least("span", self.span, 1)?),
             drift: self.drift.max(0.0),
             threshold,
@@ -308,7 +308,7 @@ impl Default for SeasonalParams {
     }
 }
 
-impl GuardParams for SeasonalParams {
+impl KindParams for SeasonalParams {
     const KIND: &'static str = "seasonal";
     const PARAMETERS: &'static str = "period=1d buckets=24 threshold=6 clear=3";
     const TOPIC: Topic = Topic::TelemetryAlerts;
@@ -316,9 +316,9 @@ impl GuardParams for SeasonalParams {
     const DESCRIPTION: &'static str =
         "A reading is far from what the series usually does at this time of day.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let (threshold, clear) = levels(self.threshold, self.clear)?;
-        Ok(GuardSpec::Seasonal(Seasonal {
+        Ok(GuardParams::Seasonal(Seasonal {
             period_ms: millis("period", self.period, 1)?,
             buckets: at_least("buckets", self.buckets, 1)?,
             threshold,
@@ -363,7 +363,7 @@ impl Default for CompositeParams {
     }
 }
 
-impl GuardParams for CompositeParams {
+impl KindParams for CompositeParams {
     const KIND: &'static str = "composite";
     const PARAMETERS: &'static str =
         "window=30 memory=2000 raise_p=0.003 clear_p=0.5 hold=1.1 refractory=0 warmup=100";
@@ -371,13 +371,13 @@ impl GuardParams for CompositeParams {
     const SEVERITY: Severity = Severity::Warning;
     const DESCRIPTION: &'static str = "The statistical guards together find a reading rarer than the series has ever been (calibrated per series).";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let raise_p = positive("raise_p", self.raise_p)?;
         let clear_p = positive("clear_p", self.clear_p)?;
         if raise_p > clear_p || clear_p > 1.0 {
             return Err(ParamError::new("need raise_p ≤ clear_p ≤ 1"));
         }
-        Ok(GuardSpec::Composite(Composite {
+        Ok(GuardParams::Composite(Composite {
             window: at_least("window", self.window, 3)?,
             memory: positive("memory", self.memory)?,
             warmup: self.warmup,
@@ -414,15 +414,15 @@ impl Default for SilenceParams {
     }
 }
 
-impl GuardParams for SilenceParams {
+impl KindParams for SilenceParams {
     const KIND: &'static str = "silence";
     const PARAMETERS: &'static str = "factor=5 min=1s warmup=5";
     const TOPIC: Topic = Topic::TelemetryAlerts;
     const SEVERITY: Severity = Severity::Warning;
     const DESCRIPTION: &'static str = "A series stopped reporting for longer than factor × its usual interval (in event time); clears when data returns.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
-        Ok(GuardSpec::Silence(Silence {
+    fn check(self) -> Result<GuardParams, ParamError> {
+        Ok(GuardParams::Silence(Silence {
             factor: positive("factor", self.factor)?,
             min_ms: millis("min", self.min, 0)?,
             warmup: at_least("warmup", self.warmup, 1)?,

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use vigil_operators::{Burst, Registry, Sequence};
 
 use super::checks::millis;
+use super::kind::{GuardParams, KindParams, Severity, Topic};
 use super::params::{ParamError, duration};
-use super::spec::{GuardParams, GuardSpec, Severity, Topic};
 
 /// `sequence`: per source, sequence numbers that skip, repeat or go back.
 #[derive(Debug, Deserialize, Serialize)]
@@ -27,15 +27,15 @@ impl Default for SequenceParams {
     }
 }
 
-impl GuardParams for SequenceParams {
+impl KindParams for SequenceParams {
     const KIND: &'static str = "sequence";
     const PARAMETERS: &'static str = "max_gap=0";
     const TOPIC: Topic = Topic::SecurityGuardFeed;
     const SEVERITY: Severity = Severity::Warning;
     const DESCRIPTION: &'static str = "A source's sequence numbers skipped (records lost or withheld), repeated or went back (a replay).";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
-        Ok(GuardSpec::Sequence(Sequence {
+    fn check(self) -> Result<GuardParams, ParamError> {
+        Ok(GuardParams::Sequence(Sequence {
             max_gap: self.max_gap,
         }))
     }
@@ -50,7 +50,7 @@ pub struct UnknownSourceParams {
     pub registry: Vec<String>,
 }
 
-impl GuardParams for UnknownSourceParams {
+impl KindParams for UnknownSourceParams {
     const KIND: &'static str = "unknown_source";
     const PARAMETERS: &'static str = "registry=NAME|PATTERN*|…";
     const TOPIC: Topic = Topic::SecurityGuardFeed;
@@ -58,7 +58,7 @@ impl GuardParams for UnknownSourceParams {
     const DESCRIPTION: &'static str =
         "A source that is not in the registry of known sources sent data.";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let names: Vec<&str> = self
             .registry
             .iter()
@@ -69,7 +69,7 @@ impl GuardParams for UnknownSourceParams {
         if names.is_empty() {
             return Err(ParamError::new("the registry is empty"));
         }
-        Ok(GuardSpec::UnknownSource(Registry::new(names)))
+        Ok(GuardParams::UnknownSource(Registry::new(names)))
     }
 }
 
@@ -100,7 +100,7 @@ impl Default for AuthFailuresParams {
     }
 }
 
-impl GuardParams for AuthFailuresParams {
+impl KindParams for AuthFailuresParams {
     const KIND: &'static str = "auth_failures";
     const PARAMETERS: &'static str = "event=AUTH_FAILURE window=1m limit=5 clear=2";
     const TOPIC: Topic = Topic::SecurityGuardFeed;
@@ -108,7 +108,7 @@ impl GuardParams for AuthFailuresParams {
     const DESCRIPTION: &'static str =
         "A burst of failed authentications from one source (more than limit within window).";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let base = Burst {
             event: self.event.into(),
             ..Burst::auth_failures()
@@ -141,14 +141,14 @@ impl Default for LateRecordsParams {
     }
 }
 
-impl GuardParams for LateRecordsParams {
+impl KindParams for LateRecordsParams {
     const KIND: &'static str = "late_records";
     const PARAMETERS: &'static str = "window=10m limit=0 clear=0";
     const TOPIC: Topic = Topic::SecurityGuardFeed;
     const SEVERITY: Severity = Severity::Warning;
     const DESCRIPTION: &'static str = "A source sent records later than the allowed lateness (out of order or replayed from the past).";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let base = Burst::late_records();
         burst(Self::KIND, base, self.window, self.limit, self.clear)
     }
@@ -178,7 +178,7 @@ impl Default for SchemaViolationsParams {
     }
 }
 
-impl GuardParams for SchemaViolationsParams {
+impl KindParams for SchemaViolationsParams {
     const KIND: &'static str = "schema_violations";
     const PARAMETERS: &'static str = "window=10m limit=0 clear=0";
     const TOPIC: Topic = Topic::SecurityGuardFeed;
@@ -186,7 +186,7 @@ impl GuardParams for SchemaViolationsParams {
     const DESCRIPTION: &'static str =
         "An input produced malformed or mistyped records (the source is the input file).";
 
-    fn spec(self) -> Result<GuardSpec, ParamError> {
+    fn check(self) -> Result<GuardParams, ParamError> {
         let base = Burst::schema_violations();
         burst(Self::KIND, base, self.window, self.limit, self.clear)
     }
@@ -200,7 +200,7 @@ fn burst(
     window: Duration,
     limit: u32,
     clear: Option<u32>,
-) -> Result<GuardSpec, ParamError> {
+) -> Result<GuardParams, ParamError> {
     let clear = match clear {
         Some(clear) if clear > limit => {
             return Err(ParamError::new(format!(
@@ -210,7 +210,7 @@ fn burst(
         Some(clear) => clear,
         None => base.clear.min(limit),
     };
-    Ok(GuardSpec::Burst(
+    Ok(GuardParams::Burst(
         kind,
         Burst {
             window_ms: millis("window", window, 1)?,

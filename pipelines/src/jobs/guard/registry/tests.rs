@@ -24,7 +24,7 @@ fn placeholder(value: &str) -> bool {
     value.contains('…') || value.chars().any(|c| c.is_ascii_uppercase()) && value != "AUTH_FAILURE"
 }
 
-fn spec(kind: &GuardKind, pairs: &[(&str, &str)]) -> GuardSpec {
+fn spec(kind: &GuardKind, pairs: &[(&str, &str)]) -> GuardParams {
     kind.read(Table::from_pairs(pairs))
         .unwrap_or_else(|e| panic!("{} with {pairs:?}: {e}", kind.kind))
 }
@@ -77,7 +77,7 @@ fn flags_and_job_files_read_the_same_parameters() {
             .map(|k| k.read(Table::from_toml("", table)))
             .map(|r| r.map_err(|e| e.to_string()))
     };
-    let flag = |text: &str| GuardSpec::parse(text).ok();
+    let flag = |text: &str| GuardParams::parse(text).ok();
     assert_eq!(
         toml("seasonal", "period = \"7d\"\nbuckets = 12\nthreshold = 4").and_then(Result::ok),
         flag("seasonal:period=7d,buckets=12,threshold=4")
@@ -100,7 +100,7 @@ fn flags_and_job_files_read_the_same_parameters() {
 
 #[test]
 fn bad_flags_say_what_is_wrong() {
-    let err = |text: &str| format!("{:#}", GuardSpec::parse(text).expect_err(text));
+    let err = |text: &str| format!("{:#}", GuardParams::parse(text).expect_err(text));
     let e = err("median:k=3");
     assert!(
         e.contains("unknown guard `median`") && e.contains("schema_violations"),
@@ -143,16 +143,16 @@ fn bad_flags_say_what_is_wrong() {
 
 #[test]
 fn flags_build_the_operators_guards() {
-    let parse = |text: &str| GuardSpec::parse(text).unwrap();
-    assert_eq!(parse("zscore"), GuardSpec::ZScore(ZScore::default()));
+    let parse = |text: &str| GuardParams::parse(text).unwrap();
+    assert_eq!(parse("zscore"), GuardParams::ZScore(ZScore::default()));
     assert_eq!(
         parse("zscore:window=30,threshold=4"),
-        GuardSpec::ZScore(ZScore::new(30, 4.0))
+        GuardParams::ZScore(ZScore::new(30, 4.0))
     );
-    assert_eq!(parse("rate:max=50"), GuardSpec::Rate(Rate::bounded(50.0)));
+    assert_eq!(parse("rate:max=50"), GuardParams::Rate(Rate::bounded(50.0)));
     assert_eq!(
         parse("auth_failures:limit=1"),
-        GuardSpec::Burst(
+        GuardParams::Burst(
             "auth_failures",
             Burst {
                 limit: 1,
@@ -161,7 +161,7 @@ fn flags_build_the_operators_guards() {
             }
         )
     );
-    let guards = GuardSpec::parse_all(&[
+    let guards = GuardParams::parse_all(&[
         "threshold:name=a,max=1".into(),
         "threshold:name=b,min=0".into(),
     ])

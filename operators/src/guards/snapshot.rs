@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 /// use std::sync::{Arc, Mutex};
 /// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
 /// use vigil_operators::{
-///     Alert, AlertStatus, Checkpoints, Guard, GuardLabel, GuardOptions, Point, Reading,
+///     Alert, AlertStatus, Snapshots, Guard, GuardLabel, GuardOperatorParams, SeriesReading, Reading,
 ///     SeriesGuard, SnapshotStore, Threshold,
 /// };
 ///
@@ -57,15 +57,15 @@ use serde::{Deserialize, Serialize};
 /// }
 ///
 /// fn run(readings: &[(i64, f64)], store: Arc<Memory>) -> Vec<Alert> {
-///     let points: Vec<Point> = readings
+///     let points: Vec<SeriesReading> = readings
 ///         .iter()
-///         .map(|(ts, v)| Point::from(&Reading::new("veh-1", "temp_c", *ts, *v)))
+///         .map(|(ts, v)| SeriesReading::from(&Reading::new("veh-1", "temp_c", *ts, *v)))
 ///         .collect();
 ///     let captured = timely::example(move |scope| {
 ///         let guard = Threshold::new().bound("temp_c", None, Some(90.0));
-///         let options = GuardOptions {
-///             checkpoints: Some(Checkpoints { store, operator: "guards" }),
-///             ..GuardOptions::default()
+///         let options = GuardOperatorParams {
+///             snapshots: Some(Snapshots { store, operator: "guards" }),
+///             ..GuardOperatorParams::default()
 ///         };
 ///         let guards = vec![Guard::new(GuardLabel::new("threshold"), guard)];
 ///         points.to_stream(scope).container::<Vec<_>>().guards(guards, options).capture()
@@ -118,16 +118,16 @@ pub trait SnapshotStore: Send + Sync + 'static {
 /// Checkpointing for one guard operator: the store, and the operator's name in it (unique
 /// among the job's guard operators).
 #[derive(Clone)]
-pub struct Checkpoints {
+pub struct Snapshots {
     /// Where snapshots go.
     pub store: Arc<dyn SnapshotStore>,
     /// The operator's name in the store.
     pub operator: &'static str,
 }
 
-impl std::fmt::Debug for Checkpoints {
+impl std::fmt::Debug for Snapshots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoints")
+        f.debug_struct("Snapshots")
             .field("operator", &self.operator)
             .finish_non_exhaustive()
     }

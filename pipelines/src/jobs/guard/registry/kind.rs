@@ -13,7 +13,7 @@ use super::params::ParamError;
 
 /// A guard kind's parameters: a serde struct whose defaults are the operator's, with what the
 /// catalogue says of the kind.
-pub trait GuardParams: DeserializeOwned + Serialize + Default {
+pub trait KindParams: DeserializeOwned + Serialize + Default {
     /// The kind, as `--guard KIND:…` and the job file's `[guard.KIND]` name it.
     const KIND: &'static str;
     /// The parameters with their defaults, as `--list-guards` shows them (a test checks them
@@ -27,12 +27,12 @@ pub trait GuardParams: DeserializeOwned + Serialize + Default {
     const DESCRIPTION: &'static str;
 
     /// The guard these parameters describe, once their values are checked.
-    fn spec(self) -> Result<GuardSpec, ParamError>;
+    fn check(self) -> Result<GuardParams, ParamError>;
 }
 
 /// A guard to run, with its parameters.
 #[derive(Clone, Debug, PartialEq)]
-pub enum GuardSpec {
+pub enum GuardParams {
     /// Rolling z-score per series.
     ZScore(ZScore),
     /// Fixed bounds per metric name.

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A flag that asks a running job to stop reading and finish what it has.
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
+pub struct Stop(Arc<AtomicBool>);
 
-impl Shutdown {
+impl Stop {
     /// Asks the job to stop.
     pub fn trigger(&self) {
         self.0.store(true, Ordering::Relaxed);

@@ -11,19 +11,19 @@ use super::{Reading, ReadingRef};
 ///
 /// # Examples
 /// ```
-/// use vigil_operators::{Point, Reading, series_hash};
+/// use vigil_operators::{SeriesReading, Reading, series_hash};
 ///
-/// let later = Point::from(&Reading::new("veh-1", "temp_c", 2_000, 20.0));
-/// let earlier = Point::from(&Reading::new("veh-1", "temp_c", 1_000, 25.0).with_seq(3));
+/// let later = SeriesReading::from(&Reading::new("veh-1", "temp_c", 2_000, 20.0));
+/// let earlier = SeriesReading::from(&Reading::new("veh-1", "temp_c", 1_000, 25.0).with_seq(3));
 /// assert_eq!(later.hash, series_hash("veh-1", "temp_c"));
 /// assert_eq!(earlier.seq, Some(3));
 /// assert!(later.same_series(&earlier));
 /// assert!(earlier.guard_order(&later).is_lt());
-/// let other = Point::from(&Reading::new("veh-1", "rpm", 2_000, 20.0));
+/// let other = SeriesReading::from(&Reading::new("veh-1", "rpm", 2_000, 20.0));
 /// assert!(!later.same_series(&other));
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Point {
+pub struct SeriesReading {
     /// [`series_hash`] of `source` and `name`: routes the series to its worker and orders it.
     pub hash: u64,
     /// The vehicle or device.
@@ -38,9 +38,9 @@ pub struct Point {
     pub value: f64,
 }
 
-impl From<&ReadingRef<'_>> for Point {
+impl From<&ReadingRef<'_>> for SeriesReading {
     fn from(r: &ReadingRef<'_>) -> Self {
-        Point {
+        SeriesReading {
             hash: series_hash(r.source, r.name),
             source: r.source.into(),
             name: r.name.into(),
@@ -51,17 +51,17 @@ impl From<&ReadingRef<'_>> for Point {
     }
 }
 
-impl From<&Reading> for Point {
+impl From<&Reading> for SeriesReading {
     fn from(r: &Reading) -> Self {
-        Point::from(&r.view())
+        SeriesReading::from(&r.view())
     }
 }
 
-impl Point {
+impl SeriesReading {
     /// The order a guard sees a series in: event time, then `seq`, then value, so that the
     /// order is the same on every run whatever order the points arrived in. Points equal in
     /// all of these are interchangeable for a guard. Across series, ordered by series hash.
-    pub fn guard_order(&self, other: &Point) -> std::cmp::Ordering {
+    pub fn guard_order(&self, other: &SeriesReading) -> std::cmp::Ordering {
         (self.hash, self.ts, self.seq)
             .cmp(&(other.hash, other.ts, other.seq))
             .then_with(|| self.value.total_cmp(&other.value))
@@ -69,7 +69,7 @@ impl Point {
     }
 
     /// Whether two points belong to the same series.
-    pub fn same_series(&self, other: &Point) -> bool {
+    pub fn same_series(&self, other: &SeriesReading) -> bool {
         self.hash == other.hash && self.source == other.source && self.name == other.name
     }
 }

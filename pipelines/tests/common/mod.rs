@@ -1,0 +1,3 @@
+//! Helpers the test files of this crate share.
+
+pub mod replica;
