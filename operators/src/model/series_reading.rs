@@ -59,7 +59,7 @@ impl From<&Reading> for SeriesReading {
 
 impl SeriesReading {
     /// The order a guard sees a series in: event time, then `seq`, then value, so that the
-    /// order is the same on every run whatever order the points arrived in. Points equal in
+    /// order is the same on every run whatever order the readings arrived in. Readings equal in
     /// all of these are interchangeable for a guard. Across series, ordered by series hash.
     pub fn guard_order(&self, other: &SeriesReading) -> std::cmp::Ordering {
         (self.hash, self.ts, self.seq)
@@ -68,7 +68,7 @@ impl SeriesReading {
             .then_with(|| (&self.source, &self.name).cmp(&(&other.source, &other.name)))
     }
 
-    /// Whether two points belong to the same series.
+    /// Whether two readings belong to the same series.
     pub fn same_series(&self, other: &SeriesReading) -> bool {
         self.hash == other.hash && self.source == other.source && self.name == other.name
     }
