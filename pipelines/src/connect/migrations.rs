@@ -344,17 +344,12 @@ fn roles_sql(tables: &[String]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use super::*;
-    use crate::connect::replica::ReplicaUrl;
+    use crate::connect::replica::test_sqlite;
 
     #[test]
     fn migrations_apply_once_and_a_changed_one_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
-        let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
-        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        let (mut replica, _runtime, _dir) = test_sqlite();
         assert_eq!(migrate(&mut replica, true).unwrap().len(), MIGRATIONS.len());
         assert!(
             !replica.table_exists("sync_agreed").unwrap(),
@@ -381,10 +376,7 @@ mod tests {
     /// same order, on SQLite (the PostgreSQL text is checked by the replica tests' writes).
     #[test]
     fn the_replica_tables_have_the_writers_columns() {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
-        let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
-        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        let (mut replica, _runtime, _dir) = test_sqlite();
         migrate(&mut replica, false).unwrap();
         for table in crate::connect::tables::ReplicaTable::ALL {
             let names: Vec<String> = replica

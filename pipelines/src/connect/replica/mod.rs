@@ -29,3 +29,19 @@ pub use open::{connect_postgres, open_sqlite};
 pub use schema::TableInfo;
 pub use sql::{quote, quote_column};
 pub use url::{Dialect, ReplicaUrl};
+
+/// A SQLite replica in a temporary directory for unit tests, with the runtime it runs on and
+/// the directory, both to be held as long as the replica.
+#[cfg(test)]
+pub(crate) fn test_sqlite() -> (
+    Replica,
+    std::sync::Arc<tokio::runtime::Runtime>,
+    tempfile::TempDir,
+) {
+    #![allow(clippy::unwrap_used)]
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = std::sync::Arc::new(crate::runtime::io::background("test").unwrap());
+    let url = ReplicaUrl::Sqlite(dir.path().join("r.db"));
+    let replica = Replica::connect(&url, &runtime).unwrap();
+    (replica, runtime, dir)
+}

@@ -162,17 +162,12 @@ fn parameters(n: usize) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use super::*;
-    use crate::connect::replica::url::ReplicaUrl;
+    use crate::connect::replica::test_sqlite;
 
     #[test]
     fn an_upsert_leaves_a_newer_row_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
-        let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
-        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        let (mut replica, _runtime, _dir) = test_sqlite();
         replica
             .execute_batch(
                 "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at INTEGER, origin TEXT)",
@@ -200,10 +195,7 @@ mod tests {
 
     #[test]
     fn sqlite_rows_round_trip_and_upserts_are_idempotent() {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = Arc::new(crate::runtime::io::background("test").unwrap());
-        let url = ReplicaUrl::Sqlite(tmp.path().join("r.db"));
-        let mut replica = Replica::connect(&url, &runtime).unwrap();
+        let (mut replica, _runtime, _dir) = test_sqlite();
         replica
             .execute_batch("CREATE TABLE t (a INTEGER, b TEXT, v REAL, PRIMARY KEY (a, b))")
             .unwrap();
