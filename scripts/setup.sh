@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building vigil needs, idempotently: a C compiler, make and pkg-config for the
 # crates that build C code (zstd, librdkafka). With --tests, also what the tests need: moto's S3
-# server, the tansu Kafka broker, pouchdb-server (a CouchDB-compatible server), and DuckDB and
-# pyarrow (Python packages) for the SQL suite.
+# server, the tansu Kafka broker, pouchdb-server (a CouchDB-compatible server), DuckDB and
+# pyarrow (Python packages) for the SQL suite, and Chromium with playwright-core (tests/browser/)
+# for the live page's browser check.
 # Safe to run again and again.
 set -euo pipefail
 
@@ -114,4 +115,33 @@ if [ "${1:-}" = "--tests" ]; then
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "postgresql-$version-wal2json" >/dev/null
     fi
   done
+fi
+
+# The live page's browser check (tests/browser/check-page.mjs) drives Debian's Chromium through
+# playwright-core, pinned in tests/browser/package-lock.json; nothing is downloaded at run time.
+if [ "${1:-}" = "--tests" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+      echo "error: the browser check needs chromium; install it with your package manager" >&2
+      exit 1
+    fi
+    echo "setup: installing chromium (the browser the live page's check drives)" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+  browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "error: the browser check needs npm; install Node.js and npm, then run this again" >&2
+      exit 1
+    fi
+    echo "setup: installing playwright-core in tests/browser (the browser check's driver)" >&2
+    if [ -e "$browser_dir/package-lock.json" ]; then
+      (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    else
+      (cd "$browser_dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+  fi
 fi
