@@ -9,6 +9,7 @@ use clap::Parser;
 use vigil_operators::crypto::{KEY_ENV, PayloadKey};
 
 use crate::archive::Reach;
+use crate::chart::{ChartFile, ChartSpec};
 use crate::session::{Limits, QueryError, Session, default_memory_limit, parse_memory};
 use crate::{OutputFormat, write_result};
 
@@ -83,10 +84,32 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Draw the query's result as a line chart in FILE.svg, or in FILE.html (the same SVG
+    /// inline, nothing loaded from elsewhere), instead of printing it. The query returns (ts,
+    /// value) or (ts, value, series): ts a timestamp (drawn in UTC) or Int64 epoch
+    /// milliseconds, value a number, series a name, one line each, at most 10. A series of more
+    /// than 4000 readings is drawn with the lowest and the highest reading of each of 2000 equal
+    /// slices of the time axis, so its peaks stay and the file stays small. A query without
+    /// rows draws a chart that says "no rows". The file is replaced whole, only on success.
+    #[arg(long, value_name = "FILE", value_parser = parse_chart_file,
+          conflicts_with_all = ["output", "serve"])]
+    pub chart: Option<ChartFile>,
+    /// With --chart: a query of alert intervals (start, end[, series]) to shade under the
+    /// lines, in the series' colour when it names one of the chart's; end NULL (still open)
+    /// shades to the right edge. A band is at least 3 pixels wide, so a short alert shows.
+    #[arg(long, value_name = "SQL", requires = "chart")]
+    pub chart_alerts: Option<String>,
+    /// With --chart: the chart's title. Default: the query, shortened.
+    #[arg(long, value_name = "TEXT", requires = "chart")]
+    pub chart_title: Option<String>,
     /// The SQL to run: one statement or several separated by `;`, e.g.
     /// "SELECT count(*) FROM telemetry WHERE date = '2026-01-01'".
     #[arg(value_name = "SQL")]
     pub sql: Option<String>,
+}
+
+fn parse_chart_file(text: &str) -> Result<ChartFile, String> {
+    ChartFile::new(text)
 }
 
 /// A `--timeout`: a duration, or none at all.
@@ -196,7 +219,8 @@ impl Failure {
 }
 
 /// Opens the archive, runs the statements given on the command line or in `-f FILE`, and
-/// writes each result to `out` (or to `--output`).
+/// writes each result to `out` (or to `--output`); with `--chart`, draws the last one's result
+/// and writes to `out` the line saying so.
 ///
 /// # Errors
 /// See [`Failure`]; the first failing statement stops the rest.
@@ -209,6 +233,11 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
                 file.display()
             ))
         })?,
+        (None, None) if args.chart.is_some() => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "--chart draws a query's result: pass the query, or -f FILE"
+            )));
+        }
         (None, None) => {
             return Err(Failure::Usage(anyhow::anyhow!(
                 "no SQL given: pass a query, -f FILE, or statements on standard input"
@@ -216,6 +245,18 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
         }
     };
     let session = open(args).await?;
+    if let Some(file) = &args.chart {
+        let spec = ChartSpec {
+            sql: &sql,
+            alerts: args.chart_alerts.as_deref(),
+            title: args.chart_title.as_deref(),
+            file,
+        };
+        let drawn = crate::chart::draw(&session, &spec).await?;
+        return writeln!(out, "{drawn}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::Usage(anyhow::anyhow!("writing to standard output: {e}")));
+    }
     let mut sink = Output::open(args, out)?;
     run_text(&session, &sql, args.format, &mut sink).await?;
     sink.finish()

@@ -13,12 +13,14 @@
 //! - `functions`: `decrypt(payload, event_id, key_id)`, with the key only.
 //! - `windows`: `zscore(value) OVER (…)`, exact where sliding variances drift.
 //! - `output`: writes query results as a table, CSV, JSON lines or Parquet.
+//! - `chart`: draws a query's time series (and shaded alert intervals) to SVG or HTML.
 //! - `shell`: statements line by line, with `\d`-style commands (interactive or piped).
 //! - `server`: the archive over the PostgreSQL wire protocol, read-only, for psql and drivers;
 //!   `server/policy` is what a client may run, `server/tls` its TLS.
 //! - `cli`: the `vigil-sql` command line: arguments and `run`.
 
 mod archive;
+mod chart;
 mod cli;
 mod functions;
 mod output;
@@ -29,6 +31,10 @@ mod shell;
 mod windows;
 
 pub use archive::{PARTITION_COLUMNS, PARTITION_TYPES, Reach, open_archive, table_names};
+pub use chart::{
+    CHART_EXTENSIONS, ChartFile, ChartKind, ChartSpec, Drawn, MAX_POINTS, MAX_SERIES, SLICES,
+    draw as draw_chart,
+};
 pub use cli::{Args, Failure, MemoryLimit, Output, PASSWORD_ENV, Timeout, open, run, run_text};
 pub use functions::register as register_functions;
 pub use output::{OutputFormat, write_batches, write_result};

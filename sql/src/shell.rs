@@ -1,6 +1,6 @@
 //! The statement-by-statement reader behind the interactive shell and piped scripts: lines
 //! gather into statements ending with `;`, and backslash (or dot) commands list tables, show
-//! columns, switch the timer and the output format.
+//! columns, switch the timer and the output format, and draw a query as a chart.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +8,7 @@ use std::time::Instant;
 use arrow::array::{BooleanArray, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::chart::{ChartFile, ChartSpec};
 use crate::cli::{Failure, Output, run_text};
 use crate::session::{QueryError, Session};
 use crate::{OutputFormat, table_names, write_result};
@@ -28,6 +29,8 @@ Statements end with `;` and may span lines. Commands:
   \\d NAME or .schema NAME  the columns of a table
   \\timing or .timer on|off  show how long each statement took
   \\format FORMAT or .mode FORMAT  table, csv or json
+  \\chart FILE.svg SQL      draw a one-line query's (ts, value[, series]) as a chart
+                          (FILE.html: the same in a page)
   \\? or .help             this text
   \\q or .quit             leave (so does Ctrl-D)
 ";
@@ -152,11 +155,40 @@ impl<'s> Shell<'s> {
                 };
                 Ok(Some(Step::Next))
             }
+            "\\chart" => {
+                let rest = line.strip_prefix(first).unwrap_or_default();
+                self.chart(rest, out).await.map(Some)
+            }
             word if word.starts_with('\\') || (word.starts_with('.') && word.len() > 1) => Err(
                 usage(format!("unknown command {word}: \\? lists the commands")),
             ),
             _ => Ok(None),
         }
+    }
+
+    /// `\chart FILE SQL`: the query's result drawn to FILE, and a line saying so.
+    async fn chart(&self, rest: &str, out: &mut Output<'_>) -> Result<Step, Failure> {
+        let rest = rest.trim().trim_end_matches(';').trim_end();
+        let (file, sql) = rest
+            .split_once(char::is_whitespace)
+            .map_or((rest, ""), |(file, sql)| (file, sql.trim()));
+        if file.is_empty() || sql.is_empty() {
+            return Err(Failure::Query(QueryError::Failed(
+                "\\chart FILE.svg SQL (or FILE.html), the query on the same line, e.g. \\chart \
+                 t.svg SELECT ts, value FROM telemetry WHERE name = 'temp'"
+                    .into(),
+            )));
+        }
+        let file = ChartFile::new(file).map_err(|e| Failure::Query(QueryError::Failed(e)))?;
+        let spec = ChartSpec {
+            sql,
+            alerts: None,
+            title: None,
+            file: &file,
+        };
+        let drawn = crate::chart::draw(self.session, &spec).await?;
+        let _ = writeln!(out.writer(), "{drawn}");
+        Ok(Step::Next)
     }
 
     /// The tables and how many columns each has.

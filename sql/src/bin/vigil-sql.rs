@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let result = if let Some(listen) = args.serve {
         server(&args, listen).await
-    } else if args.sql.is_some() || args.file.is_some() {
+    } else if args.sql.is_some() || args.file.is_some() || args.chart.is_some() {
         run(&args, &mut out).await
     } else if std::io::stdin().is_terminal() {
         interactive(&args, &mut out).await
