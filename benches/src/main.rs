@@ -78,6 +78,12 @@ enum Bench {
         /// Which guards archive per-reading scores (vigil-guard's `--scores`).
         #[arg(long, default_value = "all")]
         scores: String,
+        /// The replica set-ups to time, comma-separated, alternating run by run: `none`
+        /// (`--replica none --alerts none`), `default` (vigil-guard's default command line:
+        /// the embedded SQLite replica in the run's directory, alerts to stdout), and
+        /// `telemetry_meta` (the default plus one replica row per reading).
+        #[arg(long, default_value = "none", value_delimiter = ',')]
+        replica: Vec<ReplicaMode>,
     },
     /// Detection quality: NAB's standard score of vigil-guard's alerts on the NAB corpus.
     Nab {
@@ -197,6 +203,7 @@ fn main() -> anyhow::Result<()> {
             guard: guards,
             suite,
             scores,
+            replica,
         } => {
             let guards = if suite {
                 SUITE.iter().map(|g| g.to_string()).collect()
@@ -209,6 +216,7 @@ fn main() -> anyhow::Result<()> {
                 guards,
                 scores,
                 workers: load.workers,
+                modes: replica,
             };
             guard(&load.spec(), &run, runs, dir)
         }
@@ -384,6 +392,38 @@ struct GuardRun {
     guards: Vec<String>,
     scores: String,
     workers: usize,
+    modes: Vec<ReplicaMode>,
+}
+
+/// A replica set-up `vigil-bench guard` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReplicaMode {
+    /// No replica, no alert output.
+    None,
+    /// The default command line: the embedded SQLite replica, alerts on stdout.
+    Default,
+    /// The default plus `telemetry_meta`: a replica row per reading.
+    #[value(name = "telemetry_meta")]
+    TelemetryMeta,
+}
+
+impl ReplicaMode {
+    fn label(self) -> &'static str {
+        match self {
+            ReplicaMode::None => "--replica none --alerts none",
+            ReplicaMode::Default => "default (SQLite replica, alerts to stdout)",
+            ReplicaMode::TelemetryMeta => "default + --replica-tables default,telemetry_meta",
+        }
+    }
+
+    /// The flags the mode adds to the command line.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            ReplicaMode::None => &["--replica", "none", "--alerts", "none"],
+            ReplicaMode::Default => &[],
+            ReplicaMode::TelemetryMeta => &["--replica-tables", "default,telemetry_meta"],
+        }
+    }
 }
 
 fn guard(
@@ -397,6 +437,7 @@ fn guard(
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
     let input = dir.join("bench.ndjson");
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&input)?);
@@ -414,60 +455,96 @@ fn guard(
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(workers);
-    let mut results = Vec::new();
+    let mut results: Vec<Vec<Run>> = run.modes.iter().map(|_| Vec::new()).collect();
+    // The set-ups alternate run by run, so that a machine slowing down weighs on all alike.
     for attempt in 1..=runs {
-        let archive = dir.join(format!("archive-{attempt}"));
-        let _ = std::fs::remove_dir_all(&archive);
-        let summary_path = dir.join(format!("summary-{attempt}.json"));
-        let wall = Instant::now();
-        let status = Command::new(&binary)
-            .args([
-                "--input",
-                &input.display().to_string(),
-                "--archive",
-                &archive.display().to_string(),
-            ])
-            .args(["--alerts", "none", "--no-progress", "--scores", &run.scores])
-            .args(["--replica", "none"])
-            .args(run.guards.iter().flat_map(|g| ["--guard", g.as_str()]))
-            .args([
-                "-w",
-                &workers.to_string(),
-                "--summary-json",
-                &summary_path.display().to_string(),
-            ])
-            .status()
-            .context("running vigil-guard")?;
-        let wall = wall.elapsed().as_secs_f64();
-        anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
-        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
-        let number = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
-        let events = number("events_in");
-        anyhow::ensure!(
-            events as u64 == written,
-            "vigil-guard read {events} of {written} readings"
-        );
-        let result = Run {
-            wall,
-            events_per_s: events / wall,
-            peak_rss_mb: number("peak_rss_bytes") / 1e6,
-            cpu_s: number("cpu_seconds"),
-            state_bytes_per_series: number("guard_state_bytes") / number("series"),
-            archive_mb: number("bytes") / 1e6,
-            alerts: number("alerts_raised"),
-        };
-        eprintln!(
-            "run {attempt}: {:.2}s, {:.0} events/s, peak RSS {:.0} MB",
-            result.wall, result.events_per_s, result.peak_rss_mb
-        );
-        results.push(result);
-        let _ = std::fs::remove_dir_all(&archive);
+        for (mode, results) in run.modes.iter().zip(results.iter_mut()) {
+            let result = guard_once(&binary, &input, &dir, run, *mode, attempt, written)?;
+            eprintln!(
+                "run {attempt}, {}: {:.2}s, {:.0} events/s, peak RSS {:.0} MB",
+                mode.label(),
+                result.wall,
+                result.events_per_s,
+                result.peak_rss_mb
+            );
+            results.push(result);
+        }
     }
-    results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
-    let best = &results[0];
-    let median = &results[results.len() / 2];
-    report(written, run, cores, best, median, bytes, &input);
+    let mut medians = Vec::new();
+    for (mode, results) in run.modes.iter().zip(results.iter_mut()) {
+        results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+        let best = &results[0];
+        let median = &results[results.len() / 2];
+        report(written, run, *mode, cores, best, median, bytes, &input);
+        medians.push((*mode, median.wall));
+    }
+    if let Some((_, none)) = medians.iter().find(|(m, _)| *m == ReplicaMode::None) {
+        println!("median wall time against --replica none");
+        for (mode, wall) in &medians {
+            println!(
+                "  {:<50} {:.2}s  {:+.1} %",
+                mode.label(),
+                wall,
+                (wall / none - 1.0) * 100.0
+            );
+        }
+    }
     Ok(())
+}
+
+/// One run of vigil-guard in its own directory (where the default replica file goes).
+fn guard_once(
+    binary: &Path,
+    input: &Path,
+    dir: &Path,
+    run: &GuardRun,
+    mode: ReplicaMode,
+    attempt: usize,
+    written: u64,
+) -> anyhow::Result<Run> {
+    let work = dir.join(format!("run-{attempt}-{mode:?}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let summary_path = work.join("summary.json");
+    let wall = Instant::now();
+    let status = Command::new(binary)
+        .current_dir(&work)
+        .args(["--input", &input.display().to_string()])
+        .args(["--no-progress", "--scores", &run.scores])
+        .args(mode.args())
+        .args(run.guards.iter().flat_map(|g| ["--guard", g.as_str()]))
+        .args([
+            "-w",
+            &run.workers.to_string(),
+            "--summary-json",
+            &summary_path.display().to_string(),
+        ])
+        .stdout(std::fs::File::create(work.join("alerts.ndjson"))?)
+        .status()
+        .context("running vigil-guard")?;
+    let wall = wall.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "vigil-guard failed: {status}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
+    let number = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
+    let events = number("events_in");
+    anyhow::ensure!(
+        events as u64 == written,
+        "vigil-guard read {events} of {written} readings"
+    );
+    let replica_mb =
+        std::fs::metadata(work.join("vigil-replica.db")).map_or(0.0, |m| m.len() as f64 / 1e6);
+    let result = Run {
+        wall,
+        events_per_s: events / wall,
+        peak_rss_mb: number("peak_rss_bytes") / 1e6,
+        cpu_s: number("cpu_seconds"),
+        state_bytes_per_series: number("guard_state_bytes") / number("series"),
+        archive_mb: number("bytes") / 1e6,
+        replica_mb,
+        alerts: number("alerts_raised"),
+    };
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(result)
 }
 
 struct Run {
@@ -477,12 +554,15 @@ struct Run {
     cpu_s: f64,
     state_bytes_per_series: f64,
     archive_mb: f64,
+    replica_mb: f64,
     alerts: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     readings: u64,
     run: &GuardRun,
+    mode: ReplicaMode,
     cores: usize,
     best: &Run,
     median: &Run,
@@ -490,10 +570,11 @@ fn report(
     input: &Path,
 ) {
     println!(
-        "vigil-guard -w {} --guard {} --scores {}, NDJSON → Parquet archive",
+        "vigil-guard -w {} --guard {} --scores {}, {}, NDJSON → Parquet archive",
         run.workers,
         run.guards.join(" --guard "),
-        run.scores
+        run.scores,
+        mode.label()
     );
     println!(
         "  input                  {readings} readings, {:.1} MB ({})",
@@ -525,5 +606,8 @@ fn report(
         best.archive_mb,
         best.archive_mb * 1e6 / readings as f64
     );
+    if mode != ReplicaMode::None {
+        println!("  replica file           {:.1} MB", best.replica_mb);
+    }
     println!("  alerts raised          {:.0}", best.alerts);
 }

@@ -20,8 +20,10 @@ fn default_run_prints_alerts_and_a_summary() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    // NAB's file repeats the hour 2014-01-07 02:00–02:55; the built-in dataset is read with an
+    // hour's lateness, so the repeat is read, not dead-lettered.
     assert!(
-        stderr.contains("events in 22684, archived 22684"),
+        stderr.contains("events in 22695, archived 22695") && stderr.contains("errors 0"),
         "{stderr}"
     );
     let alerts = std::fs::read_to_string(tmp.path().join("alerts.ndjson")).unwrap();
@@ -30,6 +32,23 @@ fn default_run_prints_alerts_and_a_summary() {
     assert!(
         tmp.path().join("vigil-data/telemetry").is_dir(),
         "archives to ./vigil-data by default"
+    );
+}
+
+#[test]
+fn a_lateness_given_for_the_built_in_dataset_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = guard()
+        .current_dir(tmp.path())
+        .args(["--alerts", "none", "--replica", "none", "--lateness", "10s"])
+        .env_remove("VIGIL_ARCHIVE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("events in 22684,") && stderr.contains("errors 11 (late 11)"),
+        "the repeated hour is late at 10s: {stderr}"
     );
 }
 

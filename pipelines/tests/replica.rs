@@ -45,6 +45,57 @@ fn guard_backfill_into_sqlite_equals_the_archive_and_a_rerun_changes_nothing() {
 }
 
 #[test]
+fn the_default_replica_holds_alerts_but_not_a_row_per_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("replica.db").display());
+    let count = |table: &str| {
+        let query = format!("SELECT CAST(count(*) AS TEXT) FROM {table}");
+        number(&rows(&url, &query)[0][0]) as u64
+    };
+    let mut command = guard_binary(&rocket(6, 2_000), dir.path(), &url);
+    // The table list is the default's: the fixture's `all` is taken back.
+    command.args(["--replica-tables", "default"]);
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(count("telemetry_meta"), 0, "readings stay in the archive");
+    let decided: BTreeSet<(String, String)> =
+        records::<vigil_operators::Alert>(&dir.path().join("archive/alerts"))
+            .into_iter()
+            .map(|a| (a.alert_id.to_string(), format!("{:?}", a.status)))
+            .collect();
+    assert!(
+        !decided.is_empty(),
+        "the generator's anomalies raise alerts"
+    );
+    assert_eq!(
+        count("alert_history") as usize,
+        decided.len(),
+        "every raise and clear is in the history"
+    );
+
+    // Asked for, telemetry_meta comes too; an unknown table name is refused with the known ones.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("replica.db").display());
+    let mut command = guard_binary(&rocket(6, 500), dir.path(), &url);
+    command.args(["--replica-tables", "default,telemetry_meta"]);
+    assert!(command.output().unwrap().status.success());
+    assert_eq!(count("telemetry_meta"), 6 * 8 * 500);
+    let mut command = guard_binary(&rocket(6, 500), dir.path(), &url);
+    command.args(["--replica-tables", "alerts,telemetry_rows"]);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("telemetry_rows") && stderr.contains("telemetry_meta"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn guard_backfill_into_postgres_equals_the_archive() {
     let db = PgDatabase::create("replica");
     let dir = tempfile::tempdir().unwrap();

@@ -109,7 +109,7 @@ fn guard_archives_to_s3() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("archived 22684"), "{stderr}");
+    assert!(stderr.contains("archived 22695"), "{stderr}");
 
     let store = moto.store("vigil-archive");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -146,7 +146,7 @@ fn guard_archives_to_s3() {
         }
         rows
     });
-    assert_eq!(rows, 22_684);
+    assert_eq!(rows, 22_695);
 }
 
 #[test]

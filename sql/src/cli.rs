@@ -84,6 +84,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// With --serve: serve Prometheus metrics at `/metrics` (`vigil_sql_*`: connections,
+    /// statements by outcome, their time), with `/health` and `/ready`, on this address.
+    #[arg(long, value_name = "ADDR", requires = "serve")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Draw the query's result as a line chart in FILE.svg, or in FILE.html (the same SVG
     /// inline, nothing loaded from elsewhere), instead of printing it. The query returns (ts,
     /// value) or (ts, value, series): ts a timestamp (drawn in UTC) or Int64 epoch

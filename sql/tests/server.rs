@@ -520,7 +520,16 @@ fn statements_are_bounded_by_default_and_the_bound_can_be_lifted() {
 #[test]
 fn connections_over_the_limit_get_a_clean_error() {
     let archive = archive();
-    let server = Server::start(&archive, &["--max-connections", "2"], None);
+    let metrics_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = Server::start(
+        &archive,
+        &["--max-connections", "2", "--metrics", &metrics],
+        None,
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let first = server.driver().await;
@@ -556,7 +565,39 @@ fn connections_over_the_limit_get_a_clean_error() {
         };
         assert_eq!(readings(&third).await, 12);
         assert_eq!(readings(&second).await, 12);
+        // The same, as Prometheus scrapes it: two clients in, the refusals, the statements.
+        let exposed = http_get(&metrics, "/metrics");
+        assert!(exposed.contains("vigil_sql_connections 2\n"), "{exposed}");
+        let refused: u64 = sample(&exposed, "vigil_sql_connections_refused_total");
+        assert!(refused >= 1, "{exposed}");
+        assert!(
+            sample(&exposed, "vigil_sql_queries_total{outcome=\"ok\"}") >= 3,
+            "{exposed}"
+        );
+        assert!(
+            exposed.contains("vigil_sql_query_seconds_bucket"),
+            "{exposed}"
+        );
+        assert!(http_get(&metrics, "/ready").contains("true"));
     });
+}
+
+/// The body of an HTTP GET of `path` from `addr`.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the sample `name` (with its labels) in an exposition.
+fn sample(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{exposition}"))
 }
 
 #[test]

@@ -5,6 +5,8 @@ pub mod archive;
 #[cfg(feature = "archive")]
 pub mod couchdb;
 #[cfg(feature = "archive")]
+pub mod dashboard;
+#[cfg(feature = "archive")]
 pub mod duckdb;
 pub mod files;
 #[cfg(feature = "jobs")]

@@ -22,6 +22,7 @@ fn listener(server: &str, db: &str, checkpoint: &Path) -> Listener {
         poll: Duration::from_millis(100),
         checkpoint: Checkpoint::new(checkpoint),
         once: true,
+        metrics: vigil_pipelines::runtime::metrics::Metrics::default(),
     }
 }
 
@@ -79,10 +80,23 @@ fn changes_reach_kafka_as_metadata_and_the_checkpoint_resumes() {
     let checkpoint = tmp.path().join("vehicles.seq");
     let to = format!("kafka://{}/couchdb-changes", broker.address());
     let mut out = ChangeOut::open(&to).unwrap();
-    let stats = listener(&couch.url(), "vehicles", &checkpoint)
-        .run(&mut out, &Stop::default())
-        .unwrap();
+    let first = listener(&couch.url(), "vehicles", &checkpoint);
+    let stats = first.run(&mut out, &Stop::default()).unwrap();
     assert_eq!((stats.forwarded, stats.bad), (30, 0));
+    // The same, as `--metrics` serves it; and every CouchDB figure the dashboard shows.
+    let exposed = first.metrics.render();
+    assert!(
+        exposed.contains("vigil_couchdb_changes_forwarded_total 30\n"),
+        "{exposed}"
+    );
+    assert_eq!(
+        first.metrics.waiting(),
+        Vec::<&str>::new(),
+        "ready once read"
+    );
+    let missing =
+        vigil_tests::dashboard::missing_from(&exposed, |n| n.starts_with("vigil_couchdb_"));
+    assert!(missing.is_empty(), "the dashboard names {missing:?}");
 
     let consumed = broker.consume_all("couchdb-changes");
     assert_eq!(consumed.len(), 30);

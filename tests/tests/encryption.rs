@@ -167,7 +167,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn the_replica_holds_the_ciphertext_only_when_asked_and_never_the_clear_text() {
     use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
-    use vigil_pipelines::sinks::replica::ReplicaParams;
+    use vigil_pipelines::sinks::replica::{Output, ReplicaParams};
 
     let key = PayloadKey::from_hex(KEY).unwrap();
     for replicate_payload in [true, false] {
@@ -183,6 +183,7 @@ fn the_replica_holds_the_ciphertext_only_when_asked_and_never_the_clear_text() {
         with_replica.settings.spill_dir = tmp.path().join("spill");
         with_replica.settings.replica = Some(ReplicaParams {
             replicate_payload,
+            tables: Output::ALL.to_vec(),
             ..ReplicaParams::new(url.clone())
         });
         let summary = run(with_replica, Stop::default()).unwrap();

@@ -196,16 +196,19 @@ fn waves(local_url: ReplicaUrl, remote_url: ReplicaUrl, capture: Capture) {
     // The same figures, as Prometheus reads them.
     let exposed = get(served, "/metrics");
     for line in [
-        "sync_actions_total{kind=\"push\"} 3",
-        "sync_actions_total{kind=\"pull\"} 2",
-        "sync_actions_total{kind=\"delete_local\"} 1",
-        "sync_conflicts_total 1",
-        "sync_pending_actions 0",
-        "sync_rows{side=\"local\"} 19",
+        "vigil_sync_actions_total{kind=\"push\"} 3",
+        "vigil_sync_actions_total{kind=\"pull\"} 2",
+        "vigil_sync_actions_total{kind=\"delete_local\"} 1",
+        "vigil_sync_conflicts_total 1",
+        "vigil_sync_pending_actions 0",
+        "vigil_sync_rows{side=\"local\"} 19",
     ] {
         assert!(exposed.contains(line), "{line} in\n{exposed}");
     }
+    let missing = vigil_tests::dashboard::missing_from(&exposed, |n| n.starts_with("vigil_sync_"));
+    assert!(missing.is_empty(), "the dashboard names {missing:?}");
     assert!(get(served, "/health").contains("\"status\":\"ok\""));
+    assert!(get(served, "/ready").contains("\"ready\":true"));
 }
 
 /// The body of an HTTP GET.

@@ -31,6 +31,13 @@ pub struct ArchaeologyArgs {
     #[arg(long, env = "VIGIL_ARCHIVE")]
     pub archive: Option<String>,
 
+    /// Serve the live page on this address (e.g. `127.0.0.1:8080`): progress while the job
+    /// runs, then the top patterns, the entangled pairs as a graph and the sessions per room;
+    /// with `/metrics`, `/health` and `/ready` beside it. The job keeps serving after its input
+    /// ends, until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+
     /// Workers, lateness, payload key, summary file and line limit.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -96,6 +103,9 @@ impl ArchaeologyArgs {
         }
         self.replica.apply(&mut settings)?;
         self.common.apply(&mut settings)?;
+        if let Some(addr) = self.serve {
+            settings.serve_addr = Some(addr);
+        }
         settings.progress = !self.no_progress && std::io::stderr().is_terminal();
         Ok(ArchaeologyJob { settings, params })
     }
@@ -103,6 +113,10 @@ impl ArchaeologyArgs {
 
 impl JobCommand for ArchaeologyArgs {
     type Job = ArchaeologyJob;
+
+    fn log_format(&self) -> super::LogFormat {
+        self.common.log_format
+    }
 
     fn prepare(mut self) -> Result<Option<Prepared<ArchaeologyJob>>, JobError> {
         let summary_json = self.common.summary_json.take();

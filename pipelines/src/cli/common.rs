@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{JobError, Report};
+use super::{JobError, LogFormat, Report};
 use crate::jobs::engine::settings::Settings;
 use crate::jobs::guard::Summary;
 use crate::runtime::secrets::SecretUrl;
@@ -33,6 +33,16 @@ pub struct CommonArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line_bytes: Option<u64>,
 
+    /// Serve Prometheus metrics at `/metrics`, liveness at `/health` and readiness at
+    /// `/ready` on this address (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Log lines as `text` (default) or `json` (one object per line, for a log shipper). Which
+    /// lines: `RUST_LOG` (default `warn`; e.g. `RUST_LOG=info` or `RUST_LOG=vigil_pipelines=debug`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     /// Size of the units text inputs are cut into for parallel parsing.
     #[arg(long, default_value_t = vigil_datasets::loaders::DEFAULT_CHUNK_BYTES, hide = true)]
     pub chunk_bytes: u64,
@@ -51,6 +61,9 @@ impl CommonArgs {
         settings.chunk_bytes = self.chunk_bytes;
         if let Some(max) = self.max_line_bytes {
             settings.max_line_bytes = max;
+        }
+        if let Some(addr) = self.metrics {
+            settings.metrics_addr = Some(addr);
         }
         settings.key = crate::runtime::crypto::load_key(self.key_file.as_deref())?;
         Ok(())
@@ -76,8 +89,15 @@ pub struct ReplicaArgs {
     #[arg(long)]
     pub replica_migrate: bool,
 
-    /// Replicate each reading's encrypted payload (opaque; never decrypted). Off by default:
-    /// only metadata leaves.
+    /// The replica tables written, comma-separated: `alerts` (with `alert_history`),
+    /// `patterns`, `sessions`, `entanglements`, `sync_actions`, `telemetry_meta` (one row per
+    /// reading), `default` (all but `telemetry_meta`: the archive holds every reading) or `all`.
+    #[arg(long, value_name = "TABLES", overrides_with = "replica_tables")]
+    pub replica_tables: Option<String>,
+
+    /// Replicate each reading's encrypted payload (opaque; never decrypted) in
+    /// `telemetry_meta`, which this adds to the replica tables. Off by default: only metadata
+    /// leaves.
     #[arg(long)]
     pub replicate_payload: bool,
 }
@@ -89,6 +109,7 @@ impl ReplicaArgs {
             settings,
             self.url.as_deref(),
             self.replica_role.as_deref(),
+            self.replica_tables.as_deref(),
             self.replica_migrate,
             self.replicate_payload,
         )

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use super::{JobCommand, JobError, Prepared, Report};
+use super::{JobCommand, JobError, LogFormat, Prepared, Report};
 use crate::jobs::couchdb::{ChangeOut, Checkpoint, Feed, Listener};
+use crate::runtime::metrics::Metrics;
 use crate::runtime::secrets::SecretUrl;
 use crate::runtime::stop::Stop;
 
@@ -40,6 +41,13 @@ pub struct CouchdbArgs {
     /// Forward what the feed holds now and exit (a backfill) instead of following it.
     #[arg(long)]
     pub once: bool,
+    /// Serve Prometheus metrics at `/metrics`, liveness at `/health` and readiness at
+    /// `/ready` on this address (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Log lines as `text` (default) or `json`; which lines: `RUST_LOG` (default `warn`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
 /// How the `_changes` feed is read, as `--feed` names it. (The variants have no doc comments:
@@ -54,10 +62,15 @@ enum FeedArg {
 pub struct CouchdbJob {
     listener: Listener,
     out: ChangeOut,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl JobCommand for CouchdbArgs {
     type Job = CouchdbJob;
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 
     fn prepare(self) -> Result<Option<Prepared<CouchdbJob>>, JobError> {
         let checkpoint = self
@@ -74,15 +87,38 @@ impl JobCommand for CouchdbArgs {
             poll: self.poll,
             checkpoint: Checkpoint::new(&checkpoint),
             once: self.once,
+            metrics: Metrics::default(),
         };
         Ok(Some(Prepared {
-            job: CouchdbJob { listener, out },
+            job: CouchdbJob {
+                listener,
+                out,
+                metrics: self.metrics,
+            },
             summary_json: None,
         }))
     }
 
     fn run(job: CouchdbJob, stop: Stop) -> Result<Report, JobError> {
-        let CouchdbJob { listener, mut out } = job;
+        let CouchdbJob {
+            listener,
+            mut out,
+            metrics,
+        } = job;
+        // The server's runtime lives as long as the job.
+        let _server = match metrics {
+            Some(addr) => {
+                let runtime =
+                    crate::runtime::io::background("metrics server").map_err(JobError::Usage)?;
+                listener.metrics.wait_for(&["couchdb"]);
+                listener
+                    .metrics
+                    .serve(addr, runtime.handle())
+                    .map_err(JobError::Usage)?;
+                Some(runtime)
+            }
+            None => None,
+        };
         let stats = listener.run(&mut out, &stop).map_err(JobError::Failed)?;
         Ok(Report {
             summary: format!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::common::{Limit, dataflow_report, parse_max_series, parse_series_idle};
 use super::{CommonArgs, JobCommand, JobError, Prepared, ReplicaArgs, Report};
 use crate::config::JobConfig;
+use crate::jobs::engine::settings::{BUILT_IN_LATENESS_MS, DEFAULT_LATENESS_MS};
 use crate::jobs::guard::registry::{
     ConfiguredGuard, GuardParams, catalogue_listing, guards_listing,
 };
@@ -53,6 +54,13 @@ pub struct GuardArgs {
     /// `all` (default), `none`, or a comma-separated list of guard names.
     #[arg(long)]
     pub scores: Option<String>,
+
+    /// Serve the live page on this address (e.g. `127.0.0.1:8080`): open alerts, raises and
+    /// clears as they happen, charts of the alerting series, the guards; with `/metrics`,
+    /// `/health` and `/ready` beside it. The job keeps serving after its input ends, until
+    /// Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
 
     /// Workers, lateness, payload key, summary file and line limit.
     #[command(flatten)]
@@ -142,6 +150,15 @@ impl GuardArgs {
         }
         self.replica.apply(&mut job.settings)?;
         self.common.apply(&mut job.settings)?;
+        if let Some(addr) = self.serve {
+            job.settings.serve_addr = Some(addr);
+        }
+        if job.settings.input == InputParams::Default
+            && job.settings.lateness_ms == DEFAULT_LATENESS_MS
+            && self.common.lateness.is_none()
+        {
+            job.settings.lateness_ms = BUILT_IN_LATENESS_MS;
+        }
         job.settings.progress = !self.no_progress
             && std::io::stderr().is_terminal()
             && !matches!(job.settings.input, InputParams::Default);
@@ -171,8 +188,19 @@ impl GuardArgs {
     }
 }
 
+/// What the run of the built-in dataset ends with: where its results are, and what to try.
+const NEXT_STEPS: &str = "
+next: ask the archive in ./vigil-data with SQL (build the query tool once):
+  cargo build --release -p vigil-sql
+  target/release/vigil-sql \"SELECT guard, status, ts, round(score, 2) AS score FROM alerts ORDER BY ts\"
+or watch a run in the browser: ./run --serve 127.0.0.1:8080, then open http://127.0.0.1:8080/";
+
 impl JobCommand for GuardArgs {
     type Job = GuardJob;
+
+    fn log_format(&self) -> super::LogFormat {
+        self.common.log_format
+    }
 
     fn prepare(mut self) -> Result<Option<Prepared<GuardJob>>, JobError> {
         if self.list_guards {
@@ -185,8 +213,13 @@ impl JobCommand for GuardArgs {
     }
 
     fn run(job: GuardJob, stop: Stop) -> Result<Report, JobError> {
+        let demo = job.settings.input == InputParams::Default;
         let summary = crate::jobs::guard::run(job, stop).map_err(JobError::run)?;
-        Ok(dataflow_report(&summary))
+        let mut report = dataflow_report(&summary);
+        if demo && report.failure.is_none() {
+            report.summary.push_str(NEXT_STEPS);
+        }
+        Ok(report)
     }
 }
 

@@ -19,6 +19,11 @@ pub trait JobCommand: clap::Parser {
     /// A [`JobError`] with the exit code the binary ends with.
     fn prepare(self) -> Result<Option<Prepared<Self::Job>>, JobError>;
 
+    /// How log lines are written (`--log-format`).
+    fn log_format(&self) -> LogFormat {
+        LogFormat::Text
+    }
+
     /// Runs the job to its end, or until `stop` is triggered (the first Ctrl-C or
     /// SIGTERM), and says what it did.
     ///
@@ -54,8 +59,9 @@ pub struct Report {
 /// one), prepares the job, watches for stop signals, runs the job, writes and prints its
 /// summary, and exits with the code its [`JobError`] carries, or 0.
 pub fn job_main<C: JobCommand>() -> ExitCode {
-    init_logging();
-    match run_command(C::parse()) {
+    let command = C::parse();
+    init_logging(command.log_format());
+    match run_command(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -93,14 +99,27 @@ fn run_command<C: JobCommand>(command: C) -> Result<(), JobError> {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's fields, for a log shipper.
+    Json,
+}
+
 /// Structured logs to stderr, filtered by `RUST_LOG` (default: warnings).
-pub fn init_logging() {
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Calls `on_interrupt` on the first Ctrl-C or SIGTERM, from a small thread with its own runtime;

@@ -24,5 +24,7 @@ pub use common::{CommonArgs, Limit, ReplicaArgs};
 pub use couchdb::{CouchdbArgs, CouchdbJob};
 pub use error::{JobError, USAGE_EXIT_CODE};
 pub use guard::GuardArgs;
-pub use job_main::{JobCommand, Prepared, Report, init_logging, job_main, on_stop_signal};
+pub use job_main::{
+    JobCommand, LogFormat, Prepared, Report, init_logging, job_main, on_stop_signal,
+};
 pub use sync_args::{SyncArgs, SyncRun};

@@ -97,6 +97,10 @@ pub struct SyncArgs {
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
 
+    /// Log lines as `text` (default) or `json`; which lines: `RUST_LOG` (default `warn`).
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, env = "VIGIL_LOG_FORMAT")]
+    pub log_format: super::LogFormat,
+
     /// Rows written per transaction.
     #[arg(long, default_value_t = 1000)]
     pub batch_rows: usize,
@@ -125,6 +129,10 @@ struct Following {
 
 impl JobCommand for SyncArgs {
     type Job = SyncRun;
+
+    fn log_format(&self) -> super::LogFormat {
+        self.log_format
+    }
 
     fn prepare(self) -> Result<Option<Prepared<SyncRun>>, JobError> {
         let job = self.job().map_err(JobError::Usage)?;
@@ -184,6 +192,7 @@ fn follow(job: &SyncJob, following: &Following, stop: &Stop) -> Result<Report, J
         Some(addr) => {
             let runtime =
                 crate::runtime::io::background("metrics server").map_err(JobError::Usage)?;
+            metrics.wait_for(&["replicas"]);
             metrics
                 .serve(addr, runtime.handle())
                 .map_err(JobError::Usage)?;

@@ -13,7 +13,7 @@ use vigil_operators::archaeology::field::FieldParams;
 use vigil_operators::archaeology::motifs::MotifParams;
 use vigil_operators::archaeology::sequences::SequenceParams;
 
-use super::{ArchiveConfig, InputConfig, ReplicaConfig, apply_io};
+use super::{ArchiveConfig, InputConfig, MetricsConfig, ReplicaConfig, apply_io};
 use crate::jobs::archaeology::{ArchaeologyParams, SessionKey, SessionParams};
 use crate::jobs::engine::settings::Settings;
 use crate::jobs::guard::registry::params::{Table, duration};
@@ -52,6 +52,9 @@ pub struct ArchaeologyConfig {
     /// `[replica]`: the SQL replica patterns, sessions and entanglements are upserted into.
     #[serde(default)]
     pub replica: ReplicaConfig,
+    /// `[metrics]`: where metrics, health and readiness are served.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl Default for ArchaeologyConfig {
@@ -67,6 +70,7 @@ impl Default for ArchaeologyConfig {
             sessions: SessionsConfig::default(),
             field: FieldConfig::default(),
             replica: ReplicaConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -380,6 +384,7 @@ impl ArchaeologyConfig {
             params.carry = Some(state);
         }
         self.replica.apply(file, settings)?;
+        self.metrics.apply(file, settings)?;
         params.top = self.top;
 
         params.sequences = self.sequences.params();

@@ -55,6 +55,33 @@ pub struct JobConfig {
     /// `[replica]`: the SQL replica results are upserted into.
     #[serde(default)]
     pub replica: ReplicaConfig,
+    /// `[metrics]`: where metrics, health and readiness are served.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`, `/health` and `/ready` on this address, e.g. `"127.0.0.1:9464"`.
+    pub address: Option<String>,
+}
+
+impl MetricsConfig {
+    /// Sets the address on `settings`, checked.
+    pub(crate) fn apply(&self, file: &Path, settings: &mut Settings) -> anyhow::Result<()> {
+        if let Some(address) = &self.address {
+            let addr = address.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: metrics.address = {address:?} is not an address ({e}); write e.g. \"127.0.0.1:9464\"",
+                    file.display()
+                )
+            })?;
+            settings.metrics_addr = Some(addr);
+        }
+        Ok(())
+    }
 }
 
 /// The `[input]` table.
@@ -125,6 +152,7 @@ impl JobConfig {
             job.state_dir = state;
         }
         self.replica.apply(file, &mut job.settings)?;
+        self.metrics.apply(file, &mut job.settings)?;
         let at = |p: &Path| relative_to(file, p);
         if let Some(scores) = &self.archive.scores {
             job.scores = ScoresOut::parse(scores);

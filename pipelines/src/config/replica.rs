@@ -9,7 +9,7 @@ use super::paths::relative_to;
 use crate::connect::replica::ReplicaUrl;
 use crate::jobs::engine::settings::Settings;
 use crate::runtime::secrets::SecretUrl;
-use crate::sinks::replica::{Bulk, DEFAULT_REPLICA, ReplicaParams};
+use crate::sinks::replica::{Bulk, DEFAULT_REPLICA, Output, ReplicaParams};
 
 /// The `[replica]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -22,7 +22,9 @@ pub struct ReplicaConfig {
     pub role: Option<String>,
     /// Apply vigil's migrations at start-up.
     pub migrate: Option<bool>,
-    /// Replicate the encrypted payloads too.
+    /// The tables written (`["default", "telemetry_meta"]`, say); see `--replica-tables`.
+    pub tables: Option<Vec<String>>,
+    /// Replicate the encrypted payloads too (in `telemetry_meta`, which this adds).
     pub replicate_payload: Option<bool>,
     /// Rows after which a batch is written.
     pub batch_rows: Option<usize>,
@@ -63,7 +65,17 @@ impl ReplicaConfig {
             ),
             None => None,
         };
+        let tables = match &self.tables {
+            Some(names) => Some(
+                Output::parse_list(names.iter().map(String::as_str))
+                    .with_context(|| format!("{}: replica.tables", file.display()))?,
+            ),
+            None => None,
+        };
         if let Some(options) = &mut settings.replica {
+            if let Some(tables) = tables {
+                options.tables = tables;
+            }
             if let Some(role) = &self.role {
                 options.role = Some(role.clone());
             }
@@ -71,7 +83,7 @@ impl ReplicaConfig {
                 options.migrate = migrate;
             }
             if let Some(payload) = self.replicate_payload {
-                options.replicate_payload = payload;
+                options.set_replicate_payload(payload);
             }
             if let Some(rows) = self.batch_rows {
                 options.batch_rows = rows.max(1);
@@ -112,18 +124,28 @@ pub fn apply_replica_flags(
     settings: &mut Settings,
     url: Option<&str>,
     role: Option<&str>,
+    tables: Option<&str>,
     migrate: bool,
     replicate_payload: bool,
 ) -> anyhow::Result<()> {
     if let Some(url) = url {
         set_replica_url(settings, url).context("--replica")?;
     }
+    let tables = match tables {
+        Some(list) => Some(Output::parse_list(list.split(',')).context("--replica-tables")?),
+        None => None,
+    };
     if let Some(options) = &mut settings.replica {
         if let Some(role) = role {
             options.role = Some(role.to_owned());
         }
+        if let Some(tables) = tables {
+            options.tables = tables;
+        }
         options.migrate |= migrate;
-        options.replicate_payload |= replicate_payload;
+        if replicate_payload {
+            options.set_replicate_payload(true);
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::connect::kafka::KafkaEndpoint;
 use crate::runtime::backoff::Backoff;
+use crate::runtime::metrics::Metrics;
 use crate::runtime::stop::Stop;
 use crate::sinks::kafka::{DELIVERY_TIMEOUT, TopicProducer};
 use crate::sources::couchdb::{ChangeMeta, FeedLine, parse_line, parse_response};
@@ -151,6 +152,8 @@ pub struct Listener {
     pub checkpoint: Checkpoint,
     /// Stop once the feed has no more changes (a backfill) instead of following it.
     pub once: bool,
+    /// The figures it exposes (`vigil_couchdb_*`), and its health and readiness.
+    pub metrics: Metrics,
 }
 
 /// What a listener run did.
@@ -187,6 +190,16 @@ impl Listener {
         let mut stats = ListenerStats::default();
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut since = self.checkpoint.load()?;
+        let figures = [
+            ("couchdb_changes_forwarded", "Changes forwarded."),
+            (
+                "couchdb_bad_rows",
+                "Rows of the feed that were not usable changes.",
+            ),
+            ("couchdb_retries", "Failed requests that were retried."),
+        ]
+        .map(|(name, help)| self.metrics.counter(name, help));
+        let mut published = [0u64; 3];
         info!(message = "Following the CouchDB changes.", server = %crate::runtime::secrets::redact(&self.server), db = %self.db, since = %since);
         while !stop.is_triggered() {
             let result = match (self.feed, self.once) {
@@ -201,8 +214,18 @@ impl Listener {
                         .await
                 }
             };
+            for ((counter, at), now) in figures.iter().zip(published.iter_mut()).zip([
+                stats.forwarded,
+                stats.bad,
+                stats.retries + u64::from(result.is_err()),
+            ]) {
+                counter.inc_by(now.saturating_sub(*at));
+                *at = now;
+            }
             match result {
                 Ok((last, changed)) => {
+                    self.metrics.ready("couchdb");
+                    self.metrics.beat();
                     backoff.reset();
                     if last != since {
                         since = last;

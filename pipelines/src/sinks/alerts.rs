@@ -11,10 +11,70 @@ use timely::dataflow::operators::generic::Operator;
 use tracing::error;
 use vigil_operators::{Alert, AlertStatus, Record};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::runtime::metrics::{Label, Metrics};
 use crate::sinks::kafka::KafkaAlerts;
 
+/// The alert figures a run exposes: raised, cleared and open by guard, and how long after
+/// its event time each raised alert went out.
+#[derive(Clone)]
+struct AlertFigures {
+    raised: Family<Label, Counter>,
+    cleared: Family<Label, Counter>,
+    open: Family<Label, Gauge>,
+    latency: Histogram,
+}
+
+impl std::fmt::Debug for AlertFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertFigures").finish_non_exhaustive()
+    }
+}
+
+impl AlertFigures {
+    fn register(metrics: &Metrics, guards: &[String]) -> AlertFigures {
+        let figures = AlertFigures {
+            raised: metrics.family("alerts_raised", "Alerts raised, by guard."),
+            cleared: metrics.family("alerts_cleared", "Alerts cleared, by guard."),
+            open: metrics.family("open_alerts", "Alerts raised and not cleared, by guard."),
+            latency: metrics.latency(
+                "alert_latency",
+                "From a raised alert's event time to its output, by the wall clock (in a backfill of old data, the data's age).",
+            ),
+        };
+        // Each guard's series are there from the start, at 0.
+        for guard in guards {
+            let label = [("guard", guard.clone())];
+            let _ = figures.raised.get_or_create(&label);
+            let _ = figures.cleared.get_or_create(&label);
+            let _ = figures.open.get_or_create(&label);
+        }
+        figures
+    }
+
+    fn note(&self, alert: &Alert, now_ms: i64) {
+        let guard = [("guard", alert.guard.to_string())];
+        match alert.status {
+            AlertStatus::Raised => {
+                self.raised.get_or_create(&guard).inc();
+                self.open.get_or_create(&guard).inc();
+                self.latency
+                    .observe((now_ms - alert.ts).max(0) as f64 / 1000.0);
+            }
+            AlertStatus::Cleared => {
+                self.cleared.get_or_create(&guard).inc();
+                self.open.get_or_create(&guard).dec();
+            }
+        }
+    }
+}
+
 /// Counts of alerts written.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AlertCounts {
     /// Alerts raised.
     pub raised: AtomicU64,
@@ -24,12 +84,45 @@ pub struct AlertCounts {
     /// in a live run, how far behind real time the alerts are. Kept for the first
     /// [`LAGS_KEPT`] alerts.
     lags_ms: Mutex<Vec<i64>>,
+    /// The same, as metrics.
+    figures: Option<AlertFigures>,
+    /// Who else watches the alerts as they go out (the live page).
+    watchers: Vec<Arc<dyn AlertWatcher>>,
+}
+
+impl std::fmt::Debug for AlertCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertCounts")
+            .field("raised", &self.raised)
+            .field("cleared", &self.cleared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that sees every alert as it goes out, in order (the live page's feed).
+pub trait AlertWatcher: Send + Sync {
+    /// An alert was written.
+    fn alert(&self, alert: &Alert);
 }
 
 /// Alert lags kept for the summary's percentiles.
 pub const LAGS_KEPT: usize = 100_000;
 
 impl AlertCounts {
+    /// Counts of the alerts of `guards` that are also exposed as `vigil_alerts_*` metrics, and
+    /// shown to `watchers`.
+    pub fn new(
+        metrics: &Metrics,
+        guards: &[String],
+        watchers: Vec<Arc<dyn AlertWatcher>>,
+    ) -> AlertCounts {
+        AlertCounts {
+            figures: Some(AlertFigures::register(metrics, guards)),
+            watchers,
+            ..AlertCounts::default()
+        }
+    }
+
     /// The 50th and 99th percentile of the lags noted, in ms.
     pub fn lag_percentiles(&self) -> Option<(i64, i64)> {
         let mut lags = self.lags_ms.lock().ok()?.clone();
@@ -88,6 +181,12 @@ impl WriteAlerts for Stream<'_, u64, Vec<Alert>> {
                     AlertStatus::Cleared => &counts.cleared,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(figures) = &counts.figures {
+                    figures.note(alert, now_ms);
+                }
+                for watcher in &counts.watchers {
+                    watcher.alert(alert);
+                }
                 match out.as_mut() {
                     Some(AlertTarget::Lines(writer)) => {
                         line.clear();

@@ -7,4 +7,5 @@
 pub mod alerts;
 pub mod archive;
 pub mod kafka;
+pub mod live;
 pub mod replica;

@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
@@ -18,6 +20,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::connect::kafka::{KafkaEndpoint, REQUEST_TIMEOUT, SECURITY_PARAMS, explain, split_url};
+use crate::runtime::metrics::Labels2;
 
 /// An hour of event time, in ms: the archive's partitions, and the steps commits advance by.
 const HOUR_MS: i64 = 3_600_000;
@@ -111,7 +114,15 @@ impl KafkaInput {
     }
 
     fn consumer(&self) -> anyhow::Result<BaseConsumer<ConsumerLog>> {
+        self.consumer_with(ConsumerLog::default())
+    }
+
+    fn consumer_with(&self, context: ConsumerLog) -> anyhow::Result<BaseConsumer<ConsumerLog>> {
         let mut config = self.endpoint.client_config();
+        if context.lag.is_some() {
+            // librdkafka's statistics carry each assigned partition's lag.
+            config.set("statistics.interval.ms", "5000");
+        }
         config
             .set("group.id", &self.group)
             // End-of-partition events tell a partition that has caught up (which may go idle)
@@ -126,7 +137,7 @@ impl KafkaInput {
             .set("fetch.max.bytes", "67108864")
             .set("queued.max.messages.kbytes", "131072");
         config
-            .create_with_context(ConsumerLog)
+            .create_with_context(context)
             .with_context(|| format!("creating a Kafka consumer for {}", self.endpoint))
     }
 
@@ -161,8 +172,9 @@ impl KafkaInput {
         all: &[(String, i32)],
         index: usize,
         peers: usize,
+        lag: Option<Family<Labels2, Gauge>>,
     ) -> anyhow::Result<KafkaReader> {
-        let consumer = self.consumer()?;
+        let consumer = self.consumer_with(ConsumerLog { lag })?;
         let mine: Vec<&(String, i32)> = all.iter().skip(index).step_by(peers.max(1)).collect();
         let mut asked = TopicPartitionList::new();
         for (topic, partition) in &mine {
@@ -319,10 +331,32 @@ impl KafkaMessage<'_> {
 }
 
 /// Routes librdkafka's client errors to the job's log, except the end-of-partition events a
-/// bounded read asks for, which are not errors.
-pub struct ConsumerLog;
+/// bounded read asks for, which are not errors; and, when given a gauge family, each assigned
+/// partition's lag from librdkafka's statistics (`vigil_kafka_consumer_lag`).
+#[derive(Default)]
+pub struct ConsumerLog {
+    lag: Option<Family<Labels2, Gauge>>,
+}
 
 impl ClientContext for ConsumerLog {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(lag) = &self.lag else {
+            return;
+        };
+        for (topic, of_topic) in &statistics.topics {
+            for (partition, figures) in &of_topic.partitions {
+                // -1 for partitions not assigned here (and librdkafka's internal one).
+                if *partition >= 0 && figures.consumer_lag >= 0 {
+                    lag.get_or_create(&[
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ])
+                    .set(figures.consumer_lag);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
             || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);

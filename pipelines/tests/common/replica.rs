@@ -12,7 +12,7 @@ use vigil_operators::{Alert, AlertStatus, Reading, Record};
 use vigil_pipelines::connect::replica::{Replica, ReplicaUrl};
 
 use vigil_pipelines::jobs::guard::{GuardJob, InputParams};
-use vigil_pipelines::sinks::replica::ReplicaParams;
+use vigil_pipelines::sinks::replica::{Output, ReplicaParams};
 
 pub const GUARDS: [&str; 2] = ["zscore:window=30,threshold=3.5", "level_shift"];
 
@@ -33,8 +33,12 @@ pub fn guard_job(input: &str, dir: &Path, replica: ReplicaParams, workers: usize
     job
 }
 
+/// A replica at `url` that takes every output, `telemetry_meta` too.
 pub fn options(url: &str) -> ReplicaParams {
-    ReplicaParams::new(ReplicaUrl::parse(url).unwrap())
+    ReplicaParams {
+        tables: Output::ALL.to_vec(),
+        ..ReplicaParams::new(ReplicaUrl::parse(url).unwrap())
+    }
 }
 
 /// Every record of the Parquet files under `dir`.
@@ -185,6 +189,8 @@ pub fn guard_binary(input: &str, dir: &Path, url: &str) -> Command {
             "2",
             "--replica",
             url,
+            "--replica-tables",
+            "all",
         ])
         .args(GUARDS.iter().flat_map(|g| ["--guard", g]))
         .stdout(Stdio::null())

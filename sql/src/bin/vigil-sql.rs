@@ -53,6 +53,7 @@ async fn server(args: &Args, listen: std::net::SocketAddr) -> Result<(), Failure
             .zip(args.tls_key.clone())
             .map(|(cert, key)| vigil_sql::TlsFiles { cert, key }),
         max_connections: args.max_connections as usize,
+        metrics: args.metrics,
     };
     let session = open(args).await?;
     let listener = vigil_sql::bind(&options).await.map_err(Failure::Usage)?;

@@ -10,9 +10,11 @@
 //! `statement_timeout` and its ceiling, from planning to the last row sent, over both the
 //! simple and the extended protocol.
 
+mod metrics;
 mod policy;
 mod tls;
 
+pub use metrics::{Outcome, SqlMetrics};
 pub use tls::TlsFiles;
 
 use std::collections::HashMap;
@@ -90,6 +92,8 @@ pub struct ServerParams {
     pub tls: Option<TlsFiles>,
     /// The most clients served at once.
     pub max_connections: usize,
+    /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Debug for ServerParams {
@@ -99,6 +103,7 @@ impl Debug for ServerParams {
             .field("password", &self.password.as_ref().map(|_| "…"))
             .field("tls", &self.tls)
             .field("max_connections", &self.max_connections)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -167,12 +172,19 @@ pub async fn serve(
     setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("setting up the PostgreSQL catalogue: {e}"))?;
     let Listener { tcp, tls } = listener;
+    let figures = Arc::new(SqlMetrics::default());
+    if let Some(addr) = options.metrics {
+        let bound = figures.serve(addr).await?;
+        eprintln!("vigil-sql: metrics at http://{bound}/metrics");
+    }
     let handlers = Arc::new(Handlers::new(
         ctx,
         options.password.as_deref(),
         timeout,
         tls.is_some(),
+        figures.clone(),
     ));
+    figures.set_ready();
     let address = tcp.local_addr().context("reading the listening address")?;
     info!(
         message = "Serving the archive over the PostgreSQL protocol.",
@@ -196,7 +208,9 @@ pub async fn serve(
         let tls = tls.clone();
         if let Ok(permit) = served.clone().try_acquire_owned() {
             let handlers = handlers.clone();
+            let connected = figures.connected();
             tokio::spawn(async move {
+                let _connected = connected;
                 if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                     warn!(message = "Connection ended with an error.", %peer, %error);
                 }
@@ -205,6 +219,7 @@ pub async fn serve(
             continue;
         }
         warn!(message = "Refused a connection: the server is at --max-connections.", %peer, limit);
+        figures.refused();
         // The client is told why, as PostgreSQL tells it, within a short time; when too many
         // are waiting to be told, the connection is closed at once.
         let Ok(permit) = refusing.clone().try_acquire_owned() else {
@@ -288,6 +303,7 @@ impl Handlers {
         password: Option<&str>,
         timeout: Option<Duration>,
         tls: bool,
+        figures: Arc<SqlMetrics>,
     ) -> Self {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(policy::Policy { limit: timeout }),
@@ -304,6 +320,7 @@ impl Handlers {
             service: Arc::new(Bounded {
                 inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
                 limit: timeout,
+                figures,
             }),
             connections: Arc::new(ConnectionManager::new()),
             verifier,
@@ -429,6 +446,16 @@ impl StartupHandler for Startup {
 struct Bounded {
     inner: Arc<DfSessionService>,
     limit: Option<Duration>,
+    figures: Arc<SqlMetrics>,
+}
+
+/// How a statement's result counts in `vigil_sql_queries_total`.
+fn outcome<T>(result: &PgWireResult<T>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(PgWireError::UserError(info)) if info.code == "57014" => Outcome::Timeout,
+        Err(_) => Outcome::Error,
+    }
 }
 
 impl Bounded {
@@ -471,20 +498,28 @@ impl SimpleQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let Some(limit) = self.limit_of(client.metadata()) else {
-            return SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await;
+        let started = Instant::now();
+        let result = match self.limit_of(client.metadata()) {
+            None => SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await,
+            Some(limit) => {
+                let deadline = started + limit;
+                tokio::time::timeout_at(
+                    deadline,
+                    SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
+                )
+                .await
+                .map_err(|_| timed_out(limit))
+                .and_then(|r| r)
+                .map(|responses| {
+                    responses
+                        .into_iter()
+                        .map(|r| bound(r, deadline, limit))
+                        .collect()
+                })
+            }
         };
-        let deadline = Instant::now() + limit;
-        let responses = tokio::time::timeout_at(
-            deadline,
-            SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
-        )
-        .await
-        .map_err(|_| timed_out(limit))??;
-        Ok(responses
-            .into_iter()
-            .map(|r| bound(r, deadline, limit))
-            .collect())
+        self.figures.query(outcome(&result), started.elapsed());
+        result
     }
 }
 
@@ -509,18 +544,25 @@ impl ExtendedQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let Some(limit) = self.limit_of(client.metadata()) else {
-            return ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows)
-                .await;
+        let started = Instant::now();
+        let result = match self.limit_of(client.metadata()) {
+            None => {
+                ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await
+            }
+            Some(limit) => {
+                let deadline = started + limit;
+                tokio::time::timeout_at(
+                    deadline,
+                    ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
+                )
+                .await
+                .map_err(|_| timed_out(limit))
+                .and_then(|r| r)
+                .map(|response| bound(response, deadline, limit))
+            }
         };
-        let deadline = Instant::now() + limit;
-        let response = tokio::time::timeout_at(
-            deadline,
-            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
-        )
-        .await
-        .map_err(|_| timed_out(limit))??;
-        Ok(bound(response, deadline, limit))
+        self.figures.query(outcome(&result), started.elapsed());
+        result
     }
 }
 

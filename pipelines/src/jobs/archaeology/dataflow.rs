@@ -79,9 +79,10 @@ pub(crate) fn build<'scope>(
     let found = findings.clone();
     closed
         .clone()
-        .inspect(move |_: &Session| {
+        .inspect(move |s: &Session| {
             if let Ok(mut f) = found.lock() {
                 f.sessions += 1;
+                *f.sessions_by_key.entry(s.key.clone()).or_default() += 1;
             }
         })
         .archive(writer.clone(), index);

@@ -21,6 +21,7 @@ use crate::runtime::dir_lock::DirLock;
 use crate::runtime::snapshot::StateDir;
 use crate::runtime::stop::Stop;
 use crate::sinks::kafka::KafkaAlerts;
+use crate::sinks::live::{LiveHub, TapReadings};
 use crate::sinks::replica::Output;
 
 /// Everything the archaeology job needs to run.
@@ -66,10 +67,19 @@ pub fn run(job: ArchaeologyJob, stop: Stop) -> anyhow::Result<Summary> {
             (Source::Plan(_), Some(dir)) => Some(carried_state(&job.params, dir, workers)?),
             _ => None,
         };
+        let live = job.settings.serve_addr.map(|_| {
+            LiveHub::new(
+                "archaeology",
+                source.description(),
+                serde_json::json!([]),
+                None,
+            )
+        });
         let program = ArchaeologyProgram {
             params: job.params.clone(),
             state,
             findings: Arc::default(),
+            live,
         };
         Ok((program, locks))
     })
@@ -102,6 +112,8 @@ struct ArchaeologyProgram {
     params: ArchaeologyParams,
     state: Option<Arc<StateDir>>,
     findings: Arc<Mutex<Findings>>,
+    /// The live page's view, with `--serve`.
+    live: Option<Arc<LiveHub>>,
 }
 
 impl Program for ArchaeologyProgram {
@@ -137,6 +149,9 @@ impl Program for ArchaeologyProgram {
     }
 
     fn build(&self, streams: Streams<'_>, outputs: WorkerOutputs<'_>) {
+        if let Some(hub) = &self.live {
+            streams.points.clone().tap_live(hub.clone());
+        }
         dataflow::build(
             streams.points,
             streams.sessions,
@@ -150,6 +165,20 @@ impl Program for ArchaeologyProgram {
 
     fn flush(&self) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    fn routes(&self, runtime: &tokio::runtime::Handle) -> axum::Router {
+        LiveHub::routes_of(self.live.as_ref(), runtime)
+    }
+
+    fn finished(&self) {
+        let Some(hub) = &self.live else {
+            return;
+        };
+        let mut found = self.findings.lock().map(|f| f.clone()).unwrap_or_default();
+        found.rank(self.params.top);
+        hub.set_findings(found.live_view(self.params.top.max(20)));
+        hub.finish();
     }
 
     fn summarize(&self, summary: &mut Summary, _live: bool) {

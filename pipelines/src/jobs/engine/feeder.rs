@@ -14,6 +14,7 @@ use vigil_operators::{
     TelemetryColumns,
 };
 
+use crate::jobs::engine::figures::EngineFigures;
 use crate::runtime::crypto::PayloadKey;
 use crate::sources::kafka::KafkaMessage;
 
@@ -60,6 +61,9 @@ pub(crate) struct WorkerSink {
     /// How events are keyed for sessions, when the job has them.
     session_key: Option<SessionKey>,
     session_events: Vec<SessionEvent>,
+    /// The run's live figures, updated once per batch sent.
+    pub(crate) figures: Option<EngineFigures>,
+    events_reported: u64,
 }
 
 impl WorkerSink {
@@ -92,6 +96,8 @@ impl WorkerSink {
             archive_readings,
             session_key,
             session_events: Vec::new(),
+            figures: None,
+            events_reported: 0,
         }
     }
 
@@ -119,6 +125,14 @@ impl WorkerSink {
             self.events_in += self.points.len() as u64;
         }
         self.errors_out += self.errors.len() as u64;
+        if let Some(figures) = &self.figures {
+            figures.sent(
+                self.events_in - self.events_reported,
+                self.errors.iter().map(|e| e.kind.as_str()),
+                self.watermark,
+            );
+            self.events_reported = self.events_in;
+        }
         self.inputs.sessions.send_batch(&mut self.session_events);
         self.session_events.clear();
         self.inputs.points.send_batch(&mut self.points);

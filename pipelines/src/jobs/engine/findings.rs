@@ -11,6 +11,8 @@ pub struct Findings {
     pub patterns: Vec<Pattern>,
     /// Sessions found (all closed at the end of the input).
     pub sessions: u64,
+    /// Of those, how many each key (room or source) had.
+    pub sessions_by_key: std::collections::BTreeMap<String, u64>,
     /// The entangled pairs at the end, strongest first.
     pub entanglements: Vec<Entanglement>,
     /// The field's newest snapshot.
@@ -33,6 +35,39 @@ impl Findings {
         self.entanglements.sort_by(|a, b| {
             (b.lift_milli, b.together, &a.a, &a.b).cmp(&(a.lift_milli, a.together, &b.a, &b.b))
         });
+    }
+
+    /// The lists the live page shows: the `top` patterns, the `top` strongest pairs, and the
+    /// sessions of each key (room or source).
+    pub fn live_view(&self, top: usize) -> crate::sinks::live::ArchaeologyView {
+        let patterns = self
+            .patterns
+            .iter()
+            .take(top)
+            .map(|p| {
+                let pattern = match p.kind.as_str() {
+                    "motif" => format!("{} {}", p.sources.join(","), p.items.join(" ")),
+                    _ => p.items.join(" → "),
+                };
+                serde_json::json!({"pattern": pattern, "kind": p.kind, "support": p.support})
+            })
+            .collect();
+        let entanglements = self
+            .entanglements
+            .iter()
+            .take(top)
+            .map(|e| serde_json::json!({"a": e.a, "b": e.b, "score": e.lift_milli as f64 / 1000.0}))
+            .collect();
+        let sessions = self
+            .sessions_by_key
+            .iter()
+            .map(|(room, n)| serde_json::json!({"room": room, "sessions": n}))
+            .collect();
+        crate::sinks::live::ArchaeologyView {
+            patterns: serde_json::Value::Array(patterns),
+            entanglements: serde_json::Value::Array(entanglements),
+            sessions: serde_json::Value::Array(sessions),
+        }
     }
 
     /// The findings as JSON, for scripts.

@@ -3,6 +3,7 @@
 //! commits and the summary. A job says what it computes by implementing [`Program`].
 
 pub mod feeder;
+pub(crate) mod figures;
 pub mod findings;
 pub mod read;
 pub mod settings;
@@ -22,6 +23,7 @@ use vigil_operators::{DeadLetter, SeriesReading, SessionEvent};
 
 use crate::jobs::engine::feeder::SessionKey;
 use crate::jobs::engine::feeder::{Inputs, WorkerSink};
+use crate::jobs::engine::figures::EngineFigures;
 use crate::jobs::engine::read::{CommitGate, EndOfInput, Finished, ReadLoop, SINKS_PER_WORKER};
 use crate::jobs::engine::settings::Settings;
 use crate::jobs::engine::source::Source;
@@ -89,6 +91,14 @@ pub(crate) trait Program: Send + Sync + 'static {
     fn flush(&self) -> anyhow::Result<()>;
     /// Adds what the program did to the run's summary.
     fn summarize(&self, summary: &mut Summary, live: bool);
+    /// The program's live page (`--serve`), served beside `/metrics`; its periodic messages
+    /// run on `runtime`.
+    fn routes(&self, runtime: &tokio::runtime::Handle) -> axum::Router {
+        let _ = runtime;
+        axum::Router::new()
+    }
+    /// The input has ended and every output is final: tells the live page.
+    fn finished(&self) {}
 }
 
 /// Runs `program` over the input of `settings` until its end (or until `stop`). `start`
@@ -100,6 +110,7 @@ pub(crate) fn run<P: Program>(
     start: impl FnOnce(&Source) -> anyhow::Result<(P, Vec<DirLock>)>,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
+    settings.metrics.wait_for(&["input", "state"]);
     let workers = settings.workers.max(1);
     // Opening the source checks the input (a payload without a key, say) before anything,
     // even a lock file, is written.
@@ -109,6 +120,23 @@ pub(crate) fn run<P: Program>(
     let program = Arc::new(program);
     info!(message = %format!("Starting the {} job.", P::NAME), input = %source.description(), archive = %location, workers = settings.workers);
     let runtime = crate::runtime::io::background("I/O")?;
+    let served_at = match settings.serve_addr {
+        Some(addr) => {
+            let bound = settings.metrics.serve_with(
+                addr,
+                program.routes(runtime.handle()),
+                runtime.handle(),
+            )?;
+            eprintln!("vigil: the live page is at http://{bound}/ (metrics at /metrics)");
+            Some(bound)
+        }
+        None => None,
+    };
+    if let Some(addr) = settings.metrics_addr
+        && settings.serve_addr != Some(addr)
+    {
+        settings.metrics.serve(addr, runtime.handle())?;
+    }
     let state = program.state().cloned();
     let continued = match &*source {
         Source::Kafka { resumed, .. } => {
@@ -123,19 +151,31 @@ pub(crate) fn run<P: Program>(
         settings.max_rows_per_file,
         4 * workers,
         runtime.handle(),
+        &settings.metrics,
     );
+    // Only the outputs the replica takes have parts (and progress rows); a job none of whose
+    // outputs it takes opens no replica at all.
+    let outputs: Vec<Output> = match &settings.replica {
+        Some(options) => P::OUTPUTS
+            .iter()
+            .copied()
+            .filter(|o| options.tables.contains(o))
+            .collect(),
+        None => Vec::new(),
+    };
     let replica = match &settings.replica {
-        Some(options) => Some(ReplicaSink::start(
+        Some(options) if !outputs.is_empty() => Some(ReplicaSink::start(
             ReplicaParams {
                 spill_dir: settings.spill_dir.join("replica"),
                 ..options.clone()
             },
             &format!("{}-{run_id}", P::NAME),
-            P::OUTPUTS,
+            &outputs,
             workers,
             settings.key.clone(),
+            &settings.metrics,
         )?),
-        None => None,
+        _ => None,
     };
     let replica_handles: Arc<Vec<ReplicaHandle>> = Arc::new(
         replica
@@ -150,6 +190,10 @@ pub(crate) fn run<P: Program>(
         alerts: program.deliveries(),
         state: state.clone(),
     };
+    let figures = EngineFigures::register(&settings.metrics);
+    // The input is open and checked, and the state (for Kafka) loaded.
+    settings.metrics.ready("input");
+    settings.metrics.ready("state");
     let progress = progress_bar(&source, settings.progress);
     let counters = Arc::new(Counters::default());
     let end = Arc::new(EndOfInput::default());
@@ -209,6 +253,7 @@ pub(crate) fn run<P: Program>(
                 program.archives_readings(),
                 program.session_key(),
             );
+            sink.figures = Some(figures.clone());
             let reading = ReadLoop {
                 probe: &probe,
                 end: &end,
@@ -304,6 +349,18 @@ pub(crate) fn run<P: Program>(
         ..Summary::default()
     };
     program.summarize(&mut summary, matches!(&*source, Source::Kafka { .. }));
+    program.finished();
+    if let Some(addr) = served_at
+        && !stopped.is_triggered()
+    {
+        eprintln!("{summary}");
+        eprintln!(
+            "vigil: the input has ended; the live page stays up at http://{addr}/ until Ctrl-C"
+        );
+        while !stopped.is_triggered() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     Ok(summary)
 }
 

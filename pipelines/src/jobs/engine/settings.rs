@@ -1,12 +1,22 @@
 //! What every dataflow job over an input says about its run, whatever it computes.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use vigil_datasets::loaders::{InputPlan, TextLimits, plan_generator, plan_paths};
 
 use crate::runtime::crypto::PayloadKey;
+use crate::runtime::metrics::Metrics;
 use crate::sinks::replica::ReplicaParams;
 use crate::sources::kafka::KafkaInput;
+
+/// How late a record may be, by default: 10 s behind the newest event time.
+pub const DEFAULT_LATENESS_MS: u64 = 10_000;
+
+/// How late a reading of the built-in dataset may be when no lateness is given: an hour. NAB's
+/// machine-temperature file records the hour 2014-01-07 02:00–02:55 twice; with an hour's
+/// lateness the repeat is read like the rest instead of becoming eleven late dead letters.
+pub const BUILT_IN_LATENESS_MS: u64 = 3_600_000;
 
 /// The settings the engine reads: input, archive, workers, lateness, limits and outputs.
 #[derive(Clone, Debug)]
@@ -33,6 +43,13 @@ pub struct Settings {
     pub spill_dir: PathBuf,
     /// The SQL replica the results are upserted into, if any.
     pub replica: Option<ReplicaParams>,
+    /// Where `/metrics`, `/health` and `/ready` are served (`--metrics`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where the live page is served (`--serve`), with the metrics, if anywhere. The job then
+    /// keeps serving after its input ends, until it is stopped.
+    pub serve_addr: Option<SocketAddr>,
+    /// The job's metrics, which its parts register and update whether or not they are served.
+    pub metrics: Metrics,
 }
 
 impl Default for Settings {
@@ -41,7 +58,7 @@ impl Default for Settings {
             input: InputParams::Default,
             archive: "./vigil-data".into(),
             workers: 1,
-            lateness_ms: 10_000,
+            lateness_ms: DEFAULT_LATENESS_MS,
             key: None,
             progress: false,
             chunk_bytes: vigil_datasets::loaders::DEFAULT_CHUNK_BYTES,
@@ -49,6 +66,9 @@ impl Default for Settings {
             max_rows_per_file: 1_000_000,
             spill_dir: PathBuf::from("vigil-spill"),
             replica: None,
+            metrics_addr: None,
+            serve_addr: None,
+            metrics: Metrics::default(),
         }
     }
 }

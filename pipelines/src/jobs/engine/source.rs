@@ -30,8 +30,12 @@ impl Source {
         match &settings.input {
             InputParams::Kafka(input) => {
                 let partitions = input.partitions()?;
+                let lag = settings.metrics.family(
+                    "kafka_consumer_lag",
+                    "Messages between the job's position and the partition's end, per topic and partition (librdkafka's statistics, every 5 s).",
+                );
                 let readers: Vec<KafkaReader> = (0..workers)
-                    .map(|w| input.open_reader(&partitions, w, workers))
+                    .map(|w| input.open_reader(&partitions, w, workers, Some(lag.clone())))
                     .collect::<anyhow::Result<_>>()?;
                 let start = readers.iter().flat_map(KafkaReader::positions).collect();
                 let resumed = readers.iter().any(KafkaReader::resumed);

@@ -17,10 +17,12 @@ use crate::jobs::engine::summary::Summary;
 use crate::jobs::engine::{HOUR_MS, Program, Streams, WorkerOutputs};
 use crate::jobs::guard::job::{GuardJob, ScoresOut};
 use crate::jobs::guard::registry::ConfiguredGuard;
+use crate::jobs::guard::registry::guards_json;
 use crate::runtime::snapshot::StateDir;
-use crate::sinks::alerts::{AlertCounts, AlertTarget, WriteAlerts};
+use crate::sinks::alerts::{AlertCounts, AlertTarget, AlertWatcher, WriteAlerts};
 use crate::sinks::archive::{Archive, ArchiveBatches, Table};
 use crate::sinks::kafka::KafkaAlerts;
+use crate::sinks::live::{LiveHub, TapReadings, TapScores};
 use crate::sinks::replica::{Output, ReplicateAlerts, ReplicateTelemetry};
 
 /// The guards of one run, and what their workers share: the alert output (taken by worker 0),
@@ -36,6 +38,8 @@ pub(crate) struct GuardProgram {
     state: Option<Arc<StateDir>>,
     telemetry: Table,
     score_table: Table,
+    /// The live page's view, with `--serve`.
+    live: Option<Arc<LiveHub>>,
 }
 
 impl GuardProgram {
@@ -72,17 +76,35 @@ impl GuardProgram {
             }
             Source::Plan(_) => None,
         };
+        let live = job.settings.serve_addr.map(|_| {
+            LiveHub::new(
+                "guard",
+                source.description(),
+                guards_json(&job.guards),
+                job.guards.first().map(|g| g.name.clone()),
+            )
+        });
         Ok(GuardProgram {
             guards: job.guards.clone(),
             scores: job.scores.clone(),
             series_limits: job.series_limits,
             alerts_out: Mutex::new(alerts_out),
             kafka_alerts,
-            alert_counts: Arc::default(),
+            alert_counts: Arc::new(AlertCounts::new(
+                &job.settings.metrics,
+                &job.guards
+                    .iter()
+                    .map(|g| g.name.clone())
+                    .collect::<Vec<_>>(),
+                live.iter()
+                    .map(|hub| hub.clone() as Arc<dyn AlertWatcher>)
+                    .collect(),
+            )),
             metrics: Arc::default(),
             state,
             telemetry: Table::of::<Reading>("ts")?,
             score_table: Table::of::<AnomalyScore>("ts")?,
+            live,
         })
     }
 }
@@ -172,7 +194,13 @@ impl Program for GuardProgram {
             snapshots: snapshots("series"),
             limits: self.series_limits,
         };
+        if let Some(hub) = &self.live {
+            streams.points.clone().tap_live(hub.clone());
+        }
         let (alerts, scores) = streams.points.guards_with_scores(per_series, options);
+        if let Some(hub) = &self.live {
+            scores.clone().tap_live(hub.clone());
+        }
         let alerts = match source_alerts {
             Some(more) => alerts.concat(more),
             None => alerts,
@@ -192,6 +220,16 @@ impl Program for GuardProgram {
             tracing::info!(message = "Alerts delivered to Kafka.", delivered);
         }
         Ok(())
+    }
+
+    fn routes(&self, runtime: &tokio::runtime::Handle) -> axum::Router {
+        LiveHub::routes_of(self.live.as_ref(), runtime)
+    }
+
+    fn finished(&self) {
+        if let Some(hub) = &self.live {
+            hub.finish();
+        }
     }
 
     fn summarize(&self, summary: &mut Summary, live: bool) {

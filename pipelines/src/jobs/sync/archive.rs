@@ -57,7 +57,14 @@ fn replicate_actions(job: &SyncJob, actions: &[SyncAction]) -> anyhow::Result<()
     let Some(options) = &job.replica else {
         return Ok(());
     };
-    let sink = ReplicaSink::start(options.clone(), "sync", &[Output::SyncActions], 1, None)?;
+    let sink = ReplicaSink::start(
+        options.clone(),
+        "sync",
+        &[Output::SyncActions],
+        1,
+        None,
+        &crate::runtime::metrics::Metrics::default(),
+    )?;
     sink.send(Batch {
         part: "sync_actions/0of1".into(),
         before: chrono::Utc::now().timestamp_millis(),

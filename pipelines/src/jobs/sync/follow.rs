@@ -18,10 +18,14 @@ use crate::jobs::sync::archive::archive_actions;
 use crate::jobs::sync::capture::{SideState, open_feed};
 use crate::jobs::sync::job::{SyncJob, SyncSummary};
 use crate::jobs::sync::round::Rounds;
-use crate::runtime::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::runtime::metrics::{Label, Metrics, SecondsGauge};
 
 /// Follows both replicas until `stop`, one round per `interval` (randomized by half either
-/// way); `on_round` gets each round's summary, and `metrics` the `sync_*` counters.
+/// way); `on_round` gets each round's summary, and `metrics` the `vigil_sync_*` figures.
 pub fn follow(
     job: &SyncJob,
     stop: &AtomicBool,
@@ -40,6 +44,8 @@ pub fn follow(
     let local = open(Side::Local, &job.local)?;
     let remote = open(Side::Remote, &job.remote)?;
     let mut rounds = Rounds::open(job, &runtime, local, remote)?;
+    let figures = SyncMetrics::register(metrics);
+    metrics.ready("replicas");
     // A round that takes far longer than the interval means the job is stuck.
     metrics.stale_after((interval * 10).max(Duration::from_secs(60)));
     let mut total = SyncSummary::default();
@@ -58,7 +64,7 @@ pub fn follow(
         total.conflicts += summary.conflicts;
         total.held_back = summary.held_back;
         archive_actions(job, &runtime, &round.applied)?;
-        record(metrics, &summary, &round.applied);
+        figures.record(&summary, &round.applied);
         on_round(&summary);
         let pause = interval.mul_f64(rand::random_range(0.5..1.5));
         let until = Instant::now() + pause;
@@ -74,60 +80,72 @@ pub fn follow(
     }
 }
 
-/// A round's figures into the `sync_*` metrics.
-fn record(metrics: &Metrics, summary: &SyncSummary, applied: &[SyncAction]) {
-    const APPLIED: &str = "Actions applied, by kind.";
-    for (kind, n) in [
-        ("push", summary.pushed),
-        ("pull", summary.pulled),
-        ("delete_local", summary.deleted_local),
-        ("delete_remote", summary.deleted_remote),
-    ] {
-        metrics.add(
-            "sync_actions_total",
-            &format!("kind=\"{kind}\""),
-            APPLIED,
-            n,
-        );
+/// The `vigil_sync_*` metrics a following job updates after each round.
+struct SyncMetrics {
+    actions: Family<Label, Counter>,
+    conflicts: Counter,
+    rounds: Counter,
+    pending: Gauge,
+    rows: Family<Label, Gauge>,
+    lag: SecondsGauge,
+    metrics: Metrics,
+}
+
+impl SyncMetrics {
+    fn register(metrics: &Metrics) -> SyncMetrics {
+        SyncMetrics {
+            actions: metrics.family("sync_actions", "Actions applied, by kind."),
+            conflicts: metrics.counter(
+                "sync_conflicts",
+                "Rows both replicas changed since they last agreed; the loser is in sync_state.",
+            ),
+            rounds: metrics.counter("sync_rounds", "Rounds run."),
+            pending: metrics.gauge(
+                "sync_pending_actions",
+                "Actions in the diff after the last round (held back by --direction, or awaiting their echo).",
+            ),
+            rows: metrics.family("sync_rows", "Rows of the synced tables, by side."),
+            lag: metrics.seconds(
+                "sync_lag",
+                "From the newest write applied in the last round to its application.",
+            ),
+            metrics: metrics.clone(),
+        }
     }
-    metrics.add(
-        "sync_conflicts_total",
-        "",
-        "Rows both replicas changed since they last agreed; the loser is in sync_state.",
-        summary.conflicts,
-    );
-    metrics.add("sync_rounds_total", "", "Rounds run.", 1);
-    metrics.set(
-        "sync_pending_actions",
-        "",
-        "Actions in the diff after the last round (held back by --direction, or awaiting their echo).",
-        summary.planned,
-    );
-    for (side, rows) in [
-        ("local", summary.local_rows),
-        ("remote", summary.remote_rows),
-    ] {
-        metrics.set(
-            "sync_rows",
-            &format!("side=\"{side}\""),
-            "Rows of the synced tables.",
-            rows,
-        );
+
+    /// A round's figures.
+    fn record(&self, summary: &SyncSummary, applied: &[SyncAction]) {
+        for (kind, n) in [
+            ("push", summary.pushed),
+            ("pull", summary.pulled),
+            ("delete_local", summary.deleted_local),
+            ("delete_remote", summary.deleted_remote),
+        ] {
+            self.actions
+                .get_or_create(&[("kind", kind.into())])
+                .inc_by(n);
+        }
+        self.conflicts.inc_by(summary.conflicts);
+        self.rounds.inc();
+        self.pending.set(summary.planned as i64);
+        for (side, rows) in [
+            ("local", summary.local_rows),
+            ("remote", summary.remote_rows),
+        ] {
+            self.rows
+                .get_or_create(&[("side", side.into())])
+                .set(rows as i64);
+        }
+        // How long the newest write applied this round waited: from its updated_at to now.
+        let now = chrono::Utc::now().timestamp_millis();
+        let lag = applied
+            .iter()
+            .filter(|a| a.winner_updated_at > 0)
+            .map(|a| (now - a.winner_updated_at).max(0))
+            .min();
+        if let Some(lag) = lag {
+            self.lag.set(lag as f64 / 1000.0);
+        }
+        self.metrics.beat();
     }
-    // How long the newest write applied this round waited: from its updated_at to now.
-    let now = chrono::Utc::now().timestamp_millis();
-    let lag = applied
-        .iter()
-        .filter(|a| a.winner_updated_at > 0)
-        .map(|a| (now - a.winner_updated_at).max(0) as u64)
-        .min();
-    if let Some(lag) = lag {
-        metrics.set(
-            "sync_lag_milliseconds",
-            "",
-            "From the newest write applied in the last round to its application.",
-            lag,
-        );
-    }
-    metrics.beat();
 }

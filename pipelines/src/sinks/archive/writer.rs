@@ -1,6 +1,7 @@
 //! The task that puts finished files into the store, several at a time and with retries, and
 //! the handle sinks reach it by.
 
+use crate::runtime::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -129,7 +130,12 @@ pub fn start_writer(
     max_rows: usize,
     queue: usize,
     runtime: &tokio::runtime::Handle,
+    metrics: &Metrics,
 ) -> (ArchiveWriter, ArchiveTask) {
+    let latency = metrics.latency(
+        "archive_write",
+        "How long one archive file took to put, retries included.",
+    );
     let (tx, mut rx) = mpsc::channel::<WriterMessage>(queue.max(1));
     let stats = Arc::new(ArchiveStats::default());
     let task_stats = stats.clone();
@@ -157,9 +163,12 @@ pub fn start_writer(
                     done.context("an archive write task failed")??;
                 }
             }
-            let (location, stats) = (location.clone(), task_stats.clone());
+            let (location, stats, latency) =
+                (location.clone(), task_stats.clone(), latency.clone());
             puts.spawn(async move {
+                let started = std::time::Instant::now();
                 put_with_retry(&location, &request).await?;
+                latency.observe(started.elapsed().as_secs_f64());
                 let counter = match request.table {
                     "telemetry" => &stats.telemetry_rows,
                     "alerts" => &stats.alert_rows,
@@ -267,7 +276,14 @@ mod tests {
         let location = ArchiveLocation::local(&tmp.path().join("archive"), recorder.clone())?;
         let root = std::fs::canonicalize(tmp.path().join("archive"))?;
         let runtime = crate::runtime::io::background("archive writer")?;
-        let (writer, task) = start_writer(location, "run", 10, 4, runtime.handle());
+        let (writer, task) = start_writer(
+            location,
+            "run",
+            10,
+            4,
+            runtime.handle(),
+            &Metrics::default(),
+        );
         if let Ok(mut durability) = recorder.durability.lock() {
             *durability = Some(writer.durability());
         }

@@ -14,8 +14,14 @@ pub struct ReplicaStats {
     pub batches: AtomicU64,
     /// Batches that went to the spill because the replica was away.
     pub spilled: AtomicU64,
+    /// Batches that went to the spill because the writer was behind the workers.
+    pub backlogged: AtomicU64,
+    /// Batches in the spill not yet written (a gauge).
+    pub backlog: std::sync::atomic::AtomicI64,
     /// Rows skipped because a previous run had written them.
     pub skipped: AtomicU64,
+    /// How long each batch write took (`vigil_replica_write_seconds`).
+    pub write_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// How far each part's output is kept (in the replica or the spill), for committing input

@@ -43,6 +43,7 @@ mod replicate;
 pub mod write;
 mod writer;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc::SyncSender};
 
 use anyhow::Context;
@@ -52,19 +53,24 @@ pub use crate::connect::tables::{Column, ReplicaTable, SqlKind};
 pub use batch::{Batch, TableChange};
 pub use durability::{ReplicaDurability, ReplicaStats};
 pub use fold::Keyed;
-pub use handle::{Output, ReplicaHandle};
+pub use handle::{DEFAULT_OUTPUTS, Output, ReplicaHandle};
 pub use options::{DEFAULT_REPLICA, ReplicaParams};
 pub use replicate::{ReplicateAlerts, ReplicateCollection, ReplicateTelemetry};
 pub use write::{Bulk, Target};
 
 use crate::connect::replica::ReplicaUrl;
 use crate::runtime::crypto::PayloadKey;
+use crate::runtime::metrics::Metrics;
 use errors::is_unreachable;
 use handle::{ToWriter, part_name};
 use writer::Writer;
 
-/// Batches that may wait for a writer before the dataflow is held back.
+/// Batches that may wait for a writer before the dataflow is held back; past them, the
+/// writer puts what gathers in its spill, so the workers wait for the disk at worst.
 const QUEUE: usize = 8;
+
+/// How often the end of a run says how much of the replica's backlog is left.
+const BACKLOG_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A job's replica writers, one per worker.
 pub struct ReplicaSink {
@@ -89,6 +95,7 @@ impl ReplicaSink {
         outputs: &[Output],
         workers: usize,
         key: Option<PayloadKey>,
+        metrics: &Metrics,
     ) -> anyhow::Result<ReplicaSink> {
         let options = Arc::new(options);
         let runtime = Arc::new(crate::runtime::io::current_thread("replica's I/O")?);
@@ -122,7 +129,13 @@ impl ReplicaSink {
             );
         }
         drop(runtime);
-        let stats = Arc::new(ReplicaStats::default());
+        let stats = Arc::new(ReplicaStats {
+            write_seconds: Some(metrics.latency(
+                "replica_write",
+                "How long one batch took to write to the SQL replica, in one transaction.",
+            )),
+            ..ReplicaStats::default()
+        });
         let durability = Arc::new(ReplicaDurability::new(expected.len()));
         let (mut senders, mut threads) = (Vec::new(), Vec::new());
         for worker in 0..workers {
@@ -180,6 +193,22 @@ impl ReplicaSink {
     pub fn finish(self) -> anyhow::Result<Arc<ReplicaStats>> {
         for tx in &self.senders {
             let _ = tx.send(ToWriter::Finish);
+        }
+        // A backfill faster than the replica leaves a backlog in the spill: it is written
+        // now, with a line every few seconds saying how much is left.
+        let started = std::time::Instant::now();
+        let mut said = started;
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let left = self.stats.backlog.load(Ordering::Relaxed);
+            if left > 0 && said.elapsed() >= BACKLOG_LINE_EVERY {
+                said = std::time::Instant::now();
+                eprintln!(
+                    "vigil: the input is done; writing the replica's backlog: {left} batches left ({} rows written so far, {:.0}s)",
+                    self.stats.rows.load(Ordering::Relaxed),
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         for thread in self.threads {
             thread

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::handle::{DEFAULT_OUTPUTS, Output};
 use super::write::Bulk;
 use crate::connect::replica::ReplicaUrl;
 
@@ -19,6 +20,8 @@ pub struct ReplicaParams {
     pub role: Option<String>,
     /// Apply vigil's migrations (and, on PostgreSQL, grant the roles) at start-up.
     pub migrate: bool,
+    /// The outputs replicated (`--replica-tables`); the others are left out.
+    pub tables: Vec<Output>,
     /// Replicate the encrypted payload of each reading (opaque; never decrypted).
     pub replicate_payload: bool,
     /// A batch is cut once it holds this many rows…
@@ -41,12 +44,24 @@ impl ReplicaParams {
             url,
             role: None,
             migrate: false,
+            tables: DEFAULT_OUTPUTS.to_vec(),
             replicate_payload: false,
             batch_rows: 100_000,
             batch_interval: Duration::from_millis(500),
             spill_dir: PathBuf::from("vigil-spill").join("replica"),
             bulk: Bulk::Auto,
             write_timeout: crate::connect::pg_tls::ANSWER_TIMEOUT,
+        }
+    }
+}
+
+impl ReplicaParams {
+    /// Replicates each reading's encrypted payload, or stops; payloads live in
+    /// `telemetry_meta`, so turning them on adds that table.
+    pub fn set_replicate_payload(&mut self, on: bool) {
+        self.replicate_payload = on;
+        if on && !self.tables.contains(&Output::Telemetry) {
+            self.tables.push(Output::Telemetry);
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::connect::tables::ReplicaTable;
 
 /// Builds the sink operator of one part: folds, cuts batches as the frontier moves, and
 /// hands them to the writer (blocking when it is behind, which holds the dataflow back).
+/// Nothing, for an output the replica does not take (`--replica-tables`).
 fn replicate<'scope, F, P>(
     stream: Stream<'scope, u64, Vec<F::Item>>,
     pact: P,
@@ -29,6 +30,9 @@ fn replicate<'scope, F, P>(
     F::Item: 'static,
     P: timely::dataflow::channels::pact::ParallelizationContract<u64, Vec<F::Item>>,
 {
+    if !handle.replicates(output) {
+        return;
+    }
     let part = part_name(output, handle.worker, handle.peers);
     let name = format!("Replicate({})", output.name());
     let mut last_cut = Instant::now();

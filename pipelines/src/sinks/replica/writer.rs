@@ -1,6 +1,7 @@
 //! One worker's writer thread: writes batches while the replica answers, spills them while it
 //! is away, and drains the spill in order once it is back.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,9 @@ use crate::runtime::spill::Spill;
 /// Undelivered bytes a part's spill may hold before the job waits for the replica.
 const SPILL_MAX_BYTES: u64 = 1 << 30;
 
+/// How long a writer told to finish keeps trying a replica that is away.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+
 /// The longest pause between two attempts to reach the replica.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -42,6 +46,8 @@ pub(super) struct Writer {
     retry_at: Instant,
     /// Whether the replica was seen away (for the log line when it is back).
     away: bool,
+    /// Spilled batches read back and not yet sent, oldest first.
+    draining: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl Writer {
@@ -74,78 +80,150 @@ impl Writer {
                 .with_jitter(Jitter::Around),
             retry_at: Instant::now(),
             away: false,
+            draining: VecDeque::new(),
         })
     }
 
+    /// Writes what the workers hand over until told to finish. A batch that arrives alone,
+    /// with nothing waiting before it, is written at once; when more have gathered (the writer
+    /// is behind: a slow replica, or a backfill faster than it) they go to the spill in order
+    /// and are written from there one by one, between looks at the channel, so that the
+    /// workers never wait for the replica, only (at worst) for the local disk. At the end the
+    /// backlog is written out before the writer stops; only a replica that stays away leaves
+    /// it in the spill for the next run.
     pub(super) fn run(mut self, rx: Receiver<ToWriter>) -> anyhow::Result<()> {
-        // What a previous run left in the spill goes first.
-        self.reconnect();
+        self.connect();
+        let mut finish = false;
+        let mut give_up: Option<Instant> = None;
+        let mut taken: Vec<Batch> = Vec::new();
         loop {
-            let wait = if self.target.is_none() || self.waiting() > 0 {
-                self.retry_at.saturating_duration_since(Instant::now())
-            } else {
-                Duration::from_secs(3600)
-            };
-            match rx.recv_timeout(wait) {
-                Ok(ToWriter::Batch(batch)) => self.handle(batch)?,
-                Ok(ToWriter::Finish) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            if !finish {
+                let wait = if self.target.is_none() || self.waiting() > 0 {
+                    self.retry_at.saturating_duration_since(Instant::now())
+                } else {
+                    Duration::from_secs(3600)
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(message) => take(message, &mut taken, &mut finish),
+                    Err(RecvTimeoutError::Disconnected) => finish = true,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                while let Ok(message) = rx.try_recv() {
+                    take(message, &mut taken, &mut finish);
+                }
             }
-            if (self.target.is_none() || self.waiting() > 0) && Instant::now() >= self.retry_at {
-                self.reconnect();
+            if taken.len() == 1 && self.waiting() == 0 && self.target.is_some() {
+                let batch = taken.remove(0);
+                self.handle(batch)?;
+            } else if !taken.is_empty() {
+                let behind = self.target.is_some();
+                self.spill_all(std::mem::take(&mut taken), behind)?;
             }
-        }
-        // At the end: a last few tries to send what waits, then it stays for the next run.
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while self.waiting() > 0 && Instant::now() < give_up {
-            std::thread::sleep(self.retry_at.saturating_duration_since(Instant::now()));
-            self.reconnect();
-        }
-        if self.waiting() > 0 {
-            warn!(message = "The replica is still away; results wait in the spill and the next run with the same spill sends them first.", spill = %self.spill_dir.display(), batches = self.waiting());
+            if self.target.is_none() && Instant::now() >= self.retry_at {
+                self.connect();
+            }
+            if self.target.is_some() && self.waiting() > 0 && Instant::now() >= self.retry_at {
+                self.send_spilled();
+            }
+            if finish {
+                if self.waiting() == 0 {
+                    break;
+                }
+                if self.target.is_none() {
+                    // A replica still away at the end: a last few tries, then the batches stay
+                    // in the spill for the next run.
+                    let until = *give_up.get_or_insert_with(|| Instant::now() + GIVE_UP_AFTER);
+                    if Instant::now() >= until {
+                        warn!(message = "The replica is still away; results wait in the spill and the next run with the same spill sends them first.", spill = %self.spill_dir.display(), batches = self.waiting());
+                        break;
+                    }
+                    std::thread::sleep(
+                        self.retry_at
+                            .min(until)
+                            .saturating_duration_since(Instant::now()),
+                    );
+                } else {
+                    std::thread::sleep(self.retry_at.saturating_duration_since(Instant::now()));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Writes a batch, or spills it when the replica is away (or batches wait before it).
+    /// Writes a batch, or spills it when the replica fails it.
     fn handle(&mut self, batch: Batch) -> anyhow::Result<()> {
-        if self.waiting() == 0
-            && let Some(target) = self.target.as_mut()
-        {
-            match target.write(&self.job, &batch) {
-                Ok(()) => {
-                    self.wrote(&batch);
-                    return Ok(());
-                }
+        if self.target.is_some() {
+            match self.write(&batch) {
+                Ok(()) => return Ok(()),
                 Err(error) => self.lost(&error),
             }
         }
+        self.spill_all(vec![batch], false)
+    }
+
+    /// Appends batches to the spill, in order, and syncs it once: they count as kept. `behind`
+    /// says they wait because the writer is behind, not because the replica is away.
+    fn spill_all(&mut self, batches: Vec<Batch>, behind: bool) -> anyhow::Result<()> {
         if self.spill.is_none() {
             self.spill = Some(Spill::open(&self.spill_dir, self.key.clone(), SPILL_MAX_BYTES)?.0);
         }
-        let mut warned = false;
-        while self.spill.as_ref().is_some_and(Spill::full) {
-            if !warned {
-                warn!(message = "The replica spill is full; waiting for the replica.", spill = %self.spill_dir.display());
-                warned = true;
+        let mut kept = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut warned = false;
+            while self.spill.as_ref().is_some_and(Spill::full) {
+                if !warned {
+                    warn!(message = "The replica spill is full; waiting for the replica.", spill = %self.spill_dir.display());
+                    warned = true;
+                }
+                if self.target.is_some() {
+                    self.send_spilled();
+                } else {
+                    std::thread::sleep(self.retry_at.saturating_duration_since(Instant::now()));
+                    self.connect();
+                }
             }
-            std::thread::sleep(self.retry_at.saturating_duration_since(Instant::now()));
-            self.reconnect();
+            let spill = self
+                .spill
+                .as_mut()
+                .context("the replica spill is not open")?;
+            spill.append(&encode_batch(&batch)?)?;
+            kept.push((batch.part, batch.before));
         }
-        let spill = self
-            .spill
-            .as_mut()
-            .context("the replica spill is not open")?;
-        spill.append(&encode_batch(&batch)?)?;
-        spill.sync()?;
-        self.stats.spilled.fetch_add(1, Ordering::Relaxed);
-        self.durability.set(&batch.part, batch.before);
+        if let Some(spill) = self.spill.as_mut() {
+            spill.sync()?;
+        }
+        let counter = match behind {
+            true => &self.stats.backlogged,
+            false => &self.stats.spilled,
+        };
+        counter.fetch_add(kept.len() as u64, Ordering::Relaxed);
+        self.stats
+            .backlog
+            .fetch_add(kept.len() as i64, Ordering::Relaxed);
+        for (part, before) in kept {
+            self.durability.set(&part, before);
+        }
         Ok(())
     }
 
     /// Batches waiting in the spill.
     fn waiting(&self) -> u64 {
         self.spill.as_ref().map_or(0, Spill::pending)
+    }
+
+    /// Writes `batch` in one transaction, timing it, and counts it as written.
+    fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        let target = self
+            .target
+            .as_mut()
+            .context("the replica is not connected")?;
+        let started = Instant::now();
+        target.write(&self.job, batch)?;
+        if let Some(latency) = &self.stats.write_seconds {
+            latency.observe(started.elapsed().as_secs_f64());
+        }
+        self.wrote(batch);
+        Ok(())
     }
 
     fn wrote(&self, batch: &Batch) {
@@ -188,88 +266,109 @@ impl Writer {
         }
     }
 
-    /// Connects when not connected, then sends what waits in the spill, in order.
-    fn reconnect(&mut self) {
-        if self.target.is_none() {
-            match Target::connect(
-                &self.options.url,
-                self.options.role.as_deref(),
-                self.options.bulk,
-                &self.runtime,
-            ) {
-                Ok(mut target) => {
-                    target.set_timeout(self.options.write_timeout);
-                    self.target = Some(target);
+    /// Connects when not connected (what waits in the spill is sent by [`Writer::send_spilled`]).
+    fn connect(&mut self) {
+        if self.target.is_some() {
+            return;
+        }
+        match Target::connect(
+            &self.options.url,
+            self.options.role.as_deref(),
+            self.options.bulk,
+            &self.runtime,
+        ) {
+            Ok(mut target) => {
+                target.set_timeout(self.options.write_timeout);
+                self.target = Some(target);
+                if self.away {
+                    info!(message = "The replica is back; writing to it again.", replica = %self.options.url.redacted());
+                    self.away = false;
                 }
-                Err(error) => {
-                    if !self.away {
-                        warn!(message = "The replica does not answer; results wait in the local spill.", replica = %self.options.url.redacted(), error = %format!("{error:#}"));
-                    }
-                    self.away = true;
-                    self.schedule_retry();
-                    return;
+                self.backoff.reset();
+            }
+            Err(error) => {
+                if !self.away {
+                    warn!(message = "The replica does not answer; results wait in the local spill.", replica = %self.options.url.redacted(), error = %format!("{error:#}"));
                 }
+                self.away = true;
+                self.schedule_retry();
             }
         }
-        if self.waiting() > 0 {
+    }
+
+    /// Sends the oldest batch that waits in the spill. The spill is read again from disk when
+    /// the batches read last time are all sent.
+    fn send_spilled(&mut self) {
+        if self.draining.is_empty() {
             // The spill is read again from disk: its mark must say what was sent already.
             if let Some(Err(error)) = self.spill.as_mut().map(Spill::flush_mark) {
                 warn!(message = "The replica spill's drained mark could not be written.", error = %format!("{error:#}"));
             }
-            let waiting = match Spill::open(&self.spill_dir, self.key.clone(), SPILL_MAX_BYTES) {
+            match Spill::open(&self.spill_dir, self.key.clone(), SPILL_MAX_BYTES) {
                 Ok((spill, waiting)) => {
                     self.spill = Some(spill);
-                    waiting
+                    self.draining = waiting.into();
                 }
                 Err(error) => {
                     warn!(message = "The replica spill could not be read.", error = %format!("{error:#}"));
-                    self.schedule_retry();
+                    self.lost_spill();
                     return;
                 }
-            };
-            let count = waiting.len();
-            for (seq, bytes) in waiting {
-                let batch = match decode_batch(&bytes) {
-                    Ok(batch) => batch,
-                    Err(error) => {
-                        let reason = format!("the spilled batch is unreadable: {error:#}");
-                        if !self.dead_letter(seq, &reason, &bytes) {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                let Some(target) = self.target.as_mut() else {
-                    return;
-                };
-                match target.write(&self.job, &batch) {
-                    Ok(()) => {
-                        self.wrote(&batch);
-                        let drained = self.spill.as_mut().map(|s| s.drained(seq));
-                        if let Some(Err(error)) = drained {
-                            warn!(message = "The replica spill's drained mark could not be written.", error = %format!("{error:#}"));
-                        }
-                    }
-                    Err(error) if refused_for_good(&error) => {
-                        let reason = format!("the replica refuses it for good: {error:#}");
-                        if !self.dead_letter(seq, &reason, &bytes) {
-                            return;
-                        }
-                    }
-                    Err(error) => {
-                        self.lost(&error);
-                        return;
-                    }
+            }
+        }
+        let Some((seq, bytes)) = self.draining.pop_front() else {
+            return;
+        };
+        let batch = match decode_batch(&bytes) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let reason = format!("the spilled batch is unreadable: {error:#}");
+                if self.dead_letter(seq, &reason, &bytes) {
+                    self.stats.backlog.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    self.draining.push_front((seq, bytes));
+                }
+                return;
+            }
+        };
+        match self.write(&batch) {
+            Ok(()) => {
+                self.stats.backlog.fetch_sub(1, Ordering::Relaxed);
+                let drained = self.spill.as_mut().map(|s| s.drained(seq));
+                if let Some(Err(error)) = drained {
+                    warn!(message = "The replica spill's drained mark could not be written.", error = %format!("{error:#}"));
+                }
+                if self.waiting() == 0 {
+                    info!(message = "Sent the results that waited in the replica spill.", replica = %self.options.url.redacted());
                 }
             }
-            if count > 0 {
-                info!(message = "Sent the results that waited in the replica spill.", batches = count, replica = %self.options.url.redacted());
+            Err(error) if refused_for_good(&error) => {
+                let reason = format!("the replica refuses it for good: {error:#}");
+                if self.dead_letter(seq, &reason, &bytes) {
+                    self.stats.backlog.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    self.draining.push_front((seq, bytes));
+                }
+            }
+            Err(error) => {
+                self.lost(&error);
+                self.draining.push_front((seq, bytes));
             }
         }
-        if self.away {
-            info!(message = "The replica is back; writing to it again.", replica = %self.options.url.redacted());
-            self.away = false;
-        }
-        self.backoff.reset();
+    }
+
+    /// The spill could not be read: try again later.
+    fn lost_spill(&mut self) {
+        self.draining.clear();
+        self.schedule_retry();
+        self.target = None;
+    }
+}
+
+/// A message from the workers: a batch to write, or the end.
+fn take(message: ToWriter, taken: &mut Vec<Batch>, finish: &mut bool) {
+    match message {
+        ToWriter::Batch(batch) => taken.push(batch),
+        ToWriter::Finish => *finish = true,
     }
 }

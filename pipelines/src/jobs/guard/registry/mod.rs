@@ -335,6 +335,32 @@ pub fn guards_listing(guards: &[ConfiguredGuard]) -> String {
     out
 }
 
+/// A job's guards as the live page's catalogue shows them: name, kind, parameters, and the
+/// reaction (topic, severity, what an alert means).
+pub fn guards_json(guards: &[ConfiguredGuard]) -> serde_json::Value {
+    serde_json::Value::Array(
+        guards
+            .iter()
+            .map(|g| {
+                // `ZScore(ZScore { window: 60, … })` shown as `window: 60, …`.
+                let debug = format!("{:?}", g.params);
+                let params = debug
+                    .find('{')
+                    .and_then(|open| Some(debug[open + 1..debug.rfind('}')?].trim().to_owned()))
+                    .unwrap_or(debug);
+                serde_json::json!({
+                    "name": g.name,
+                    "kind": g.params.name(),
+                    "params": params,
+                    "topic": g.reaction.topic.as_str(),
+                    "severity": g.reaction.severity.as_str(),
+                    "description": g.reaction.description,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// The catalogue as the Markdown table the user guide shows between its
 /// `<!-- guards:begin -->` and `<!-- guards:end -->` markers (a test keeps them equal).
 pub fn markdown_table() -> String {
