@@ -48,9 +48,9 @@ fn guard_backfill_into_sqlite_equals_the_archive_and_a_rerun_changes_nothing() {
 fn the_default_replica_holds_alerts_but_not_a_row_per_reading() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("replica.db").display());
-    let count = |table: &str| {
+    let count = |url: &str, table: &str| {
         let query = format!("SELECT CAST(count(*) AS TEXT) FROM {table}");
-        number(&rows(&url, &query)[0][0]) as u64
+        number(&rows(url, &query)[0][0]) as u64
     };
     let mut command = guard_binary(&rocket(6, 2_000), dir.path(), &url);
     // The table list is the default's: the fixture's `all` is taken back.
@@ -61,7 +61,11 @@ fn the_default_replica_holds_alerts_but_not_a_row_per_reading() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(count("telemetry_meta"), 0, "readings stay in the archive");
+    assert_eq!(
+        count(&url, "telemetry_meta"),
+        0,
+        "readings stay in the archive"
+    );
     let decided: BTreeSet<(String, String)> =
         records::<vigil_operators::Alert>(&dir.path().join("archive/alerts"))
             .into_iter()
@@ -72,7 +76,7 @@ fn the_default_replica_holds_alerts_but_not_a_row_per_reading() {
         "the generator's anomalies raise alerts"
     );
     assert_eq!(
-        count("alert_history") as usize,
+        count(&url, "alert_history") as usize,
         decided.len(),
         "every raise and clear is in the history"
     );
@@ -83,7 +87,7 @@ fn the_default_replica_holds_alerts_but_not_a_row_per_reading() {
     let mut command = guard_binary(&rocket(6, 500), dir.path(), &url);
     command.args(["--replica-tables", "default,telemetry_meta"]);
     assert!(command.output().unwrap().status.success());
-    assert_eq!(count("telemetry_meta"), 6 * 8 * 500);
+    assert_eq!(count(&url, "telemetry_meta"), 6 * 8 * 500);
     let mut command = guard_binary(&rocket(6, 500), dir.path(), &url);
     command.args(["--replica-tables", "alerts,telemetry_rows"]);
     let output = command.output().unwrap();

@@ -35,7 +35,7 @@ use plotters::prelude::{
 };
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::cli::Failure;
+use crate::failure::Failure;
 use crate::session::{QueryError, Session};
 
 /// The most points one series is drawn with; a longer series is thinned to this.

@@ -10,6 +10,7 @@ use vigil_operators::crypto::{KEY_ENV, PayloadKey};
 
 use crate::archive::Reach;
 use crate::chart::{ChartFile, ChartSpec};
+pub use crate::failure::Failure;
 use crate::session::{Limits, QueryError, Session, default_memory_limit, parse_memory};
 use crate::{OutputFormat, write_result};
 
@@ -198,27 +199,6 @@ impl Args {
             "{from} holds an empty password, which would let anyone in: set a password, or unset it to serve loopback without one"
         );
         Ok(Some(password))
-    }
-}
-
-/// Why a run failed, and the exit code that says so.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The arguments, the archive or the output file are not usable.
-    #[error("{0:#}")]
-    Usage(anyhow::Error),
-    /// A statement failed, was refused or went over a limit.
-    #[error("{0}")]
-    Query(#[from] QueryError),
-}
-
-impl Failure {
-    /// The process exit code: 2 for usage, else the statement's ([`QueryError::exit_code`]).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => 2,
-            Failure::Query(error) => error.exit_code(),
-        }
     }
 }
 

@@ -22,6 +22,7 @@
 mod archive;
 mod chart;
 mod cli;
+mod failure;
 mod functions;
 mod output;
 mod prune;

@@ -259,7 +259,6 @@ fn a_live_job_commits_only_what_the_archive_holds() {
         AlertsOut::Off,
         3,
     );
-    let metrics = live.settings.metrics.clone();
     let stop = Stop::default();
     let running = std::thread::spawn({
         let stop = stop.clone();
@@ -294,29 +293,6 @@ fn a_live_job_commits_only_what_the_archive_holds() {
         committed.iter().zip(&ends).all(|(c, e)| c < e),
         "committed {committed:?} of {ends:?} while the last hour is open"
     );
-
-    // librdkafka's statistics (every 5 s) give each partition's lag: 0 once caught up. With
-    // them, every Kafka figure the Grafana dashboard shows is exported.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let exposed = metrics.render();
-        let caught_up = (0..2).all(|p| {
-            exposed.contains(&format!(
-                "vigil_kafka_consumer_lag{{topic=\"live\",partition=\"{p}\"}} 0\n"
-            ))
-        });
-        if caught_up {
-            let missing =
-                vigil_tests::dashboard::missing_from(&exposed, |n| n.starts_with("vigil_kafka_"));
-            assert!(missing.is_empty(), "the dashboard names {missing:?}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no lag of 0 for both partitions in\n{exposed}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 
     stop.trigger();
     let summary = running.join().unwrap().expect("the live job stops cleanly");

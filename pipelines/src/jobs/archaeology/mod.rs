@@ -168,7 +168,7 @@ impl Program for ArchaeologyProgram {
     }
 
     fn routes(&self, runtime: &tokio::runtime::Handle) -> axum::Router {
-        LiveHub::routes_of(self.live.as_ref(), runtime)
+        crate::sinks::live::routes::routes_of(self.live.as_ref(), runtime)
     }
 
     fn finished(&self) {

@@ -223,7 +223,7 @@ impl Program for GuardProgram {
     }
 
     fn routes(&self, runtime: &tokio::runtime::Handle) -> axum::Router {
-        LiveHub::routes_of(self.live.as_ref(), runtime)
+        crate::sinks::live::routes::routes_of(self.live.as_ref(), runtime)
     }
 
     fn finished(&self) {

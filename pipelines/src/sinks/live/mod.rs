@@ -12,7 +12,7 @@
 //! - `tap`: the operators that hand a worker's readings and scores to the hub.
 //! - `routes`: the page, its assets, the JSON API and the WebSocket stream.
 
-mod routes;
+pub mod routes;
 mod tap;
 
 pub use tap::{TapReadings, TapScores};
@@ -329,21 +329,9 @@ impl LiveHub {
             .unwrap_or_default()
     }
 
-    /// The routes of the page of `hub`, if there is one, with its periodic messages sent from
-    /// `runtime`; no routes without a hub.
-    pub fn routes_of(hub: Option<&Arc<LiveHub>>, runtime: &tokio::runtime::Handle) -> axum::Router {
-        match hub {
-            Some(hub) => {
-                hub.start_ticker(runtime);
-                routes(hub.clone())
-            }
-            None => axum::Router::new(),
-        }
-    }
-
     /// Sends progress every second and gathered readings every quarter second, from the
     /// server's runtime, until the hub is dropped.
-    fn start_ticker(self: &Arc<LiveHub>, runtime: &tokio::runtime::Handle) {
+    pub(crate) fn start_ticker(self: &Arc<LiveHub>, runtime: &tokio::runtime::Handle) {
         let hub = Arc::downgrade(self);
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(POINTS_EVERY);
@@ -460,8 +448,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
-
-pub use routes::routes;
 
 #[cfg(test)]
 mod tests {

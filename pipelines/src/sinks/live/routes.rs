@@ -37,6 +37,18 @@ struct Live {
     viewers: Arc<Semaphore>,
 }
 
+/// The routes of the page of `hub`, if there is one, with its periodic messages sent from
+/// `runtime`; no routes without a hub.
+pub fn routes_of(hub: Option<&Arc<LiveHub>>, runtime: &tokio::runtime::Handle) -> Router {
+    match hub {
+        Some(hub) => {
+            hub.start_ticker(runtime);
+            routes(hub.clone())
+        }
+        None => Router::new(),
+    }
+}
+
 /// The routes of the live view of `hub`.
 pub fn routes(hub: Arc<LiveHub>) -> Router {
     let live = Live {

@@ -53,8 +53,8 @@ pub use crate::connect::tables::{Column, ReplicaTable, SqlKind};
 pub use batch::{Batch, TableChange};
 pub use durability::{ReplicaDurability, ReplicaStats};
 pub use fold::Keyed;
-pub use handle::{DEFAULT_OUTPUTS, Output, ReplicaHandle};
-pub use options::{DEFAULT_REPLICA, ReplicaParams};
+pub use handle::ReplicaHandle;
+pub use options::{DEFAULT_OUTPUTS, DEFAULT_REPLICA, Output, ReplicaParams};
 pub use replicate::{ReplicateAlerts, ReplicateCollection, ReplicateTelemetry};
 pub use write::{Bulk, Target};
 

@@ -13,7 +13,8 @@ use vigil_operators::model::Alert;
 
 use super::batch::Batch;
 use super::fold::{AlertFold, CollectionFold, Fold, Keyed, TelemetryFold};
-use super::handle::{Output, ReplicaHandle, ToWriter, part_name};
+use super::handle::{ReplicaHandle, ToWriter, part_name};
+use super::options::Output;
 use crate::connect::tables::ReplicaTable;
 
 /// Builds the sink operator of one part: folds, cuts batches as the frontier moves, and
