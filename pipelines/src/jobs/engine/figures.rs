@@ -66,8 +66,8 @@ impl EngineFigures {
                 .inc();
         }
         let seconds = watermark_ms as f64 / 1000.0;
-        // Each worker has its own input time; the job's is the least, which the slowest
-        // worker's update leaves here most of the time. A gauge is enough for a dashboard.
+        // Each worker has its own input time; the gauge keeps the newest any worker has
+        // reached (the slowest may be behind it by a batch), which is enough for a dashboard.
         if seconds > self.watermark.get() || self.watermark.get() == 0.0 {
             self.watermark.set(seconds);
             let now = SystemTime::now()
